@@ -1,0 +1,107 @@
+"""Settings: every ``CONVEYOR_*`` variable is read here, once, and nowhere else.
+
+Precedence: explicit arguments > environment variables > ``conveyor.toml`` in the
+working directory (table ``[conveyor]``) > defaults.
+
+==============================  ========================================  ==============================
+variable                        meaning                                   default
+==============================  ========================================  ==============================
+``CONVEYOR_HOME``               folder for the embedded stores            ``./.conveyor``
+``CONVEYOR_METADATA_URL``       any SQLAlchemy URL                        ``sqlite:///$HOME/metadata.db``
+``CONVEYOR_ARTIFACT_ROOT``      fsspec URL (file, s3, gs, az, memory)     ``$HOME/artifacts``
+``CONVEYOR_EXECUTOR``           ``thread``, ``process`` or ``ray``        ``thread``
+``CONVEYOR_MAX_WORKERS``        parallel steps in the local executor      CPU count (at least 2)
+``CONVEYOR_INLINE_MAX_BYTES``   JSON values up to this size stay inline   ``65536``
+``CONVEYOR_ACTOR``              who is acting (audit log, approvals)      the OS user name
+==============================  ========================================  ==============================
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from conveyor.errors import ConfigurationError
+
+EXECUTORS = ("thread", "process", "ray")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Typed, resolved settings."""
+
+    home: Path
+    metadata_url: str
+    artifact_root: str
+    executor: str = "thread"
+    max_workers: int = 4
+    inline_max_bytes: int = 65536
+    actor: str = "unknown"
+
+    def with_overrides(self, **changes: object) -> Settings:
+        """Return a copy with some fields replaced."""
+        return replace(self, **changes)
+
+
+def _read_toml(cwd: Path) -> dict[str, object]:
+    path = cwd / "conveyor.toml"
+    if not path.exists():
+        return {}
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigurationError(f"{path} is not valid TOML: {exc}. Fix the file or remove it.") from exc
+    table = data.get("conveyor", {})
+    if not isinstance(table, dict):
+        raise ConfigurationError(f"{path}: [conveyor] must be a table.")
+    return table
+
+
+def _int(name: str, raw: object) -> int:
+    try:
+        value = int(str(raw))
+    except ValueError:
+        raise ConfigurationError(f"{name}={raw!r} is not a whole number.") from None
+    if value < 0:
+        raise ConfigurationError(f"{name}={raw!r} must not be negative.")
+    return value
+
+
+def _default_actor() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no passwd entry in some containers
+        return "unknown"
+
+
+def load_settings(env: Mapping[str, str] | None = None, cwd: Path | None = None) -> Settings:
+    """Resolve settings from the environment and ``conveyor.toml``."""
+    env = os.environ if env is None else env
+    cwd = Path.cwd() if cwd is None else cwd
+    toml = _read_toml(cwd)
+
+    def get(key: str, default: object = None) -> object:
+        return env.get(f"CONVEYOR_{key.upper()}", toml.get(key, default))
+
+    home = Path(str(get("home", ".conveyor"))).expanduser()
+    if not home.is_absolute():
+        home = (cwd / home).resolve()
+    metadata_url = str(get("metadata_url", f"sqlite:///{home / 'metadata.db'}"))
+    artifact_root = str(get("artifact_root", str(home / "artifacts")))
+    executor = str(get("executor", "thread"))
+    if executor == "local":
+        executor = "thread"
+    if executor not in EXECUTORS:
+        raise ConfigurationError(
+            f"CONVEYOR_EXECUTOR={executor!r} is not known. Use one of: {', '.join(EXECUTORS)}."
+        )
+    workers = _int("CONVEYOR_MAX_WORKERS", get("max_workers", max(2, os.cpu_count() or 2)))
+    inline = _int("CONVEYOR_INLINE_MAX_BYTES", get("inline_max_bytes", 65536))
+    actor = str(get("actor", "") or _default_actor())
+    return Settings(home=home, metadata_url=metadata_url, artifact_root=artifact_root,
+                    executor=executor, max_workers=max(1, workers), inline_max_bytes=inline,
+                    actor=actor)

@@ -1,0 +1,137 @@
+"""Every error Conveyor raises on purpose.
+
+The tree::
+
+    ConveyorError                     base; has ``exit_code`` and ``headline``
+    ├── ConfigurationError            a setting or config file is wrong
+    ├── PipelineDefinitionError       a pipeline or step is mis-declared (caught at build time)
+    │   └── ParameterError            a pipeline parameter is missing, unknown or ill-typed
+    ├── StepFailed                    a step raised after its retries
+    ├── RunCancelled                  a run was interrupted (Ctrl-C, SIGTERM)
+    ├── ArtifactError
+    │   ├── ArtifactIntegrityError    bytes on disk do not match the recorded hash
+    │   └── MaterializerNotFound      no materializer can store or load a value
+    ├── StoreUnavailable              the metadata database is locked or unreachable
+    ├── NotFound                      a run, artifact, model, endpoint… does not exist
+    ├── Conflict                      the action clashes with current state
+    ├── PermissionDenied              the actor lacks the role or scope
+    └── InvalidRequest                an input (HTTP body, file) does not match its schema
+
+Library errors (SQLAlchemy, botocore, fsspec) are translated where the backend
+starts, so the engine and the CLI only ever meet these.
+"""
+
+from __future__ import annotations
+
+
+class ConveyorError(Exception):
+    """Base of every error Conveyor raises on purpose."""
+
+    exit_code: int = 1
+    headline: str = "Error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigurationError(ConveyorError):
+    """A setting, environment variable or config file is wrong."""
+
+    exit_code = 2
+    headline = "Configuration error"
+
+
+class PipelineDefinitionError(ConveyorError):
+    """A pipeline or step is declared wrongly; raised when the graph is built."""
+
+    exit_code = 2
+    headline = "Pipeline definition error"
+
+
+class ParameterError(PipelineDefinitionError):
+    """A pipeline parameter is missing, unknown or of the wrong type."""
+
+    headline = "Parameter error"
+
+
+class StepFailed(ConveyorError):
+    """A step raised after all its retries."""
+
+    exit_code = 3
+    headline = "Step failed"
+
+    def __init__(self, message: str, *, run_id: str | None = None, step: str | None = None,
+                 traceback: str | None = None) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+        self.step = step
+        self.traceback = traceback
+
+
+class RunCancelled(ConveyorError):
+    """A run was interrupted and marked cancelled."""
+
+    exit_code = 130
+    headline = "Run cancelled"
+
+
+class ArtifactError(ConveyorError):
+    """Base for artifact storage problems."""
+
+    exit_code = 4
+    headline = "Artifact error"
+
+
+class ArtifactIntegrityError(ArtifactError):
+    """Stored bytes do not match the hash recorded when they were written."""
+
+    headline = "Artifact integrity error"
+
+
+class MaterializerNotFound(ArtifactError):
+    """No registered materializer can handle a value or a stored artifact."""
+
+    headline = "No materializer"
+
+
+class StoreUnavailable(ConveyorError):
+    """The metadata store is locked, unreachable or not migrated."""
+
+    exit_code = 5
+    headline = "Metadata store unavailable"
+
+
+class NotFound(ConveyorError):
+    """The named thing (run, artifact, model version, endpoint…) does not exist."""
+
+    exit_code = 6
+    headline = "Not found"
+
+
+class Conflict(ConveyorError):
+    """The action clashes with the current state (duplicate name, protected alias…)."""
+
+    exit_code = 7
+    headline = "Conflict"
+
+
+class PermissionDenied(ConveyorError):
+    """The actor lacks the role or the key lacks the scope."""
+
+    exit_code = 8
+    headline = "Permission denied"
+
+
+class InvalidRequest(ConveyorError):
+    """An input does not match its schema; ``field`` names the offending part."""
+
+    exit_code = 2
+    headline = "Invalid request"
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
