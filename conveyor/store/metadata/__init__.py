@@ -1,1 +1,37 @@
-"""store/metadata."""
+"""The metadata store: runs, steps, artifacts, lineage and metrics in any SQLAlchemy database."""
+
+from __future__ import annotations
+
+from sqlalchemy.engine import Engine
+
+from conveyor.store.metadata.artifacts import Artifacts, LineageEdge
+from conveyor.store.metadata.connection import create_db_engine, migrate, redact
+from conveyor.store.metadata.records import ArtifactRecord, MetricRecord, RunRecord, StepRunRecord
+from conveyor.store.metadata.runs import Runs
+from conveyor.store.metadata.steps import NewArtifact, StepOutcome, Steps
+from conveyor.store.metadata.tracking import Tracking
+
+
+class MetadataStore:
+    """One database, one repository per entity: ``store.runs``, ``.steps``, ``.artifacts``, ``.tracking``."""
+
+    def __init__(self, url: str, *, engine: Engine | None = None, auto_migrate: bool = True) -> None:
+        self.url = url
+        self.engine = engine or create_db_engine(url)
+        if auto_migrate:
+            migrate(self.engine)
+        self.runs = Runs(self.engine)
+        self.steps = Steps(self.engine)
+        self.artifacts = Artifacts(self.engine)
+        self.tracking = Tracking(self.engine)
+
+    def __repr__(self) -> str:
+        return f"MetadataStore({redact(self.url)!r})"
+
+    def close(self) -> None:
+        """Release pooled connections."""
+        self.engine.dispose()
+
+
+__all__ = ["ArtifactRecord", "LineageEdge", "MetadataStore", "MetricRecord", "NewArtifact", "RunRecord",
+           "StepOutcome", "StepRunRecord", "redact"]

@@ -1,0 +1,252 @@
+"""``@step``: a typed Python function the engine can cache, retry and run anywhere."""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import functools
+import hashlib
+import inspect
+import textwrap
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, overload
+
+from conveyor.dsl.building import current_build
+from conveyor.dsl.graph import Const, Expr, ListOf, Node
+from conveyor.dsl.handles import MapOutput, Output, Outputs
+from conveyor.errors import PipelineDefinitionError
+
+DEFAULT_OUTPUT = "output"
+
+
+@dataclass(frozen=True, slots=True)
+class StepSpec:
+    """Everything declared about a step; the function itself is ``fn``."""
+
+    name: str
+    fn: Callable[..., Any]
+    retries: int = 0
+    retry_on: tuple[type[BaseException], ...] = (Exception,)
+    backoff: float = 0.5
+    backoff_max: float = 30.0
+    cache: bool = True
+    timeout: float | None = None
+    cpus: float | None = None
+    memory: str | None = None
+    gpus: int | None = None
+    tags: tuple[str, ...] = ()
+    outputs: tuple[str, ...] = (DEFAULT_OUTPUT,)
+    code_hash: str = ""
+    module: str = ""
+    qualname: str = ""
+    source_file: str | None = None
+    parameters: tuple[str, ...] = field(default=())
+
+    @property
+    def multiple_outputs(self) -> bool:
+        return self.outputs != (DEFAULT_OUTPUT,)
+
+    def retry_delay(self, attempt: int) -> float:
+        """Exponential backoff before attempt ``attempt + 1`` (attempt counts from 1)."""
+        return min(self.backoff_max, self.backoff * (2 ** (attempt - 1)))
+
+
+def normalised_source_hash(fn: Callable[..., Any]) -> str:
+    """Hash the function's code, ignoring decorators, comments, docstrings and formatting."""
+    try:
+        source = textwrap.dedent(inspect.getsource(fn))
+        tree = ast.parse(source)
+        func = tree.body[0]
+        if isinstance(func, ast.FunctionDef | ast.AsyncFunctionDef):
+            func.decorator_list = []
+            body = func.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant) \
+                    and isinstance(body[0].value.value, str) and len(body) > 1:
+                func.body = body[1:]
+        text = ast.dump(tree, annotate_fields=False)
+    except (OSError, TypeError, SyntaxError, IndexError):
+        code = getattr(fn, "__code__", None)
+        text = repr((code.co_code, code.co_consts)) if code else repr(fn)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Unmapped:
+    """Marks a ``step.map`` keyword that every call receives whole."""
+
+    value: Any
+
+
+def unmapped(value: Any) -> Unmapped:
+    """Pass ``value`` whole to every call of a mapped step: ``train.map(C=[..], df=cv.unmapped(df))``."""
+    return Unmapped(value)
+
+
+class Step:
+    """A step: call it inside a pipeline to add a node; call it elsewhere to run the function."""
+
+    def __init__(self, spec: StepSpec) -> None:
+        self.spec = spec
+        self._signature = inspect.signature(spec.fn)
+        functools.update_wrapper(self, spec.fn)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def __repr__(self) -> str:
+        return f"<step {self.spec.name}>"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        ctx = current_build()
+        if ctx is None:
+            return self.spec.fn(*args, **kwargs)
+        inputs = self._bind(args, kwargs)
+        node = Node(name=ctx.node_name(self.spec.name), spec=self.spec, inputs=inputs,
+                    conditions=tuple(ctx.conditions))
+        ctx.add(node)
+        return self._handles(node.name)
+
+    def map(self, *args: Any, **kwargs: Any) -> MapOutput:
+        """Fan out: run the step once per element of the list-valued keyword arguments.
+
+        The mapped keywords take a Python list or an upstream output that is a list; several mapped
+        keywords are zipped and must have equal lengths. Other arguments are passed whole to each
+        call. Returns one handle whose value is the list of outputs, in order.
+        """
+        ctx = current_build()
+        if ctx is None:
+            raise PipelineDefinitionError(f"{self.spec.name}.map(...) works only inside a @cv.pipeline function.")
+        if self.spec.multiple_outputs:
+            raise PipelineDefinitionError(
+                f"Step '{self.spec.name}' has several outputs and cannot be mapped; return one value (a dict) instead."
+            )
+        plain = {k: v.value if isinstance(v, Unmapped) else v for k, v in kwargs.items()}
+        mapped = tuple(k for k, v in kwargs.items() if not isinstance(v, Unmapped))
+        if not mapped:
+            raise PipelineDefinitionError(
+                f"{self.spec.name}.map(...) needs at least one keyword argument holding a list, "
+                f"e.g. {self.spec.name}.map({next(iter(self._signature.parameters), 'x')}=[1, 2, 3])."
+            )
+        for k in mapped:
+            v = kwargs[k]
+            if isinstance(v, list | tuple) and any(isinstance(i, Output) for i in v):
+                raise PipelineDefinitionError(
+                    f"{self.spec.name}.map({k}=[...]): a list of step outputs cannot be mapped over; "
+                    "return the list from one step and map over that output instead."
+                )
+            if not isinstance(v, list | tuple | Output):
+                raise PipelineDefinitionError(
+                    f"{self.spec.name}.map({k}={v!r}): mapped keywords take a list or a step output holding "
+                    f"a list. To pass the same value to every call, write {k}=cv.unmapped(...) "
+                    "or pass it positionally."
+                )
+        inputs = self._bind(args, plain)
+        for k in mapped:
+            if isinstance(kwargs[k], list | tuple):
+                inputs[k] = Const(list(kwargs[k]))
+        node = Node(name=ctx.node_name(self.spec.name), spec=self.spec, inputs=inputs,
+                    conditions=tuple(ctx.conditions), map_over=mapped)
+        ctx.add(node)
+        from conveyor.dsl.graph import Ref
+
+        return MapOutput(Ref(node.name, DEFAULT_OUTPUT))
+
+    # --- build-time checks --------------------------------------------------------------------
+
+    def _bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Expr]:
+        params = list(self._signature.parameters)
+        for key in kwargs:
+            if key not in self._signature.parameters:
+                hint = difflib.get_close_matches(key, params, n=1)
+                raise PipelineDefinitionError(
+                    f"Step '{self.spec.name}' has no input named '{key}'. "
+                    f"Its inputs are: {', '.join(params) or '(none)'}."
+                    + (f" Did you mean '{hint[0]}'?" if hint else "")
+                )
+        try:
+            bound = self._signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise PipelineDefinitionError(
+                f"Step '{self.spec.name}' was called with the wrong arguments: {exc}. "
+                f"Its signature is {self.spec.name}{self._signature}."
+            ) from None
+        bound.apply_defaults()
+        return {name: to_expr(self.spec.name, name, value) for name, value in bound.arguments.items()}
+
+    def _handles(self, node: str) -> Any:
+        from conveyor.dsl.graph import Ref
+
+        if self.spec.multiple_outputs:
+            return Outputs(node, self.spec.outputs)
+        return Output(Ref(node, DEFAULT_OUTPUT))
+
+
+def to_expr(step: str, name: str, value: Any) -> Expr:
+    """Turn an argument into an input expression."""
+    if isinstance(value, Output):
+        return value._ref
+    if isinstance(value, Outputs):
+        raise PipelineDefinitionError(
+            f"Step '{step}', input '{name}': got all outputs of a multi-output step. "
+            "Unpack them (`a, b = split(df)`) and pass one."
+        )
+    if isinstance(value, list | tuple) and any(isinstance(v, Output | Outputs) for v in value):
+        return ListOf(tuple(to_expr(step, name, v) for v in value))
+    if callable(value) and isinstance(value, Step):
+        raise PipelineDefinitionError(
+            f"Step '{step}', input '{name}': got the step '{value.name}' itself; call it to use its output."
+        )
+    return Const(value)
+
+
+@overload
+def step(fn: Callable[..., Any], /) -> Step: ...
+@overload
+def step(*, name: str | None = ..., retries: int = ..., retry_on: Sequence[type[BaseException]] | type[BaseException] = ...,
+         backoff: float = ..., cache: bool = ..., timeout: float | None = ..., cpus: float | None = ...,
+         memory: str | None = ..., gpus: int | None = ..., tags: Sequence[str] = ...,
+         outputs: Sequence[str] | None = ...) -> Callable[[Callable[..., Any]], Step]: ...
+
+
+def step(fn: Callable[..., Any] | None = None, /, *, name: str | None = None, retries: int = 0,
+         retry_on: Sequence[type[BaseException]] | type[BaseException] = (Exception,), backoff: float = 0.5,
+         cache: bool = True, timeout: float | None = None, cpus: float | None = None,
+         memory: str | None = None, gpus: int | None = None, tags: Sequence[str] = (),
+         outputs: Sequence[str] | None = None) -> Any:
+    """Declare a step.
+
+    ``retries`` extra attempts with exponential backoff (``backoff`` seconds, doubling) for
+    exceptions in ``retry_on``; ``cache`` reuses outputs of an identical earlier call;
+    ``timeout`` seconds per attempt; ``cpus``/``memory``/``gpus`` are hints for executors and
+    exports; ``outputs`` names several outputs (the function returns a tuple or a dict).
+    """
+    def wrap(f: Callable[..., Any]) -> Step:
+        if not callable(f) or isinstance(f, Step):
+            raise PipelineDefinitionError(f"@step needs a function, got {f!r}.")
+        if retries < 0:
+            raise PipelineDefinitionError(f"Step '{f.__name__}': retries must be >= 0, got {retries}.")
+        if timeout is not None and timeout <= 0:
+            raise PipelineDefinitionError(f"Step '{f.__name__}': timeout must be positive seconds, got {timeout}.")
+        kinds = retry_on if isinstance(retry_on, Sequence) else (retry_on,)
+        for k in kinds:
+            if not (isinstance(k, type) and issubclass(k, BaseException)):
+                raise PipelineDefinitionError(f"Step '{f.__name__}': retry_on takes exception classes, got {k!r}.")
+        outs = tuple(outputs) if outputs else (DEFAULT_OUTPUT,)
+        if len(set(outs)) != len(outs):
+            raise PipelineDefinitionError(f"Step '{f.__name__}': output names repeat: {outs}.")
+        try:
+            source_file = inspect.getfile(f)
+        except TypeError:
+            source_file = None
+        spec = StepSpec(
+            name=name or f.__name__, fn=f, retries=retries, retry_on=tuple(kinds), backoff=backoff,
+            cache=cache, timeout=timeout, cpus=cpus, memory=memory, gpus=gpus, tags=tuple(tags),
+            outputs=outs, code_hash=normalised_source_hash(f), module=f.__module__,
+            qualname=f.__qualname__, source_file=source_file,
+            parameters=tuple(inspect.signature(f).parameters),
+        )
+        return Step(spec)
+
+    return wrap(fn) if fn is not None else wrap

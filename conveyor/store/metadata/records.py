@@ -1,0 +1,86 @@
+"""Plain records read from the metadata store."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class StepRunRecord:
+    """One execution of one node of a run."""
+
+    id: str
+    run_id: str
+    name: str
+    step: str
+    status: str
+    attempts: int
+    cache_hit: bool
+    cache_key: str | None
+    started_at: float | None
+    ended_at: float | None
+    map_index: int | None = None
+    cached_from: str | None = None
+    error: str | None = None
+    traceback: str | None = None
+    reason: str | None = None
+
+    @property
+    def duration(self) -> float | None:
+        if self.started_at is None or self.ended_at is None:
+            return None
+        return self.ended_at - self.started_at
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    """A run as stored."""
+
+    id: str
+    name: str | None
+    kind: str
+    pipeline_name: str | None
+    pipeline_ref: str | None
+    status: str
+    parameters: dict[str, Any]
+    tags: dict[str, Any]
+    created_at: float
+    started_at: float | None
+    ended_at: float | None
+    error: str | None = None
+    git_commit: str | None = None
+    git_dirty: bool | None = None
+    environment_hash: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    pipeline_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ArtifactRecord:
+    """An artifact as stored, with where it came from."""
+
+    id: str
+    content_hash: str
+    materializer: str
+    materializer_version: str
+    type_name: str | None
+    size: int | None
+    uri: str | None
+    inline: Any
+    meta: dict[str, Any]
+    name: str | None
+    run_id: str | None
+    step_run_id: str | None
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class MetricRecord:
+    """One logged metric value."""
+
+    key: str
+    value: float
+    step: int | None
+    at: float
+    step_run_id: str | None = None

@@ -1,0 +1,148 @@
+"""Pipelines, runs, their events and environments."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import orjson
+from sqlalchemy import delete, func, insert, select, update
+
+from conveyor.errors import Conflict, NotFound
+from conveyor.store.metadata import tables as t
+from conveyor.store.metadata.base import Repository, new_id, now
+from conveyor.store.metadata.records import RunRecord
+
+TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+def _run(row: Any) -> RunRecord:
+    return RunRecord(
+        id=row.id, name=row.name, kind=row.kind, pipeline_name=row.pipeline_name, pipeline_ref=row.pipeline_ref,
+        status=row.status, parameters=row.parameters or {}, tags=row.tags or {}, created_at=row.created_at,
+        started_at=row.started_at, ended_at=row.ended_at, error=row.error, git_commit=row.git_commit,
+        git_dirty=row.git_dirty, environment_hash=row.environment_hash, options=row.options or {},
+        pipeline_id=row.pipeline_id,
+    )
+
+
+class Runs(Repository):
+    """Reads and writes runs and pipeline versions."""
+
+    def ensure_pipeline(self, name: str, code_hash: str, ref: str | None) -> tuple[str, int]:
+        """The id and version number of this pipeline code, registering it when new."""
+        with self.write() as conn:
+            row = conn.execute(select(t.pipelines.c.id, t.pipelines.c.version).where(
+                t.pipelines.c.name == name, t.pipelines.c.code_hash == code_hash)).first()
+            if row:
+                return row.id, row.version
+            version = (conn.execute(select(func.max(t.pipelines.c.version)).where(
+                t.pipelines.c.name == name)).scalar() or 0) + 1
+            pid = new_id()
+            conn.execute(insert(t.pipelines).values(id=pid, name=name, version=version, code_hash=code_hash,
+                                                    ref=ref, created_at=now()))
+            return pid, version
+
+    def save_environment(self, env: dict[str, Any]) -> str:
+        """Store an environment description once; return its hash."""
+        blob = orjson.dumps(env, option=orjson.OPT_SORT_KEYS)
+        digest = hashlib.sha256(blob).hexdigest()
+        with self.write() as conn:
+            if conn.execute(select(t.environments.c.hash).where(t.environments.c.hash == digest)).first() is None:
+                conn.execute(insert(t.environments).values(hash=digest, data=env))
+        return digest
+
+    def environment(self, digest: str) -> dict[str, Any]:
+        with self.read() as conn:
+            row = conn.execute(select(t.environments.c.data).where(t.environments.c.hash == digest)).first()
+        return row.data if row else {}
+
+    def create(self, *, kind: str, name: str | None = None, pipeline_id: str | None = None,
+               pipeline_name: str | None = None, pipeline_ref: str | None = None,
+               parameters: dict[str, Any] | None = None, tags: dict[str, Any] | None = None,
+               environment_hash: str | None = None, git_commit: str | None = None, git_dirty: bool | None = None,
+               options: dict[str, Any] | None = None, pid: int | None = None, host: str | None = None) -> str:
+        """Insert a run in state ``running`` and its ``started`` event."""
+        run_id = new_id()
+        ts = now()
+        with self.write() as conn:
+            conn.execute(insert(t.runs).values(
+                id=run_id, name=name, kind=kind, pipeline_id=pipeline_id, pipeline_name=pipeline_name,
+                pipeline_ref=pipeline_ref, status="running", parameters=parameters or {}, tags=tags or {},
+                environment_hash=environment_hash, git_commit=git_commit, git_dirty=git_dirty,
+                options=options or {}, pid=pid, host=host, created_at=ts, started_at=ts))
+            conn.execute(insert(t.run_events).values(run_id=run_id, at=ts, kind="started", detail=None))
+        return run_id
+
+    def set_status(self, run_id: str, status: str, *, error: str | None = None, event: str | None = None,
+                   detail: str | None = None) -> None:
+        """Move a run to ``status`` and record an event (default: the status itself)."""
+        ts = now()
+        values: dict[str, Any] = {"status": status}
+        if status in TERMINAL:
+            values["ended_at"] = ts
+            values["error"] = error
+        else:
+            values["ended_at"] = None
+        with self.write() as conn:
+            conn.execute(update(t.runs).where(t.runs.c.id == run_id).values(**values))
+            conn.execute(insert(t.run_events).values(run_id=run_id, at=ts, kind=event or status, detail=detail))
+
+    def add_event(self, run_id: str, kind: str, detail: str | None = None) -> None:
+        with self.write() as conn:
+            conn.execute(insert(t.run_events).values(run_id=run_id, at=now(), kind=kind, detail=detail))
+
+    def claim_for_resume(self, run_id: str, pid: int) -> RunRecord:
+        """Mark an unfinished run as resumed by this process; refuse a finished one."""
+        run = self.get(run_id)
+        if run.status == "succeeded":
+            raise Conflict(f"Run {run.id} already succeeded; there is nothing to resume. "
+                           f"Start a new run instead (`conveyor run ...`).")
+        with self.write() as conn:
+            conn.execute(update(t.runs).where(t.runs.c.id == run.id).values(status="running", ended_at=None,
+                                                                             error=None, pid=pid))
+            if run.status == "running":
+                conn.execute(insert(t.run_events).values(run_id=run.id, at=now(), kind="interrupted",
+                                                         detail="the process running it stopped without finishing"))
+            conn.execute(insert(t.run_events).values(run_id=run.id, at=now(), kind="resumed",
+                                                     detail=f"previous status: {run.status}"))
+        return run
+
+    def get(self, run_id: str) -> RunRecord:
+        """A run by id or unique id prefix."""
+        with self.read() as conn:
+            row = conn.execute(select(t.runs).where(t.runs.c.id == run_id)).first()
+            if row is None and run_id and len(run_id) >= 4:
+                rows = conn.execute(select(t.runs).where(t.runs.c.id.like(f"{run_id}%")).limit(2)).all()
+                if len(rows) > 1:
+                    raise NotFound(f"Run id prefix '{run_id}' matches several runs; give more characters.")
+                row = rows[0] if rows else None
+        if row is None:
+            raise NotFound(f"No run '{run_id}'. List runs with `conveyor runs list`.")
+        return _run(row)
+
+    def list(self, *, limit: int = 50, pipeline: str | None = None, status: str | None = None) -> list[RunRecord]:
+        q = select(t.runs).order_by(t.runs.c.created_at.desc()).limit(limit)
+        if pipeline:
+            q = q.where((t.runs.c.pipeline_name == pipeline) | (t.runs.c.name == pipeline))
+        if status:
+            q = q.where(t.runs.c.status == status)
+        with self.read() as conn:
+            return [_run(r) for r in conn.execute(q)]
+
+    def events(self, run_id: str) -> list[tuple[float, str, str | None]]:
+        with self.read() as conn:
+            rows = conn.execute(select(t.run_events.c.at, t.run_events.c.kind, t.run_events.c.detail)
+                                .where(t.run_events.c.run_id == run_id).order_by(t.run_events.c.id))
+            return [(r.at, r.kind, r.detail) for r in rows]
+
+    def delete(self, run_id: str) -> None:
+        """Delete a run with its steps, metrics, params, events and lineage (artifact bytes stay)."""
+        run = self.get(run_id)
+        with self.write() as conn:
+            step_ids = select(t.step_runs.c.id).where(t.step_runs.c.run_id == run.id)
+            conn.execute(delete(t.lineage).where(t.lineage.c.step_run_id.in_(step_ids)))
+            for table in (t.metrics, t.params, t.run_events, t.step_runs):
+                conn.execute(delete(table).where(table.c.run_id == run.id))
+            conn.execute(update(t.artifacts).where(t.artifacts.c.run_id == run.id).values(run_id=None))
+            conn.execute(delete(t.runs).where(t.runs.c.id == run.id))

@@ -1,0 +1,168 @@
+"""Step runs: their lifecycle, the cache index, and the lineage they write."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import insert, select, update
+
+from conveyor.store.metadata import tables as t
+from conveyor.store.metadata.artifacts import artifact_record
+from conveyor.store.metadata.base import Repository, new_id, now
+from conveyor.store.metadata.records import ArtifactRecord, StepRunRecord
+
+
+@dataclass(slots=True)
+class NewArtifact:
+    """An artifact to insert: the store's description plus its output name."""
+
+    name: str
+    content_hash: str
+    materializer: str
+    materializer_version: str
+    type_name: str | None
+    size: int | None
+    uri: str | None
+    inline: Any
+    meta: dict[str, Any] = field(default_factory=dict)
+    id: str = field(default_factory=new_id)
+
+
+@dataclass(slots=True)
+class StepOutcome:
+    """Everything a finished step run writes, in one transaction."""
+
+    status: str
+    attempts: int = 1
+    cache_hit: bool = False
+    cached_from: str | None = None
+    error: str | None = None
+    traceback: str | None = None
+    logs: str | None = None
+    reason: str | None = None
+    new_outputs: Sequence[NewArtifact] = ()
+    reused_outputs: Sequence[tuple[str, str]] = ()        # (output name, existing artifact id)
+    inputs: Sequence[tuple[str, str, int | None]] = ()    # (input name, artifact id, list position)
+    metrics: Sequence[tuple[str, float, int | None, float]] = ()
+    params: Sequence[tuple[str, Any]] = ()
+    started_at: float | None = None
+    ended_at: float | None = None
+
+
+def _step(row: Any) -> StepRunRecord:
+    return StepRunRecord(
+        id=row.id, run_id=row.run_id, name=row.name, step=row.step, status=row.status, attempts=row.attempts,
+        cache_hit=bool(row.cache_hit), cache_key=row.cache_key, started_at=row.started_at, ended_at=row.ended_at,
+        map_index=row.map_index, cached_from=row.cached_from, error=row.error, traceback=row.traceback,
+        reason=row.reason,
+    )
+
+
+class Steps(Repository):
+    """Reads and writes step runs."""
+
+    def start(self, run_id: str, name: str, step: str, *, cache_key: str | None, code_hash: str | None,
+              map_index: int | None = None) -> str:
+        """Insert a step run in state ``running``."""
+        sid = new_id()
+        with self.write() as conn:
+            conn.execute(insert(t.step_runs).values(
+                id=sid, run_id=run_id, name=name, step=step, map_index=map_index, status="running", attempts=0,
+                cache_key=cache_key, cache_hit=False, code_hash=code_hash, started_at=now()))
+        return sid
+
+    def finish(self, step_run_id: str, run_id: str, outcome: StepOutcome) -> None:
+        """Record a step run's end with its outputs, inputs, metrics and params, atomically."""
+        ts = now()
+        with self.write() as conn:
+            values: dict[str, Any] = dict(
+                status=outcome.status, attempts=outcome.attempts, cache_hit=outcome.cache_hit,
+                cached_from=outcome.cached_from, error=outcome.error, traceback=outcome.traceback,
+                logs=outcome.logs, reason=outcome.reason, ended_at=outcome.ended_at or ts)
+            if outcome.started_at is not None:
+                values["started_at"] = outcome.started_at
+            conn.execute(update(t.step_runs).where(t.step_runs.c.id == step_run_id).values(**values))
+            if outcome.new_outputs:
+                conn.execute(insert(t.artifacts), [dict(
+                    id=a.id, content_hash=a.content_hash, materializer=a.materializer,
+                    materializer_version=a.materializer_version, type_name=a.type_name, size=a.size, uri=a.uri,
+                    inline=a.inline, meta=a.meta, name=a.name, run_id=run_id, step_run_id=step_run_id,
+                    created_at=ts) for a in outcome.new_outputs])
+            edges = [dict(artifact_id=a.id, step_run_id=step_run_id, run_id=run_id, direction="output",
+                          name=a.name, position=None) for a in outcome.new_outputs]
+            edges += [dict(artifact_id=aid, step_run_id=step_run_id, run_id=run_id, direction="output",
+                           name=name, position=None) for name, aid in outcome.reused_outputs]
+            edges += [dict(artifact_id=aid, step_run_id=step_run_id, run_id=run_id, direction="input",
+                           name=name, position=pos) for name, aid, pos in outcome.inputs]
+            if edges:
+                conn.execute(insert(t.lineage), edges)
+            if outcome.metrics:
+                conn.execute(insert(t.metrics), [dict(run_id=run_id, step_run_id=step_run_id, key=k, value=v,
+                                                      step=s, at=at) for k, v, s, at in outcome.metrics])
+            if outcome.params:
+                conn.execute(insert(t.params), [dict(run_id=run_id, step_run_id=step_run_id, key=k, value=v)
+                                                for k, v in outcome.params])
+
+    def record(self, run_id: str, name: str, step: str, outcome: StepOutcome, *, cache_key: str | None = None,
+               code_hash: str | None = None, map_index: int | None = None) -> str:
+        """Insert a step run that never ran (cached, skipped) with its outcome, in one transaction."""
+        sid = new_id()
+        ts = now()
+        with self.write() as conn:
+            conn.execute(insert(t.step_runs).values(
+                id=sid, run_id=run_id, name=name, step=step, map_index=map_index, status="pending", attempts=0,
+                cache_key=cache_key, cache_hit=False, code_hash=code_hash, started_at=ts))
+        self.finish(sid, run_id, outcome)
+        return sid
+
+    def find_cached(self, cache_key: str) -> tuple[StepRunRecord, dict[str, ArtifactRecord]] | None:
+        """The newest succeeded step run with this cache key, and its outputs by name."""
+        with self.read() as conn:
+            row = conn.execute(
+                select(t.step_runs).where(t.step_runs.c.cache_key == cache_key,
+                                          t.step_runs.c.status.in_(("succeeded", "cached")))
+                .order_by(t.step_runs.c.ended_at.desc()).limit(1)).first()
+            if row is None:
+                return None
+            outs = conn.execute(
+                select(t.lineage.c.name, t.artifacts).join(t.artifacts, t.artifacts.c.id == t.lineage.c.artifact_id)
+                .where(t.lineage.c.step_run_id == row.id, t.lineage.c.direction == "output")).all()
+        return _step(row), {o.name: artifact_record(o) for o in outs}
+
+    def for_run(self, run_id: str) -> list[StepRunRecord]:
+        with self.read() as conn:
+            rows = conn.execute(select(t.step_runs).where(t.step_runs.c.run_id == run_id)
+                                .order_by(t.step_runs.c.started_at, t.step_runs.c.name))
+            return [_step(r) for r in rows]
+
+    def outputs(self, step_run_ids: Sequence[str]) -> dict[str, dict[str, ArtifactRecord]]:
+        """Outputs by step run id, then by output name."""
+        result: dict[str, dict[str, ArtifactRecord]] = {sid: {} for sid in step_run_ids}
+        if not step_run_ids:
+            return result
+        with self.read() as conn:
+            rows = conn.execute(
+                select(t.lineage.c.step_run_id.label("sid"), t.lineage.c.name.label("out_name"), t.artifacts)
+                .join(t.artifacts, t.artifacts.c.id == t.lineage.c.artifact_id)
+                .where(t.lineage.c.step_run_id.in_(list(step_run_ids)), t.lineage.c.direction == "output"))
+            for r in rows:
+                result[r.sid][r.out_name] = artifact_record(r)
+        return result
+
+    def logs(self, run_id: str, name: str | None = None) -> list[tuple[str, int, str]]:
+        """(step name, attempts, captured text) for the run's step runs."""
+        q = select(t.step_runs.c.name, t.step_runs.c.attempts, t.step_runs.c.logs) \
+            .where(t.step_runs.c.run_id == run_id).order_by(t.step_runs.c.started_at)
+        if name:
+            q = q.where((t.step_runs.c.name == name) | (t.step_runs.c.step == name))
+        with self.read() as conn:
+            return [(r.name, r.attempts, r.logs or "") for r in conn.execute(q)]
+
+    def mark_unfinished(self, run_id: str, status: str, reason: str) -> None:
+        """Close step runs still marked running (after a crash or a cancel)."""
+        with self.write() as conn:
+            conn.execute(update(t.step_runs).where(t.step_runs.c.run_id == run_id,
+                                                   t.step_runs.c.status.in_(("running", "pending")))
+                         .values(status=status, reason=reason, ended_at=now()))
