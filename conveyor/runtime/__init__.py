@@ -1,1 +1,1 @@
-"""runtime."""
+"""The engine and its client: running pipelines, resuming them, reading what happened."""

@@ -1,0 +1,24 @@
+"""Local threads: the default; values pass in memory, no serialisation."""
+
+from __future__ import annotations
+
+from concurrent.futures import Future, ThreadPoolExecutor
+
+from conveyor.runtime.worker import StepResult, StepTask, run_task
+
+
+class ThreadExecutor:
+    """Runs independent steps in parallel threads of this process."""
+
+    name = "thread"
+    in_process = True
+
+    def __init__(self, max_workers: int = 4) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="conveyor-step")
+
+    def submit(self, task: StepTask) -> Future[StepResult]:
+        return self._pool.submit(run_task, task)
+
+    def shutdown(self, cancel: bool = False) -> None:
+        # Threads cannot be killed; on cancel the queue is dropped and running bodies are abandoned.
+        self._pool.shutdown(wait=not cancel, cancel_futures=cancel)

@@ -1,0 +1,312 @@
+"""The engine: walks a graph, runs every step whose inputs are ready, caches, retries and resumes."""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Callable, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from dataclasses import dataclass, field
+from typing import Any
+
+from conveyor.dsl.graph import Const, Expr, Graph, ListOf, Node, Ref
+from conveyor.errors import RunCancelled
+from conveyor.runtime.cache import compute_cache_key
+from conveyor.runtime.slots import MISSING, Slot, const_fingerprint, json_param, stored_from_record
+from conveyor.runtime.worker import FromStore, FunctionRef, StepResult, StepTask
+from conveyor.store.metadata import NewArtifact, StepOutcome
+
+DONE_OK = ("succeeded", "cached", "resumed")
+Observer = Callable[[str, str, dict[str, Any]], None]
+
+
+@dataclass(slots=True)
+class _Call:
+    """One call to run: a whole node, or one element of a mapped node."""
+
+    node: Node
+    name: str
+    args: dict[str, Any]
+    fingerprints: dict[str, Any]
+    inputs: list[tuple[str, str, int | None]]
+    params: list[tuple[str, Any]]
+    map_index: int | None = None
+    cache_key: str = ""
+    step_run_id: str = ""
+
+
+@dataclass
+class Execution:
+    """The state of one run's walk; kept so callers can read outputs from memory afterwards."""
+
+    status: dict[str, str] = field(default_factory=dict)
+    slots: dict[str, Any] = field(default_factory=dict)          # node -> {output: Slot} or [Slot] for maps
+    first_failure: tuple[str, str, str] | None = None            # (node, error, traceback)
+
+
+class Engine:
+    """Runs graphs against a metadata store, an artifact store and an executor."""
+
+    def __init__(self, metadata: Any, artifacts: Any, executor: Any, *, inline_max_bytes: int = 65536,
+                 observer: Observer | None = None) -> None:
+        self.metadata = metadata
+        self.artifacts = artifacts
+        self.executor = executor
+        self.inline_max_bytes = inline_max_bytes
+        self.observer = observer or (lambda _e, _n, _i: None)
+
+    # --- the walk -----------------------------------------------------------------------------
+
+    def execute(self, graph: Graph, run_id: str, *, cache: bool = True,
+                prior: Mapping[str, tuple[Any, dict[str, Any]]] | None = None) -> Execution:
+        """Run every node once; return the final state. Raises RunCancelled on Ctrl-C."""
+        self._run_id, self._cache, self._prior = run_id, cache, dict(prior or {})
+        ex = self._ex = Execution()
+        pending = dict(graph.nodes)
+        running: dict[Future[StepResult], _Call] = {}
+        maps: dict[str, list[Slot | None]] = {}
+        self._graph = graph
+        for name in graph.nodes:
+            self.observer("pending", name, {})
+        try:
+            while pending or running:
+                progressed = True
+                while progressed:   # reused (cached, resumed, skipped) nodes can unblock others at once
+                    progressed = False
+                    for name in [n for n, node in pending.items()
+                                 if all(ex.status.get(u) in (*DONE_OK, "failed", "skipped") for u in node.upstream())]:
+                        node = pending.pop(name)
+                        progressed = True
+                        try:
+                            calls = self._start(node, maps)
+                        except Exception as exc:  # a bad condition or map input: this node fails, others go on
+                            self._fail_node(node, f"{type(exc).__name__}: {exc}", traceback.format_exc())
+                            continue
+                        for call in calls:
+                            running[self._submit(call)] = call
+                if not running:
+                    for name in list(pending):   # cannot happen with graphs the DSL builds; never hang
+                        self._skip(pending.pop(name), "unreachable")
+                    break
+                done, _ = wait(list(running), timeout=0.5, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    call = running.pop(fut)
+                    self._finish(call, fut.result(), maps)
+        except KeyboardInterrupt:
+            self.executor.shutdown(cancel=True)
+            self.metadata.steps.mark_unfinished(run_id, "cancelled", "the run was interrupted")
+            raise RunCancelled(f"Run {run_id} was interrupted and marked cancelled. "
+                               f"Resume it with `conveyor runs resume {run_id}`.") from None
+        return ex
+
+    # --- starting nodes -----------------------------------------------------------------------
+
+    def _start(self, node: Node, maps: dict[str, list[Slot | None]]) -> list[_Call]:
+        ex = self._ex
+        for up in sorted(node.upstream()):
+            if ex.status[up] in ("failed", "skipped"):
+                self._skip(node, f"upstream step '{up}' {ex.status[up]}")
+                return []
+        for cond in node.conditions:
+            left, right = self._eval(cond.left), self._eval(cond.right)
+            if not cond.evaluate(left, right):
+                self._skip(node, f"condition not met: {cond.describe()} (value {left!r})")
+                return []
+        if not node.is_map:
+            call = self._prepare(node, node.name, dict(node.inputs), None)
+            return [] if self._reuse(call) else [call]
+        items = {k: self._elements(node.inputs[k]) for k in node.map_over}
+        lengths = {k: len(v) for k, v in items.items()}
+        if len(set(lengths.values())) > 1:
+            self._fail_node(node, f"mapped inputs have different lengths: {lengths}; zip needs equal lengths", "")
+            return []
+        n = next(iter(lengths.values()))
+        maps[node.name] = [None] * n
+        ex.status[node.name] = "running"
+        if n == 0:
+            self._complete_map(node.name, maps)
+            return []
+        calls = []
+        for i in range(n):
+            inputs: dict[str, Any] = {k: (v if k not in items else items[k][i]) for k, v in node.inputs.items()}
+            call = self._prepare(node, f"{node.name}[{i}]", inputs, i)
+            if self._reuse(call):
+                maps[node.name][i] = self._ex.slots.pop(call.name)[node.spec.outputs[0]]
+            else:
+                calls.append(call)
+        if all(s is not None for s in maps[node.name]):
+            self._complete_map(node.name, maps)
+        return calls
+
+    def _elements(self, expr: Expr) -> list[Any]:
+        """Split a mapped input into per-call input expressions (values or slots)."""
+        if isinstance(expr, Const):
+            return [Const(v) for v in expr.value]
+        if isinstance(expr, Ref) and isinstance(self._ex.slots.get(expr.node), list) and not expr.path:
+            return list(self._ex.slots[expr.node])
+        value = self._eval(expr)
+        if not isinstance(value, list | tuple):
+            raise TypeError(f"cannot map over {type(value).__name__}; the mapped output must be a list")
+        return [Const(v) for v in value]
+
+    def _prepare(self, node: Node, name: str, inputs: dict[str, Any], index: int | None) -> _Call:
+        call = _Call(node=node, name=name, args={}, fingerprints={}, inputs=[], params=[], map_index=index)
+        for key, expr in inputs.items():
+            call.args[key], call.fingerprints[key] = self._argument(call, key, expr, None)
+        spec = node.spec
+        call.cache_key = compute_cache_key(step=spec.name, code_hash=spec.code_hash, inputs=call.fingerprints,
+                                           outputs=spec.outputs)
+        return call
+
+    def _argument(self, call: _Call, key: str, expr: Any, pos: int | None) -> tuple[Any, Any]:
+        if isinstance(expr, Slot):   # one element of a mapped upstream
+            call.inputs.append((key, expr.artifact_id, pos))
+            return self._pass(expr, ()), expr.fingerprint()
+        if isinstance(expr, Const):
+            if pos is None:
+                call.params.append((key, json_param(expr.value)))
+            return expr.value, const_fingerprint(expr.value, self.artifacts)
+        if isinstance(expr, ListOf):
+            pairs = [self._argument(call, key, item, i) for i, item in enumerate(expr.items)]
+            return [p[0] for p in pairs], [p[1] for p in pairs]
+        held = self._ex.slots[expr.node]
+        if isinstance(held, list):     # the list of a mapped step's outputs
+            for i, slot in enumerate(held):
+                call.inputs.append((key, slot.artifact_id, i))
+            value = [self._pass(s, ()) for s in held]
+            for p in expr.path:
+                value = value[p]
+            return value, {"list": [s.fingerprint() for s in held], "p": [repr(p) for p in expr.path]}
+        slot = held[expr.output]
+        call.inputs.append((key, slot.artifact_id, pos))
+        return self._pass(slot, expr.path), slot.fingerprint(expr.path)
+
+    def _pass(self, slot: Slot, path: tuple[Any, ...]) -> Any:
+        """The argument as the executor wants it: the value in memory, or a load instruction."""
+        if self.executor.in_process or slot.stored.uri is None:
+            value = self._value(slot)
+            for p in path:
+                value = value[p]
+            return value
+        return FromStore(slot.stored, path)
+
+    def _value(self, slot: Slot) -> Any:
+        if slot.value is MISSING:
+            slot.value = self.artifacts.get(slot.stored)
+        return slot.value
+
+    def _eval(self, expr: Expr) -> Any:
+        if isinstance(expr, Const):
+            return expr.value
+        if isinstance(expr, ListOf):
+            return [self._eval(e) for e in expr.items]
+        held = self._ex.slots[expr.node]
+        value = [self._value(s) for s in held] if isinstance(held, list) else self._value(held[expr.output])
+        for p in expr.path:
+            value = value[p]
+        return value
+
+    # --- reuse: resume and cache --------------------------------------------------------------
+
+    def _reuse(self, call: _Call) -> bool:
+        spec = call.node.spec
+        prior = self._prior.get(call.name)
+        if prior is not None and prior[0].cache_key == call.cache_key and set(spec.outputs) <= set(prior[1]):
+            self._adopt(call, prior[1], "resumed")
+            return True
+        if not (self._cache and spec.cache):
+            return False
+        hit = self.metadata.steps.find_cached(call.cache_key)
+        if hit is None or not set(spec.outputs) <= set(hit[1]):
+            return False
+        record, outputs = hit
+        self.metadata.steps.record(
+            self._run_id, call.name, spec.name,
+            StepOutcome(status="cached", cache_hit=True, cached_from=record.id,
+                        reused_outputs=[(n, outputs[n].id) for n in spec.outputs], inputs=call.inputs,
+                        params=call.params),
+            cache_key=call.cache_key, code_hash=spec.code_hash, map_index=call.map_index)
+        self._adopt(call, outputs, "cached")
+        return True
+
+    def _adopt(self, call: _Call, outputs: dict[str, Any], status: str) -> None:
+        slots = {n: Slot(outputs[n].id, stored_from_record(outputs[n])) for n in call.node.spec.outputs}
+        self._ex.slots[call.name] = slots
+        if call.map_index is None:
+            self._ex.status[call.name] = status
+        self.observer(status, call.name, {})
+
+    # --- running and finishing ----------------------------------------------------------------
+
+    def _submit(self, call: _Call) -> Future[StepResult]:
+        spec = call.node.spec
+        call.step_run_id = self.metadata.steps.start(self._run_id, call.name, spec.name, cache_key=call.cache_key,
+                                                     code_hash=spec.code_hash, map_index=call.map_index)
+        in_process = self.executor.in_process
+        task = StepTask(
+            run_id=self._run_id, step_run_id=call.step_run_id, node_name=call.name, step_name=spec.name,
+            args=call.args, outputs=spec.outputs, multiple_outputs=spec.multiple_outputs, retries=spec.retries,
+            retry_on=spec.retry_on, backoff=spec.backoff, backoff_max=spec.backoff_max, timeout=spec.timeout,
+            artifact_root=self.artifacts.root, inline_max_bytes=self.inline_max_bytes, map_index=call.map_index,
+            fn=spec.fn if in_process else None,
+            fn_ref=None if in_process else FunctionRef(spec.module, spec.qualname, spec.source_file),
+            keep_values=in_process)
+        if call.map_index is None:
+            self._ex.status[call.name] = "running"
+        self.observer("running", call.name, {})
+        return self.executor.submit(task)
+
+    def _finish(self, call: _Call, result: StepResult, maps: dict[str, list[Slot | None]]) -> None:
+        spec = call.node.spec
+        new = [NewArtifact(name=n, content_hash=s.content_hash, materializer=s.materializer,
+                           materializer_version=s.materializer_version, type_name=s.type_name, size=s.size,
+                           uri=s.uri, inline=s.inline, meta=s.meta) for n, s in result.outputs.items()]
+        logged = [NewArtifact(name=f"logged/{n}", content_hash=s.content_hash, materializer=s.materializer,
+                              materializer_version=s.materializer_version, type_name=s.type_name, size=s.size,
+                              uri=s.uri, inline=s.inline, meta=s.meta) for n, s in result.logged]
+        self.metadata.steps.finish(call.step_run_id, self._run_id, StepOutcome(
+            status=result.status, attempts=result.attempts, error=result.error, traceback=result.traceback,
+            logs=result.logs, new_outputs=new + logged, inputs=call.inputs, metrics=result.metrics,
+            params=call.params + list(result.params.items()), started_at=result.started_at,
+            ended_at=result.ended_at))
+        self.on_registrations(call, result)
+        info = {"duration": result.ended_at - result.started_at, "attempts": result.attempts}
+        if result.status != "succeeded":
+            self._fail_node(call.node, result.error or "failed", result.traceback or "", record=False)
+            self.observer("failed", call.name, {**info, "error": result.error})
+            return
+        values = result.values or {}
+        slots = {a.name: Slot(a.id, result.outputs[a.name], values.get(a.name, MISSING)) for a in new}
+        if call.map_index is None:
+            self._ex.slots[call.name] = slots
+            self._ex.status[call.name] = "succeeded"
+        else:
+            holder = maps[call.node.name]
+            holder[call.map_index] = slots[spec.outputs[0]]
+            if all(s is not None for s in holder) and self._ex.status.get(call.node.name) == "running":
+                self._complete_map(call.node.name, maps)
+        self.observer("succeeded", call.name, info)
+
+    def on_registrations(self, call: _Call, result: StepResult) -> None:
+        """Hook for what a step registered (models); the client installs the registry's handler."""
+
+    def _complete_map(self, name: str, maps: dict[str, list[Slot | None]]) -> None:
+        self._ex.slots[name] = maps.pop(name)
+        self._ex.status[name] = "succeeded"
+        self.observer("succeeded", name, {"map": True})
+
+    def _fail_node(self, node: Node, error: str, traceback: str, *, record: bool = True) -> None:
+        if self._ex.status.get(node.name) == "failed":
+            return
+        self._ex.status[node.name] = "failed"
+        if self._ex.first_failure is None:
+            self._ex.first_failure = (node.name, error, traceback)
+        if record:
+            self.metadata.steps.record(self._run_id, node.name, node.spec.name,
+                                       StepOutcome(status="failed", error=error, traceback=traceback))
+            self.observer("failed", node.name, {"error": error})
+
+    def _skip(self, node: Node, reason: str) -> None:
+        self._ex.status[node.name] = "skipped"
+        self.metadata.steps.record(self._run_id, node.name, node.spec.name,
+                                   StepOutcome(status="skipped", reason=reason, attempts=0))
+        self.observer("skipped", node.name, {"reason": reason})

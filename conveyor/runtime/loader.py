@@ -1,0 +1,82 @@
+"""Loading pipelines from ``file.py:name`` or ``package.module:name`` references."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from conveyor.errors import PipelineDefinitionError
+
+
+def _module_name(path: Path) -> str:
+    digest = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:10]
+    return f"conveyor_user_{path.stem}_{digest}"
+
+
+def load_module_from_file(path: Path) -> ModuleType:
+    """Import a Python file under a stable synthetic name (its ``__main__`` block does not run)."""
+    path = path.resolve()
+    name = _module_name(path)
+    if name in sys.modules:
+        return sys.modules[name]
+    if not path.exists():
+        raise PipelineDefinitionError(f"Pipeline file {path} does not exist.")
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise PipelineDefinitionError(f"Cannot import {path}: not a Python file.")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    folder = str(path.parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    try:
+        spec.loader.exec_module(module)
+    except Exception:
+        del sys.modules[name]
+        raise
+    return module
+
+
+def load_pipeline(ref: str) -> Any:
+    """The pipeline object named by ``path/to/file.py:name`` or ``package.module:name``."""
+    from conveyor.dsl.pipeline import Pipeline
+
+    if ":" not in ref:
+        raise PipelineDefinitionError(
+            f"'{ref}' does not name a pipeline. Use FILE.py:PIPELINE or package.module:PIPELINE, "
+            "e.g. examples/quickstart.py:training.")
+    target, _, attr = ref.rpartition(":")
+    if target.endswith(".py") or "/" in target:
+        path = Path(target)
+        module = load_module_from_file(path)
+        canonical = f"{path.resolve()}:{attr}"
+    else:
+        try:
+            module = importlib.import_module(target)
+        except ImportError as exc:
+            raise PipelineDefinitionError(f"Cannot import module '{target}': {exc}.") from None
+        canonical = ref
+    obj = getattr(module, attr, None)
+    if not isinstance(obj, Pipeline):
+        found = [k for k, v in vars(module).items() if isinstance(v, Pipeline)]
+        raise PipelineDefinitionError(
+            f"'{attr}' in {target} is not a pipeline. Pipelines there: {', '.join(found) or '(none)'}.")
+    obj.ref = canonical
+    return obj
+
+
+def pipeline_ref(pipeline: Any) -> str | None:
+    """A reference that lets another process (or `runs resume`) load this pipeline again."""
+    if pipeline.ref:
+        return pipeline.ref
+    fn = pipeline.fn
+    module = sys.modules.get(fn.__module__)
+    file = getattr(module, "__file__", None)
+    if fn.__module__ not in ("__main__",) and not fn.__module__.startswith("conveyor_user_"):
+        return f"{fn.__module__}:{fn.__name__}"
+    return f"{Path(file).resolve()}:{fn.__name__}" if file else None
