@@ -1,14 +1,45 @@
-"""Conveyor: pipelines, tracking, registry, serving and monitoring for machine-learning models."""
+"""Conveyor: pipelines, tracking, registry, serving and monitoring for machine-learning models.
 
-from conveyor.dsl import Pipeline, Step, pipeline, step, unless, unmapped, when
-from conveyor.errors import ConveyorError
-from conveyor.runtime.client import Client
-from conveyor.runtime.context import StepContext, get_step_context
-from conveyor.runtime.run import Run
-from conveyor.runtime.tracking import ActiveRun, log_artifact, log_metric, log_metrics, log_params, start_run
+Public names are imported on first use, so ``import conveyor`` and ``conveyor --help`` stay fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = ["ActiveRun", "Client", "ConveyorError", "Pipeline", "Run", "Step", "StepContext", "get_step_context",
-           "log_artifact", "log_metric", "log_metrics", "log_params", "pipeline", "start_run", "step", "unless",
-           "unmapped", "when"]
+_EXPORTS = {
+    "step": "conveyor.dsl", "pipeline": "conveyor.dsl", "when": "conveyor.dsl", "unless": "conveyor.dsl",
+    "unmapped": "conveyor.dsl", "Pipeline": "conveyor.dsl", "Step": "conveyor.dsl",
+    "ConveyorError": "conveyor.errors",
+    "Client": "conveyor.runtime.client", "Run": "conveyor.runtime.run",
+    "StepContext": "conveyor.runtime.context", "get_step_context": "conveyor.runtime.context",
+    "ActiveRun": "conveyor.runtime.tracking", "start_run": "conveyor.runtime.tracking",
+    "log_metric": "conveyor.runtime.tracking", "log_metrics": "conveyor.runtime.tracking",
+    "log_params": "conveyor.runtime.tracking", "log_artifact": "conveyor.runtime.tracking",
+}
+
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:
+    from conveyor.dsl import Pipeline, Step, pipeline, step, unless, unmapped, when
+    from conveyor.errors import ConveyorError
+    from conveyor.runtime.client import Client
+    from conveyor.runtime.context import StepContext, get_step_context
+    from conveyor.runtime.run import Run
+    from conveyor.runtime.tracking import ActiveRun, log_artifact, log_metric, log_metrics, log_params, start_run
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'conveyor' has no attribute '{name}'")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

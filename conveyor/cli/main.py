@@ -1,0 +1,50 @@
+"""The ``conveyor`` command: one typer app, one module per command group, errors handled once here."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from conveyor.cli import artifacts as artifacts_cmd
+from conveyor.cli import runs as runs_cmd
+from conveyor.cli import workflow
+
+app = typer.Typer(name="conveyor", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  help="Pipelines, tracking, registry, serving and monitoring for machine-learning models.")
+app.command("init")(workflow.init)
+app.command("run", context_settings={"allow_interspersed_args": True})(workflow.run)
+app.command("quickstart")(workflow.quickstart)
+app.add_typer(runs_cmd.app, name="runs", help="List, inspect, resume, compare and delete runs.")
+app.add_typer(artifacts_cmd.app, name="artifacts", help="Inspect and export artifacts.")
+app.command("lineage")(artifacts_cmd.lineage)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the app; a ConveyorError becomes its message and exit code, never a traceback."""
+    from conveyor.errors import ConveyorError
+
+    try:
+        app(args=argv, standalone_mode=False)
+    except ConveyorError as exc:
+        from conveyor.cli.output import error_console
+
+        error_console().print(f"[bold red]{exc.headline}:[/] {exc.message}", highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:  # click's own usage errors arrive here in non-standalone mode
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(1)
+        raise
+    except SystemExit:
+        raise
+
+
+if __name__ == "__main__":
+    main()

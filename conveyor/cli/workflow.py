@@ -1,0 +1,94 @@
+"""``conveyor init``, ``conveyor run`` and ``conveyor quickstart``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from conveyor.cli.output import console, parse_params, print_json
+
+ParamOpt = Annotated[Optional[list[str]], typer.Option("-p", "--param", help="Pipeline parameter KEY=VALUE (repeatable).")]  # noqa: UP007
+
+
+def init() -> None:
+    """Create the Conveyor home (.conveyor: SQLite metadata and artifact folder) or migrate it."""
+    from conveyor.runtime.client import Client
+    from conveyor.store.metadata import redact
+
+    client = Client()
+    client.settings.home.mkdir(parents=True, exist_ok=True)
+    _ = client.metadata
+    _ = client.artifacts
+    c = console()
+    c.print(f"[green]Ready.[/] metadata: {redact(client.settings.metadata_url)}")
+    c.print(f"       artifacts: {client.settings.artifact_root}")
+
+
+def execute(ref_or_pipeline: object, params: dict[str, object], *, no_cache: bool, executor: str | None,
+            as_json: bool, from_text: bool = True, title: str | None = None) -> object:
+    """Run a pipeline with a live view and a summary; shared by ``run`` and ``quickstart``."""
+    from conveyor.cli.live import LiveSteps, run_summary
+    from conveyor.errors import StepFailed
+    from conveyor.runtime.client import Client
+    from conveyor.runtime.loader import load_pipeline
+
+    pipeline = load_pipeline(ref_or_pipeline) if isinstance(ref_or_pipeline, str) else ref_or_pipeline
+    client = Client()
+    c = console()
+    failure: StepFailed | None = None
+    with LiveSteps(c, title or f"{pipeline.name}") as live:
+        observer = None if as_json else live
+        try:
+            run = client.run_pipeline(pipeline, params, cache=not no_cache, executor=executor, from_text=from_text,
+                                      observer=observer)
+        except StepFailed as exc:
+            failure = exc
+            run = exc.run  # type: ignore[attr-defined]
+    if as_json:
+        print_json(run.to_dict())
+    else:
+        run_summary(c, run)
+    if failure is not None:
+        raise failure
+    return run
+
+
+def run(
+    target: Annotated[str, typer.Argument(help="FILE.py:PIPELINE or package.module:PIPELINE")],
+    param: ParamOpt = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Run every step even if a cached result exists.")] = False,
+    executor: Annotated[Optional[str], typer.Option(help="thread (default), process or ray.")] = None,  # noqa: UP007
+    as_json: Annotated[bool, typer.Option("--json", help="Print the finished run as JSON.")] = False,
+) -> None:
+    """Run a pipeline, showing each step's state live."""
+    execute(target, parse_params(param), no_cache=no_cache, executor=executor, as_json=as_json)
+
+
+def quickstart(
+    param: ParamOpt = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache")] = False,
+) -> None:
+    """Run the example churn pipeline end to end on generated data (the main job behind `make demo`)."""
+    from conveyor.examples.quickstart import training
+
+    c = console()
+    c.print("[bold]Conveyor quickstart[/]: churn model — load → validate → split → features → "
+            "train 3 candidates in parallel → evaluate → pick best → publish if good enough\n")
+    run = execute(training, parse_params(param), no_cache=no_cache, executor=None, as_json=False,
+                  title="quickstart: training")
+    steps = run.steps  # type: ignore[attr-defined]
+    ran = [s for s in steps.values() if s.status == "succeeded"]
+    cached = [s for s in steps.values() if s.cache_hit]
+    if cached and not ran:
+        c.print(f"\n[cyan]Cached re-run:[/] all {len(cached)} steps reused earlier results; nothing was recomputed. "
+                "Use --no-cache to run them again.")
+    elif cached:
+        c.print(f"\n[cyan]{len(cached)} of {len(steps)} steps were cached.[/]")
+    rid = run.id  # type: ignore[attr-defined]
+    c.print("\n[bold]Next:[/]")
+    for line in (f"conveyor runs show {rid}", f"conveyor runs logs {rid} --step train",
+                 "conveyor runs list", f"conveyor run {Path('examples/quickstart.py')}:training -p rows=20000 -p threshold=0.8",
+                 "conveyor quickstart            # again: a cached re-run"):
+        c.print(f"  {line}")

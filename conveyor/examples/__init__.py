@@ -1,0 +1,1 @@
+"""Example pipelines shipped with Conveyor (also under examples/ in the repository)."""

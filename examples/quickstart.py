@@ -1,0 +1,1 @@
+../conveyor/examples/quickstart.py
