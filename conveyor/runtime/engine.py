@@ -221,7 +221,7 @@ class Engine:
         record, outputs = hit
         self.metadata.steps.record(
             self._run_id, call.name, spec.name,
-            StepOutcome(status="cached", cache_hit=True, cached_from=record.id,
+            StepOutcome(status="cached", attempts=0, cache_hit=True, cached_from=record.id,
                         reused_outputs=[(n, outputs[n].id) for n in spec.outputs], inputs=call.inputs,
                         params=call.params),
             cache_key=call.cache_key, code_hash=spec.code_hash, map_index=call.map_index)
