@@ -26,6 +26,7 @@ demo: $(VENV)/.installed
 	$(BIN)/conveyor quickstart
 
 test: $(STAMP)
+	bash scripts/system-packages.sh
 	$(BIN)/python -m pytest -q
 
 test-fast: $(STAMP)

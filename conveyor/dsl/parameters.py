@@ -114,7 +114,8 @@ def resolve_parameters(pipeline: str, declared: Mapping[str, Parameter], given: 
     """Check names, fill defaults, coerce text values and check types."""
     for key in given:
         if key not in declared:
-            hint = difflib.get_close_matches(key, list(declared), n=1)
+            hint = difflib.get_close_matches(key, list(declared), n=1) or [
+                d for d in declared if d.lower() == key.lower()]
             raise ParameterError(
                 f"Pipeline '{pipeline}' has no parameter '{key}'. "
                 f"Its parameters are: {', '.join(declared) or '(none)'}."

@@ -1,0 +1,87 @@
+"""Fixtures shared by the whole suite: a fresh Conveyor home per test, and a real PostgreSQL."""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conveyor.config import Settings, load_settings
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """Settings pointing at an empty home under tmp_path; the working directory is tmp_path."""
+    for key in list(os.environ):
+        if key.startswith("CONVEYOR_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("CONVEYOR_HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    return load_settings()
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[object]:
+    from conveyor.runtime.client import Client
+
+    c = Client(settings)
+    yield c
+    c.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _as_postgres(cmd: list[str]) -> list[str]:
+    return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """A PostgreSQL server started for this session on a free loopback port; yields a base URL."""
+    bins = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
+    if not bins:
+        pytest.fail("PostgreSQL server binaries are missing; run scripts/system-packages.sh "
+                    "(make test does) or apt-get install postgresql.")
+    bin_dir = Path(bins[-1])
+    data = Path(tempfile.mkdtemp(prefix="conveyor-pg-"))
+    data.chmod(0o755)
+    if os.geteuid() == 0:
+        shutil.chown(data, "postgres", "postgres")
+    port = free_port()
+    subprocess.run(_as_postgres([str(bin_dir / "initdb"), "-D", str(data / "db"), "-A", "trust", "-U", "conveyor",
+                                 "--no-sync"]), check=True, capture_output=True)
+    subprocess.run(_as_postgres([str(bin_dir / "pg_ctl"), "-D", str(data / "db"), "-w", "-l", str(data / "log"),
+                                 "-o", f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c fsync=off",
+                                 "start"]), check=True, capture_output=True)
+    try:
+        yield f"postgresql+psycopg://conveyor@127.0.0.1:{port}"
+    finally:
+        subprocess.run(_as_postgres([str(bin_dir / "pg_ctl"), "-D", str(data / "db"), "-m", "immediate", "stop"]),
+                       capture_output=True)
+        shutil.rmtree(data, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_url(postgres_server: str) -> str:
+    """A new, empty database on the session's server."""
+    import psycopg
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    dsn = postgres_server.replace("postgresql+psycopg://", "postgresql://") + "/postgres"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return f"{postgres_server}/{name}"

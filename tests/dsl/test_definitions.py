@@ -1,0 +1,189 @@
+"""Mistakes are caught when the graph is built, with messages that name the step and the fix."""
+
+from __future__ import annotations
+
+import pytest
+
+import conveyor as cv
+from conveyor.dsl.graph import Const, Ref
+from conveyor.errors import ParameterError, PipelineDefinitionError
+
+
+@cv.step
+def load(rows: int) -> list:
+    return list(range(rows))
+
+
+@cv.step
+def train(df: list, C: float = 1.0) -> dict:
+    return {"auc": 0.5 + C / 10}
+
+
+@cv.step(outputs=["left", "right"])
+def halves(xs: list) -> tuple[list, list]:
+    return xs[: len(xs) // 2], xs[len(xs) // 2:]
+
+
+def test_calling_steps_builds_nodes_and_runs_nothing() -> None:
+    calls = []
+
+    @cv.step
+    def spy(x: int) -> int:
+        calls.append(x)
+        return x
+
+    @cv.pipeline
+    def p(n: int = 3):
+        spy(load(n))
+
+    graph = p.build()
+    assert list(graph.nodes) == ["load", "spy"]
+    assert graph.nodes["load"].inputs == {"rows": Const(3)}
+    assert graph.nodes["spy"].inputs == {"x": Ref("load", "output")}
+    assert calls == []
+
+
+def test_repeated_step_calls_get_suffixed_names() -> None:
+    @cv.pipeline
+    def p():
+        a = load(1)
+        train(a)
+        train(a, C=2.0)
+        train(a, C=3.0)
+
+    assert list(p.build().nodes) == ["load", "train", "train_2", "train_3"]
+
+
+def test_unknown_input_names_the_step_and_suggests_a_fix() -> None:
+    @cv.pipeline
+    def p():
+        train(load(1), c=0.5)
+
+    with pytest.raises(PipelineDefinitionError) as err:
+        p.build()
+    msg = str(err.value)
+    assert "Step 'train' has no input named 'c'" in msg
+    assert "Its inputs are: df, C" in msg
+    assert "Did you mean 'C'?" in msg
+
+
+def test_wrong_arity_is_a_definition_error() -> None:
+    @cv.pipeline
+    def p():
+        train()
+
+    with pytest.raises(PipelineDefinitionError, match="Step 'train' was called with the wrong arguments"):
+        p.build()
+
+
+@pytest.mark.parametrize("misuse", [
+    lambda out: bool(out), lambda out: out + 1, lambda out: f"{out}", lambda out: range(out), lambda out: list(out),
+])
+def test_step_output_used_as_plain_value_is_rejected(misuse) -> None:
+    @cv.pipeline
+    def p():
+        misuse(load(2))
+
+    with pytest.raises(PipelineDefinitionError, match="output of step 'load' is used as a plain value"):
+        p.build()
+
+
+def test_when_records_condition_on_output_item() -> None:
+    @cv.pipeline
+    def p():
+        report = train(load(1))
+        with cv.when(report["auc"] >= 0.9):
+            train(load(2))
+
+    graph = p.build()
+    assert graph.nodes["load"].conditions == ()
+    (cond,) = graph.nodes["train_2"].conditions
+    assert cond.left == Ref("train", "output", ("auc",))
+    assert cond.op == ">=" and cond.right == Const(0.9)
+    assert graph.nodes["load_2"].conditions == (cond,)
+
+
+def test_when_needs_a_runtime_condition() -> None:
+    @cv.pipeline
+    def p(flag: bool = True):
+        with cv.when(flag):
+            load(1)
+
+    with pytest.raises(PipelineDefinitionError, match="needs a comparison on a step output"):
+        p.build()
+
+
+def test_multiple_outputs_unpack_and_index_by_name() -> None:
+    @cv.pipeline
+    def p():
+        left, right = halves(load(4))
+        train(left)
+        train(halves(load(2))["right"])
+
+    g = p.build()
+    assert g.nodes["train"].inputs["df"] == Ref("halves", "left")
+    assert g.nodes["train_2"].inputs["df"] == Ref("halves_2", "right")
+
+
+def test_map_marks_mapped_inputs_and_rejects_scalars() -> None:
+    @cv.pipeline
+    def p():
+        data = load(3)
+        train.map(C=[0.1, 1.0], df=cv.unmapped(data))
+
+    node = p.build().nodes["train"]
+    assert node.map_over == ("C",)
+    assert node.inputs["C"] == Const([0.1, 1.0]) and node.inputs["df"] == Ref("load", "output")
+
+    @cv.pipeline
+    def bad():
+        train.map(df=load(3), C=0.5)
+
+    with pytest.raises(PipelineDefinitionError, match=r"cv.unmapped"):
+        bad.build()
+
+
+def test_parameters_are_checked_and_coerced() -> None:
+    @cv.pipeline
+    def p(rows: int, C: float = 1.0, fast: bool = False, name: str = "x"):
+        load(rows)
+
+    assert p.resolve({"rows": "10", "C": "0.5", "fast": "true"}, from_text=True) == \
+        {"rows": 10, "C": 0.5, "fast": True, "name": "x"}
+    assert p.resolve({"rows": 3, "C": 2})["C"] == 2.0
+    with pytest.raises(ParameterError, match="needs parameter 'rows'"):
+        p.resolve({})
+    with pytest.raises(ParameterError, match="has no parameter 'row'.*Did you mean 'rows'"):
+        p.resolve({"row": 3})
+    with pytest.raises(ParameterError, match="'rows' expects int, got 'ten'"):
+        p.resolve({"rows": "ten"}, from_text=True)
+    with pytest.raises(ParameterError, match="'rows' expects int, got str"):
+        p.resolve({"rows": "5"})
+
+
+def test_step_declaration_errors() -> None:
+    with pytest.raises(PipelineDefinitionError, match="retries must be >= 0"):
+        cv.step(retries=-1)(lambda: 1)
+    with pytest.raises(PipelineDefinitionError, match="retry_on takes exception classes"):
+        cv.step(retry_on=["ValueError"])(lambda: 1)
+
+
+def test_code_hash_ignores_comments_and_docstrings_but_not_logic() -> None:
+    from conveyor.dsl.step import normalised_source_hash
+
+    def a(x):
+        """Doc."""
+        return x + 1  # comment
+
+    def b(x):
+        return x + 1
+
+    def c(x):
+        return x + 2
+
+    assert normalised_source_hash(a) == normalised_source_hash(b)
+    assert normalised_source_hash(b) != normalised_source_hash(c)
+
+
+def test_step_called_outside_a_pipeline_runs_the_function() -> None:
+    assert load(3) == [0, 1, 2]
