@@ -1,0 +1,141 @@
+"""The ``conveyor`` command, run as a user runs it: a real subprocess in a fresh folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+PIPELINE = '''
+import conveyor as cv
+
+@cv.step
+def make(rows: int, scale: float) -> list:
+    print(f"making {rows} rows")
+    return [i * scale for i in range(rows)]
+
+@cv.step
+def total(xs: list) -> float:
+    cv.log_metric("total", sum(xs))
+    return sum(xs)
+
+@cv.step
+def explode(x: float, fail: bool) -> float:
+    if fail:
+        raise RuntimeError("exploded on purpose")
+    return x
+
+@cv.pipeline
+def demo(rows: int = 5, scale: float = 1.0, fail: bool = False):
+    explode(total(make(rows, scale)), fail)
+'''
+
+
+@pytest.fixture
+def cli(tmp_path: Path):
+    (tmp_path / "flow.py").write_text(PIPELINE)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
+    env.update(CONVEYOR_HOME=str(tmp_path / "home"), PYTHONPATH=str(REPO), COLUMNS="200")
+
+    def run(*args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run([sys.executable, "-m", "conveyor.cli.main", *args], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=120)
+        if ok:
+            assert proc.returncode == 0, proc.stdout + proc.stderr
+        return proc
+
+    return run
+
+
+def test_run_coerces_parameters_and_prints_json(cli) -> None:
+    out = cli("run", "flow.py:demo", "-p", "rows=4", "-p", "scale=0.5", "--json")
+    run = json.loads(out.stdout)
+    assert run["status"] == "succeeded" and run["pipeline"] == "demo"
+    assert run["parameters"] == {"rows": 4, "scale": 0.5, "fail": False}
+    assert {"id", "started", "ended", "steps"} <= set(run)
+    assert [s["name"] for s in run["steps"]] == ["make", "total", "explode"]
+    assert run["metrics"] == {"total": 3.0}
+
+
+def test_list_show_logs_compare_delete(cli) -> None:
+    first = json.loads(cli("run", "flow.py:demo", "--json").stdout)["id"]
+    second = json.loads(cli("run", "flow.py:demo", "-p", "rows=6", "--json").stdout)["id"]
+    listed = json.loads(cli("runs", "list", "--json").stdout)
+    assert [r["id"] for r in listed] == [second, first]
+    shown = json.loads(cli("runs", "show", first, "--json").stdout)
+    assert [e["kind"] for e in shown["events"]] == ["started", "succeeded"]
+    assert {o["step"] for o in shown["outputs"]} == {"make", "total", "explode"}
+    logs = cli("runs", "logs", first, "--step", "make").stdout
+    assert "making 5 rows" in logs
+    compared = json.loads(cli("runs", "compare", first, second, "--json").stdout)
+    assert [c["metrics"]["total"] for c in compared] == [10.0, 15.0]
+    assert "param  rows" in cli("runs", "compare", first, second).stdout
+    cli("runs", "delete", first, "--yes")
+    assert [r["id"] for r in json.loads(cli("runs", "list", "--json").stdout)] == [second]
+
+
+def test_second_run_is_cached_and_no_cache_reruns(cli) -> None:
+    cli("run", "flow.py:demo")
+    again = json.loads(cli("run", "flow.py:demo", "--json").stdout)
+    assert all(s["cache_hit"] for s in again["steps"])
+    fresh = json.loads(cli("run", "flow.py:demo", "--no-cache", "--json").stdout)
+    assert not any(s["cache_hit"] for s in fresh["steps"])
+
+
+def test_failed_step_exits_nonzero_with_resume_hint_and_no_engine_traceback(cli) -> None:
+    proc = cli("run", "flow.py:demo", "-p", "fail=true", ok=False)
+    assert proc.returncode == 3
+    assert "Step 'explode' failed" in proc.stderr and "exploded on purpose" in proc.stderr
+    assert "conveyor runs resume" in proc.stderr
+    assert "conveyor/runtime" not in proc.stderr
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["-p", "rows=ten"], "Parameter 'rows' expects int, got 'ten'"),
+    (["-p", "row=3"], "Did you mean 'rows'?"),
+    (["-p", "rows"], "is not key=value"),
+])
+def test_bad_parameters_are_clear_errors(cli, args: list[str], message: str) -> None:
+    proc = cli("run", "flow.py:demo", *args, ok=False)
+    assert proc.returncode == 2
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_unknown_pipeline_and_run(cli) -> None:
+    proc = cli("run", "flow.py:nope", ok=False)
+    assert "Pipelines there: demo" in proc.stderr
+    proc = cli("runs", "show", "deadbeef", ok=False)
+    assert proc.returncode == 6 and "No run 'deadbeef'" in proc.stderr
+
+
+def test_artifacts_show_get_and_lineage(cli, tmp_path: Path) -> None:
+    run_id = json.loads(cli("run", "flow.py:demo", "-p", "rows=3", "--json").stdout)["id"]
+    outputs = {o["step"]: o["artifact"] for o in json.loads(cli("runs", "show", run_id, "--json").stdout)["outputs"]}
+    shown = json.loads(cli("artifacts", "show", outputs["total"], "--json").stdout)
+    assert shown["materializer"].startswith("json") and shown["run_id"] == run_id
+    cli("artifacts", "get", outputs["make"], "-o", str(tmp_path / "make.json"))
+    assert json.loads((tmp_path / "make.json").read_text()) == [0.0, 1.0, 2.0]
+    tree = json.loads(cli("lineage", outputs["total"], "--json").stdout)
+    assert tree["upstream"][0]["step"] == "total"
+    assert tree["upstream"][0]["artifacts"][0]["steps"][0]["step"] == "make"
+    assert tree["downstream"][0]["step"] == "explode"
+    assert "made by" in cli("lineage", outputs["total"]).stdout
+
+
+def test_init_creates_the_home(cli, tmp_path: Path) -> None:
+    out = cli("init").stdout
+    assert "Ready." in out and (tmp_path / "home" / "metadata.db").exists()
+
+
+@pytest.mark.slow
+def test_quickstart_runs_then_reruns_cached(cli) -> None:
+    first = cli("quickstart")
+    assert "succeeded" in first.stdout and "publish" in first.stdout
+    second = cli("quickstart")
+    assert "Cached re-run" in second.stdout

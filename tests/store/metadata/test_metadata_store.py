@@ -1,0 +1,119 @@
+"""The metadata store on SQLite and PostgreSQL: migrations, runs, errors that say what to do."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+
+import pytest
+from sqlalchemy import inspect, text
+
+from conveyor.errors import ConfigurationError, NotFound, StoreUnavailable
+from conveyor.runtime.client import Client
+from conveyor.store.metadata import MetadataStore
+from conveyor.store.metadata.connection import HEAD
+from tests.runtime import pipelines as p
+
+TABLES = {"pipelines", "runs", "run_events", "step_runs", "artifacts", "lineage", "metrics", "params",
+          "environments", "alembic_version"}
+
+
+def test_sqlite_store_is_migrated_and_in_wal_mode(settings) -> None:
+    store = MetadataStore(settings.metadata_url)
+    assert TABLES <= set(inspect(store.engine).get_table_names())
+    with store.engine.connect() as conn:
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == HEAD
+        assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+    store.close()
+
+
+def test_run_records_pipeline_version_environment_and_git(client) -> None:
+    run = p.chain.run(n=2, client=client)
+    rec = run.record
+    assert rec.pipeline_name == "chain" and rec.pipeline_ref == "tests.runtime.pipelines:chain"
+    env = client.metadata.runs.environment(rec.environment_hash)
+    assert env["python"].count(".") == 2 and "sqlalchemy" in env["packages"]
+    assert rec.git_commit is None or len(rec.git_commit) == 40
+    pid1, v1 = client.metadata.runs.ensure_pipeline("chain", "other-code", None)
+    assert v1 == 2   # a new code hash is a new pipeline version
+
+
+def test_unknown_run_and_prefix_lookup(client) -> None:
+    run = p.chain.run(n=1, client=client)
+    assert client.get_run(run.id[:8]).id == run.id
+    with pytest.raises(NotFound, match="No run 'ffffffff'"):
+        client.get_run("ffffffff")
+
+
+def test_delete_run_removes_its_records(client) -> None:
+    run = p.chain.run(n=2, client=client)
+    client.delete_run(run.id)
+    with pytest.raises(NotFound):
+        client.get_run(run.id)
+    assert client.metadata.steps.for_run(run.id) == []
+
+
+def test_locked_database_is_reported_clearly(settings, monkeypatch) -> None:
+    import conveyor.store.metadata.connection as conn_mod
+
+    monkeypatch.setattr(conn_mod, "SQLITE_BUSY_TIMEOUT_S", 0.2)
+    store = MetadataStore(settings.metadata_url)
+    path = settings.metadata_url.split("///", 1)[1]
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")   # another process holding the write lock
+    try:
+        with pytest.raises(StoreUnavailable, match="stayed locked"):
+            store.runs.create(kind="pipeline", pipeline_name="x")
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert store.runs.list() == []      # nothing half-written
+    store.close()
+
+
+def test_unreachable_database_error_hides_the_password() -> None:
+    from tests.conftest import free_port
+
+    url = f"postgresql+psycopg://user:s3cret@127.0.0.1:{free_port()}/db?connect_timeout=2"
+    with pytest.raises(StoreUnavailable) as err:
+        MetadataStore(url)
+    assert "s3cret" not in str(err.value) and "***" in str(err.value)
+    assert "Check that the server is running" in str(err.value)
+
+
+def test_bad_url_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigurationError, match="CONVEYOR_METADATA_URL"):
+        MetadataStore("nosuchdialect://x")
+
+
+@pytest.mark.postgres
+def test_pipeline_runs_on_postgresql(postgres_url, settings, tmp_path) -> None:
+    client = Client(settings.with_overrides(metadata_url=postgres_url))
+    run = p.fanout.run(n=3, client=client)
+    assert run.output("total") == 10
+    again = p.fanout.run(n=3, client=client)
+    assert all(s.cache_hit for s in again.steps.values() if s.status != "skipped")
+    assert len(client.list_runs()) == 2
+    client.close()
+
+
+@pytest.mark.postgres
+def test_concurrent_first_open_on_postgresql_migrates_once(postgres_url) -> None:
+    errors: list[BaseException] = []
+
+    def open_store() -> None:
+        try:
+            MetadataStore(postgres_url).close()
+        except BaseException as exc:  # collected for the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_store) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    store = MetadataStore(postgres_url)
+    with store.engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM alembic_version")).scalar() == 1
+    store.close()
