@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import typer
@@ -22,7 +23,7 @@ app.command("lineage")(artifacts_cmd.lineage)
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app; a ConveyorError becomes its message and exit code, never a traceback."""
-    from conveyor.errors import ConveyorError
+    from conveyor.errors import ConveyorError, RunCancelled
 
     try:
         app(args=argv, standalone_mode=False)
@@ -30,6 +31,11 @@ def main(argv: list[str] | None = None) -> None:
         from conveyor.cli.output import error_console
 
         error_console().print(f"[bold red]{exc.headline}:[/] {exc.message}", highlight=False, soft_wrap=True)
+        if isinstance(exc, RunCancelled):
+            # Step bodies still running in worker threads cannot be stopped; do not wait for them.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(exc.exit_code)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)

@@ -139,3 +139,49 @@ def test_quickstart_runs_then_reruns_cached(cli) -> None:
     assert "succeeded" in first.stdout and "publish" in first.stdout
     second = cli("quickstart")
     assert "Cached re-run" in second.stdout
+
+
+SLOW = '''
+import time
+from pathlib import Path
+import conveyor as cv
+
+@cv.step
+def first(marker: str) -> int:
+    return 1
+
+@cv.step
+def hang(x: int, marker: str) -> int:
+    Path(marker).write_text("in")
+    time.sleep(60)
+    return x
+
+@cv.pipeline
+def slow(marker: str):
+    hang(first(marker), marker)
+'''
+
+
+def test_ctrl_c_cancels_the_run(cli, tmp_path: Path) -> None:
+    import signal
+    import time
+
+    (tmp_path / "slow.py").write_text(SLOW)
+    marker = tmp_path / "in"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
+    env.update(CONVEYOR_HOME=str(tmp_path / "home"), PYTHONPATH=str(REPO))
+    proc = subprocess.Popen([sys.executable, "-m", "conveyor.cli.main", "run", "slow.py:slow", "-p",
+                             f"marker={marker}"], cwd=tmp_path, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while not marker.exists():
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert "cancelled" in err
+    (run,) = json.loads(cli("runs", "list", "--json").stdout)
+    assert run["status"] == "cancelled"
+    steps = {s["name"]: s["status"] for s in json.loads(cli("runs", "show", run["id"], "--json").stdout)["steps"]}
+    assert steps == {"first": "succeeded", "hang": "cancelled"}

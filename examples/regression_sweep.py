@@ -1,0 +1,1 @@
+../conveyor/examples/regression_sweep.py
