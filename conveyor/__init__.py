@@ -19,6 +19,7 @@ _EXPORTS = {
     "ActiveRun": "conveyor.runtime.tracking", "start_run": "conveyor.runtime.tracking",
     "log_metric": "conveyor.runtime.tracking", "log_metrics": "conveyor.runtime.tracking",
     "log_params": "conveyor.runtime.tracking", "log_artifact": "conveyor.runtime.tracking",
+    "register_model": "conveyor.registry.api",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from conveyor.runtime.client import Client
     from conveyor.runtime.context import StepContext, get_step_context
     from conveyor.runtime.run import Run
+    from conveyor.registry.api import register_model
     from conveyor.runtime.tracking import ActiveRun, log_artifact, log_metric, log_metrics, log_params, start_run
 
 

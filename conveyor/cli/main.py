@@ -8,6 +8,7 @@ import sys
 import typer
 
 from conveyor.cli import artifacts as artifacts_cmd
+from conveyor.cli import models as models_cmd
 from conveyor.cli import runs as runs_cmd
 from conveyor.cli import workflow
 
@@ -19,6 +20,8 @@ app.command("quickstart")(workflow.quickstart)
 app.add_typer(runs_cmd.app, name="runs", help="List, inspect, resume, compare and delete runs.")
 app.add_typer(artifacts_cmd.app, name="artifacts", help="Inspect and export artifacts.")
 app.command("lineage")(artifacts_cmd.lineage)
+app.add_typer(models_cmd.app, name="models", help="The model registry: versions, aliases, approvals, rollback.")
+app.command("audit")(models_cmd.audit)
 
 
 def main(argv: list[str] | None = None) -> None:

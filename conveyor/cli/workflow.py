@@ -88,7 +88,7 @@ def quickstart(
         c.print(f"\n[cyan]{len(cached)} of {len(steps)} steps were cached.[/]")
     rid = run.id  # type: ignore[attr-defined]
     c.print("\n[bold]Next:[/]")
-    for line in (f"conveyor runs show {rid}", f"conveyor runs logs {rid} --step train",
+    for line in (f"conveyor runs show {rid}", f"conveyor runs logs {rid} --step train", "conveyor models show churn",
                  "conveyor runs list", f"conveyor run {Path('examples/quickstart.py')}:training -p rows=20000 -p threshold=0.8",
                  "conveyor quickstart            # again: a cached re-run"):
         c.print(f"  {line}")

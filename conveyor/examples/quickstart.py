@@ -134,11 +134,14 @@ def pick_best(models: list, report: dict) -> Any:
 
 
 @cv.step
-def publish(model: Any, report: dict, name: str = "churn") -> dict:
-    """Publish the winner (recorded with its metrics; the registry picks it up from here)."""
-    print(f"publishing {report['best_candidate']} as '{name}' with ROC AUC {report['auc']:.3f}")
+def publish(model: Any, report: dict, data: Any, name: str = "churn") -> dict:
+    """Register the winner in the model registry with its metrics and signature, as `staging`."""
+    metrics = {k: v for k, v in report["scores"][report["best"]].items() if isinstance(v, float)}
+    version = cv.register_model(name, model, metrics=metrics, tags={"candidate": report["best_candidate"]},
+                                data=data.drop(columns=["churn"]))
+    print(f"registered {report['best_candidate']} as {name}:{version.version} (ROC AUC {report['auc']:.3f})")
     cv.log_metric("published_auc", report["auc"])
-    return {"model": name, "candidate": report["best_candidate"], "auc": report["auc"]}
+    return {"model": name, "version": version.version, "candidate": report["best_candidate"], "auc": report["auc"]}
 
 
 @cv.pipeline
@@ -152,4 +155,4 @@ def training(rows: int = 5000, threshold: float = 0.7, seed: int = 7) -> None:
     scores = evaluate(models, test_x)
     best = pick_best(models, scores)
     with cv.when(scores["auc"] >= threshold):
-        publish(best, scores)
+        publish(best, scores, train_x)

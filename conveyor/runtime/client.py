@@ -43,6 +43,13 @@ class Client:
             self._artifacts = artifact_store(self.settings.artifact_root, self.settings.inline_max_bytes)
         return self._artifacts
 
+    @property
+    def registry(self) -> Any:
+        """The model registry, acting as ``settings.actor``."""
+        from conveyor.registry import ModelRegistry
+
+        return ModelRegistry(self.metadata, self.artifacts, self.settings.actor)
+
     def close(self) -> None:
         if self._metadata is not None:
             self._metadata.close()
@@ -58,7 +65,7 @@ class Client:
 
     def _engine(self, executor: Any, observer: Observer | None) -> Engine:
         return Engine(self.metadata, self.artifacts, executor, inline_max_bytes=self.settings.inline_max_bytes,
-                      observer=observer)
+                      observer=observer, actor=self.settings.actor)
 
     def run_pipeline(self, pipeline: Any, params: Mapping[str, Any] | None = None, *, cache: bool = True,
                      executor: str | None = None, run_name: str | None = None,

@@ -21,10 +21,11 @@ class StepContext:
     attempt: int = 1
     map_index: int | None = None
     artifact_root: str = ""
+    metadata_url: str = ""
+    actor: str = "unknown"
     metrics: list[tuple[str, float, int | None, float]] = field(default_factory=list)
     params: dict[str, Any] = field(default_factory=dict)
     logged_files: list[tuple[str, str]] = field(default_factory=list)   # (name, path)
-    registrations: list[dict[str, Any]] = field(default_factory=list)   # models registered by the step
 
     def log_metric(self, name: str, value: float, step: int | None = None) -> None:
         self.metrics.append((_metric_name(name), _metric_value(name, value), step, time.time()))

@@ -47,12 +47,13 @@ class Engine:
     """Runs graphs against a metadata store, an artifact store and an executor."""
 
     def __init__(self, metadata: Any, artifacts: Any, executor: Any, *, inline_max_bytes: int = 65536,
-                 observer: Observer | None = None) -> None:
+                 observer: Observer | None = None, actor: str = "unknown") -> None:
         self.metadata = metadata
         self.artifacts = artifacts
         self.executor = executor
         self.inline_max_bytes = inline_max_bytes
         self.observer = observer or (lambda _e, _n, _i: None)
+        self.actor = actor
 
     # --- the walk -----------------------------------------------------------------------------
 
@@ -247,6 +248,7 @@ class Engine:
             args=call.args, outputs=spec.outputs, multiple_outputs=spec.multiple_outputs, retries=spec.retries,
             retry_on=spec.retry_on, backoff=spec.backoff, backoff_max=spec.backoff_max, timeout=spec.timeout,
             artifact_root=self.artifacts.root, inline_max_bytes=self.inline_max_bytes, map_index=call.map_index,
+            metadata_url=self.metadata.url, actor=self.actor,
             fn=spec.fn if in_process else None,
             fn_ref=None if in_process else FunctionRef(spec.module, spec.qualname, spec.source_file),
             keep_values=in_process)
@@ -268,7 +270,6 @@ class Engine:
             logs=result.logs, new_outputs=new + logged, inputs=call.inputs, metrics=result.metrics,
             params=call.params + list(result.params.items()), started_at=result.started_at,
             ended_at=result.ended_at))
-        self.on_registrations(call, result)
         info = {"duration": result.ended_at - result.started_at, "attempts": result.attempts}
         if result.status != "succeeded":
             self._fail_node(call.node, result.error or "failed", result.traceback or "", record=False)
@@ -285,9 +286,6 @@ class Engine:
             if all(s is not None for s in holder) and self._ex.status.get(call.node.name) == "running":
                 self._complete_map(call.node.name, maps)
         self.observer("succeeded", call.name, info)
-
-    def on_registrations(self, call: _Call, result: StepResult) -> None:
-        """Hook for what a step registered (models); the client installs the registry's handler."""
 
     def _complete_map(self, name: str, maps: dict[str, list[Slot | None]]) -> None:
         self._ex.slots[name] = maps.pop(name)

@@ -65,6 +65,8 @@ class StepTask:
     timeout: float | None
     artifact_root: str
     inline_max_bytes: int
+    metadata_url: str = ""
+    actor: str = "unknown"
     map_index: int | None = None
     fn: Callable[..., Any] | None = None         # set for in-process executors
     fn_ref: FunctionRef | None = None            # set for out-of-process executors
@@ -87,7 +89,6 @@ class StepResult:
     logs: str = ""
     metrics: list[tuple[str, float, int | None, float]] = field(default_factory=list)
     params: dict[str, Any] = field(default_factory=dict)
-    registrations: list[dict[str, Any]] = field(default_factory=list)
 
 
 _stores: dict[tuple[str, int], Any] = {}
@@ -191,7 +192,8 @@ def run_task(task: StepTask) -> StepResult:
     started = time.time()
     buffer = io.StringIO()
     ctx = StepContext(run_id=task.run_id, step_name=task.step_name, node_name=task.node_name,
-                      step_run_id=task.step_run_id, map_index=task.map_index, artifact_root=task.artifact_root)
+                      step_run_id=task.step_run_id, map_index=task.map_index, artifact_root=task.artifact_root,
+                      metadata_url=task.metadata_url, actor=task.actor)
     token = set_current_step(ctx)
     attempt = 0
     try:
@@ -228,8 +230,7 @@ def run_task(task: StepTask) -> StepResult:
         set_current_step(None) if token is None else _reset(token)
     return StepResult(status="succeeded", attempts=attempt, started_at=started, ended_at=time.time(),
                       outputs=outputs, values=values if task.keep_values else None, logged=logged,
-                      logs=clip(buffer.getvalue()), metrics=ctx.metrics, params=ctx.params,
-                      registrations=ctx.registrations)
+                      logs=clip(buffer.getvalue()), metrics=ctx.metrics, params=ctx.params)
 
 
 def _reset(token: Any) -> None:

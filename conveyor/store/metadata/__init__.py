@@ -6,6 +6,7 @@ from sqlalchemy.engine import Engine
 
 from conveyor.store.metadata.artifacts import Artifacts, LineageEdge
 from conveyor.store.metadata.connection import create_db_engine, migrate, redact
+from conveyor.store.metadata.models import AuditRecord, Models, VersionRecord
 from conveyor.store.metadata.records import ArtifactRecord, MetricRecord, RunRecord, StepRunRecord
 from conveyor.store.metadata.runs import Runs
 from conveyor.store.metadata.steps import NewArtifact, StepOutcome, Steps
@@ -13,7 +14,7 @@ from conveyor.store.metadata.tracking import Tracking
 
 
 class MetadataStore:
-    """One database, one repository per entity: ``store.runs``, ``.steps``, ``.artifacts``, ``.tracking``."""
+    """One database, one repository per entity: ``store.runs``, ``.steps``, ``.artifacts``, ``.tracking``, ``.models``."""
 
     def __init__(self, url: str, *, engine: Engine | None = None, auto_migrate: bool = True) -> None:
         self.url = url
@@ -24,6 +25,7 @@ class MetadataStore:
         self.steps = Steps(self.engine)
         self.artifacts = Artifacts(self.engine)
         self.tracking = Tracking(self.engine)
+        self.models = Models(self.engine)
 
     def __repr__(self) -> str:
         return f"MetadataStore({redact(self.url)!r})"
@@ -33,5 +35,5 @@ class MetadataStore:
         self.engine.dispose()
 
 
-__all__ = ["ArtifactRecord", "LineageEdge", "MetadataStore", "MetricRecord", "NewArtifact", "RunRecord",
+__all__ = ["ArtifactRecord", "AuditRecord", "VersionRecord", "LineageEdge", "MetadataStore", "MetricRecord", "NewArtifact", "RunRecord",
            "StepOutcome", "StepRunRecord", "redact"]

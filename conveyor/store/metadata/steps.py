@@ -105,6 +105,18 @@ class Steps(Repository):
                 conn.execute(insert(t.params), [dict(run_id=run_id, step_run_id=step_run_id, key=k, value=v)
                                                 for k, v in outcome.params])
 
+    def add_outputs(self, step_run_id: str, run_id: str, artifacts: Sequence[NewArtifact]) -> None:
+        """Attach extra outputs (e.g. a model registered from inside the step) to a step run."""
+        ts = now()
+        with self.write() as conn:
+            conn.execute(insert(t.artifacts), [dict(
+                id=a.id, content_hash=a.content_hash, materializer=a.materializer,
+                materializer_version=a.materializer_version, type_name=a.type_name, size=a.size, uri=a.uri,
+                inline=a.inline, meta=a.meta, name=a.name, run_id=run_id, step_run_id=step_run_id,
+                created_at=ts) for a in artifacts])
+            conn.execute(insert(t.lineage), [dict(artifact_id=a.id, step_run_id=step_run_id, run_id=run_id,
+                                                  direction="output", name=a.name, position=None) for a in artifacts])
+
     def record(self, run_id: str, name: str, step: str, outcome: StepOutcome, *, cache_key: str | None = None,
                code_hash: str | None = None, map_index: int | None = None) -> str:
         """Insert a step run that never ran (cached, skipped) with its outcome, in one transaction."""

@@ -134,3 +134,119 @@ params = Table(
     Column("value", JSON),
 )
 Index("ix_params_run", params.c.run_id)
+
+# --- registry ---------------------------------------------------------------------------------
+
+models = Table(
+    "models", metadata,
+    Column("name", String(200), primary_key=True),
+    Column("description", Text),
+    Column("protected_aliases", JSON, nullable=False),     # aliases whose moves need an approved version
+    Column("created_at", Float, nullable=False),
+    Column("created_by", String(200)),
+)
+
+model_versions = Table(
+    "model_versions", metadata,
+    Column("id", String(32), primary_key=True),
+    Column("model", String(200), ForeignKey("models.name"), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("artifact_id", String(32), ForeignKey("artifacts.id"), nullable=False),
+    Column("run_id", String(32)),
+    Column("step_run_id", String(32)),
+    Column("metrics", JSON),
+    Column("tags", JSON),
+    Column("signature", JSON),
+    Column("profile_artifact_id", String(32)),               # reference data profile for monitoring
+    Column("approval", String(20), nullable=False),          # pending | approved | rejected
+    Column("deleted", Boolean, nullable=False, default=False),
+    Column("created_at", Float, nullable=False),
+    Column("created_by", String(200)),
+    UniqueConstraint("model", "version", name="uq_model_version"),
+)
+
+model_aliases = Table(
+    "model_aliases", metadata,
+    Column("model", String(200), ForeignKey("models.name"), primary_key=True),
+    Column("alias", String(100), primary_key=True),
+    Column("version", Integer, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("updated_by", String(200)),
+)
+
+alias_history = Table(
+    "alias_history", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("model", String(200), nullable=False),
+    Column("alias", String(100), nullable=False),
+    Column("version", Integer),                              # None: the alias was removed
+    Column("at", Float, nullable=False),
+    Column("actor", String(200)),
+)
+Index("ix_alias_history", alias_history.c.model, alias_history.c.alias)
+
+approvals = Table(
+    "approvals", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("model", String(200), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("decision", String(20), nullable=False),          # approved | rejected
+    Column("actor", String(200), nullable=False),
+    Column("comment", Text),
+    Column("at", Float, nullable=False),
+)
+
+roles = Table(
+    "roles", metadata,
+    Column("actor", String(200), primary_key=True),
+    Column("role", String(50), primary_key=True),            # approver | admin
+    Column("granted_at", Float, nullable=False),
+    Column("granted_by", String(200)),
+)
+
+audit_log = Table(
+    "audit_log", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", Float, nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("action", String(50), nullable=False),
+    Column("model", String(200)),
+    Column("version", Integer),
+    Column("alias", String(100)),
+    Column("before", JSON),
+    Column("after", JSON),
+    Column("detail", Text),
+)
+Index("ix_audit_model", audit_log.c.model)
+
+# --- serving ----------------------------------------------------------------------------------
+
+endpoints = Table(
+    "endpoints", metadata,
+    Column("name", String(200), primary_key=True),
+    Column("spec", JSON, nullable=False),                    # routes, shadows, sticky header
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("updated_by", String(200)),
+)
+
+api_keys = Table(
+    "api_keys", metadata,
+    Column("key_id", String(32), primary_key=True),
+    Column("secret_hash", String(128), nullable=False),
+    Column("scope", String(20), nullable=False),
+    Column("endpoint", String(200)),
+    Column("rate_limit", Float),
+    Column("description", Text),
+    Column("created_at", Float, nullable=False),
+    Column("created_by", String(200)),
+    Column("revoked_at", Float),
+)
+
+# one counter per kind of state that running servers watch ("serving"): bumped in the same
+# transaction as an alias move or an endpoint change, so a poll is one tiny query.
+state_versions = Table(
+    "state_versions", metadata,
+    Column("key", String(50), primary_key=True),
+    Column("version", Integer, nullable=False),
+)

@@ -117,3 +117,35 @@ def test_concurrent_first_open_on_postgresql_migrates_once(postgres_url) -> None
     with store.engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM alembic_version")).scalar() == 1
     store.close()
+
+
+def test_head_constant_matches_the_newest_migration() -> None:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from conveyor.store.metadata.connection import MIGRATIONS
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    assert ScriptDirectory.from_config(cfg).get_current_head() == HEAD
+
+
+def test_upgrade_from_the_first_revision_keeps_data(tmp_path) -> None:
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import create_engine
+
+    from conveyor.store.metadata.connection import MIGRATIONS
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = create_engine(url)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0001")
+        conn.execute(text("INSERT INTO runs (id, kind, status, created_at) VALUES ('old', 'tracking', 'succeeded', 1)"))
+    store = MetadataStore(url)
+    assert store.runs.get("old").status == "succeeded"
+    assert "model_versions" in inspect(store.engine).get_table_names()
+    store.close()
