@@ -54,12 +54,15 @@ class _Handler(logging.Handler):
 
 
 def _install() -> None:
+    """Put the routers in place (again, if someone replaced sys.stdout since) and the log handler once."""
     global _installed
     with _install_lock:
+        if not isinstance(sys.stdout, _Router):
+            sys.stdout = _Router(sys.stdout)  # type: ignore[assignment]
+        if not isinstance(sys.stderr, _Router):
+            sys.stderr = _Router(sys.stderr)  # type: ignore[assignment]
         if _installed:
             return
-        sys.stdout = _Router(sys.stdout)  # type: ignore[assignment]
-        sys.stderr = _Router(sys.stderr)  # type: ignore[assignment]
         handler = _Handler(level=logging.DEBUG)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         logging.getLogger().addHandler(handler)

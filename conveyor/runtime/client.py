@@ -116,10 +116,10 @@ class Client:
         try:
             execution: Execution = engine.execute(graph, run_id, cache=cache, prior=prior)
         except BaseException as exc:
+            executor.shutdown(cancel=True)     # never wait for step bodies on Ctrl-C
             md.runs.set_status(run_id, "cancelled", error=str(exc) or type(exc).__name__)
             raise
-        finally:
-            executor.shutdown()
+        executor.shutdown()
         if execution.first_failure:
             node, error, tb = execution.first_failure
             message = (f"Step '{node}' failed in run {run_id}: {error}\n\n{tb.rstrip()}\n\n"

@@ -41,7 +41,8 @@ def demo(rows: int = 5, scale: float = 1.0, fail: bool = False):
 def cli(tmp_path: Path):
     (tmp_path / "flow.py").write_text(PIPELINE)
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
-    env.update(CONVEYOR_HOME=str(tmp_path / "home"), PYTHONPATH=str(REPO), COLUMNS="200")
+    env.update(CONVEYOR_HOME=str(tmp_path / "home"), COLUMNS="200",
+               PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
 
     def run(*args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run([sys.executable, "-m", "conveyor.cli.main", *args], cwd=tmp_path, env=env,
@@ -169,7 +170,8 @@ def test_ctrl_c_cancels_the_run(cli, tmp_path: Path) -> None:
     (tmp_path / "slow.py").write_text(SLOW)
     marker = tmp_path / "in"
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
-    env.update(CONVEYOR_HOME=str(tmp_path / "home"), PYTHONPATH=str(REPO))
+    env.update(CONVEYOR_HOME=str(tmp_path / "home"),
+               PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
     proc = subprocess.Popen([sys.executable, "-m", "conveyor.cli.main", "run", "slow.py:slow", "-p",
                              f"marker={marker}"], cwd=tmp_path, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)

@@ -18,14 +18,16 @@ from tests.runtime import pipelines as p
 
 RUNNER = """
 import sys
+from conveyor.runtime.client import Client
 from tests.runtime import pipelines as p
-run = getattr(p, sys.argv[1]).run(**dict(a.split('=', 1) for a in sys.argv[2:]))
+params = dict(a.split('=', 1) for a in sys.argv[2:])
+run = Client().run_pipeline(getattr(p, sys.argv[1]), params, from_text=True)
 print('RUN', run.id, run.status)
 """
 
 
 def _spawn(pipeline: str, *args: str) -> subprocess.Popen[str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     return subprocess.Popen([sys.executable, "-c", RUNNER, pipeline, *args], env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
@@ -33,7 +35,7 @@ def _spawn(pipeline: str, *args: str) -> subprocess.Popen[str]:
 @pytest.fixture
 def counts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     folder = tmp_path / "counts"
-    monkeypatch.setenv("CONVEYOR_TEST_COUNTS", str(folder))
+    monkeypatch.setenv("CVTEST_COUNTS", str(folder))
     return folder
 
 

@@ -9,5 +9,5 @@ import pytest
 def counts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A fresh folder where test steps count their executions."""
     folder = tmp_path / "counts"
-    monkeypatch.setenv("CONVEYOR_TEST_COUNTS", str(folder))
+    monkeypatch.setenv("CVTEST_COUNTS", str(folder))
     return folder

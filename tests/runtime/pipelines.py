@@ -10,7 +10,7 @@ from pathlib import Path
 import conveyor as cv
 
 def _counts() -> Path:
-    return Path(os.environ.get("CONVEYOR_TEST_COUNTS", "/tmp/conveyor-test-counts"))
+    return Path(os.environ.get("CVTEST_COUNTS", "/tmp/conveyor-test-counts"))
 
 
 def bump(name: str) -> None:
