@@ -6,6 +6,7 @@ from sqlalchemy.engine import Engine
 
 from conveyor.store.metadata.artifacts import Artifacts, LineageEdge
 from conveyor.store.metadata.connection import create_db_engine, migrate, redact
+from conveyor.store.metadata.endpoints import EndpointRecord, Endpoints, KeyRecord
 from conveyor.store.metadata.models import AuditRecord, Models, VersionRecord
 from conveyor.store.metadata.records import ArtifactRecord, MetricRecord, RunRecord, StepRunRecord
 from conveyor.store.metadata.runs import Runs
@@ -26,6 +27,7 @@ class MetadataStore:
         self.artifacts = Artifacts(self.engine)
         self.tracking = Tracking(self.engine)
         self.models = Models(self.engine)
+        self.endpoints = Endpoints(self.engine)
 
     def __repr__(self) -> str:
         return f"MetadataStore({redact(self.url)!r})"
@@ -35,5 +37,5 @@ class MetadataStore:
         self.engine.dispose()
 
 
-__all__ = ["ArtifactRecord", "AuditRecord", "VersionRecord", "LineageEdge", "MetadataStore", "MetricRecord", "NewArtifact", "RunRecord",
+__all__ = ["EndpointRecord", "KeyRecord", "ArtifactRecord", "AuditRecord", "VersionRecord", "LineageEdge", "MetadataStore", "MetricRecord", "NewArtifact", "RunRecord",
            "StepOutcome", "StepRunRecord", "redact"]
