@@ -1,0 +1,195 @@
+"""The content-addressed artifact store on any fsspec filesystem.
+
+Layout: ``<root>/objects/<hash[:2]>/<hash>``. Bytes are streamed into ``<root>/tmp/<uuid>`` while
+being hashed, then moved into place; an object that already exists is kept (deduplication).
+Reads load the bytes once, check the hash, and only then deserialise.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from conveyor.errors import ArtifactError, ArtifactIntegrityError, MaterializerNotFound
+from conveyor.store.artifacts.hashing import HashingWriter, canonical_json, digest
+from conveyor.store.artifacts.materializers import MaterializerRegistry
+from conveyor.store.artifacts.materializers import registry as default_materializers
+from conveyor.store.artifacts.materializers.json_value import is_plain_json
+
+
+@dataclass(frozen=True, slots=True)
+class StoredArtifact:
+    """Where and how a value is stored; everything needed to read it back and verify it."""
+
+    content_hash: str
+    materializer: str
+    materializer_version: str
+    type_name: str
+    size: int
+    uri: str | None
+    inline: Any = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def _type_name(value: Any) -> str:
+    t = type(value)
+    return f"{t.__module__}.{t.__qualname__}"
+
+
+class ArtifactStore:
+    """Stores values by content under ``root`` (a path or any fsspec URL)."""
+
+    def __init__(self, root: str, *, materializers: MaterializerRegistry | None = None,
+                 inline_max_bytes: int = 65536, storage_options: dict[str, Any] | None = None) -> None:
+        import fsspec
+
+        self.root = root
+        self.materializers = materializers or default_materializers
+        self.inline_max_bytes = inline_max_bytes
+        try:
+            self.fs, self._base = fsspec.core.url_to_fs(root, **(storage_options or {}))
+        except (ImportError, ValueError) as exc:
+            raise ArtifactError(f"Cannot open artifact root {root!r}: {exc}. Check CONVEYOR_ARTIFACT_ROOT "
+                                "(s3://, gs:// and az:// need s3fs, gcsfs or adlfs installed).") from None
+        self._base = self._base.rstrip("/")
+        self._local = "file" in (self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,))
+        self._made: set[str] = set()
+
+    def __repr__(self) -> str:
+        return f"ArtifactStore({self.root!r})"
+
+    # --- paths --------------------------------------------------------------------------------
+
+    def _object_path(self, content_hash: str) -> str:
+        hexpart = content_hash.split(":", 1)[-1]
+        return f"{self._base}/objects/{hexpart[:2]}/{hexpart}"
+
+    def _mkdir(self, path: str) -> None:
+        if path not in self._made:
+            self.fs.makedirs(path, exist_ok=True)
+            self._made.add(path)
+
+    def uri_of(self, path: str) -> str:
+        return self.fs.unstrip_protocol(path)
+
+    # --- writing ------------------------------------------------------------------------------
+
+    def materializer_for(self, value: Any) -> Any:
+        """The materializer that would store ``value``."""
+        return self.materializers.for_value(value)
+
+    def put(self, value: Any, *, materializer: str | None = None) -> StoredArtifact:
+        """Store a value (inline when it is small plain JSON) and describe where it went."""
+        if materializer is None and is_plain_json(value):
+            data = canonical_json(value)
+            if len(data) <= self.inline_max_bytes:
+                return StoredArtifact(content_hash=digest(data), materializer="json", materializer_version="1",
+                                      type_name=_type_name(value), size=len(data), uri=None, inline=value,
+                                      meta={"kind": type(value).__name__})
+        m = self.materializers.get(materializer) if materializer else self.materializers.for_value(value)
+        return self._write(value, m)
+
+    def put_file(self, path: str | os.PathLike[str]) -> StoredArtifact:
+        """Store a file or a folder as it is now."""
+        p = Path(path)
+        if not p.exists():
+            raise ArtifactError(f"Cannot store {p}: it does not exist.")
+        return self._write(p, self.materializers.get("path"))
+
+    def _write(self, value: Any, m: Any) -> StoredArtifact:
+        self._mkdir(f"{self._base}/tmp")
+        tmp = f"{self._base}/tmp/{uuid.uuid4().hex}"
+        try:
+            with self.fs.open(tmp, "wb") as fh:
+                writer = HashingWriter(fh)
+                meta = m.save(value, writer) or {}
+        except MaterializerNotFound:
+            self._discard(tmp)
+            raise
+        except OSError as exc:
+            self._discard(tmp)
+            raise ArtifactError(f"Writing an artifact under {self.root} failed: {exc}. Check the path, "
+                                "permissions and free space.") from exc
+        final = self._object_path(writer.content_hash)
+        self._mkdir(final.rsplit("/", 1)[0])
+        try:
+            if self._local:
+                if os.path.exists(final) and os.path.getsize(final) == writer.size:
+                    os.unlink(tmp)              # deduplicated
+                else:
+                    os.replace(tmp, final)      # atomic; also repairs a damaged copy
+            elif self.fs.exists(final) and self.fs.size(final) == writer.size:
+                self._discard(tmp)
+            else:
+                self.fs.mv(tmp, final)
+        except OSError as exc:
+            raise ArtifactError(f"Moving an artifact into place at {final} failed: {exc}.") from exc
+        if m.trusted_only:
+            meta = {**meta, "trusted_only": True}
+        return StoredArtifact(content_hash=writer.content_hash, materializer=m.name, materializer_version=m.version,
+                              type_name=_type_name(value), size=writer.size, uri=self.uri_of(final), meta=meta)
+
+    def _discard(self, path: str) -> None:
+        try:
+            self.fs.rm(path)
+        except (OSError, FileNotFoundError):
+            pass
+
+    # --- reading ------------------------------------------------------------------------------
+
+    def read_verified(self, stored: StoredArtifact) -> bytes:
+        """The stored bytes, after checking they hash to what the metadata recorded."""
+        path = self._object_path(stored.content_hash)
+        where = stored.uri or self.uri_of(path)
+        try:
+            data = self.fs.cat_file(path)
+        except FileNotFoundError:
+            raise ArtifactIntegrityError(
+                f"Artifact {where} is missing from the store. Re-run the step that produced it with --no-cache."
+            ) from None
+        except OSError as exc:
+            raise ArtifactError(f"Reading artifact {where} failed: {exc}.") from exc
+        actual = digest(data)
+        if actual != stored.content_hash:
+            raise ArtifactIntegrityError(
+                f"Artifact {where} is corrupted or was changed: expected {stored.content_hash}, found {actual} "
+                f"({len(data)} bytes, {stored.size} recorded). It was not loaded. Re-run the step that produced it "
+                "with --no-cache to write it again.")
+        return data
+
+    def get(self, stored: StoredArtifact) -> Any:
+        """The value, rebuilt only after its bytes were verified."""
+        if stored.uri is None:
+            return stored.inline
+        data = self.read_verified(stored)
+        m = self.materializers.get(stored.materializer)
+        return m.load(data, stored.meta or {})
+
+    def verify(self, stored: StoredArtifact) -> None:
+        """Raise ArtifactIntegrityError unless the stored bytes match the recorded hash."""
+        if stored.uri is not None:
+            self.read_verified(stored)
+        elif digest(canonical_json(stored.inline)) != stored.content_hash:
+            raise ArtifactIntegrityError("An inline artifact does not match its recorded hash.")
+
+    def export(self, stored: StoredArtifact, dest: str | os.PathLike[str]) -> Path:
+        """Write an artifact to ``dest``: JSON for inline values, the file or folder for paths, else raw bytes."""
+        target = Path(dest)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if stored.uri is None:
+            target.write_bytes(canonical_json(stored.inline))
+            return target
+        data = self.read_verified(stored)
+        if stored.materializer == "path" and (stored.meta or {}).get("kind") == "folder":
+            import io
+            import tarfile
+
+            target.mkdir(parents=True, exist_ok=True)
+            with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+                tar.extractall(target, filter="data")
+            return target
+        target.write_bytes(data)
+        return target
