@@ -105,3 +105,18 @@ def test_process_executor_runs_steps_in_other_processes(client) -> None:
     assert run.output("total") == 10
     run2 = p.frames.run(rows=300, executor="process", client=client, cache=False)
     assert run2.output("column_sum") == pytest.approx(float(run2.output("frame")["a"].sum()))
+
+
+def test_output_no_materializer_can_store_fails_the_step_clearly(client) -> None:
+    import conveyor as cv
+
+    @cv.step
+    def makes_lambda(x: int) -> object:
+        return lambda: x
+
+    @cv.pipeline
+    def bad():
+        makes_lambda(1)
+
+    with pytest.raises(StepFailed, match="No materializer can store a .*register a materializer"):
+        bad.run(client=client)
