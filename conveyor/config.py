@@ -13,6 +13,11 @@ variable                        meaning                                   defaul
 ``CONVEYOR_MAX_WORKERS``        parallel steps in the local executor      CPU count (at least 2)
 ``CONVEYOR_INLINE_MAX_BYTES``   JSON values up to this size stay inline   ``65536``
 ``CONVEYOR_ACTOR``              who is acting (audit log, approvals)      the OS user name
+``CONVEYOR_SERVE_MEMORY_MB``    model cache cap of one server process     ``2048``
+``CONVEYOR_DEFAULT_ENDPOINT``   endpoint for paths that name none         the only endpoint, if one
+``AIP_HTTP_PORT``               Vertex AI: the port to listen on          ``8080``
+``AIP_PREDICT_ROUTE``           Vertex AI: the prediction path            ``/predict``
+``AIP_HEALTH_ROUTE``            Vertex AI: the health path                ``/health``
 ==============================  ========================================  ==============================
 """
 
@@ -41,6 +46,11 @@ class Settings:
     max_workers: int = 4
     inline_max_bytes: int = 65536
     actor: str = "unknown"
+    serve_memory_mb: int = 2048
+    default_endpoint: str | None = None
+    aip_http_port: int | None = None
+    aip_predict_route: str = "/predict"
+    aip_health_route: str = "/health"
 
     def with_overrides(self, **changes: object) -> Settings:
         """Return a copy with some fields replaced."""
@@ -102,6 +112,13 @@ def load_settings(env: Mapping[str, str] | None = None, cwd: Path | None = None)
     workers = _int("CONVEYOR_MAX_WORKERS", get("max_workers", max(2, os.cpu_count() or 2)))
     inline = _int("CONVEYOR_INLINE_MAX_BYTES", get("inline_max_bytes", 65536))
     actor = str(get("actor", "") or _default_actor())
+    memory = _int("CONVEYOR_SERVE_MEMORY_MB", get("serve_memory_mb", 2048))
+    default_endpoint = get("default_endpoint")
+    aip_port = env.get("AIP_HTTP_PORT")
     return Settings(home=home, metadata_url=metadata_url, artifact_root=artifact_root,
                     executor=executor, max_workers=max(1, workers), inline_max_bytes=inline,
-                    actor=actor)
+                    actor=actor, serve_memory_mb=memory,
+                    default_endpoint=str(default_endpoint) if default_endpoint else None,
+                    aip_http_port=_int("AIP_HTTP_PORT", aip_port) if aip_port else None,
+                    aip_predict_route=env.get("AIP_PREDICT_ROUTE", "/predict"),
+                    aip_health_route=env.get("AIP_HEALTH_ROUTE", "/health"))

@@ -15,7 +15,9 @@ The tree::
     ├── NotFound                      a run, artifact, model, endpoint… does not exist
     ├── Conflict                      the action clashes with current state
     ├── PermissionDenied              the actor lacks the role or scope
-    └── InvalidRequest                an input (HTTP body, file) does not match its schema
+    ├── InvalidRequest                an input (HTTP body, file) does not match its schema
+    ├── Unauthenticated               no key, or a key that matches none
+    └── RateLimited                   too many requests for a key
 
 Library errors (SQLAlchemy, botocore, fsspec) are translated where the backend
 starts, so the engine and the CLI only ever meet these.
@@ -135,3 +137,21 @@ class InvalidRequest(ConveyorError):
     def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(message)
         self.field = field
+
+
+class Unauthenticated(ConveyorError):
+    """No credentials, or credentials that match no active key."""
+
+    exit_code = 8
+    headline = "Unauthenticated"
+
+
+class RateLimited(ConveyorError):
+    """The caller exceeded its rate limit; ``retry_after`` seconds until the next request is allowed."""
+
+    exit_code = 9
+    headline = "Rate limited"
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

@@ -10,6 +10,7 @@ import typer
 from conveyor.cli import artifacts as artifacts_cmd
 from conveyor.cli import models as models_cmd
 from conveyor.cli import runs as runs_cmd
+from conveyor.cli import serving as serving_cmd
 from conveyor.cli import workflow
 
 app = typer.Typer(name="conveyor", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -22,6 +23,9 @@ app.add_typer(artifacts_cmd.app, name="artifacts", help="Inspect and export arti
 app.command("lineage")(artifacts_cmd.lineage)
 app.add_typer(models_cmd.app, name="models", help="The model registry: versions, aliases, approvals, rollback.")
 app.command("audit")(models_cmd.audit)
+app.command("serve")(serving_cmd.serve)
+app.add_typer(serving_cmd.endpoints_app, name="endpoints", help="Serving endpoints: routes, canaries, shadows.")
+app.add_typer(serving_cmd.keys_app, name="keys", help="API keys for the server.")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,1 +1,1 @@
-"""serving."""
+"""Serving: one server for every client contract, and batch scoring."""

@@ -1,0 +1,22 @@
+"""MLflow's scoring protocol: ``/invocations`` (served by the SageMaker module, same body shapes),
+``/ping``, ``/health`` and ``/version``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+import conveyor
+
+
+def routes(service: Any, settings: Any) -> list[Route]:
+    async def health(request: Request) -> Response:
+        return Response("\n", status_code=200 if service.ready else 503)
+
+    async def version(request: Request) -> Response:
+        return Response(conveyor.__version__, media_type="text/plain")
+
+    return [Route("/health", health, methods=["GET"]), Route("/version", version, methods=["GET"])]

@@ -1,0 +1,128 @@
+"""Turning request bodies into validated columns, vectorised; a bad field is named, nothing reaches the model."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from conveyor.errors import InvalidRequest
+from conveyor.serving.catalog import Signature
+
+NUMERIC = {"float64", "float32", "int64", "int32", "int16", "int8", "uint8", "uint16", "uint32", "uint64"}
+
+
+@dataclass(slots=True)
+class Batch:
+    """Columns of equal length, in the model's order when a signature is known."""
+
+    columns: dict[str, np.ndarray]
+    rows: int
+
+    def to_model_input(self, model: Any) -> Any:
+        """A DataFrame for models fitted on named columns, else a 2-D array."""
+        if getattr(model, "feature_names_in_", None) is not None or any(
+                a.dtype.kind in "OUS" for a in self.columns.values()):
+            import pandas as pd
+
+            return pd.DataFrame(self.columns, copy=False)
+        return np.column_stack(list(self.columns.values())) if self.columns else np.empty((self.rows, 0))
+
+
+def from_records(records: Any, field: str = "records") -> dict[str, list[Any]]:
+    """``[{"a": 1, "b": 2}, …]`` → columns."""
+    if not isinstance(records, list) or not records:
+        raise InvalidRequest(f"'{field}' must be a non-empty list of objects.", field=field)
+    if not all(isinstance(r, dict) for r in records):
+        raise InvalidRequest(f"'{field}' must hold objects mapping column names to values.", field=field)
+    names = list(records[0])
+    for i, r in enumerate(records):
+        if r.keys() != records[0].keys():
+            missing = set(names) - set(r)
+            raise InvalidRequest(f"Row {i} of '{field}' has different columns"
+                                 + (f" (missing {sorted(missing)})" if missing else "") + ".", field=field)
+    return {n: [r[n] for r in records] for n in names}
+
+
+def from_rows(rows: Any, names: Sequence[str] | None, field: str = "data") -> dict[str, list[Any]]:
+    """``[[1, 2], [3, 4]]`` with column names (or the signature's order) → columns."""
+    if not isinstance(rows, list) or not rows:
+        raise InvalidRequest(f"'{field}' must be a non-empty list of rows.", field=field)
+    if not all(isinstance(r, list) for r in rows):
+        rows = [rows] if names and len(rows) == len(names) else rows
+        if not all(isinstance(r, list) for r in rows):
+            raise InvalidRequest(f"'{field}' must be a list of rows (lists of values).", field=field)
+    if names is None:
+        raise InvalidRequest(f"'{field}' gives rows without column names and the model has no signature; "
+                             "send named columns (records or dataframe_split).", field=field)
+    width = len(names)
+    for i, r in enumerate(rows):
+        if len(r) != width:
+            raise InvalidRequest(f"Row {i} of '{field}' has {len(r)} values; expected {width} "
+                                 f"({', '.join(names)}).", field=f"{field}[{i}]")
+    cols = list(zip(*rows, strict=True))
+    return {n: list(c) for n, c in zip(names, cols, strict=True)}
+
+
+def from_columns(data: Any, field: str = "inputs") -> dict[str, list[Any]]:
+    """``{"a": [1, 2], "b": [3, 4]}`` → columns."""
+    if not isinstance(data, dict) or not data:
+        raise InvalidRequest(f"'{field}' must be an object of column name → list of values.", field=field)
+    out = {}
+    for k, v in data.items():
+        out[k] = v if isinstance(v, list) else [v]
+    return out
+
+
+def _convert(name: str, values: list[Any], dtype: str) -> np.ndarray:
+    if dtype in NUMERIC:
+        arr = np.asarray(values)
+        if arr.dtype.kind == "b" or arr.dtype.kind in "OUS":
+            try:
+                if arr.dtype.kind == "b":
+                    raise ValueError
+                arr = np.asarray(values, dtype="float64")
+            except (ValueError, TypeError):
+                bad = next((v for v in values if isinstance(v, bool) or not isinstance(v, int | float)), None)
+                raise InvalidRequest(f"Column '{name}' expects {dtype}, got {type(bad).__name__} {bad!r}.",
+                                     field=name) from None
+        if arr.ndim != 1:
+            raise InvalidRequest(f"Column '{name}' must hold one value per row, not nested lists.", field=name)
+        if dtype.startswith(("int", "uint")) and arr.dtype.kind == "f":
+            if np.isnan(arr).any() or not np.all(arr == np.floor(arr)):
+                raise InvalidRequest(f"Column '{name}' expects whole numbers ({dtype}).", field=name)
+            return arr.astype(dtype)
+        return arr.astype(dtype, copy=False) if dtype.startswith("float") else arr.astype(dtype)
+    if dtype == "bool":
+        arr = np.asarray(values)
+        if arr.dtype.kind != "b":
+            raise InvalidRequest(f"Column '{name}' expects true/false values.", field=name)
+        return arr
+    if dtype in ("string", "category"):
+        if not all(isinstance(v, str) for v in values):
+            bad = next(v for v in values if not isinstance(v, str))
+            raise InvalidRequest(f"Column '{name}' expects text, got {type(bad).__name__} {bad!r}.", field=name)
+        return np.asarray(values, dtype=object)
+    return np.asarray(values)
+
+
+def validate(columns: Mapping[str, list[Any]], signature: Signature | None) -> Batch:
+    """Check columns against the signature (missing, type, length) and order them."""
+    lengths = {len(v) for v in columns.values()}
+    if len(lengths) > 1:
+        raise InvalidRequest(f"Columns have different lengths: "
+                             f"{ {k: len(v) for k, v in columns.items()} }.", field="inputs")
+    rows = lengths.pop() if lengths else 0
+    if rows == 0:
+        raise InvalidRequest("The request holds no rows.", field="inputs")
+    if signature is None:
+        return Batch({k: np.asarray(v) for k, v in columns.items()}, rows)
+    out: dict[str, np.ndarray] = {}
+    for spec in signature.inputs:
+        if spec.name not in columns:
+            raise InvalidRequest(f"Missing column '{spec.name}' ({spec.dtype}). The model expects: "
+                                 f"{', '.join(c.name for c in signature.inputs)}.", field=spec.name)
+        out[spec.name] = _convert(spec.name, columns[spec.name], spec.dtype)
+    return Batch(out, rows)

@@ -1,0 +1,67 @@
+"""Starting a server: ``conveyor serve`` builds the catalog, the prediction log and the app, then runs uvicorn."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+from conveyor.config import Settings, load_settings
+
+
+def build_app(settings: Settings | None = None, *, auth: str = "auto", default_endpoint: str | None = None,
+              access_log: bool = True, prediction_log: bool = True) -> Any:
+    """The production app for ``settings``: registry catalog, Parquet prediction log, all protocols."""
+    from conveyor.runtime.client import Client
+    from conveyor.serving.app import create_app
+    from conveyor.serving.prediction_log import PredictionLog
+    from conveyor.serving.registry_catalog import RegistryCatalog
+    from conveyor.serving.service import ServingService
+
+    settings = settings or load_settings()
+    client = Client(settings)
+    catalog = RegistryCatalog(client.metadata, client.artifacts, client.registry)
+    service = ServingService(catalog, memory_cap_bytes=settings.serve_memory_mb << 20,
+                             default_endpoint=default_endpoint or settings.default_endpoint, auth=auth)
+    if prediction_log:
+        service.prediction_log = PredictionLog(settings.artifact_root,
+                                               on_drop=lambda n: service.metrics.log_dropped.inc(n))
+    if access_log:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger = logging.getLogger("conveyor.access")
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+    if service.auth_mode == "auto" and not service.keys.active:
+        logging.getLogger("conveyor.serving").warning(
+            "no API keys exist: serving without authentication until one is created (`conveyor keys create`)")
+    return create_app(service, settings)
+
+
+def app_factory() -> Any:
+    """For ``uvicorn --factory conveyor.serving.server:app_factory`` and multi-worker serving."""
+    import os
+
+    return build_app(auth=os.environ.get("CONVEYOR_SERVE_AUTH", "auto"),
+                     access_log=os.environ.get("CONVEYOR_SERVE_ACCESS_LOG", "1") == "1")
+
+
+def serve(host: str, port: int, *, workers: int = 1, auth: str = "auto", default_endpoint: str | None = None,
+          access_log: bool = True) -> None:
+    """Run the server until interrupted (SIGINT/SIGTERM flush the prediction log)."""
+    import os
+
+    import uvicorn
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if workers > 1:
+        os.environ["CONVEYOR_SERVE_AUTH"] = auth
+        os.environ["CONVEYOR_SERVE_ACCESS_LOG"] = "1" if access_log else "0"
+        if default_endpoint:
+            os.environ["CONVEYOR_DEFAULT_ENDPOINT"] = default_endpoint
+        uvicorn.run("conveyor.serving.server:app_factory", factory=True, host=host, port=port, workers=workers,
+                    log_level="warning", access_log=False)
+        return
+    app = build_app(auth=auth, default_endpoint=default_endpoint, access_log=access_log)
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

@@ -1,0 +1,209 @@
+"""The serving core every wire protocol calls: authorise, route, validate, predict, log, measure.
+
+The hot path reads only memory: the routing table, the models and the key ring are rebuilt by a
+background poller when the catalog's revision changes, and swapped in whole.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from conveyor.errors import NotFound, PermissionDenied, RateLimited, Unauthenticated
+from conveyor.serving.auth import KeyRing, RateLimiter, allows
+from conveyor.serving.catalog import ApiKey, Catalog, LoadedModel, ModelKey
+from conveyor.serving.metrics import ServerMetrics
+from conveyor.serving.models import ModelCache
+from conveyor.serving.routing import Route, RoutingTable
+from conveyor.serving.schema import Batch, validate
+
+log = logging.getLogger("conveyor.serving")
+access_log = logging.getLogger("conveyor.access")
+
+
+@dataclass(slots=True)
+class Prediction:
+    """What a protocol renders: the values and who produced them."""
+
+    values: np.ndarray
+    endpoint: str
+    model: ModelKey
+    request_id: str
+    batch: Batch
+
+
+class ServingService:
+    """One per server process."""
+
+    def __init__(self, catalog: Catalog, *, prediction_log: Any = None, metrics: ServerMetrics | None = None,
+                 memory_cap_bytes: int = 2 << 30, default_endpoint: str | None = None, poll_s: float = 1.0,
+                 auth: str = "auto") -> None:
+        self.catalog = catalog
+        self.prediction_log = prediction_log
+        self.metrics = metrics or ServerMetrics()
+        self.default_endpoint = default_endpoint
+        self.auth_mode = auth          # "auto": required once any key exists; "on"; "off"
+        self.keys = KeyRing()
+        self.limiter = RateLimiter()
+        self.models = ModelCache(catalog.load_model, memory_cap_bytes, on_load=self._loaded)
+        self.table = RoutingTable({}, "", default_endpoint)
+        self._shadow_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="conveyor-shadow")
+        self._poll_s = poll_s
+        self._stop = threading.Event()
+        self._poller: threading.Thread | None = None
+        self.ready = False
+        self.refresh()
+
+    # --- catalog changes ----------------------------------------------------------------------
+
+    def refresh(self) -> bool:
+        """Rebuild routing, keys and preload routed models if the catalog changed; True when it did."""
+        revision = self.catalog.revision()
+        if revision == self.table.revision and self.ready:
+            return False
+        table = RoutingTable(self.catalog.endpoints(), revision, self.default_endpoint)
+        wanted = table.models()
+        for key in wanted:           # load before the swap, so no request waits for a new version
+            self.models.get(key)
+        self.keys.load(self.catalog.keys())
+        self.models.pinned = wanted
+        self.table = table
+        self.ready = True
+        return True
+
+    def start(self) -> None:
+        """Start watching the catalog."""
+        if self._poller is None:
+            self._poller = threading.Thread(target=self._poll, name="conveyor-catalog-poller", daemon=True)
+            self._poller.start()
+
+    def _poll(self) -> None:
+        while not self._stop.wait(self._poll_s):
+            try:
+                if self.refresh():
+                    log.info("serving table updated to revision %s", self.table.revision)
+            except Exception:   # keep serving the last good table
+                log.exception("refreshing the serving table failed; still serving revision %s", self.table.revision)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._shadow_pool.shutdown(wait=True)
+        if self.prediction_log is not None:
+            self.prediction_log.close()
+
+    def _loaded(self, m: LoadedModel) -> None:
+        self.metrics.model_load.labels(m.key.name, str(m.key.version)).observe(m.load_seconds)
+        self.metrics.models_loaded.set(len(self.models.keys()))
+
+    # --- auth ---------------------------------------------------------------------------------
+
+    def authorize(self, headers: Mapping[str, str], endpoint: str | None, scope: str = "predict") -> ApiKey | None:
+        """The caller's key (None when auth is off); raise 401/403/429 errors otherwise."""
+        if self.auth_mode == "off" or (self.auth_mode == "auto" and not self.keys.active):
+            return None
+        presented = _presented_key(headers)
+        if not presented:
+            raise Unauthenticated("No API key. Send `Authorization: Bearer <key>` or `X-API-Key: <key>`; "
+                                  "create one with `conveyor keys create --scope predict`.")
+        key = self.keys.verify(presented)
+        if key is None:
+            raise Unauthenticated("The API key is not valid or was revoked.")
+        if not allows(key.scope, scope):
+            raise PermissionDenied(f"Key {key.key_id} has scope '{key.scope}'; this needs '{scope}'.")
+        if key.endpoint and endpoint and key.endpoint != endpoint:
+            raise PermissionDenied(f"Key {key.key_id} is limited to endpoint '{key.endpoint}'.")
+        if key.rate_limit_per_s:
+            wait = self.limiter.take(key.key_id, key.rate_limit_per_s)
+            if wait > 0:
+                raise RateLimited(f"Key {key.key_id} is limited to {key.rate_limit_per_s:g} requests a second.",
+                                  retry_after=wait)
+        return key
+
+    # --- predicting ---------------------------------------------------------------------------
+
+    def route(self, endpoint: str | None) -> Route:
+        return self.table.get(endpoint)
+
+    def model(self, key: ModelKey) -> LoadedModel:
+        return self.models.get(key)
+
+    def predict(self, columns: Mapping[str, list[Any]], *, endpoint: str | None, headers: Mapping[str, str],
+                protocol: str, version: int | None = None, request_id: str | None = None,
+                authorized: bool = False) -> Prediction:
+        """Validate and predict; log and measure. Raises ConveyorError subclasses for 4xx answers."""
+        start = time.perf_counter()
+        route = self.route(endpoint)
+        name = route.spec.name
+        if not authorized:
+            self.authorize(headers, name)
+        rid = request_id or headers.get("x-request-id") or uuid.uuid4().hex
+        if version is not None:
+            key = next((k for k in route.keys if k.version == version), None)
+            if key is None:
+                raise NotFound(f"Endpoint '{name}' does not serve version {version}; it serves "
+                               f"{', '.join(str(k) for k in route.keys)}.")
+        else:
+            sticky = headers.get(route.spec.sticky_header.lower()) if route.spec.sticky_header else None
+            key = route.choose(sticky)
+        loaded = self.models.get(key)
+        batch = validate(columns, loaded.signature)
+        values = np.asarray(loaded.model.predict(batch.to_model_input(loaded.model)))
+        elapsed = time.perf_counter() - start
+        version_label = str(key.version)
+        self.metrics.latency.labels(name, version_label).observe(elapsed)
+        self.metrics.requests.labels(name, version_label, protocol, "200").inc()
+        self.metrics.rows.labels(name, version_label).inc(batch.rows)
+        now = time.time()
+        if self.prediction_log is not None:
+            self.prediction_log.record(request_id=rid, ts=now, endpoint=name, model=key.name, version=key.version,
+                                       shadow=False, latency_ms=elapsed * 1000, columns=batch.columns,
+                                       prediction=values)
+        for shadow in route.spec.shadows:
+            self._shadow_pool.submit(self._shadow, name, shadow, batch, rid, now)
+        if access_log.isEnabledFor(logging.INFO):
+            access_log.info('{"request_id":"%s","endpoint":"%s","model":"%s","protocol":"%s","rows":%d,"ms":%.3f}',
+                            rid, name, key, protocol, batch.rows, elapsed * 1000)
+        return Prediction(values, name, key, rid, batch)
+
+    def _shadow(self, endpoint: str, key: ModelKey, batch: Batch, rid: str, ts: float) -> None:
+        start = time.perf_counter()
+        try:
+            loaded = self.models.get(key)
+            values = np.asarray(loaded.model.predict(batch.to_model_input(loaded.model)))
+        except Exception:
+            self.metrics.shadow_errors.labels(endpoint, str(key.version)).inc()
+            log.exception("shadow %s of endpoint %s failed on request %s", key, endpoint, rid)
+            return
+        if self.prediction_log is not None:
+            self.prediction_log.record(request_id=rid, ts=ts, endpoint=endpoint, model=key.name, version=key.version,
+                                       shadow=True, latency_ms=(time.perf_counter() - start) * 1000,
+                                       columns=batch.columns, prediction=values)
+
+    def count_error(self, endpoint: str | None, protocol: str, code: int, kind: str) -> None:
+        name = endpoint or self.table.default or "-"
+        self.metrics.requests.labels(name, "-", protocol, str(code)).inc()
+        self.metrics.errors.labels(name, "-", kind).inc()
+
+
+def _presented_key(headers: Mapping[str, str]) -> str | None:
+    auth = headers.get("authorization")
+    if auth and auth.lower().startswith("bearer "):
+        return auth[7:].strip()
+    key = headers.get("x-api-key")
+    if key:
+        return key.strip()
+    custom = headers.get("x-amzn-sagemaker-custom-attributes")   # boto3 invoke_endpoint(CustomAttributes=...)
+    if custom:
+        for part in custom.split(","):
+            k, _, v = part.partition("=")
+            if k.strip().lower() in ("api-key", "api_key", "x-api-key"):
+                return v.strip()
+    return None
