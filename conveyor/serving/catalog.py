@@ -101,6 +101,10 @@ class Catalog(Protocol):
         """key_id -> (secret hash, key) for every active key."""
         ...
 
+    def auth_required(self) -> bool:
+        """True once any key was ever created (revoking the last key must not open the server)."""
+        ...
+
 
 class InMemoryCatalog:
     """A catalog held in memory: models are objects, endpoints and keys are set directly."""
@@ -111,6 +115,7 @@ class InMemoryCatalog:
         self._endpoints: dict[str, EndpointSpec] = {}
         self._keys: dict[str, tuple[str, ApiKey]] = {}
         self.loads: list[ModelKey] = []
+        self.ever_keyed = False
 
     def _bump(self) -> None:
         self._rev += 1
@@ -127,6 +132,7 @@ class InMemoryCatalog:
 
     def add_key(self, key_id: str, secret_hash: str, key: ApiKey) -> None:
         self._keys[key_id] = (secret_hash, key)
+        self.ever_keyed = True
         self._bump()
 
     def revision(self) -> str:
@@ -142,3 +148,10 @@ class InMemoryCatalog:
 
     def keys(self) -> Mapping[str, tuple[str, ApiKey]]:
         return dict(self._keys)
+
+    def auth_required(self) -> bool:
+        return self.ever_keyed or bool(self._keys)
+
+    def revoke(self, key_id: str) -> None:
+        del self._keys[key_id]
+        self._bump()

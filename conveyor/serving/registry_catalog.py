@@ -52,6 +52,9 @@ class RegistryCatalog:
         return {k.key_id: (k.secret_hash, ApiKey(k.key_id, k.scope, k.endpoint, k.rate_limit))
                 for k in self.metadata.endpoints.keys()}
 
+    def auth_required(self) -> bool:
+        return bool(self.metadata.endpoints.keys(include_revoked=True))
+
 
 def endpoint_spec(registry: Any, model: str, canaries: list[str], shadows: list[str],
                   sticky_header: str | None) -> dict[str, Any]:

@@ -33,7 +33,7 @@ def build_app(settings: Settings | None = None, *, auth: str = "auto", default_e
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
         logger.propagate = False
-    if service.auth_mode == "auto" and not service.keys.active:
+    if not service.auth_required and service.auth_mode != "off":
         logging.getLogger("conveyor.serving").warning(
             "no API keys exist: serving without authentication until one is created (`conveyor keys create`)")
     return create_app(service, settings)

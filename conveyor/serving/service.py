@@ -50,7 +50,7 @@ class ServingService:
         self.prediction_log = prediction_log
         self.metrics = metrics or ServerMetrics()
         self.default_endpoint = default_endpoint
-        self.auth_mode = auth          # "auto": required once any key exists; "on"; "off"
+        self.auth_mode = auth          # "auto": required once any key was created; "on"; "off"
         self.keys = KeyRing()
         self.limiter = RateLimiter()
         self.models = ModelCache(catalog.load_model, memory_cap_bytes, on_load=self._loaded)
@@ -60,6 +60,7 @@ class ServingService:
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
         self.ready = False
+        self.auth_required = auth == "on"
         self.refresh()
 
     # --- catalog changes ----------------------------------------------------------------------
@@ -74,6 +75,7 @@ class ServingService:
         for key in wanted:           # load before the swap, so no request waits for a new version
             self.models.get(key)
         self.keys.load(self.catalog.keys())
+        self.auth_required = self.auth_mode == "on" or (self.auth_mode == "auto" and self.catalog.auth_required())
         self.models.pinned = wanted
         self.table = table
         self.ready = True
@@ -107,7 +109,7 @@ class ServingService:
 
     def authorize(self, headers: Mapping[str, str], endpoint: str | None, scope: str = "predict") -> ApiKey | None:
         """The caller's key (None when auth is off); raise 401/403/429 errors otherwise."""
-        if self.auth_mode == "off" or (self.auth_mode == "auto" and not self.keys.active):
+        if not self.auth_required:
             return None
         presented = _presented_key(headers)
         if not presented:
