@@ -8,6 +8,7 @@ import sys
 import typer
 
 from conveyor.cli import artifacts as artifacts_cmd
+from conveyor.cli import batch as batch_cmd
 from conveyor.cli import models as models_cmd
 from conveyor.cli import runs as runs_cmd
 from conveyor.cli import serving as serving_cmd
@@ -24,6 +25,7 @@ app.command("lineage")(artifacts_cmd.lineage)
 app.add_typer(models_cmd.app, name="models", help="The model registry: versions, aliases, approvals, rollback.")
 app.command("audit")(models_cmd.audit)
 app.command("serve")(serving_cmd.serve)
+app.add_typer(batch_cmd.app, name="batch", help="Batch scoring of large files.")
 app.add_typer(serving_cmd.endpoints_app, name="endpoints", help="Serving endpoints: routes, canaries, shadows.")
 app.add_typer(serving_cmd.keys_app, name="keys", help="API keys for the server.")
 

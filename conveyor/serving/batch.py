@@ -1,0 +1,283 @@
+"""Batch scoring: stream Parquet or CSV in chunks across worker processes, resumably.
+
+The output is a folder of ``part-<chunk>.parquet`` files (input columns, ``prediction``,
+``model_version``) and a manifest ``_conveyor_batch.json`` that records the input fingerprint, the
+model version and the finished chunks. Re-running the same command after a crash does only the
+chunks not yet finished.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from typing import Any
+
+from conveyor.errors import Conflict, ConveyorError, InvalidRequest
+
+MANIFEST = "_conveyor_batch.json"
+ModelLoader = Callable[[], tuple[Any, str]]
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    """What a scoring run did."""
+
+    output_uri: str
+    model_version: str
+    chunks: int
+    chunks_scored: int
+    chunks_skipped: int
+    rows_scored: int
+    seconds: float
+
+
+# --- worker side --------------------------------------------------------------------------------
+
+_model: Any = None
+_version: str = ""
+
+
+def _init_worker(loader: ModelLoader) -> None:
+    global _model, _version
+    _model, _version = loader()
+
+
+def _score(task: tuple[int, Any, str, str, dict[str, Any], list[str] | None]) -> tuple[int, int]:
+    """Score one chunk and write its part file atomically; returns (chunk, rows)."""
+    import fsspec
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    index, source, out_dir, fmt, options, features = task
+    if fmt == "parquet":
+        uri, start, stop = source
+        fs, path = fsspec.core.url_to_fs(uri, **options)
+        with fs.open(path, "rb") as fh:
+            table = _read_rows(pq.ParquetFile(fh), start, stop)
+    else:
+        table = pa.ipc.open_stream(pa.py_buffer(source)).read_all()
+    frame = table.select(features).to_pandas() if features else table.to_pandas()
+    model_input = frame if getattr(_model, "feature_names_in_", None) is not None else frame.to_numpy()
+    pred = np.asarray(_model.predict(model_input))
+    if pred.ndim > 1:
+        pred = pred[:, -1]
+    table = table.append_column("prediction", pa.array(pred))
+    table = table.append_column("model_version", pa.array([_version] * table.num_rows, pa.string()))
+    ofs, opath = fsspec.core.url_to_fs(out_dir, **options)
+    tmp = f"{opath}/.part-{index:06d}.{uuid.uuid4().hex}.tmp"
+    with ofs.open(tmp, "wb") as fh:
+        pq.write_table(table, fh)
+    ofs.mv(tmp, f"{opath}/part-{index:06d}.parquet")
+    return index, table.num_rows
+
+
+def _read_rows(pf: Any, start: int, stop: int) -> Any:
+    """Rows [start, stop) of a Parquet file, reading only the row groups that hold them."""
+    import pyarrow as pa
+
+    pieces, offset = [], 0
+    for g in range(pf.metadata.num_row_groups):
+        n = pf.metadata.row_group(g).num_rows
+        if offset + n > start and offset < stop:
+            t = pf.read_row_group(g)
+            pieces.append(t.slice(max(0, start - offset), min(n, stop - offset) - max(0, start - offset)))
+        offset += n
+        if offset >= stop:
+            break
+    return pa.concat_tables(pieces)
+
+
+# --- planning -----------------------------------------------------------------------------------
+
+def _format(uri: str, fmt: str | None) -> str:
+    if fmt:
+        return fmt
+    low = uri.lower().rstrip("/")
+    if low.endswith((".csv", ".csv.gz", ".tsv")):
+        return "csv"
+    if low.endswith((".parquet", ".pq")):
+        return "parquet"
+    raise InvalidRequest(f"Cannot tell the format of {uri}; name it .parquet or .csv, or pass --format.",
+                         field="input")
+
+
+def _fingerprint(fs: Any, path: str, uri: str) -> dict[str, Any]:
+    try:
+        info = fs.info(path)
+    except FileNotFoundError:
+        raise InvalidRequest(f"Input {uri} does not exist.", field="input") from None
+    return {"uri": uri, "size": info.get("size"), "mtime": str(info.get("mtime") or info.get("LastModified") or
+                                                              info.get("ETag") or "")}
+
+
+def _csv_chunks(fs: Any, path: str, chunk_rows: int) -> Iterator[bytes]:
+    """CSV re-chunked to exactly ``chunk_rows`` rows, as Arrow IPC bytes for the workers."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    pending: list[Any] = []
+    count = 0
+    with fs.open(path, "rb") as fh:
+        reader = pacsv.open_csv(fh, read_options=pacsv.ReadOptions(block_size=1 << 22))
+        for batch in reader:
+            pending.append(batch)
+            count += batch.num_rows
+            while count >= chunk_rows:
+                table = pa.Table.from_batches(pending)
+                yield _ipc(table.slice(0, chunk_rows))
+                rest = table.slice(chunk_rows)
+                pending, count = rest.to_batches(), rest.num_rows
+    if count:
+        yield _ipc(pa.Table.from_batches(pending))
+
+
+def _ipc(table: Any) -> bytes:
+    import pyarrow as pa
+
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as w:
+        w.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+# --- the run ------------------------------------------------------------------------------------
+
+def score_batch(load_model: ModelLoader, input_uri: str, output_uri: str, *, model_version: str,
+                workers: int = 2, chunk_rows: int = 100_000, features: list[str] | None = None,
+                fmt: str | None = None, overwrite: bool = False, storage_options: dict[str, Any] | None = None,
+                progress: bool = True) -> BatchResult:
+    """Score ``input_uri`` into the ``output_uri`` folder; resumes a run with the same arguments."""
+    import fsspec
+    import pyarrow.parquet as pq
+
+    if chunk_rows < 1 or workers < 1:
+        raise InvalidRequest("--chunk-rows and --workers must be at least 1.", field="chunk_rows")
+    options = storage_options or {}
+    fmt = _format(input_uri, fmt)
+    ifs, ipath = fsspec.core.url_to_fs(input_uri, **options)
+    ofs, opath = fsspec.core.url_to_fs(output_uri, **options)
+    fingerprint = _fingerprint(ifs, ipath, input_uri)
+    ofs.makedirs(opath, exist_ok=True)
+    manifest_path = f"{opath}/{MANIFEST}"
+    manifest = {"input": fingerprint, "model_version": model_version, "chunk_rows": chunk_rows, "format": fmt,
+                "done": {}}
+    if ofs.exists(manifest_path):
+        old = json.loads(ofs.cat_file(manifest_path))
+        same = all(old.get(k) == manifest[k] for k in ("input", "model_version", "chunk_rows", "format"))
+        if not same and not overwrite:
+            raise Conflict(f"{output_uri} holds a batch run of other inputs or another model "
+                           f"({old.get('model_version')} on {old.get('input', {}).get('uri')}). Use a new output "
+                           "or --overwrite.")
+        if same:
+            manifest["done"] = old.get("done", {})
+        else:
+            for p in ofs.glob(f"{opath}/part-*.parquet"):
+                ofs.rm(p)
+    if fmt == "parquet":
+        with ifs.open(ipath, "rb") as fh:
+            total_rows = pq.ParquetFile(fh).metadata.num_rows
+        n_chunks = max(1, -(-total_rows // chunk_rows))
+        sources: Iterator[tuple[int, Any]] = ((i, (input_uri, i * chunk_rows, min(total_rows, (i + 1) * chunk_rows)))
+                                              for i in range(n_chunks))
+    else:
+        total_rows = None
+        n_chunks = None
+        sources = enumerate(_csv_chunks(ifs, ipath, chunk_rows))
+
+    def save_manifest() -> None:
+        tmp = f"{manifest_path}.{uuid.uuid4().hex}.tmp"
+        with ofs.open(tmp, "wb") as fh:
+            fh.write(json.dumps(manifest, indent=1).encode())
+        ofs.mv(tmp, manifest_path)
+
+    save_manifest()
+    start = time.perf_counter()
+    scored_rows = scored = skipped = 0
+    seen = 0
+    bar = _progress(progress, total_rows)
+    ctx = multiprocessing.get_context("spawn")
+    in_flight: dict[Future[tuple[int, int]], int] = {}
+    try:
+        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(load_model,)) as pool:
+            for index, source in sources:
+                seen += 1
+                if str(index) in manifest["done"]:
+                    skipped += 1
+                    bar.advance(manifest["done"][str(index)])
+                    continue
+                while len(in_flight) >= workers * 2:
+                    scored_rows, scored = _collect(in_flight, manifest, save_manifest, bar, scored_rows, scored)
+                fut = pool.submit(_score, (index, source, output_uri, fmt, options, features))
+                in_flight[fut] = index
+            while in_flight:
+                scored_rows, scored = _collect(in_flight, manifest, save_manifest, bar, scored_rows, scored)
+    except BrokenProcessPool:
+        lost = sorted(in_flight.values())
+        raise ConveyorError(
+            f"A scoring worker died while chunks {lost} were in flight ({len(manifest['done'])} chunks are finished "
+            "and recorded). Run the same command again to score only the rest.") from None
+    finally:
+        bar.stop()
+    return BatchResult(output_uri, model_version, n_chunks or seen, scored, skipped, scored_rows,
+                       time.perf_counter() - start)
+
+
+def _collect(in_flight: dict[Future[tuple[int, int]], int], manifest: dict[str, Any], save: Callable[[], None],
+             bar: Any, rows: int, chunks: int) -> tuple[int, int]:
+    done, _ = wait(list(in_flight), return_when=FIRST_COMPLETED)
+    for fut in done:
+        in_flight.pop(fut)
+        index, n = fut.result()
+        manifest["done"][str(index)] = n
+        save()
+        bar.advance(n)
+        rows += n
+        chunks += 1
+    return rows, chunks
+
+
+class _NoProgress:
+    def advance(self, n: int) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+
+class _RichProgress:
+    def __init__(self, total: int | None) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.progress = Progress(TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TextColumn("rows"),
+                                 TimeElapsedColumn(), transient=False)
+        self.task = self.progress.add_task("rows", total=total)
+        self.progress.start()
+
+    def advance(self, n: int) -> None:
+        self.progress.advance(self.task, n)
+
+    def stop(self) -> None:
+        self.progress.stop()
+
+
+def _progress(enabled: bool, total: int | None) -> Any:
+    return _RichProgress(total) if enabled else _NoProgress()
+
+
+def registered_model_loader(metadata_url: str, artifact_root: str, ref: str) -> tuple[Any, str]:
+    """Load ``ref`` (a concrete NAME:VERSION) from the registry; module-level so workers can pickle it."""
+    from conveyor.registry import ModelRegistry
+    from conveyor.runtime.worker import artifact_store
+    from conveyor.store.metadata import MetadataStore
+
+    store = MetadataStore(metadata_url)
+    registry = ModelRegistry(store, artifact_store(artifact_root, 65536), "batch")
+    version = registry.resolve(ref)
+    return registry.load(ref), f"{version.model}:{version.version}"

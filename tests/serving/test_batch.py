@@ -1,0 +1,117 @@
+"""Batch scoring: correct predictions, the version column, resume after a killed worker, clear conflicts."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from conveyor.errors import Conflict, ConveyorError
+from conveyor.serving.batch import MANIFEST, score_batch
+
+
+class Killer:
+    """A model that kills its own worker process the first time it sees a chosen row."""
+
+    def __init__(self, marker: str, poison: float) -> None:
+        self.marker, self.poison = marker, poison
+
+    def predict(self, X):
+        X = np.asarray(X)
+        if (X[:, 0] == self.poison).any() and not Path(self.marker).exists():
+            Path(self.marker).write_text("killed once")
+            os.kill(os.getpid(), signal.SIGKILL)
+        return X[:, 0] * 2 + X[:, 1]
+
+
+def linear_loader() -> tuple[object, str]:
+    return Killer("/nonexistent/never", poison=float("nan")), "lin:1"
+
+
+def killer_loader(marker: str) -> tuple[object, str]:
+    return Killer(marker, poison=2500.0), "lin:1"
+
+
+def _data(tmp_path: Path, rows: int = 10_000) -> tuple[pd.DataFrame, Path, Path]:
+    df = pd.DataFrame({"a": np.arange(rows, dtype="float64"), "b": np.ones(rows)})
+    pq_path = tmp_path / "in.parquet"
+    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), pq_path, row_group_size=1500)
+    csv_path = tmp_path / "in.csv"
+    df.to_csv(csv_path, index=False)
+    return df, pq_path, csv_path
+
+
+def _read(out: Path) -> pd.DataFrame:
+    return pq.read_table(sorted(out.glob("part-*.parquet"))).to_pandas()
+
+
+@pytest.mark.parametrize("kind", ["parquet", "csv"])
+def test_scores_every_row_once_with_the_version(tmp_path: Path, kind: str) -> None:
+    df, pq_path, csv_path = _data(tmp_path)
+    src = pq_path if kind == "parquet" else csv_path
+    out = tmp_path / f"out-{kind}"
+    result = score_batch(linear_loader, str(src), str(out), model_version="lin:1", workers=2, chunk_rows=2000,
+                         progress=False)
+    assert result.rows_scored == len(df) and result.chunks_scored == 5
+    got = _read(out).sort_values("a").reset_index(drop=True)
+    np.testing.assert_array_equal(got["a"], df["a"])
+    np.testing.assert_allclose(got["prediction"], df["a"] * 2 + df["b"])
+    assert set(got["model_version"]) == {"lin:1"}
+
+
+def test_killed_worker_then_resume_does_only_the_rest(tmp_path: Path) -> None:
+    df, pq_path, _ = _data(tmp_path)
+    out = tmp_path / "out"
+    loader = functools.partial(killer_loader, str(tmp_path / "marker"))
+    with pytest.raises(ConveyorError, match="worker died .* Run the same command again"):
+        score_batch(loader, str(pq_path), str(out), model_version="lin:1", workers=1, chunk_rows=1000, progress=False)
+    done_before = json.loads((out / MANIFEST).read_text())["done"]
+    assert 0 < len(done_before) < 10 and "2" not in done_before
+    result = score_batch(loader, str(pq_path), str(out), model_version="lin:1", workers=2, chunk_rows=1000,
+                         progress=False)
+    assert result.chunks_skipped == len(done_before)
+    assert result.chunks_scored == 10 - len(done_before)
+    got = _read(out)
+    assert len(got) == len(df) and got["a"].is_unique
+
+
+def test_other_model_or_input_needs_overwrite(tmp_path: Path) -> None:
+    _df, pq_path, _ = _data(tmp_path, rows=100)
+    out = tmp_path / "out"
+    score_batch(linear_loader, str(pq_path), str(out), model_version="lin:1", chunk_rows=50, progress=False, workers=1)
+    with pytest.raises(Conflict, match="Use a new output or --overwrite"):
+        score_batch(linear_loader, str(pq_path), str(out), model_version="lin:2", chunk_rows=50, progress=False,
+                    workers=1)
+    again = score_batch(linear_loader, str(pq_path), str(out), model_version="lin:2", chunk_rows=50, progress=False,
+                        workers=1, overwrite=True)
+    assert again.chunks_scored == 2
+
+
+def test_cli_scores_with_a_registered_model(client, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from sklearn.linear_model import LinearRegression
+
+    from tests.conftest import REPO
+
+    df, pq_path, _ = _data(tmp_path, rows=3000)
+    model = LinearRegression().fit(df[["a", "b"]], df["a"] * 3)
+    client.registry.register("reg", model, data=df[["a", "b"]])
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-m", "conveyor.cli.main", "batch", "score", "reg", "--input",
+                           str(pq_path), "--output", str(tmp_path / "scored"), "--chunk-rows", "1000", "--json"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert summary["rows_scored"] == 3000 and summary["model_version"] == "reg:1"
+    got = _read(tmp_path / "scored").sort_values("a")
+    np.testing.assert_allclose(got["prediction"], model.predict(df[["a", "b"]]))
