@@ -63,8 +63,13 @@ def _score(task: tuple[int, Any, str, str, dict[str, Any], list[str] | None]) ->
             table = _read_rows(pq.ParquetFile(fh), start, stop)
     else:
         table = pa.ipc.open_stream(pa.py_buffer(source)).read_all()
-    frame = table.select(features).to_pandas() if features else table.to_pandas()
-    model_input = frame if getattr(_model, "feature_names_in_", None) is not None else frame.to_numpy()
+    inputs = table.select(features) if features else table
+    if getattr(_model, "feature_names_in_", None) is not None or any(
+            not pa.types.is_integer(t) and not pa.types.is_floating(t) and not pa.types.is_boolean(t)
+            for t in inputs.schema.types):
+        model_input = inputs.to_pandas()
+    else:   # numeric features for a model fitted on arrays: skip pandas entirely
+        model_input = np.column_stack([c.to_numpy() for c in inputs.columns])
     pred = np.asarray(_model.predict(model_input))
     if pred.ndim > 1:
         pred = pred[:, -1]
@@ -201,11 +206,16 @@ def score_batch(load_model: ModelLoader, input_uri: str, output_uri: str, *, mod
     start = time.perf_counter()
     scored_rows = scored = skipped = 0
     seen = 0
-    bar = _progress(progress, total_rows)
-    ctx = multiprocessing.get_context("spawn")
+    # fork is fastest (workers inherit the imports) but unsafe when other threads hold locks: then forkserver.
+    import threading
+
+    safe_to_fork = threading.current_thread() is threading.main_thread() and threading.active_count() == 1
+    ctx = multiprocessing.get_context("fork" if safe_to_fork else "forkserver")
     in_flight: dict[Future[tuple[int, int]], int] = {}
+    bar: Any = _NoProgress()
     try:
         with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(load_model,)) as pool:
+            bar = _progress(progress, total_rows)
             for index, source in sources:
                 seen += 1
                 if str(index) in manifest["done"]:
@@ -255,13 +265,15 @@ class _RichProgress:
     def __init__(self, total: int | None) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+        # no refresh thread: workers are forked while this runs, and a forked lock-holding thread deadlocks
         self.progress = Progress(TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TextColumn("rows"),
-                                 TimeElapsedColumn(), transient=False)
+                                 TimeElapsedColumn(), transient=False, auto_refresh=False)
         self.task = self.progress.add_task("rows", total=total)
         self.progress.start()
 
     def advance(self, n: int) -> None:
         self.progress.advance(self.task, n)
+        self.progress.refresh()
 
     def stop(self) -> None:
         self.progress.stop()
