@@ -5,7 +5,7 @@ set -uo pipefail
 cd "$(dirname "$0")"
 mkdir -p .venvs
 declare -A SPEC=(
-  [prefect]="prefect>=3,<4 pandas numpy"
+  [prefect]="prefect>=3,<4 fastapi<0.115 pandas numpy"
   [dagster]="dagster pandas numpy"
   [zenml]="zenml[server] pandas numpy"
   [metaflow]="metaflow pandas numpy"

@@ -1,0 +1,145 @@
+"""Online serving throughput and latency under wrk, against a minimal FastAPI floor (and peers when installed).
+
+One worker pinned to core 0, wrk with 16 connections pinned to core 1, a 20-feature logistic
+regression, 1-row and 100-row requests. Conveyor runs with auth (an API key), signature
+validation, Prometheus metrics, the access log and the Parquet prediction log all on.
+Prints one JSON object per (server, rows): requests/s, p50/p99 latency and ratios to the floor.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+FEATURES = 20
+DURATION = os.environ.get("BENCH_DURATION", "10s")
+CONNECTIONS = 16
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited: {proc.stderr.read() if proc.stderr else ''}")
+        try:
+            if httpx.get(url, timeout=1).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} not ready")
+
+
+def wrk(url: str, body: str, headers: dict[str, str]) -> dict[str, float]:
+    lua = "wrk.method = 'POST'\nwrk.body = [==[" + body + "]==]\n"
+    lua += "".join(f"wrk.headers['{k}'] = '{v}'\n" for k, v in headers.items())
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as fh:
+        fh.write(lua)
+    out = subprocess.run(["taskset", "-c", "1", "wrk", "-t1", f"-c{CONNECTIONS}", f"-d{DURATION}", "--latency",
+                          "-s", fh.name, url], capture_output=True, text=True, check=True).stdout
+    os.unlink(fh.name)
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+
+    def pct(p: str) -> float:
+        m = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)", out)
+        value, unit = float(m.group(1)), m.group(2)
+        return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+    return {"rps": rps, "p50_ms": pct("50"), "p99_ms": pct("99"), "non_2xx": int(errors.group(1)) if errors else 0}
+
+
+def bodies(rows: int) -> str:
+    X = np.random.default_rng(rows).normal(size=(rows, FEATURES)).round(6)
+    return json.dumps({"instances": X.tolist()})
+
+
+def start(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    return subprocess.Popen(["taskset", "-c", "0", *cmd], env=env, stdout=subprocess.DEVNULL,
+                            stderr=open(log, "w"), start_new_session=True)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def main() -> None:
+    if not shutil.which("wrk"):
+        sys.exit("wrk is not installed: apt-get install wrk")
+    from sklearn.linear_model import LogisticRegression
+
+    work = Path(tempfile.mkdtemp())
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(5000, FEATURES))
+    model = LogisticRegression().fit(X, X[:, 0] + rng.normal(size=5000) > 0)
+    (work / "model.pkl").write_bytes(pickle.dumps(model))
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "BENCH_MODEL": str(work / "model.pkl"), "CONVEYOR_HOME": str(work / "home"),
+           "PYTHONPATH": str(HERE / "serving_apps")}
+
+    # Conveyor: register, create the endpoint and a key, like a user does.
+    from conveyor.config import load_settings
+    from conveyor.runtime.client import Client
+    from conveyor.serving.auth import generate_key
+
+    client = Client(load_settings(env={"CONVEYOR_HOME": str(work / "home")}))
+    client.registry.register("bench", model, data=X[:100])
+    client.metadata.endpoints.create("bench", {"routes": [{"model": "bench:1", "weight": 100}]}, "bench")
+    key_id, key, digest = generate_key()
+    client.metadata.endpoints.add_key(key_id, digest, "predict", None, None, None, "bench")
+    client.close()
+
+    servers = {
+        "floor": ([str(bin_dir / "python"), "-m", "uvicorn", "floor_app:app", "--host", "127.0.0.1", "--log-level",
+                   "warning", "--no-access-log"], {}),
+        "conveyor": ([str(bin_dir / "conveyor"), "serve", "--host", "127.0.0.1"], {"Authorization": f"Bearer {key}"}),
+    }
+    results: dict[tuple[str, int], dict[str, float]] = {}
+    for name, (cmd, headers) in servers.items():
+        port = free_port()
+        proc = start([*cmd, "--port", str(port)], env, work / f"{name}.log")
+        try:
+            wait_ready(f"http://127.0.0.1:{port}/docs" if name == "floor" else f"http://127.0.0.1:{port}/readyz", proc)
+            for rows in (1, 100):
+                r = wrk(f"http://127.0.0.1:{port}/invocations", bodies(rows),
+                        {"Content-Type": "application/json", **headers})
+                results[(name, rows)] = r
+        finally:
+            stop(proc)
+    for (name, rows), r in results.items():
+        base = results[("floor", rows)]
+        print(json.dumps({"server": name, "rows": rows, **{k: round(v, 3) for k, v in r.items()},
+                          "rps_ratio": round(r["rps"] / base["rps"], 3),
+                          "p99_ratio": round(r["p99_ms"] / base["p99_ms"], 3)}))
+    logged = list((work / "home" / "artifacts" / "predictions").rglob("*.parquet"))
+    print(json.dumps({"prediction_log_files": len(logged)}))
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,22 @@
+"""The floor: a minimal FastAPI app calling the same model, nothing else (no auth, validation, metrics, log)."""
+
+from __future__ import annotations
+
+import os
+import pickle
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import ORJSONResponse
+
+with open(os.environ["BENCH_MODEL"], "rb") as fh:
+    model = pickle.load(fh)
+
+app = FastAPI()
+
+
+@app.post("/invocations")
+async def invocations(request: Request) -> ORJSONResponse:
+    body = await request.json()
+    X = np.asarray(body["instances"], dtype=np.float64)
+    return ORJSONResponse({"predictions": model.predict(X).tolist()})
