@@ -7,7 +7,8 @@ import pickle
 
 import numpy as np
 from fastapi import FastAPI, Request
-from fastapi.responses import ORJSONResponse
+import orjson
+from fastapi.responses import Response
 
 with open(os.environ["BENCH_MODEL"], "rb") as fh:
     model = pickle.load(fh)
@@ -16,7 +17,7 @@ app = FastAPI()
 
 
 @app.post("/invocations")
-async def invocations(request: Request) -> ORJSONResponse:
+async def invocations(request: Request) -> Response:
     body = await request.json()
     X = np.asarray(body["instances"], dtype=np.float64)
-    return ORJSONResponse({"predictions": model.predict(X).tolist()})
+    return Response(orjson.dumps({"predictions": model.predict(X).tolist()}), media_type="application/json")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -39,6 +40,10 @@ def create_app(service: ServingService, settings: Any, protocols: list[str] | No
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         service.start()
+        # Everything loaded so far (libraries, models) lives as long as the server: move it out of the
+        # collector's reach so a full collection scans only request garbage, not a 40 ms heap walk.
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -14,21 +14,102 @@ from conveyor.serving.catalog import Signature
 NUMERIC = {"float64", "float32", "int64", "int32", "int16", "int8", "uint8", "uint16", "uint32", "uint64"}
 
 
-@dataclass(slots=True)
 class Batch:
-    """Columns of equal length, in the model's order when a signature is known."""
+    """Validated input of equal-length columns, in the model's order when a signature is known.
 
-    columns: dict[str, np.ndarray]
-    rows: int
+    Built either from columns or, on the fast path for all-numeric signatures, from one float64
+    matrix whose columns are materialised only when someone asks (the prediction log, a DataFrame).
+    """
+
+    __slots__ = ("_columns", "matrix", "names", "dtypes", "rows")
+
+    def __init__(self, columns: dict[str, np.ndarray] | None, rows: int, *, matrix: np.ndarray | None = None,
+                 names: Sequence[str] = (), dtypes: Sequence[str] = ()) -> None:
+        self._columns = columns
+        self.rows = rows
+        self.matrix = matrix
+        self.names = tuple(names) if matrix is not None else tuple(columns or ())
+        self.dtypes = tuple(dtypes)
+
+    @property
+    def columns(self) -> dict[str, np.ndarray]:
+        if self._columns is None:
+            m = self.matrix
+            self._columns = {n: (m[:, j] if d == "float64" else m[:, j].astype(d))
+                             for j, (n, d) in enumerate(zip(self.names, self.dtypes, strict=True))}
+        return self._columns
 
     def to_model_input(self, model: Any) -> Any:
         """A DataFrame for models fitted on named columns, else a 2-D array."""
+        if self.matrix is not None and getattr(model, "feature_names_in_", None) is None:
+            return self.matrix
         if getattr(model, "feature_names_in_", None) is not None or any(
                 a.dtype.kind in "OUS" for a in self.columns.values()):
             import pandas as pd
 
             return pd.DataFrame(self.columns, copy=False)
         return np.column_stack(list(self.columns.values())) if self.columns else np.empty((self.rows, 0))
+
+
+class RowBlock:
+    """Rows as a client sent them (``[[1, 2], [3, 4]]`` or a 2-D array) with their column names.
+
+    ``validate`` turns an all-numeric block into one matrix in a single NumPy call; anything else
+    (text, booleans, ragged rows) takes the column-by-column path that names the offending field.
+    """
+
+    __slots__ = ("rows", "names", "field")
+
+    def __init__(self, rows: Any, names: Sequence[str], field: str) -> None:
+        self.rows, self.names, self.field = rows, list(names), field
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def to_columns(self) -> dict[str, list[Any]]:
+        rows, names, field = self.rows, self.names, self.field
+        if isinstance(rows, np.ndarray):
+            return {n: rows[:, j].tolist() for j, n in enumerate(names)}
+        width = len(names)
+        for i, r in enumerate(rows):
+            if len(r) != width:
+                raise InvalidRequest(f"Row {i} of '{field}' has {len(r)} values; expected {width} "
+                                     f"({', '.join(names)}).", field=f"{field}[{i}]")
+        cols = list(zip(*rows, strict=True))
+        return {n: list(c) for n, c in zip(names, cols, strict=True)}
+
+    def matrix(self, signature: Signature) -> np.ndarray | None:
+        """The float64 matrix when the block is plain numbers in the signature's order, else None."""
+        specs = signature.inputs
+        if len(specs) != len(self.names) or any(s.name != n for s, n in zip(specs, self.names, strict=True)):
+            return None
+        if any(s.dtype not in NUMERIC for s in specs):
+            return None
+        rows = self.rows
+        if isinstance(rows, np.ndarray):
+            if rows.dtype.kind not in "iuf" or rows.ndim != 2:
+                return None
+            m = rows.astype(np.float64, copy=False)
+        else:
+            if not set(map(type, chain.from_iterable(rows))) <= _PLAIN_NUMBERS:
+                return None
+            try:
+                m = np.array(rows, dtype=np.float64)
+            except ValueError:          # ragged rows
+                return None
+            if m.ndim != 2:
+                return None
+        if m.shape[1] != len(specs):
+            return None
+        ints = [j for j, s in enumerate(specs) if s.dtype.startswith(("int", "uint"))]
+        if ints:
+            sub = m[:, ints]
+            if not np.all(sub == np.floor(sub)):     # also False for NaN
+                return None
+        return m
+
+
+_PLAIN_NUMBERS = {float, int}
 
 
 def from_records(records: Any, field: str = "records") -> dict[str, list[Any]]:
@@ -46,7 +127,7 @@ def from_records(records: Any, field: str = "records") -> dict[str, list[Any]]:
     return {n: [r[n] for r in records] for n in names}
 
 
-def from_rows(rows: Any, names: Sequence[str] | None, field: str = "data") -> dict[str, list[Any]]:
+def from_rows(rows: Any, names: Sequence[str] | None, field: str = "data") -> RowBlock:
     """``[[1, 2], [3, 4]]`` with column names (or the signature's order) → columns."""
     if not isinstance(rows, list) or not rows:
         raise InvalidRequest(f"'{field}' must be a non-empty list of rows.", field=field)
@@ -57,13 +138,7 @@ def from_rows(rows: Any, names: Sequence[str] | None, field: str = "data") -> di
     if names is None:
         raise InvalidRequest(f"'{field}' gives rows without column names and the model has no signature; "
                              "send named columns (records or dataframe_split).", field=field)
-    width = len(names)
-    for i, r in enumerate(rows):
-        if len(r) != width:
-            raise InvalidRequest(f"Row {i} of '{field}' has {len(r)} values; expected {width} "
-                                 f"({', '.join(names)}).", field=f"{field}[{i}]")
-    cols = list(zip(*rows, strict=True))
-    return {n: list(c) for n, c in zip(names, cols, strict=True)}
+    return RowBlock(rows, names, field)
 
 
 def from_columns(data: Any, field: str = "inputs") -> dict[str, list[Any]]:
@@ -108,8 +183,15 @@ def _convert(name: str, values: list[Any], dtype: str) -> np.ndarray:
     return np.asarray(values)
 
 
-def validate(columns: Mapping[str, list[Any]], signature: Signature | None) -> Batch:
+def validate(columns: Mapping[str, list[Any]] | RowBlock, signature: Signature | None) -> Batch:
     """Check columns against the signature (missing, type, length) and order them."""
+    if isinstance(columns, RowBlock):
+        if signature is not None and len(columns):
+            m = columns.matrix(signature)
+            if m is not None:
+                return Batch(None, m.shape[0], matrix=m, names=columns.names,
+                             dtypes=[s.dtype for s in signature.inputs])
+        columns = columns.to_columns()
     lengths = {len(v) for v in columns.values()}
     if len(lengths) > 1:
         raise InvalidRequest(f"Columns have different lengths: "

@@ -27,12 +27,9 @@ def build_app(settings: Settings | None = None, *, auth: str = "auto", default_e
         service.prediction_log = PredictionLog(settings.artifact_root,
                                                on_drop=lambda n: service.metrics.log_dropped.inc(n))
     if access_log:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        logger = logging.getLogger("conveyor.access")
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
-        logger.propagate = False
+        from conveyor.serving.access_log import AccessLog
+
+        service.access_log = AccessLog(sys.stderr)
     if not service.auth_required and service.auth_mode != "off":
         logging.getLogger("conveyor.serving").warning(
             "no API keys exist: serving without authentication until one is created (`conveyor keys create`)")

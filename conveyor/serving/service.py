@@ -6,10 +6,11 @@ background poller when the catalog's revision changes, and swapped in whole.
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 import threading
 import time
-import uuid
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -26,7 +27,17 @@ from conveyor.serving.routing import Route, RoutingTable
 from conveyor.serving.schema import Batch, validate
 
 log = logging.getLogger("conveyor.serving")
-access_log = logging.getLogger("conveyor.access")
+
+
+class _RequestIds:
+    """Unique request ids without a syscall per request: a random per-process prefix and a counter."""
+
+    def __init__(self) -> None:
+        self.prefix = os.urandom(6).hex()
+        self._count = itertools.count(1)
+
+    def __call__(self) -> str:
+        return f"{self.prefix}{next(self._count):010x}"
 
 
 @dataclass(slots=True)
@@ -45,9 +56,12 @@ class ServingService:
 
     def __init__(self, catalog: Catalog, *, prediction_log: Any = None, metrics: ServerMetrics | None = None,
                  memory_cap_bytes: int = 2 << 30, default_endpoint: str | None = None, poll_s: float = 1.0,
-                 auth: str = "auto") -> None:
+                 auth: str = "auto", access_log: Any = None) -> None:
         self.catalog = catalog
         self.prediction_log = prediction_log
+        self.access_log = access_log
+        self._request_id = _RequestIds()
+        self._series: dict[tuple[str, int, str], tuple[Any, Any, Any]] = {}
         self.metrics = metrics or ServerMetrics()
         self.default_endpoint = default_endpoint
         self.auth_mode = auth          # "auto": required once any key was created; "on"; "off"
@@ -100,6 +114,8 @@ class ServingService:
         self._shadow_pool.shutdown(wait=True)
         if self.prediction_log is not None:
             self.prediction_log.close()
+        if self.access_log is not None:
+            self.access_log.close()
 
     def _loaded(self, m: LoadedModel) -> None:
         self.metrics.model_load.labels(m.key.name, str(m.key.version)).observe(m.load_seconds)
@@ -146,7 +162,7 @@ class ServingService:
         name = route.spec.name
         if not authorized:
             self.authorize(headers, name)
-        rid = request_id or headers.get("x-request-id") or uuid.uuid4().hex
+        rid = request_id or headers.get("x-request-id") or self._request_id()
         if version is not None:
             key = next((k for k in route.keys if k.version == version), None)
             if key is None:
@@ -159,21 +175,32 @@ class ServingService:
         batch = validate(columns, loaded.signature)
         values = np.asarray(loaded.model.predict(batch.to_model_input(loaded.model)))
         elapsed = time.perf_counter() - start
-        version_label = str(key.version)
-        self.metrics.latency.labels(name, version_label).observe(elapsed)
-        self.metrics.requests.labels(name, version_label, protocol, "200").inc()
-        self.metrics.rows.labels(name, version_label).inc(batch.rows)
+        series = self._series.get((name, key.version, protocol))
+        if series is None:
+            series = self._series_for(name, key.version, protocol)
+        latency, requests, rows = series
+        latency.observe(elapsed)
+        requests.inc()
+        rows.inc(batch.rows)
         now = time.time()
         if self.prediction_log is not None:
             self.prediction_log.record(request_id=rid, ts=now, endpoint=name, model=key.name, version=key.version,
-                                       shadow=False, latency_ms=elapsed * 1000, columns=batch.columns,
-                                       prediction=values)
+                                       shadow=False, latency_ms=elapsed * 1000, batch=batch, prediction=values)
         for shadow in route.spec.shadows:
             self._shadow_pool.submit(self._shadow, name, shadow, batch, rid, now)
-        if access_log.isEnabledFor(logging.INFO):
-            access_log.info('{"request_id":"%s","endpoint":"%s","model":"%s","protocol":"%s","rows":%d,"ms":%.3f}',
-                            rid, name, key, protocol, batch.rows, elapsed * 1000)
+        if self.access_log is not None:
+            self.access_log.write(ts=now, request_id=rid, endpoint=name, model=key.name, version=key.version,
+                                  protocol=protocol, status=200, rows=batch.rows, ms=round(elapsed * 1000, 3))
         return Prediction(values, name, key, rid, batch)
+
+    def _series_for(self, endpoint: str, version: int, protocol: str) -> tuple[Any, Any, Any]:
+        """The metric children of one (endpoint, version, protocol), looked up once."""
+        v = str(version)
+        series = (self.metrics.latency.labels(endpoint, v), self.metrics.requests.labels(endpoint, v, protocol, "200"),
+                  self.metrics.rows.labels(endpoint, v))
+        if len(self._series) < 10_000:
+            self._series[(endpoint, version, protocol)] = series
+        return series
 
     def _shadow(self, endpoint: str, key: ModelKey, batch: Batch, rid: str, ts: float) -> None:
         start = time.perf_counter()
@@ -187,12 +214,15 @@ class ServingService:
         if self.prediction_log is not None:
             self.prediction_log.record(request_id=rid, ts=ts, endpoint=endpoint, model=key.name, version=key.version,
                                        shadow=True, latency_ms=(time.perf_counter() - start) * 1000,
-                                       columns=batch.columns, prediction=values)
+                                       batch=batch, prediction=values)
 
     def count_error(self, endpoint: str | None, protocol: str, code: int, kind: str) -> None:
         name = endpoint or self.table.default or "-"
         self.metrics.requests.labels(name, "-", protocol, str(code)).inc()
         self.metrics.errors.labels(name, "-", kind).inc()
+        if self.access_log is not None:
+            self.access_log.write(ts=time.time(), request_id=None, endpoint=name, protocol=protocol, status=code,
+                                  error=kind)
 
 
 def _presented_key(headers: Mapping[str, str]) -> str | None:

@@ -19,6 +19,7 @@ from starlette.routing import Route
 import conveyor
 from conveyor.errors import InvalidRequest, NotFound
 from conveyor.serving.protocols.base import guarded, json_response
+from conveyor.serving.schema import RowBlock
 
 TO_NUMPY = {"BOOL": "bool", "UINT8": "uint8", "UINT16": "uint16", "UINT32": "uint32", "UINT64": "uint64",
             "INT8": "int8", "INT16": "int16", "INT32": "int32", "INT64": "int64", "FP16": "float16",
@@ -85,7 +86,7 @@ def parse_request(body: bytes, header_length: str | None) -> tuple[dict[str, Any
     return req, arrays
 
 
-def to_columns(arrays: dict[str, np.ndarray], names: list[str] | None) -> dict[str, list[Any]]:
+def to_columns(arrays: dict[str, np.ndarray], names: list[str] | None) -> dict[str, list[Any]] | RowBlock:
     if len(arrays) == 1:
         (only,) = arrays.values()
         if only.ndim == 2 and only.shape[1] > 1:
@@ -93,7 +94,7 @@ def to_columns(arrays: dict[str, np.ndarray], names: list[str] | None) -> dict[s
                 raise InvalidRequest(f"A [{only.shape[0]}, {only.shape[1]}] tensor needs a signature with "
                                      f"{only.shape[1]} columns" + (f"; the model expects {names}" if names else "")
                                      + ".", field="inputs[0].shape")
-            return {n: only[:, j].tolist() for j, n in enumerate(names)}
+            return RowBlock(only, names, "inputs[0]")
     out = {}
     for name, arr in arrays.items():
         if arr.ndim == 2 and arr.shape[1] == 1:
