@@ -166,7 +166,10 @@ def _convert(name: str, values: list[Any], dtype: str) -> np.ndarray:
         if arr.ndim != 1:
             raise InvalidRequest(f"Column '{name}' must hold one value per row, not nested lists.", field=name)
         if dtype.startswith(("int", "uint")) and arr.dtype.kind == "f":
-            if np.isnan(arr).any() or not np.all(arr == np.floor(arr)):
+            if np.isnan(arr).any():
+                raise InvalidRequest(f"Column '{name}' has a missing value (null/NaN); {dtype} columns need a "
+                                     "whole number in every row.", field=name)
+            if not np.all(arr == np.floor(arr)):
                 raise InvalidRequest(f"Column '{name}' expects whole numbers ({dtype}).", field=name)
             return arr.astype(dtype)
         return arr.astype(dtype, copy=False) if dtype.startswith("float") else arr.astype(dtype)

@@ -1,0 +1,124 @@
+"""The serving hot path's shortcuts must answer exactly as the careful path does."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import time
+
+import numpy as np
+import pytest
+
+from conveyor.errors import InvalidRequest
+from conveyor.serving.access_log import AccessLog
+from conveyor.serving.catalog import ColumnSpec, Signature
+from conveyor.serving.prediction_log import PredictionLog, read_prediction_log
+from conveyor.serving.schema import RowBlock, from_rows, validate
+
+SIG = Signature(tuple(ColumnSpec(n, d) for n, d in [("a", "float64"), ("b", "int64"), ("c", "float32")]))
+NAMES = ["a", "b", "c"]
+
+
+def careful(rows: list[list]) -> dict[str, np.ndarray]:
+    """The column-by-column path, forced by handing validate plain columns."""
+    return validate(RowBlock(rows, NAMES, "instances").to_columns(), SIG).columns
+
+
+def test_numeric_rows_take_one_matrix_and_agree_with_the_column_path() -> None:
+    rows = [[1.5, 2, 3.25], [0.0, -7, 1e-3], [2, 4.0, 5]]
+    batch = validate(from_rows(rows, NAMES, "instances"), SIG)
+    assert batch.matrix is not None and batch.matrix.shape == (3, 3)
+    expected = careful(rows)
+    assert list(batch.columns) == NAMES
+    for name in NAMES:
+        np.testing.assert_array_equal(batch.columns[name], expected[name])
+        assert batch.columns[name].dtype == expected[name].dtype
+
+
+@pytest.mark.parametrize("rows, field, message", [
+    ([[1.0, True, 3.0]], "b", "got bool"),                 # a bool is not a number here
+    ([[1.0, 2.5, 3.0]], "b", "whole numbers"),             # an int column with a fraction
+    ([[1.0, 2, 3.0], [1.0, 2]], "instances[1]", "has 2 values"),
+    ([[1.0, "x", 3.0]], "b", "got str"),
+    ([[1.0, None, 3.0]], "b", "missing value"),
+])
+def test_rows_the_matrix_path_refuses_get_the_precise_error(rows, field, message) -> None:
+    with pytest.raises(InvalidRequest) as info:
+        validate(from_rows(rows, NAMES, "instances"), SIG)
+    assert info.value.field == field and message in info.value.message
+
+
+def test_numeric_text_is_accepted_as_before() -> None:
+    batch = validate(from_rows([["1.5", "2", "3"]], NAMES, "instances"), SIG)
+    assert batch.matrix is None and batch.columns["b"].tolist() == [2]
+
+
+def test_a_2d_tensor_goes_straight_through() -> None:
+    arr = np.arange(6, dtype=np.float32).reshape(2, 3)
+    batch = validate(RowBlock(arr, NAMES, "inputs[0]"), SIG)
+    assert batch.matrix is not None and batch.to_model_input(object()).shape == (2, 3)
+    assert batch.columns["b"].dtype == np.int64
+
+
+def test_models_fitted_on_named_columns_get_a_dataframe() -> None:
+    class Named:
+        feature_names_in_ = np.array(NAMES)
+
+    batch = validate(from_rows([[1.0, 2, 3.0]], NAMES, "instances"), SIG)
+    frame = batch.to_model_input(Named())
+    assert list(frame.columns) == NAMES and frame["b"].dtype == np.int64
+
+
+def test_access_log_writes_json_lines_off_the_request_path() -> None:
+    import orjson
+
+    sink = io.StringIO()
+    log = AccessLog(sink, interval_s=60)
+    for i in range(5):
+        log.write(request_id=f"r{i}", status=200, ms=1.5)
+    assert sink.getvalue() == ""          # nothing written by the callers themselves
+    log.close()
+    lines = [orjson.loads(line) for line in sink.getvalue().splitlines()]
+    assert [line["request_id"] for line in lines] == [f"r{i}" for i in range(5)]
+
+
+def test_access_log_drops_and_counts_beyond_its_cap() -> None:
+    sink = io.StringIO()
+    log = AccessLog(sink, interval_s=60, max_lines=3)
+    for i in range(5):
+        log.write(i=i)
+    log.close()
+    assert log.dropped == 2 and len(sink.getvalue().splitlines()) == 3
+
+
+def test_prediction_log_chunks_keep_every_row_across_endpoints_and_hours(tmp_path) -> None:
+    from conveyor.serving.schema import Batch
+
+    log = PredictionLog(str(tmp_path), interval_s=60, chunk=7, chunk_rows=50)
+    base = dt.datetime(2026, 1, 5, 10, 59, 50, tzinfo=dt.UTC).timestamp()
+    expected: dict[str, list[float]] = {"e1": [], "e2": []}
+    for i in range(100):
+        endpoint = "e1" if i % 3 else "e2"
+        rows = 1 + i % 4
+        m = np.full((rows, 2), float(i))
+        batch = Batch(None, rows, matrix=m, names=["p", "q"], dtypes=["float64", "int64"])
+        log.record(request_id=f"r{i}", ts=base + i * 0.2, endpoint=endpoint, model="m", version=1 + i % 2,
+                   shadow=False, latency_ms=1.0, batch=batch, prediction=np.arange(rows) + i * 10.0)
+        expected[endpoint] += [float(i)] * rows
+    log.close()
+    for endpoint, values in expected.items():
+        table = read_prediction_log(str(tmp_path), endpoint).sort_by([("ts", "ascending"), ("row", "ascending")])
+        assert table.column("feature.p").to_pylist() == values
+        assert set(table.column("hour").to_pylist()) == {10, 11}      # the hour boundary splits files
+        assert table.column("feature.q").type == "int64"
+    assert log.dropped_rows == 0
+
+
+def test_prediction_log_keeps_request_rows_in_order(tmp_path) -> None:
+    log = PredictionLog(str(tmp_path), interval_s=60)
+    log.record(request_id="only", ts=time.time(), endpoint="e", model="m", version=3, shadow=True, latency_ms=2.5,
+               columns={"a": np.array([1.0, 2.0, 3.0])}, prediction=np.array([[0.9, 0.1], [0.2, 0.8], [0.5, 0.5]]))
+    log.close()
+    t = read_prediction_log(str(tmp_path), "e").sort_by("row").to_pydict()
+    assert t["row"] == [0, 1, 2] and t["prediction"] == [0.1, 0.8, 0.5] and t["shadow"] == [True] * 3
+    assert t["version"] == [3] * 3 and t["request_id"] == ["only"] * 3
