@@ -1,7 +1,8 @@
 """Online serving throughput and latency under wrk, against a minimal FastAPI floor (and peers when installed).
 
 One worker pinned to core 0, wrk with 16 connections pinned to core 1, a 20-feature logistic
-regression, 1-row and 100-row requests. Conveyor runs with auth (an API key), signature
+regression, 1-row and 100-row requests. MLflow's ``models serve`` and MLServer join when their
+virtualenvs exist (``bash benchmarks/peers/install_serving_peers.sh``). Conveyor runs with auth (an API key), signature
 validation, Prometheus metrics, the access log and the Parquet prediction log all on.
 Prints one JSON object per (server, rows): requests/s, p50/p99 latency and ratios to the floor.
 """
@@ -43,7 +44,7 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited: {proc.stderr.read() if proc.stderr else ''}")
         try:
-            if httpx.get(url, timeout=1).status_code < 500:
+            if httpx.get(url, timeout=1).status_code < 400:
                 return
         except httpx.HTTPError:
             pass
@@ -70,9 +71,35 @@ def wrk(url: str, body: str, headers: dict[str, str]) -> dict[str, float]:
     return {"rps": rps, "p50_ms": pct("50"), "p99_ms": pct("99"), "non_2xx": int(errors.group(1)) if errors else 0}
 
 
-def bodies(rows: int) -> str:
+def bodies(rows: int, oip: bool = False) -> str:
     X = np.random.default_rng(rows).normal(size=(rows, FEATURES)).round(6)
+    if oip:   # MLServer speaks the Open Inference Protocol
+        return json.dumps({"inputs": [{"name": "input-0", "shape": [rows, FEATURES], "datatype": "FP64",
+                                       "data": X.ravel().tolist()}]})
     return json.dumps({"instances": X.tolist()})
+
+
+def peer_servers(work: Path) -> dict[str, dict]:
+    """MLflow's and MLServer's servers, when their virtualenvs exist (benchmarks/peers/install_serving_peers.sh)."""
+    found = {}
+    for name in ("mlflow", "mlserver"):
+        py = HERE / "peers" / ".venvs" / name / "bin" / "python"
+        if not py.exists():
+            continue
+        out = work / name
+        out.mkdir()
+        port = free_port()
+        subprocess.run([str(py), str(HERE / "serving_apps" / "peer_setup.py"), name, str(out), str(port)],
+                       check=True, capture_output=True)
+        bin_dir = py.parent
+        if name == "mlflow":
+            found[name] = {"cmd": [str(bin_dir / "mlflow"), "models", "serve", "-m", str(out / "model"),
+                                   "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "--workers", "1"],
+                           "port": port, "ready": "/ping", "path": "/invocations", "oip": False}
+        else:
+            found[name] = {"cmd": [str(bin_dir / "mlserver"), "start", str(out)], "port": port,
+                           "ready": "/v2/health/ready", "path": "/v2/models/bench/infer", "oip": True}
+    return found
 
 
 def start(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
@@ -114,24 +141,28 @@ def main() -> None:
     client.metadata.endpoints.add_key(key_id, digest, "predict", None, None, None, "bench")
     client.close()
 
+    floor_port, conveyor_port = free_port(), free_port()
     servers = {
-        "floor": ([str(bin_dir / "python"), "-m", "uvicorn", "floor_app:app", "--host", "127.0.0.1", "--log-level",
-                   "warning", "--no-access-log"], {}),
-        "conveyor": ([str(bin_dir / "conveyor"), "serve", "--host", "127.0.0.1"], {"Authorization": f"Bearer {key}"}),
+        "floor": {"cmd": [str(bin_dir / "python"), "-m", "uvicorn", "floor_app:app", "--host", "127.0.0.1",
+                          "--log-level", "warning", "--no-access-log", "--port", str(floor_port)],
+                  "port": floor_port, "ready": "/docs", "path": "/invocations", "oip": False},
+        "conveyor": {"cmd": [str(bin_dir / "conveyor"), "serve", "--host", "127.0.0.1", "--port", str(conveyor_port)],
+                     "port": conveyor_port, "ready": "/readyz", "path": "/invocations", "oip": False,
+                     "headers": {"Authorization": f"Bearer {key}"}},
+        **peer_servers(work),
     }
     rows_list = [int(r) for r in os.environ.get("BENCH_ROWS", "1,100").split(",")]
     rounds = int(os.environ.get("BENCH_ROUNDS", "2"))
     samples: dict[tuple[str, int], list[dict[str, float]]] = {}
     for _ in range(rounds):          # servers alternate, so a noisy minute hurts both alike
-        for name, (cmd, headers) in servers.items():
-            port = free_port()
-            proc = start([*cmd, "--port", str(port)], env, work / f"{name}.log")
+        for name, spec in servers.items():
+            proc = start(spec["cmd"], env, work / f"{name}.log")
+            base_url = f"http://127.0.0.1:{spec['port']}"
             try:
-                wait_ready(f"http://127.0.0.1:{port}/docs" if name == "floor" else f"http://127.0.0.1:{port}/readyz",
-                           proc)
+                wait_ready(base_url + spec["ready"], proc)
                 for rows in rows_list:
-                    r = wrk(f"http://127.0.0.1:{port}/invocations", bodies(rows),
-                            {"Content-Type": "application/json", **headers})
+                    r = wrk(base_url + spec["path"], bodies(rows, spec["oip"]),
+                            {"Content-Type": "application/json", **spec.get("headers", {})})
                     samples.setdefault((name, rows), []).append(r)
             finally:
                 stop(proc)
