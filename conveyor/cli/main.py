@@ -10,6 +10,7 @@ import typer
 from conveyor.cli import artifacts as artifacts_cmd
 from conveyor.cli import batch as batch_cmd
 from conveyor.cli import models as models_cmd
+from conveyor.cli import monitor as monitor_cmd
 from conveyor.cli import runs as runs_cmd
 from conveyor.cli import serving as serving_cmd
 from conveyor.cli import workflow
@@ -28,6 +29,7 @@ app.command("serve")(serving_cmd.serve)
 app.add_typer(batch_cmd.app, name="batch", help="Batch scoring of large files.")
 app.add_typer(serving_cmd.endpoints_app, name="endpoints", help="Serving endpoints: routes, canaries, shadows.")
 app.add_typer(serving_cmd.keys_app, name="keys", help="API keys for the server.")
+app.add_typer(monitor_cmd.app, name="monitor", help="Drift and quality reports, late labels, performance.")
 
 
 def main(argv: list[str] | None = None) -> None:

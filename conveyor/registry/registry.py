@@ -41,14 +41,22 @@ class ModelRegistry:
                  step_run_id: str | None = None) -> VersionRecord:
         """Register a model object (stored now), a stored artifact, or an existing artifact id."""
         check_name(name)
+        profile = self._profile(model, data) if data is not None else None
+        to_record: list[tuple[Any, str]] = []
         if artifact_id is None:
             if stored is None:
                 if model is None:
                     raise InvalidRequest("register needs a model, a stored artifact or an artifact id.")
                 stored = self.artifacts.put(model)
-            artifact_id = self._record_artifact(stored, name, run_id, step_run_id)
+            to_record.append((stored, f"model/{name}"))
         else:
             self.metadata.artifacts.get(artifact_id)
+        if profile is not None:
+            to_record.append((self.artifacts.put(profile), f"profile/{name}"))
+        ids = self._record_artifacts(to_record, name, run_id, step_run_id)
+        if artifact_id is None:
+            artifact_id = ids[0]
+        profile_id = ids[-1] if profile is not None else None
         if signature is None and model is not None and data is not None:
             from conveyor.registry.signature import infer_signature
 
@@ -56,21 +64,49 @@ class ModelRegistry:
         clean = {k: float(v) for k, v in (metrics or {}).items()}
         return self.models.add_version(name, artifact_id=artifact_id, actor=self.actor, run_id=run_id,
                                        step_run_id=step_run_id, metrics=clean, tags=dict(tags or {}),
-                                       signature=signature, profile_artifact_id=None,
+                                       signature=signature, profile_artifact_id=profile_id,
                                        default_protected=list(DEFAULT_PROTECTED))
 
-    def _record_artifact(self, stored: Any, name: str, run_id: str | None, step_run_id: str | None) -> str:
-        art = NewArtifact(name=f"model/{name}", content_hash=stored.content_hash, materializer=stored.materializer,
-                          materializer_version=stored.materializer_version, type_name=stored.type_name,
-                          size=stored.size, uri=stored.uri, inline=stored.inline, meta=stored.meta)
+    @staticmethod
+    def _profile(model: Any, data: Any) -> dict[str, Any] | None:
+        """The reference profile monitoring compares live traffic with: the training data and the
+        model's predictions on it."""
+        from conveyor.monitoring.profile import Profile
+
+        predictions = None
+        if model is not None and hasattr(model, "predict"):
+            try:
+                predictions = model.predict(data)
+            except Exception:   # a model that cannot predict on its training frame still gets a data profile
+                predictions = None
+        return Profile.from_data(data, predictions=predictions).to_dict()
+
+    def _record_artifacts(self, items: list[tuple[Any, str]], name: str, run_id: str | None,
+                          step_run_id: str | None) -> list[str]:
+        arts = [NewArtifact(name=label, content_hash=st.content_hash, materializer=st.materializer,
+                            materializer_version=st.materializer_version, type_name=st.type_name, size=st.size,
+                            uri=st.uri, inline=st.inline, meta=st.meta) for st, label in items]
+        if not arts:
+            return []
         if run_id is not None and step_run_id is not None:
-            self.metadata.steps.add_outputs(step_run_id, run_id, [art])
-            return art.id
+            self.metadata.steps.add_outputs(step_run_id, run_id, arts)
+            return [a.id for a in arts]
         if run_id is None:
             run_id = self.metadata.runs.create(kind="tracking", name=f"register {name}")
             self.metadata.runs.set_status(run_id, "succeeded")
-        self.metadata.steps.record(run_id, "register", "register", StepOutcome(status="succeeded", new_outputs=[art]))
-        return art.id
+        self.metadata.steps.record(run_id, "register", "register", StepOutcome(status="succeeded", new_outputs=arts))
+        return [a.id for a in arts]
+
+    def profile(self, ref: str | ModelRef) -> Any:
+        """The reference profile stored with a version (a ``conveyor.monitoring.Profile``), or None."""
+        from conveyor.monitoring.profile import Profile
+        from conveyor.runtime.slots import stored_from_record
+
+        version = self.resolve(ref)
+        if not version.profile_artifact_id:
+            return None
+        data = self.artifacts.get(stored_from_record(self.metadata.artifacts.get(version.profile_artifact_id)))
+        return Profile.from_dict(data)
 
     # --- resolving ----------------------------------------------------------------------------
 

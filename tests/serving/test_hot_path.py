@@ -122,3 +122,27 @@ def test_prediction_log_keeps_request_rows_in_order(tmp_path) -> None:
     t = read_prediction_log(str(tmp_path), "e").sort_by("row").to_pydict()
     assert t["row"] == [0, 1, 2] and t["prediction"] == [0.1, 0.8, 0.5] and t["shadow"] == [True] * 3
     assert t["version"] == [3] * 3 and t["request_id"] == ["only"] * 3
+
+
+def test_model_cache_evicts_least_recently_used_unpinned_first() -> None:
+    from conveyor.serving.catalog import LoadedModel, ModelKey
+    from conveyor.serving.models import ModelCache
+
+    loads: list[ModelKey] = []
+
+    def load(key: ModelKey) -> LoadedModel:
+        loads.append(key)
+        return LoadedModel(key, object(), None, size_bytes=100)
+
+    cache = ModelCache(load, cap_bytes=250)
+    a, b, c, d = (ModelKey("m", v) for v in range(1, 5))
+    cache.pinned = {a}
+    cache.get(a), cache.get(b)
+    cache.get(b)
+    cache.get(c)                       # 300 bytes > 250: b is the oldest unpinned one
+    assert set(cache.keys()) == {a, c}
+    cache.get(d)                       # c goes; a stays because it is routed right now
+    assert set(cache.keys()) == {a, d}
+    cache.get(b)                       # evicted models come back on demand
+    assert loads == [a, b, c, d, b]
+    assert cache.used_bytes() <= 250
