@@ -93,11 +93,12 @@ def peer_servers(work: Path) -> dict[str, dict]:
                        check=True, capture_output=True)
         bin_dir = py.parent
         if name == "mlflow":
-            found[name] = {"cmd": [str(bin_dir / "mlflow"), "models", "serve", "-m", str(out / "model"),
+            found[name] = {"path_prefix": str(bin_dir), "cmd": [str(bin_dir / "mlflow"), "models", "serve", "-m", str(out / "model"),
                                    "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "--workers", "1"],
                            "port": port, "ready": "/ping", "path": "/invocations", "oip": False}
         else:
-            found[name] = {"cmd": [str(bin_dir / "mlserver"), "start", str(out)], "port": port,
+            found[name] = {"path_prefix": str(bin_dir), "cmd": [str(bin_dir / "mlserver"), "start", str(out)],
+                           "port": port,
                            "ready": "/v2/health/ready", "path": "/v2/models/bench/infer", "oip": True}
     return found
 
@@ -108,6 +109,8 @@ def start(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
 
 
 def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is not None:
+        return
     os.killpg(proc.pid, signal.SIGTERM)
     try:
         proc.wait(timeout=20)
@@ -146,7 +149,7 @@ def main() -> None:
         "floor": {"cmd": [str(bin_dir / "python"), "-m", "uvicorn", "floor_app:app", "--host", "127.0.0.1",
                           "--log-level", "warning", "--no-access-log", "--port", str(floor_port)],
                   "port": floor_port, "ready": "/docs", "path": "/invocations", "oip": False},
-        "conveyor": {"cmd": [str(bin_dir / "conveyor"), "serve", "--host", "127.0.0.1", "--port", str(conveyor_port)],
+        "conveyor": {"cmd": [str(bin_dir / "conveyor"), "serve", "--host", "127.0.0.1", "--port", str(conveyor_port), *os.environ.get("CONVEYOR_FLAGS", "").split()],
                      "port": conveyor_port, "ready": "/readyz", "path": "/invocations", "oip": False,
                      "headers": {"Authorization": f"Bearer {key}"}},
         **peer_servers(work),
@@ -156,7 +159,8 @@ def main() -> None:
     samples: dict[tuple[str, int], list[dict[str, float]]] = {}
     for _ in range(rounds):          # servers alternate, so a noisy minute hurts both alike
         for name, spec in servers.items():
-            proc = start(spec["cmd"], env, work / f"{name}.log")
+            run_env = env if "path_prefix" not in spec else {**env, "PATH": spec["path_prefix"] + os.pathsep + env["PATH"]}
+            proc = start(spec["cmd"], run_env, work / f"{name}.log")
             base_url = f"http://127.0.0.1:{spec['port']}"
             try:
                 wait_ready(base_url + spec["ready"], proc)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy.engine import Engine
 
 from conveyor.store.metadata.artifacts import Artifacts, LineageEdge
+from conveyor.store.metadata.automation import Automation
 from conveyor.store.metadata.connection import create_db_engine, migrate, redact
 from conveyor.store.metadata.endpoints import EndpointRecord, Endpoints, KeyRecord
 from conveyor.store.metadata.models import AuditRecord, Models, VersionRecord
@@ -28,6 +29,7 @@ class MetadataStore:
         self.tracking = Tracking(self.engine)
         self.models = Models(self.engine)
         self.endpoints = Endpoints(self.engine)
+        self.automation = Automation(self.engine)
 
     def __repr__(self) -> str:
         return f"MetadataStore({redact(self.url)!r})"

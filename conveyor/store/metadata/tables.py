@@ -250,3 +250,94 @@ state_versions = Table(
     Column("key", String(50), primary_key=True),
     Column("version", Integer, nullable=False),
 )
+
+# --- monitoring and automation (migration 0003) ---------------------------------------------------
+
+monitors = Table(
+    "monitors", metadata,
+    Column("name", String(200), primary_key=True),
+    Column("endpoint", String(200), nullable=False),
+    Column("every_s", Float, nullable=False),
+    Column("config", JSON, nullable=False),        # window, reference, drift_share, min_rows, metric, below, p99…
+    Column("enabled", Boolean, nullable=False, default=True),
+    Column("next_at", Float, nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+monitor_checks = Table(
+    "monitor_checks", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("monitor", String(200), nullable=False, index=True),
+    Column("at", Float, nullable=False),
+    Column("status", String(20), nullable=False),  # ok | alert | skipped | error
+    Column("rows", Integer),
+    Column("drift_share", Float),
+    Column("metric", Float),
+    Column("p99_ms", Float),
+    Column("findings", JSON),                      # what breached, and why
+)
+
+alerts = Table(
+    "alerts", metadata,
+    Column("id", String(32), primary_key=True),
+    Column("source", String(200), nullable=False, index=True),   # monitor name
+    Column("key", String(400), nullable=False),                   # dedupe key: source + finding kinds
+    Column("at", Float, nullable=False),
+    Column("message", Text, nullable=False),
+    Column("details", JSON),
+    Column("suppressed", Boolean, nullable=False, default=False),  # inside the cool-down of an equal alert
+    Column("delivery", String(20), nullable=False, default="pending"),   # pending | delivered | failed | none
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("last_error", Text),
+)
+
+webhooks = Table(
+    "webhooks", metadata,
+    Column("name", String(200), primary_key=True),
+    Column("url", String(2000), nullable=False),
+    Column("sources", JSON),                        # monitor names, or null for all
+    Column("created_at", Float, nullable=False),
+)
+
+schedules = Table(
+    "schedules", metadata,
+    Column("name", String(200), primary_key=True),
+    Column("target", String(1000), nullable=False),  # FILE:PIPELINE
+    Column("params", JSON),
+    Column("cron", String(100), nullable=False),
+    Column("enabled", Boolean, nullable=False, default=True),
+    Column("next_at", Float, nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+triggers = Table(
+    "triggers", metadata,
+    Column("name", String(200), primary_key=True),
+    Column("on_kind", String(20), nullable=False),   # monitor | data
+    Column("on_value", String(1000), nullable=False),
+    Column("target", String(1000), nullable=False),
+    Column("params", JSON),
+    Column("max_concurrent", Integer, nullable=False, default=1),
+    Column("enabled", Boolean, nullable=False, default=True),
+    Column("created_at", Float, nullable=False),
+)
+
+firings = Table(
+    "firings", metadata,
+    Column("id", String(32), primary_key=True),
+    Column("source_kind", String(20), nullable=False),   # schedule | trigger
+    Column("source", String(200), nullable=False, index=True),
+    Column("at", Float, nullable=False),
+    Column("cause", JSON),
+    Column("status", String(20), nullable=False),        # pending | running | succeeded | failed | skipped
+    Column("run_id", String(32)),
+    Column("finished_at", Float),
+    Column("error", Text),
+)
+
+seen_objects = Table(
+    "seen_objects", metadata,
+    Column("trigger", String(200), primary_key=True),
+    Column("path", String(2000), primary_key=True),
+    Column("at", Float, nullable=False),
+)
