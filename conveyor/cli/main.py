@@ -8,6 +8,7 @@ import sys
 import typer
 
 from conveyor.cli import artifacts as artifacts_cmd
+from conveyor.cli import automation as automation_cmd
 from conveyor.cli import batch as batch_cmd
 from conveyor.cli import models as models_cmd
 from conveyor.cli import monitor as monitor_cmd
@@ -30,6 +31,13 @@ app.add_typer(batch_cmd.app, name="batch", help="Batch scoring of large files.")
 app.add_typer(serving_cmd.endpoints_app, name="endpoints", help="Serving endpoints: routes, canaries, shadows.")
 app.add_typer(serving_cmd.keys_app, name="keys", help="API keys for the server.")
 app.add_typer(monitor_cmd.app, name="monitor", help="Drift and quality reports, late labels, performance.")
+app.add_typer(automation_cmd.monitors_app, name="monitors", help="Scheduled checks of an endpoint, with alerts.")
+app.add_typer(automation_cmd.alerts_app, name="alerts", help="Alerts raised by monitors.")
+app.add_typer(automation_cmd.webhooks_app, name="webhooks", help="Where alerts are delivered.")
+app.add_typer(automation_cmd.schedules_app, name="schedules", help="Pipelines on cron schedules.")
+app.add_typer(automation_cmd.triggers_app, name="triggers", help="Pipelines started by monitors or new data.")
+app.add_typer(automation_cmd.firings_app, name="firings", help="What schedules and triggers started, and why.")
+app.command("agent")(automation_cmd.agent)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -149,3 +149,16 @@ def test_upgrade_from_the_first_revision_keeps_data(tmp_path) -> None:
     assert store.runs.get("old").status == "succeeded"
     assert "model_versions" in inspect(store.engine).get_table_names()
     store.close()
+
+
+def test_migrations_build_exactly_the_schema_the_code_declares(settings) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from conveyor.store.metadata import tables
+
+    store = MetadataStore(settings.metadata_url)
+    with store.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), tables.metadata)
+    store.close()
+    assert [d for d in diff if d[0] in ("add_table", "remove_table", "add_column", "remove_column")] == []

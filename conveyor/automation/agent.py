@@ -1,0 +1,193 @@
+"""``conveyor agent``: one daemon for cron schedules, event sources, monitors and triggers.
+
+Every tick it (1) fires schedules that are due, (2) runs monitors that are due and raises alerts,
+(3) lists each data trigger's prefix and records new objects, (4) launches pending firings within
+each source's concurrency limit. A firing is a row before anything runs, and an object becomes
+"seen" in the same transaction as its firing, so a restarted agent neither loses nor repeats
+work (at-least-once: a firing whose launch was cut short is launched again). Pipelines run in
+their own processes (``python -m conveyor.automation.launch``), which record their outcome on the
+firing themselves, so stopping the agent never kills a run. SIGTERM and SIGINT stop it cleanly.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+from conveyor.errors import InvalidRequest
+
+log = logging.getLogger("conveyor.automation")
+
+
+def next_cron(cron: str, after: float) -> float:
+    from croniter import croniter
+
+    try:
+        return float(croniter(cron, after).get_next(float))
+    except (ValueError, KeyError) as exc:
+        raise InvalidRequest(f"--cron {cron!r} is not a cron expression (e.g. \"0 3 * * *\"): {exc}",
+                             field="cron") from None
+
+
+def substitute(params: dict[str, Any], cause: dict[str, Any]) -> dict[str, str]:
+    """Parameter values may name the cause: ``{object}`` (a data trigger's new object), ``{monitor}``."""
+    out = {}
+    for k, v in params.items():
+        text = str(v)
+        for name, value in cause.items():
+            if isinstance(value, str | int | float):
+                text = text.replace("{" + name + "}", str(value))
+        out[k] = text
+    return out
+
+
+class Agent:
+    """The daemon; ``tick()`` does one round (tests and ``--once`` call it directly)."""
+
+    def __init__(self, client: Any, *, tick_s: float = 1.0, python: str | None = None,
+                 deliver: bool = True, cwd: str | None = None) -> None:
+        from conveyor.automation.webhooks import Deliverer
+
+        self.client = client
+        self.store = client.metadata.automation
+        self.tick_s = tick_s
+        self.python = python or sys.executable
+        self.cwd = cwd or os.getcwd()
+        self.deliverer = Deliverer(self.store) if deliver else None
+        self.children: dict[str, subprocess.Popen] = {}
+        self._stop = threading.Event()
+
+    # --- the loop -----------------------------------------------------------------------------
+
+    def run_forever(self) -> None:
+        def stop(signum: int, _frame: Any) -> None:
+            log.info("agent stopping (signal %d)", signum)
+            self._stop.set()
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        if self.deliverer is not None:
+            self.deliverer.start()
+        log.info("agent started (tick %.1fs)", self.tick_s)
+        try:
+            while not self._stop.is_set():
+                try:
+                    self.tick()
+                except Exception:
+                    log.exception("agent tick failed; continuing")
+                self._stop.wait(self.tick_s)
+        finally:
+            if self.deliverer is not None:
+                self.deliverer.stop()
+            log.info("agent stopped; %d launched runs keep running on their own", len(self._live()))
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def tick(self, now: float | None = None) -> None:
+        now = now or time.time()
+        self.fire_schedules(now)
+        self.check_monitors(now)
+        self.scan_data_triggers()
+        self.launch_pending()
+
+    # --- sources ------------------------------------------------------------------------------
+
+    def fire_schedules(self, now: float) -> list[str]:
+        fired = []
+        for s in self.store.schedules():
+            if not s.enabled or s.next_at > now:
+                continue
+            fid = self.store.claim_due_schedule(s.name, s.next_at, next_cron(s.cron, now),
+                                                {"kind": "schedule", "cron": s.cron, "due": s.next_at})
+            if fid:
+                fired.append(fid)
+        return fired
+
+    def check_monitors(self, now: float) -> None:
+        from conveyor.automation.monitors import check_and_alert
+
+        for monitor in self.store.claim_due_monitors(now):
+            result, alert = check_and_alert(self.client, monitor)
+            if alert is None or alert.suppressed:
+                continue
+            for trig in self.store.triggers("monitor", monitor.name):
+                cause = {"kind": "monitor", "monitor": monitor.name, "alert": alert.id, "message": alert.message}
+                if self.store.count_active(trig.name) >= trig.max_concurrent:
+                    self.store.fire("trigger", trig.name, cause | {"skipped": "concurrency limit reached"},
+                                    status="skipped")
+                    log.info("trigger %s skipped: %d run(s) already active", trig.name, trig.max_concurrent)
+                    continue
+                self.store.fire("trigger", trig.name, cause)
+
+    def scan_data_triggers(self) -> int:
+        import fsspec
+
+        new = 0
+        for trig in self.store.triggers("data"):
+            if not trig.enabled:
+                continue
+            try:
+                fs, prefix = fsspec.core.url_to_fs(trig.on_value)
+                found = fs.find(prefix) if fs.exists(prefix) else []
+            except Exception:
+                log.exception("listing %s for trigger %s failed", trig.on_value, trig.name)
+                continue
+            seen = self.store.seen(trig.name)
+            protocol = trig.on_value.split("://", 1)[0] + "://" if "://" in trig.on_value else ""
+            for path in sorted(found):
+                if path in seen or path.rsplit("/", 1)[-1].startswith((".", "_")):
+                    continue
+                if self.store.fire_for_object(trig.name, path, {"kind": "data", "object": protocol + path}):
+                    new += 1
+        return new
+
+    # --- running ------------------------------------------------------------------------------
+
+    def _live(self) -> dict[str, subprocess.Popen]:
+        self.children = {k: p for k, p in self.children.items() if p.poll() is None}
+        return self.children
+
+    def launch_pending(self) -> list[str]:
+        launched = []
+        triggers = {t.name: t for t in self.store.triggers()}
+        schedules = {s.name: s for s in self.store.schedules()}
+        self._live()
+        for firing in sorted(self.store.firings(status="pending"), key=lambda f: f.at):
+            if firing.id in self.children:
+                continue
+            source = triggers.get(firing.source) if firing.source_kind == "trigger" else schedules.get(firing.source)
+            if source is None:
+                self.store.set_firing(firing.id, "failed", error=f"{firing.source_kind} '{firing.source}' was deleted")
+                continue
+            limit = getattr(source, "max_concurrent", 1)
+            running = sum(1 for f in self.store.firings(source=firing.source, status="running"))
+            if running >= limit:
+                continue                      # stays pending until a slot frees
+            params = substitute(source.params or {}, firing.cause)
+            cmd = [self.python, "-m", "conveyor.automation.launch", firing.id, source.target, json.dumps(params)]
+            proc = subprocess.Popen(cmd, cwd=self.cwd, start_new_session=True, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL, env={**os.environ, **self._client_env()})
+            self.children[firing.id] = proc
+            self.store.set_firing(firing.id, "running")
+            launched.append(firing.id)
+            log.info("%s %s fired (%s): running %s", firing.source_kind, firing.source,
+                     firing.cause.get("kind"), source.target)
+        return launched
+
+    def _client_env(self) -> dict[str, str]:
+        s = self.client.settings
+        return {"CONVEYOR_HOME": str(s.home), "CONVEYOR_METADATA_URL": s.metadata_url,
+                "CONVEYOR_ARTIFACT_ROOT": str(s.artifact_root)}
+
+    def wait_for_children(self, timeout: float = 300) -> None:
+        deadline = time.monotonic() + timeout
+        for proc in list(self.children.values()):
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))

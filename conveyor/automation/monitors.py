@@ -1,0 +1,139 @@
+"""One monitor check: read the endpoint's recent log, measure drift, performance and latency, decide.
+
+A check is stored whatever it finds (``conveyor monitors history``). When something breaches, an
+alert is raised — deduplicated: an alert with the same monitor and the same kinds of finding
+inside the cool-down is stored as suppressed, not delivered, and starts no trigger.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from conveyor.errors import InvalidRequest
+
+log = logging.getLogger("conveyor.automation")
+
+DEFAULTS: dict[str, Any] = {"window": None, "reference": None, "drift_share": 0.3, "min_rows": 500,
+                            "metric": None, "below": None, "p99_latency_ms": None, "cooldown_s": 3600.0,
+                            "min_labels": 100}
+METRICS = {"accuracy", "f1", "roc_auc", "rmse", "mae", "r2"}
+LOWER_IS_BETTER = {"rmse", "mae"}
+
+
+def monitor_config(**options: Any) -> dict[str, Any]:
+    """Validated monitor options, defaults filled in."""
+    unknown = set(options) - set(DEFAULTS)
+    if unknown:
+        raise InvalidRequest(f"Unknown monitor options: {', '.join(sorted(unknown))}.", field="monitor")
+    cfg = {**DEFAULTS, **{k: v for k, v in options.items() if v is not None}}
+    if cfg["metric"] is not None:
+        if cfg["metric"] not in METRICS:
+            raise InvalidRequest(f"--metric {cfg['metric']!r}: choose one of {', '.join(sorted(METRICS))}.",
+                                 field="metric")
+        if cfg["below"] is None:
+            raise InvalidRequest(f"--metric {cfg['metric']} needs a threshold: --below VALUE "
+                                 "(for rmse/mae: the alert fires above it).", field="below")
+    if not 0 < float(cfg["drift_share"]) <= 1:
+        raise InvalidRequest("--drift-share must be in (0, 1].", field="drift_share")
+    return cfg
+
+
+@dataclass
+class CheckResult:
+    status: str                      # ok | alert | skipped | error
+    rows: int = 0
+    drift_share: float | None = None
+    metric: float | None = None
+    p99_ms: float | None = None
+    findings: list[dict[str, Any]] = field(default_factory=list)
+
+
+def run_check(client: Any, monitor: Any, *, until: Any = None) -> CheckResult:
+    """Evaluate one monitor now (``until`` ends the window; tests pass a fixed time)."""
+    from conveyor.monitoring.api import drift_report, endpoint_performance
+    from conveyor.monitoring.drift import DriftConfig
+    from conveyor.monitoring.sources import features_of, log_window, parse_window
+
+    cfg = {**DEFAULTS, **monitor.config}
+    window_text = cfg["window"] or f"{int(monitor.every_s)}s"
+    window = parse_window(window_text)
+    logged = log_window(client.settings.artifact_root, monitor.endpoint, window, until)
+    result = CheckResult("ok", rows=logged.num_rows)
+    if logged.num_rows < int(cfg["min_rows"]):
+        result.status = "skipped"
+        result.findings.append({"kind": "too_few_rows", "rows": logged.num_rows, "min_rows": cfg["min_rows"]})
+        return result
+    report = drift_report(monitor.endpoint, current=features_of(logged), reference=cfg["reference"],
+                          config=DriftConfig(drift_share=float(cfg["drift_share"])), client=client) \
+        if cfg["reference"] else _served_drift(client, monitor.endpoint, logged, float(cfg["drift_share"]))
+    result.drift_share = report.drifted_share
+    if report.dataset_drift:
+        result.findings.append({"kind": "drift", "share": report.drifted_share, "threshold": cfg["drift_share"],
+                                "columns": report.drifted_columns})
+    if cfg["p99_latency_ms"] is not None:
+        p99 = float(np.percentile(logged.column("latency_ms").to_numpy(), 99))
+        result.p99_ms = p99
+        if p99 > float(cfg["p99_latency_ms"]):
+            result.findings.append({"kind": "latency", "p99_ms": p99, "threshold": cfg["p99_latency_ms"]})
+    if cfg["metric"] is not None:
+        perf = endpoint_performance(monitor.endpoint, window=window_text, until=until, client=client)
+        value = perf["metrics"].get(cfg["metric"])
+        if value is not None and perf["labelled"] >= int(cfg["min_labels"]):
+            result.metric = float(value)
+            worse = value > cfg["below"] if cfg["metric"] in LOWER_IS_BETTER else value < cfg["below"]
+            if worse:
+                result.findings.append({"kind": "performance", "metric": cfg["metric"], "value": value,
+                                        "threshold": cfg["below"], "labelled": perf["labelled"]})
+    if result.findings:
+        result.status = "alert"
+    return result
+
+
+def _served_drift(client: Any, endpoint: str, logged: Any, share: float) -> Any:
+    from conveyor.monitoring.api import drift_report
+    from conveyor.monitoring.drift import DriftConfig
+    from conveyor.monitoring.sources import features_of, served_version
+
+    served = served_version(logged)
+    reference = f"{served[0]}:{served[1]}" if served else None
+    return drift_report(endpoint, current=features_of(logged), reference=reference,
+                        config=DriftConfig(drift_share=share), client=client)
+
+
+def message_for(monitor: Any, result: CheckResult) -> str:
+    parts = []
+    for f in result.findings:
+        if f["kind"] == "drift":
+            parts.append(f"drift in {len(f['columns'])} columns ({f['share']:.0%} ≥ {f['threshold']:.0%}: "
+                         f"{', '.join(f['columns'][:6])})")
+        elif f["kind"] == "latency":
+            parts.append(f"p99 latency {f['p99_ms']:.1f} ms > {f['threshold']} ms")
+        elif f["kind"] == "performance":
+            parts.append(f"{f['metric']} {f['value']:.4f} past {f['threshold']} on {f['labelled']} labelled rows")
+    return f"[{monitor.name}] endpoint {monitor.endpoint}: " + "; ".join(parts)
+
+
+def check_and_alert(client: Any, monitor: Any, *, until: Any = None) -> tuple[CheckResult, Any]:
+    """Run a check, store it, raise an alert when it breaches; returns the result and the alert (or None)."""
+    store = client.metadata.automation
+    try:
+        result = run_check(client, monitor, until=until)
+    except Exception as exc:     # a broken check is recorded, never kills the agent
+        log.exception("monitor %s failed", monitor.name)
+        store.add_check(monitor.name, "error", findings=[{"kind": "error", "message": str(exc)}])
+        return CheckResult("error", findings=[{"kind": "error", "message": str(exc)}]), None
+    store.add_check(monitor.name, result.status, rows=result.rows, drift_share=result.drift_share,
+                    metric=result.metric, p99_ms=result.p99_ms, findings=result.findings)
+    if result.status != "alert":
+        return result, None
+    kinds = "+".join(sorted({f["kind"] for f in result.findings}))
+    alert = store.raise_alert(monitor.name, f"{monitor.name}:{kinds}", message_for(monitor, result),
+                              {"endpoint": monitor.endpoint, "findings": result.findings},
+                              float({**DEFAULTS, **monitor.config}["cooldown_s"]))
+    (log.info if alert.suppressed else log.warning)("%s%s", "(suppressed) " if alert.suppressed else "",
+                                                    alert.message)
+    return result, alert
