@@ -87,8 +87,10 @@ def decide(champion: Any, challenger: Any, policy: PromotionPolicy, evidence: di
     return wins, "; ".join(reasons), scores
 
 
-def recent_traffic(client: Any, endpoint: str, window: str, feature_names: list[str]) -> tuple[Any, Any] | None:
-    """Logged features and their late labels for an endpoint's recent traffic (None if there are none)."""
+def recent_traffic(client: Any, endpoint: str, window: str, feature_names: list[str],
+                   last: int | None = None) -> tuple[Any, Any] | None:
+    """Logged features and their late labels for an endpoint's traffic in ``window`` (only the ``last``
+    labelled rows when given), oldest first; None if there are none."""
     import pandas as pd
 
     from conveyor.monitoring.sources import log_window, parse_window, read_labels
@@ -97,14 +99,16 @@ def recent_traffic(client: Any, endpoint: str, window: str, feature_names: list[
     if logged.num_rows == 0:
         return None
     labels = read_labels(client.settings.artifact_root, endpoint).to_pandas()
-    cols = ["request_id", "row"] + [f"feature.{n}" for n in feature_names]
+    cols = ["request_id", "row", "ts"] + [f"feature.{n}" for n in feature_names]
     missing = [c for c in cols if c not in logged.column_names]
     if missing or labels.empty:
         return None
     frame = logged.select(cols).to_pandas()
     frame["row"] = frame["row"].astype("int32")
     labels["row"] = labels["row"].astype("int32")
-    joined = frame.merge(labels, on=["request_id", "row"], how="inner")
+    joined = frame.merge(labels, on=["request_id", "row"], how="inner").sort_values(["ts", "row"], kind="stable")
+    if last is not None:
+        joined = joined.tail(last)
     if joined.empty:
         return None
     X = pd.DataFrame({n: joined[f"feature.{n}"].to_numpy() for n in feature_names})
@@ -113,7 +117,7 @@ def recent_traffic(client: Any, endpoint: str, window: str, feature_names: list[
 
 def promote_challenger(client: Any, name: str, policy: PromotionPolicy | None = None, *,
                        holdout: tuple[Any, Any] | None = None, endpoint: str | None = None,
-                       window: str = "7d") -> Decision:
+                       window: str = "7d", recent_rows: int | None = None) -> Decision:
     """Decide champion vs challenger for model ``name`` and act on it (see the module docstring)."""
     policy = policy or PromotionPolicy()
     reg = client.registry
@@ -131,7 +135,7 @@ def promote_challenger(client: Any, name: str, policy: PromotionPolicy | None = 
     if endpoint is not None:
         sig = reg.resolve(f"{name}:{ch_version}").signature or {}
         names = [c["name"] for c in sig.get("inputs", [])]
-        traffic = recent_traffic(client, endpoint, window, names) if names else None
+        traffic = recent_traffic(client, endpoint, window, names, recent_rows) if names else None
         if traffic is not None and len(traffic[1]) >= policy.min_labelled:
             evidence["recent_traffic"] = traffic
     if not evidence:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -66,14 +66,32 @@ def run(
     execute(target, parse_params(param), no_cache=no_cache, executor=executor, as_json=as_json)
 
 
+def _closed_loop(c: Any) -> None:
+    from conveyor.examples.closed_loop import MODEL, MONITOR, TRIGGER, run_loop
+
+    c.print("[bold]Conveyor closed loop[/]: train and deploy → traffic drifts → monitor alerts → retrain → "
+            "champion/challenger → promotion → the server switches\n")
+    timeline = run_loop(echo=c.print)
+    c.print(f"\nThe loop closed in {timeline.events[-1][0]:.1f}s. [bold]Next:[/]")
+    for line in (f"conveyor monitors history {MONITOR}", "conveyor alerts list", f"conveyor firings list --source {TRIGGER}",
+                 f"conveyor audit --model {MODEL}", f"conveyor models rollback {MODEL} --alias production",
+                 "conveyor monitor report loop-api -o report.html"):
+        c.print(f"  {line}")
+
+
 def quickstart(
     param: ParamOpt = None,
     no_cache: Annotated[bool, typer.Option("--no-cache")] = False,
+    loop: Annotated[bool, typer.Option("--loop", help="Run the closed loop instead: serve, drift, alert, "
+                                                      "retrain, promote.")] = False,
 ) -> None:
     """Run the example churn pipeline end to end on generated data (the main job behind `make demo`)."""
+    c = console()
+    if loop:
+        _closed_loop(c)
+        return
     from conveyor.examples.quickstart import training
 
-    c = console()
     c.print("[bold]Conveyor quickstart[/]: churn model — load → validate → split → features → "
             "train 3 candidates in parallel → evaluate → pick best → publish if good enough\n")
     run = execute(training, parse_params(param), no_cache=no_cache, executor=None, as_json=False,

@@ -1,0 +1,1 @@
+../conveyor/examples/closed_loop.py
