@@ -1,6 +1,6 @@
 """Drift computation at 100,000 and 1,000,000 rows × 25 columns (7 shifted), against a hand-written
 NumPy floor, SciPy's own functions and, when their virtualenvs exist, Evidently and NannyML
-(``bash benchmarks/peers/install_drift_peers.sh``). Each contender runs in a fresh process; prints one
+(``bash benchmarks/peers/install_peers.sh drift``). Each contender runs in a fresh process; prints one
 JSON object per (rows, contender): seconds, peak memory added, columns flagged, ratios to the floor.
 """
 

@@ -2,7 +2,7 @@
 
 One worker pinned to core 0, wrk with 16 connections pinned to core 1, a 20-feature logistic
 regression, 1-row and 100-row requests. MLflow's ``models serve`` and MLServer join when their
-virtualenvs exist (``bash benchmarks/peers/install_serving_peers.sh``). Conveyor runs with auth (an API key), signature
+virtualenvs exist (``bash benchmarks/peers/install_peers.sh serving``). Conveyor runs with auth (an API key), signature
 validation, Prometheus metrics, the access log and the Parquet prediction log all on.
 Prints one JSON object per (server, rows): requests/s, p50/p99 latency and ratios to the floor.
 """
@@ -80,7 +80,7 @@ def bodies(rows: int, oip: bool = False) -> str:
 
 
 def peer_servers(work: Path) -> dict[str, dict]:
-    """MLflow's and MLServer's servers, when their virtualenvs exist (benchmarks/peers/install_serving_peers.sh)."""
+    """MLflow's and MLServer's servers, when their virtualenvs exist (benchmarks/peers/install_peers.sh serving)."""
     found = {}
     for name in ("mlflow", "mlserver"):
         py = HERE / "peers" / ".venvs" / name / "bin" / "python"

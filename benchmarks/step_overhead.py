@@ -7,7 +7,7 @@ Workloads (each timed in one process, median of several repeats):
   W4  W1 again, fully cached
 Floor: the same functions called by hand; each output pickled to a file and one SQLite row
 written and committed per step. Peers run through benchmarks/peers/engine_<name>.py in their own
-virtualenvs (benchmarks/peers/install_engine_peers.sh) and are reported as skipped when absent.
+virtualenvs (benchmarks/peers/install_peers.sh engine) and are reported as skipped when absent.
 
 Prints one JSON object per (workload, tool).
 """
@@ -204,7 +204,7 @@ def main() -> None:
     for peer in ("prefect", "dagster", "zenml", "metaflow"):
         res = measure_peer(peer)
         if res is None:
-            print(json.dumps({"tool": peer, "skipped": "not installed (benchmarks/peers/install_engine_peers.sh)"}))
+            print(json.dumps({"tool": peer, "skipped": "not installed (benchmarks/peers/install_peers.sh engine)"}))
         else:
             report(peer, res, floor)
 

@@ -142,6 +142,29 @@ def _histogram(ref: np.ndarray, cur: np.ndarray, bins: int = 30) -> dict[str, An
     return {"edges": edges.round(6).tolist(), "reference": shares(ref), "current": shares(cur)}
 
 
+def _verdict(column: str, kind: str, rule: ColumnRule, cfg: DriftConfig, *, test: tuple[str, float],
+             effect: tuple[str, float, float], distances: dict[str, float]) -> tuple[bool, str]:
+    """Apply a column's rule: test and effect (auto), test alone (ks/chi2), or a distance threshold."""
+    method = rule.method
+    if method in ("auto", "ks", "chi2"):
+        test_name, p = test
+        significant = p < cfg.alpha
+        reason = f"{test_name} p={p:.3g} {'<' if significant else '>='} {cfg.alpha:g}"
+        if method != "auto":
+            return significant, reason
+        effect_name, value, default = effect
+        floor = rule.threshold if rule.threshold is not None else default
+        return significant and value >= floor, (f"{reason} and {effect_name}={value:.4f} "
+                                                f"{'>=' if value >= floor else '<'} {floor:g}")
+    if method not in distances:
+        fits = "categorical" if kind == "numeric" else "numeric"
+        raise InvalidRequest(f"Column '{column}' is {kind}; '{method}' applies to {fits} columns.", field=column)
+    value = distances[method]
+    threshold = rule.threshold if rule.threshold is not None else DEFAULT_THRESHOLDS[method]
+    drifted = value >= threshold
+    return drifted, f"{method}={value:.4f} {'>=' if drifted else '<'} {threshold:g}"
+
+
 def compare_numeric_column(ref: ColumnProfile, cur: ColumnProfile, rule: ColumnRule,
                            cfg: DriftConfig) -> ColumnDrift:
     a = ref.values if ref.values is not None else np.empty(0)
@@ -155,25 +178,10 @@ def compare_numeric_column(ref: ColumnProfile, cur: ColumnProfile, rule: ColumnR
     w_norm = r.wasserstein / std if std > 0 else (0.0 if r.wasserstein == 0 else float("inf"))
     st = {"ks_statistic": r.ks_statistic, "ks_pvalue": r.ks_pvalue, "wasserstein": r.wasserstein,
           "wasserstein_norm": w_norm, "psi": r.psi}
+    drifted, reason = _verdict(ref.name, "numeric", rule, cfg, test=("KS", r.ks_pvalue),
+                               effect=("KS D", r.ks_statistic, cfg.numeric_effect),
+                               distances={"wasserstein": w_norm, "psi": r.psi})
     method = rule.method
-    if method in ("auto", "ks", "chi2"):
-        significant = r.ks_pvalue < cfg.alpha
-        if method == "auto":
-            effect = rule.threshold if rule.threshold is not None else cfg.numeric_effect
-            drifted = significant and r.ks_statistic >= effect
-            reason = (f"KS p={r.ks_pvalue:.3g} {'<' if significant else '>='} {cfg.alpha:g} and "
-                      f"KS D={r.ks_statistic:.4f} {'>=' if r.ks_statistic >= effect else '<'} {effect:g}")
-        else:
-            drifted = significant
-            reason = f"KS p={r.ks_pvalue:.3g} {'<' if significant else '>='} {cfg.alpha:g}"
-    else:
-        value = {"wasserstein": w_norm, "psi": r.psi, "js": float("nan")}[method]
-        if method == "js":
-            raise InvalidRequest(f"Column '{ref.name}' is numeric; 'js' applies to categorical columns.",
-                                 field=ref.name)
-        threshold = rule.threshold if rule.threshold is not None else DEFAULT_THRESHOLDS[method]
-        drifted = value >= threshold
-        reason = f"{method}={value:.4f} {'>=' if drifted else '<'} {threshold:g}"
     return ColumnDrift(ref.name, "numeric", method, bool(drifted), reason, st, ref.n, cur.n, _histogram(a, b))
 
 
@@ -205,25 +213,10 @@ def compare_categorical_column(ref: ColumnProfile, cur: ColumnProfile, rule: Col
     r = stats.compare_categorical(rc, cc)
     st = {"chi2_statistic": r.chi2_statistic, "chi2_pvalue": r.chi2_pvalue, "dof": float(r.dof),
           "js_distance": r.js_distance, "psi": r.psi}
+    drifted, reason = _verdict(ref.name, "categorical", rule, cfg, test=("chi2", r.chi2_pvalue),
+                               effect=("JS", r.js_distance, cfg.categorical_effect),
+                               distances={"js": r.js_distance, "psi": r.psi})
     method = rule.method
-    if method in ("auto", "chi2", "ks"):
-        significant = r.chi2_pvalue < cfg.alpha
-        if method == "auto":
-            effect = rule.threshold if rule.threshold is not None else cfg.categorical_effect
-            drifted = significant and r.js_distance >= effect
-            reason = (f"chi2 p={r.chi2_pvalue:.3g} {'<' if significant else '>='} {cfg.alpha:g} and "
-                      f"JS={r.js_distance:.4f} {'>=' if r.js_distance >= effect else '<'} {effect:g}")
-        else:
-            drifted = significant
-            reason = f"chi2 p={r.chi2_pvalue:.3g} {'<' if significant else '>='} {cfg.alpha:g}"
-    else:
-        if method == "wasserstein":
-            raise InvalidRequest(f"Column '{ref.name}' is categorical; 'wasserstein' applies to numeric columns.",
-                                 field=ref.name)
-        value = r.js_distance if method == "js" else r.psi
-        threshold = rule.threshold if rule.threshold is not None else DEFAULT_THRESHOLDS[method]
-        drifted = value >= threshold
-        reason = f"{method}={value:.4f} {'>=' if drifted else '<'} {threshold:g}"
     return ColumnDrift(ref.name, "categorical", method, bool(drifted), reason, st, int(rc.sum()), int(cc.sum()),
                        plot)
 
