@@ -204,7 +204,9 @@ def main() -> None:
     for peer in ("prefect", "dagster", "zenml", "metaflow"):
         res = measure_peer(peer)
         if res is None:
-            print(json.dumps({"tool": peer, "skipped": "not installed (benchmarks/peers/install_peers.sh engine)"}))
+            installed = (HERE / "peers" / ".venvs" / peer / "bin" / "python").exists()
+            print(json.dumps({"tool": peer, "skipped": "failed (its error is on stderr)" if installed
+                              else "not installed (benchmarks/peers/install_peers.sh engine)"}))
         else:
             report(peer, res, floor)
 
