@@ -40,7 +40,7 @@ def drift_report(endpoint: str | None = None, *, window: str | dt.timedelta | No
         if log.num_rows == 0:
             raise NotFound(f"Endpoint '{endpoint}' logged no predictions in the last {window}. Check the name "
                            "(`conveyor endpoints list`) or widen --window.")
-        current_data = features_of(log)
+        current_data = _with_labels(features_of(log), log, read_labels(cl.settings.artifact_root, endpoint))
         meta["window"] = str(window)
         served = served_version(log)
         if reference is None and served is not None:
@@ -63,6 +63,24 @@ def drift_report(endpoint: str | None = None, *, window: str | dt.timedelta | No
     report.meta = {k: v for k, v in meta.items() if v is not None} | {
         "generated": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
     return report
+
+
+def _with_labels(features: Any, log: Any, labels: Any) -> Any:
+    """Add late labels as a ``target`` column (missing where none arrived), for target drift."""
+    import pyarrow as pa
+
+    from conveyor.monitoring.profile import TARGET
+
+    if labels.num_rows == 0:
+        return features
+    keys = log.select(["request_id", "row"]).to_pandas()
+    keys["row"] = keys["row"].astype("int32")
+    lab = labels.to_pandas()
+    lab["row"] = lab["row"].astype("int32")
+    joined = keys.merge(lab, on=["request_id", "row"], how="left")
+    if joined["label"].notna().sum() == 0:
+        return features
+    return features.append_column(TARGET, pa.array(joined["label"].to_numpy(), from_pandas=True))
 
 
 def endpoint_performance(endpoint: str, *, window: str = "24h", every: str | None = None,

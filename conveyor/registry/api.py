@@ -28,11 +28,13 @@ def _registry_for(metadata_url: str, artifact_root: str, actor: str) -> Any:
 
 def register_model(name: str, model: Any, *, metrics: dict[str, float] | None = None,
                    tags: dict[str, Any] | None = None, signature: dict[str, Any] | None = None,
-                   data: Any = None, client: Any = None) -> VersionRecord:
+                   data: Any = None, target: Any = None, client: Any = None) -> VersionRecord:
     """Register ``model`` as the next version of ``name``; returns the version record.
 
     Inside a step the version is linked to that step run (lineage); inside ``cv.start_run`` to that
-    run. ``data`` (training features) lets the signature be inferred when none is given.
+    run. ``data`` (training features) lets the signature be inferred when none is given, and is
+    profiled (with the model's predictions and ``target``, the training labels, when given) as the
+    reference monitoring compares live traffic with.
     """
     from conveyor.runtime.context import current_step
     from conveyor.runtime.tracking import _active
@@ -41,13 +43,14 @@ def register_model(name: str, model: Any, *, metrics: dict[str, float] | None = 
     if step is not None and step.metadata_url:
         registry = _registry_for(step.metadata_url, step.artifact_root, step.actor)
         return registry.register(name, model, metrics=metrics, tags=tags, signature=signature, data=data,
-                                 run_id=step.run_id, step_run_id=step.step_run_id)
+                                 target=target, run_id=step.run_id, step_run_id=step.step_run_id)
     run = _active.get()
     if run is not None and client is None:
         return run.client.registry.register(name, model, metrics=metrics, tags=tags, signature=signature, data=data,
-                                            run_id=run.id)
+                                            target=target, run_id=run.id)
     if client is None:
         from conveyor.runtime.client import Client
 
         client = Client()
-    return client.registry.register(name, model, metrics=metrics, tags=tags, signature=signature, data=data)
+    return client.registry.register(name, model, metrics=metrics, tags=tags, signature=signature, data=data,
+                                    target=target)

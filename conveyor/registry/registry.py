@@ -37,11 +37,12 @@ class ModelRegistry:
 
     def register(self, name: str, model: Any = None, *, artifact_id: str | None = None, stored: Any = None,
                  metrics: dict[str, float] | None = None, tags: dict[str, Any] | None = None,
-                 signature: dict[str, Any] | None = None, data: Any = None, run_id: str | None = None,
+                 signature: dict[str, Any] | None = None, data: Any = None, target: Any = None,
+                 run_id: str | None = None,
                  step_run_id: str | None = None) -> VersionRecord:
         """Register a model object (stored now), a stored artifact, or an existing artifact id."""
         check_name(name)
-        profile = self._profile(model, data) if data is not None else None
+        profile = self._profile(model, data, target) if data is not None else None
         to_record: list[tuple[Any, str]] = []
         if artifact_id is None:
             if stored is None:
@@ -68,7 +69,7 @@ class ModelRegistry:
                                        default_protected=list(DEFAULT_PROTECTED))
 
     @staticmethod
-    def _profile(model: Any, data: Any) -> dict[str, Any] | None:
+    def _profile(model: Any, data: Any, target: Any = None) -> dict[str, Any] | None:
         """The reference profile monitoring compares live traffic with: the training data and the
         model's predictions on it."""
         from conveyor.monitoring.profile import Profile
@@ -79,7 +80,7 @@ class ModelRegistry:
                 predictions = model.predict(data)
             except Exception:   # a model that cannot predict on its training frame still gets a data profile
                 predictions = None
-        return Profile.from_data(data, predictions=predictions).to_dict()
+        return Profile.from_data(data, predictions=predictions, target=target).to_dict()
 
     def _record_artifacts(self, items: list[tuple[Any, str]], name: str, run_id: str | None,
                           step_run_id: str | None) -> list[str]:

@@ -187,3 +187,19 @@ def test_monitor_alert_starts_its_trigger_once_then_dedupes(client, tmp_path: Pa
     assert len(firings) == 1 and firings[0].status == "succeeded" and firings[0].cause["monitor"] == "churn-drift"
     assert (tmp_path / "seen.txt").read_text().splitlines() == ["churn-drift"]
     assert len(store.checks("churn-drift")) == 2
+
+
+def test_agent_stops_cleanly_on_sigterm(client, tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    env = {**os.environ, "CONVEYOR_HOME": str(client.settings.home)}
+    env.pop("CONVEYOR_METADATA_URL", None)
+    proc = subprocess.Popen([sys.executable, "-m", "conveyor.cli.main", "agent", "--tick", "0.2"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    time.sleep(2.0)
+    proc.send_signal(signal.SIGTERM)
+    _out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0 and "agent stopping (signal 15)" in err and "agent stopped" in err

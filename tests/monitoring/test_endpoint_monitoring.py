@@ -90,3 +90,48 @@ def test_clear_errors_for_unknown_endpoint_and_missing_profile(cli, tmp_path: Pa
     pd.DataFrame({"a": [1.0, 2.0]}).to_parquet(tmp_path / "cur.parquet")
     bad = cli("monitor", "report", "--current", "cur.parquet", "--reference", "bare:1", ok=False)
     assert "has no reference profile" in bad.stderr
+
+
+def test_target_drift_uses_late_labels_and_the_registered_target(tmp_path: Path) -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    from conveyor.monitoring.api import drift_report
+    from conveyor.monitoring.sources import ingest_labels
+
+    home = tmp_path / "home"
+    client = Client(load_settings(env={"CONVEYOR_HOME": str(home)}))
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(rng.normal(size=(4_000, 3)), columns=FEATURES)
+    y = (X["x0"] > 1.0).astype(int)                         # churn was rare: 16%
+    client.registry.register("churn", LogisticRegression().fit(X.to_numpy(), y), data=X, target=y)
+    assert client.registry.profile("churn:1").columns["target"].kind == "numeric"
+    served = _traffic(home, 2_000, shift=0.0, seed=5)        # truth now x1 > 0: churn at 50%
+    ingest_labels(client.settings.artifact_root, pd.DataFrame({"request_id": [r for r, _, _ in served[:1_500]],
+                                                               "label": [t for _, _, t in served[:1_500]]}))
+    report = drift_report("churn-api", window="24h", client=client)
+    assert report.target is not None and report.target.drifted and report.target.current_rows == 1_500
+    assert "target" not in report.drifted_columns          # not a feature: it does not count towards the share
+    client.close()
+
+
+def test_drift_report_as_a_pipeline_step_branches_on_its_verdict(client, tmp_path: Path) -> None:
+    import conveyor as cv
+    from conveyor.monitoring.steps import drift_report
+
+    rng = np.random.default_rng(1)
+    pd.DataFrame({"a": rng.normal(size=3_000)}).to_parquet(tmp_path / "ref.parquet")
+    pd.DataFrame({"a": rng.normal(1.0, 1, size=3_000)}).to_parquet(tmp_path / "cur.parquet")
+
+    @cv.step
+    def retrain(report: dict) -> str:
+        return "retrained on " + ",".join(report["drifted_columns"])
+
+    @cv.pipeline
+    def watch(cur: str = "", ref: str = ""):
+        report = drift_report(current=cur, reference=ref)
+        with cv.when(report["dataset_drift"]):
+            retrain(report)
+
+    run = watch.run(cur=str(tmp_path / "cur.parquet"), ref=str(tmp_path / "ref.parquet"), client=client)
+    assert run.status == "succeeded" and run.output("retrain") == "retrained on a"
+    assert run.output("drift_report")["drifted_share"] == 1.0
