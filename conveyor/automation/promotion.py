@@ -7,7 +7,9 @@ worse by more than ``guard_tolerance``. A win moves the alias (the server picks 
 seconds); if the alias is protected, the version needs approval first: an agent holding the
 approver role approves it with the decision as its comment, anyone else leaves it awaiting
 approval. Every decision, won or lost, is written to the audit log; a promotion is undone with
-``conveyor models rollback NAME --alias production``.
+``conveyor models rollback NAME --alias production``. Optionally a shadow phase comes first:
+``start_shadow`` sends a copy of live traffic to the challenger, and with ``use_shadow=True`` its
+logged answers to labelled requests are judged against the champion's answers to the same ones.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ class PromotionPolicy:
     champion_alias: str = "production"
     challenger_alias: str = "challenger"
     min_labelled: int = 200
+    use_shadow: bool = False       # also judge on the challenger's shadow answers to live, labelled requests
 
 
 @dataclass
@@ -57,15 +60,21 @@ def _evaluate(model: Any, X: Any, y: np.ndarray) -> dict[str, float]:
     return score(np.asarray(y), np.asarray(model.predict(X)))
 
 
-def decide(champion: Any, challenger: Any, policy: PromotionPolicy, evidence: dict[str, tuple[Any, Any]]) -> tuple[
+def decide(champion: Any, challenger: Any, policy: PromotionPolicy, evidence: dict[str, Any]) -> tuple[
         bool, str, dict[str, dict[str, dict[str, float]]]]:
-    """Compare two model objects on each evidence set (name → (X, y)); the challenger must win on all."""
+    """Compare two models on each evidence set — ``(X, y)`` to score both on, or a dict of labels and
+    both models' recorded answers — the challenger must win on all."""
     scores: dict[str, dict[str, dict[str, float]]] = {}
     reasons = []
     wins = True
-    for name, (X, y) in evidence.items():
-        ch = _evaluate(challenger, X, y)
-        cp = _evaluate(champion, X, y) if champion is not None else {}
+    for name, item in evidence.items():
+        if isinstance(item, dict):          # answers already given (the shadow phase): score them
+            ch = score(np.asarray(item["y"]), np.asarray(item["challenger"]))
+            cp = score(np.asarray(item["y"]), np.asarray(item["champion"]))
+        else:
+            X, y = item
+            ch = _evaluate(challenger, X, y)
+            cp = _evaluate(champion, X, y) if champion is not None else {}
         scores[name] = {"challenger": ch, "champion": cp}
         if policy.metric not in ch:
             raise InvalidRequest(f"Metric '{policy.metric}' does not apply here; available: {', '.join(ch)}.",
@@ -115,6 +124,48 @@ def recent_traffic(client: Any, endpoint: str, window: str, feature_names: list[
     return X, joined["label"].to_numpy()
 
 
+def start_shadow(client: Any, name: str, endpoint: str, alias: str = "challenger") -> dict[str, Any]:
+    """Send a copy of the endpoint's traffic to ``name@alias`` (answers logged, never returned): the
+    shadow phase before a promotion. Returns the endpoint's new spec."""
+    record = client.metadata.endpoints.get(endpoint)
+    spec = dict(record.spec)
+    ref = f"{name}@{alias}"
+    client.registry.resolve(ref)
+    if ref not in spec.get("shadows", []):
+        spec["shadows"] = [*spec.get("shadows", []), ref]
+        client.metadata.endpoints.update(endpoint, spec, client.settings.actor)
+    return spec
+
+
+def shadow_answers(client: Any, endpoint: str, name: str, champion: int, challenger: int,
+                   window: str) -> dict[str, Any] | None:
+    """Labelled requests both versions answered: the champion live, the challenger in shadow."""
+    import datetime as dt
+
+    from conveyor.monitoring.sources import parse_window, read_labels
+    from conveyor.serving.prediction_log import read_prediction_log
+
+    since = dt.datetime.now(dt.UTC) - parse_window(window)
+    logged = read_prediction_log(client.settings.artifact_root, endpoint, since=since)
+    if logged.num_rows == 0 or "prediction" not in logged.column_names:
+        return None
+    frame = logged.select(["request_id", "row", "model", "version", "shadow", "prediction"]).to_pandas()
+    frame = frame[frame["model"] == name]
+    live = frame[(~frame["shadow"]) & (frame["version"] == champion)]
+    shadow = frame[frame["shadow"] & (frame["version"] == challenger)]
+    both = live.merge(shadow, on=["request_id", "row"], suffixes=("_champion", "_challenger"))
+    labels = read_labels(client.settings.artifact_root, endpoint).to_pandas()
+    if both.empty or labels.empty:
+        return None
+    both["row"] = both["row"].astype("int32")
+    labels["row"] = labels["row"].astype("int32")
+    joined = both.merge(labels, on=["request_id", "row"])
+    if joined.empty:
+        return None
+    return {"y": joined["label"].to_numpy(), "champion": joined["prediction_champion"].to_numpy(),
+            "challenger": joined["prediction_challenger"].to_numpy()}
+
+
 def promote_challenger(client: Any, name: str, policy: PromotionPolicy | None = None, *,
                        holdout: tuple[Any, Any] | None = None, endpoint: str | None = None,
                        window: str = "7d", recent_rows: int | None = None) -> Decision:
@@ -129,7 +180,7 @@ def promote_challenger(client: Any, name: str, policy: PromotionPolicy | None = 
     cp_version = aliases.get(policy.champion_alias)
     challenger = reg.load(f"{name}:{ch_version}")
     champion = reg.load(f"{name}:{cp_version}") if cp_version is not None else None
-    evidence: dict[str, tuple[Any, Any]] = {}
+    evidence: dict[str, Any] = {}
     if holdout is not None:
         evidence["holdout"] = holdout
     if endpoint is not None:
@@ -138,6 +189,10 @@ def promote_challenger(client: Any, name: str, policy: PromotionPolicy | None = 
         traffic = recent_traffic(client, endpoint, window, names, recent_rows) if names else None
         if traffic is not None and len(traffic[1]) >= policy.min_labelled:
             evidence["recent_traffic"] = traffic
+    if endpoint is not None and policy.use_shadow and cp_version is not None:
+        shadow = shadow_answers(client, endpoint, name, cp_version, ch_version, window)
+        if shadow is not None and len(shadow["y"]) >= policy.min_labelled:
+            evidence["shadow"] = shadow
     if not evidence:
         raise InvalidRequest("No evidence to decide on: pass a holdout (X, y) and/or an endpoint with labelled "
                              "traffic.", field="holdout")

@@ -61,3 +61,34 @@ def test_without_the_approver_role_a_win_awaits_approval(two_versions, monkeypat
     decision = promote_challenger(client, "churn", holdout=data(4, rule="x1"))
     assert decision.promote and decision.outcome == "awaiting_approval"
     assert client.metadata.models.aliases("churn")["production"] == 1
+
+
+def test_shadow_phase_judges_logged_answers_to_the_same_labelled_requests(two_versions) -> None:
+    import time
+
+    from conveyor.automation.promotion import start_shadow
+    from conveyor.monitoring.sources import ingest_labels
+    from conveyor.serving.prediction_log import PredictionLog
+
+    client = two_versions
+    client.metadata.endpoints.create("api", {"routes": [{"model": "churn@production", "weight": 100}]}, "t")
+    spec = start_shadow(client, "churn", "api")
+    assert spec["shadows"] == ["churn@challenger"]
+    assert client.metadata.endpoints.get("api").spec["shadows"] == ["churn@challenger"]
+
+    X, y = data(9, n=400, rule="x1")
+    champion, challenger = client.registry.load("churn:1"), client.registry.load("churn:2")
+    log = PredictionLog(client.settings.artifact_root, interval_s=60)
+    now = time.time()
+    for i in range(len(X)):
+        row = {c: X[c].to_numpy()[i:i + 1] for c in X.columns}
+        for version, model, shadow in ((1, champion, False), (2, challenger, True)):
+            log.record(request_id=f"r{i}", ts=now, endpoint="api", model="churn", version=version, shadow=shadow,
+                       latency_ms=1.0, columns=row, prediction=model.predict(X.iloc[i:i + 1]))
+    log.close()
+    ingest_labels(client.settings.artifact_root, pd.DataFrame({"request_id": [f"r{i}" for i in range(400)],
+                                                               "label": y}), endpoint="api")
+    decision = promote_challenger(client, "churn", PromotionPolicy(use_shadow=True, min_labelled=300),
+                                  endpoint="api", window="1h")
+    assert set(decision.scores) == {"shadow", "recent_traffic"} and decision.outcome == "promoted"
+    assert decision.scores["shadow"]["challenger"]["accuracy"] > 0.9 > decision.scores["shadow"]["champion"]["accuracy"]
