@@ -135,10 +135,11 @@ def pick_best(models: list, report: dict) -> Any:
 
 @cv.step
 def publish(model: Any, report: dict, data: Any, name: str = "churn") -> dict:
-    """Register the winner in the model registry with its metrics and signature, as `staging`."""
+    """Register the winner in the model registry with its metrics, signature and the reference profile
+    (training features, predictions, labels) that monitoring compares live traffic with."""
     metrics = {k: v for k, v in report["scores"][report["best"]].items() if isinstance(v, float)}
     version = cv.register_model(name, model, metrics=metrics, tags={"candidate": report["best_candidate"]},
-                                data=data.drop(columns=["churn"]))
+                                data=data.drop(columns=["churn"]), target=data["churn"])
     print(f"registered {report['best_candidate']} as {name}:{version.version} (ROC AUC {report['auc']:.3f})")
     cv.log_metric("published_auc", report["auc"])
     return {"model": name, "version": version.version, "candidate": report["best_candidate"], "auc": report["auc"]}
