@@ -8,6 +8,7 @@ inside the cool-down is stored as suppressed, not delivered, and starts no trigg
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,9 +64,14 @@ def run_check(client: Any, monitor: Any, *, until: Any = None) -> CheckResult:
     window = parse_window(window_text)
     logged = log_window(client.settings.artifact_root, monitor.endpoint, window, until)
     result = CheckResult("ok", rows=logged.num_rows)
+    # Only once the monitor is older than its window: before, every window is still filling up.
+    settled = monitor.created_at + window.total_seconds() <= time.time()
+    anomaly = row_count_anomaly(client, monitor.name, logged.num_rows) if settled else None
+    if anomaly is not None:
+        result.findings.append(anomaly)
     if logged.num_rows < int(cfg["min_rows"]):
-        result.status = "skipped"
         result.findings.append({"kind": "too_few_rows", "rows": logged.num_rows, "min_rows": cfg["min_rows"]})
+        result.status = "alert" if anomaly is not None else "skipped"
         return result
     report = drift_report(monitor.endpoint, current=features_of(logged), reference=cfg["reference"],
                           config=DriftConfig(drift_share=float(cfg["drift_share"])), client=client) \
@@ -93,6 +99,21 @@ def run_check(client: Any, monitor: Any, *, until: Any = None) -> CheckResult:
     return result
 
 
+def row_count_anomaly(client: Any, monitor: str, rows: int, *, history: int = 10, factor: float = 2.0,
+                      min_history: int = 3) -> dict[str, Any] | None:
+    """A window whose row count is under 1/``factor`` or over ``factor`` times the median of the
+    last ``history`` checks (traffic that stopped or flooded), once there are ``min_history`` of them."""
+    past = [c.rows for c in client.metadata.automation.checks(monitor, history) if c.rows is not None]
+    if len(past) < min_history:
+        return None
+    median = float(np.median(past))
+    if median <= 0:
+        return None
+    if rows < median / factor or rows > median * factor:
+        return {"kind": "row_count", "rows": rows, "median": median, "factor": factor}
+    return None
+
+
 def _served_drift(client: Any, endpoint: str, logged: Any, share: float) -> Any:
     from conveyor.monitoring.api import drift_report
     from conveyor.monitoring.drift import DriftConfig
@@ -112,6 +133,8 @@ def message_for(monitor: Any, result: CheckResult) -> str:
                          f"{', '.join(f['columns'][:6])})")
         elif f["kind"] == "latency":
             parts.append(f"p99 latency {f['p99_ms']:.1f} ms > {f['threshold']} ms")
+        elif f["kind"] == "row_count":
+            parts.append(f"{f['rows']} rows against a usual {f['median']:.0f}")
         elif f["kind"] == "performance":
             parts.append(f"{f['metric']} {f['value']:.4f} past {f['threshold']} on {f['labelled']} labelled rows")
     return f"[{monitor.name}] endpoint {monitor.endpoint}: " + "; ".join(parts)

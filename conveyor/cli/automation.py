@@ -169,12 +169,14 @@ def schedule_delete(name: str) -> None:
 
 
 @triggers_app.command("create")
-def trigger_create(name: str,
-                   on: Annotated[str, typer.Option("--on", help="monitor:NAME or data:URI_PREFIX")],
+def trigger_create(on: Annotated[str, typer.Option("--on", help="monitor:NAME or data:URI_PREFIX")],
                    run: Annotated[str, typer.Option("--run", help="FILE.py:PIPELINE")],
                    param: Annotated[Optional[list[str]], typer.Option("-p", "--param", help="key=value; {object} is the new object")] = None,  # noqa: UP007
-                   max_concurrent: Annotated[int, typer.Option(help="Runs of this trigger at once.")] = 1) -> None:
+                   max_concurrent: Annotated[int, typer.Option(help="Runs of this trigger at once.")] = 1,
+                   name: Annotated[Optional[str], typer.Option(help="Default: PIPELINE-on-SOURCE.")] = None) -> None:  # noqa: UP007
     """Start a pipeline when a monitor alerts or a new object appears under a prefix."""
+    import re
+
     from conveyor.errors import InvalidRequest
 
     kind, sep, value = on.partition(":")
@@ -186,6 +188,9 @@ def trigger_create(name: str,
     if kind == "monitor":
         client.metadata.automation.monitor(value)
     _check_target(run)
+    if name is None:
+        source = value if kind == "monitor" else value.rstrip("/").rsplit("/", 1)[-1]
+        name = re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{run.rpartition(':')[2]}-on-{source}").strip("-")
     client.metadata.automation.create_trigger(name, kind, value, run, parse_params(param), max_concurrent)
     console().print(f"Trigger {name}: on {on} run {run}.")
 

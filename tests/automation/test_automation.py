@@ -13,6 +13,7 @@ import pytest
 from conveyor.automation.agent import Agent
 from conveyor.automation.webhooks import Deliverer
 from conveyor.errors import InvalidRequest
+from tests.cli.test_cli import cli  # noqa: F401  (fixture)
 
 PIPELINE = '''
 import conveyor as cv
@@ -203,3 +204,35 @@ def test_agent_stops_cleanly_on_sigterm(client, tmp_path: Path) -> None:
     proc.send_signal(signal.SIGTERM)
     _out, err = proc.communicate(timeout=20)
     assert proc.returncode == 0 and "agent stopping (signal 15)" in err and "agent stopped" in err
+
+
+def test_a_collapse_in_traffic_is_a_row_count_alert(client) -> None:
+    from conveyor.automation.monitors import check_and_alert
+    from tests.monitoring.test_endpoint_monitoring import _register, _traffic
+
+    home = Path(client.settings.home)
+    _register(home)
+    _traffic(home, 120, shift=0.0, seed=4)
+    store = client.metadata.automation
+    store.create_monitor("volume", "churn-api", 3600, {"window": "24h", "min_rows": 100})
+    with store.write() as conn:                              # a monitor that has watched for two days
+        from sqlalchemy import update
+
+        from conveyor.store.metadata import tables as t
+        conn.execute(update(t.monitors).values(created_at=time.time() - 2 * 86400))
+    monitor = store.monitor("volume")
+    for _ in range(3):
+        store.add_check("volume", "ok", rows=1_000)
+    result, alert = check_and_alert(client, monitor)
+    assert result.status == "alert" and alert is not None and "120 rows against a usual 1000" in alert.message
+    assert [f["kind"] for f in result.findings] == ["row_count"]
+
+
+def test_trigger_names_itself_when_not_named(cli, tmp_path: Path) -> None:  # noqa: F811
+    (tmp_path / "flow.py").write_text(PIPELINE)
+    (tmp_path / "inbox").mkdir()
+    cli("triggers", "create", "--on", f"data:{tmp_path / 'inbox'}", "--run", "flow.py:ingest", "-p", "path={object}")
+    listed = json.loads(cli("triggers", "list", "--json").stdout)
+    assert listed[0]["name"] == "ingest-on-inbox" and listed[0]["params"] == {"path": "{object}"}
+    bad = cli("triggers", "create", "--on", "cron:daily", "--run", "flow.py:ingest", ok=False)
+    assert bad.returncode != 0 and "monitor:NAME or data:URI_PREFIX" in bad.stderr
