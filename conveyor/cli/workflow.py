@@ -108,5 +108,6 @@ def quickstart(
     c.print("\n[bold]Next:[/]")
     for line in (f"conveyor runs show {rid}", f"conveyor runs logs {rid} --step train", "conveyor models show churn",
                  "conveyor runs list", f"conveyor run {Path('examples/quickstart.py')}:training -p rows=20000 -p threshold=0.8",
-                 "conveyor quickstart            # again: a cached re-run"):
+                 "conveyor quickstart            # again: a cached re-run",
+                 "conveyor quickstart --loop     # serve, drift, alert, retrain, promote: the closed loop"):
         c.print(f"  {line}")
