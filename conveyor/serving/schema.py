@@ -91,14 +91,21 @@ class RowBlock:
                 return None
             m = rows.astype(np.float64, copy=False)
         else:
-            if not set(map(type, chain.from_iterable(rows))) <= _PLAIN_NUMBERS:
-                return None
             try:
                 m = np.array(rows, dtype=np.float64)
-            except ValueError:          # ragged rows
+            except (ValueError, TypeError):     # ragged rows, text, nested values: the careful path
                 return None
             if m.ndim != 2:
                 return None
+            # A JSON true/false converts silently to 1.0/0.0. Small requests: look at every value's
+            # type (cheapest there); large ones: only at cells holding exactly 0 or 1.
+            if m.size <= 256:
+                if bool in set(map(type, chain.from_iterable(rows))):
+                    return None
+            else:
+                for i, j in np.argwhere((m == 0.0) | (m == 1.0)):
+                    if type(rows[i][j]) is bool:
+                        return None
         if m.shape[1] != len(specs):
             return None
         ints = [j for j, s in enumerate(specs) if s.dtype.startswith(("int", "uint"))]
@@ -108,8 +115,6 @@ class RowBlock:
                 return None
         return m
 
-
-_PLAIN_NUMBERS = {float, int}
 
 
 def from_records(records: Any, field: str = "records") -> dict[str, list[Any]]:
@@ -154,6 +159,10 @@ def from_columns(data: Any, field: str = "inputs") -> dict[str, list[Any]]:
 def _convert(name: str, values: list[Any], dtype: str) -> np.ndarray:
     if dtype in NUMERIC:
         arr = np.asarray(values)
+        if arr.dtype.kind in "iuf" and arr.ndim == 1:      # true/false mixed with numbers became 1/0
+            for i in np.flatnonzero((arr == 0) | (arr == 1)):
+                if type(values[i]) is bool:
+                    raise InvalidRequest(f"Column '{name}' expects {dtype}, got bool {values[i]!r}.", field=name)
         if arr.dtype.kind == "b" or arr.dtype.kind in "OUS":
             try:
                 if arr.dtype.kind == "b":

@@ -49,8 +49,16 @@ def test_rows_the_matrix_path_refuses_get_the_precise_error(rows, field, message
 
 
 def test_numeric_text_is_accepted_as_before() -> None:
-    batch = validate(from_rows([["1.5", "2", "3"]], NAMES, "instances"), SIG)
-    assert batch.matrix is None and batch.columns["b"].tolist() == [2]
+    rows = [["1.5", "2", "3"]]
+    batch = validate(from_rows(rows, NAMES, "instances"), SIG)
+    assert batch.columns["b"].tolist() == [2] and batch.columns["b"].dtype == careful(rows)["b"].dtype
+
+
+def test_a_boolean_among_ones_and_zeros_is_still_refused() -> None:
+    with pytest.raises(InvalidRequest, match="got bool"):
+        validate(from_rows([[1.0, 1, 0.0], [0.0, 0, True]], NAMES, "instances"), SIG)
+    ok = validate(from_rows([[1.0, 1, 0.0], [0.0, 0, 1]], NAMES, "instances"), SIG)
+    assert ok.matrix is not None and ok.columns["c"].tolist() == [0.0, 1.0]
 
 
 def test_a_2d_tensor_goes_straight_through() -> None:
