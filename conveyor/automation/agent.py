@@ -168,7 +168,7 @@ class Agent:
                 self.store.set_firing(firing.id, "failed", error=f"{firing.source_kind} '{firing.source}' was deleted")
                 continue
             limit = getattr(source, "max_concurrent", 1)
-            running = sum(1 for f in self.store.firings(source=firing.source, status="running"))
+            running = self.store.count_active(firing.source, ("running",))
             if running >= limit:
                 continue                      # stays pending until a slot frees
             params = substitute(source.params or {}, firing.cause)

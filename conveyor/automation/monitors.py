@@ -57,7 +57,7 @@ def run_check(client: Any, monitor: Any, *, until: Any = None) -> CheckResult:
     """Evaluate one monitor now (``until`` ends the window; tests pass a fixed time)."""
     from conveyor.monitoring.api import drift_report, endpoint_performance
     from conveyor.monitoring.drift import DriftConfig
-    from conveyor.monitoring.sources import features_of, log_window, parse_window
+    from conveyor.monitoring.sources import features_of, log_window, parse_window, served_version
 
     cfg = {**DEFAULTS, **monitor.config}
     window_text = cfg["window"] or f"{int(monitor.every_s)}s"
@@ -73,9 +73,10 @@ def run_check(client: Any, monitor: Any, *, until: Any = None) -> CheckResult:
         result.findings.append({"kind": "too_few_rows", "rows": logged.num_rows, "min_rows": cfg["min_rows"]})
         result.status = "alert" if anomaly is not None else "skipped"
         return result
-    report = drift_report(monitor.endpoint, current=features_of(logged), reference=cfg["reference"],
-                          config=DriftConfig(drift_share=float(cfg["drift_share"])), client=client) \
-        if cfg["reference"] else _served_drift(client, monitor.endpoint, logged, float(cfg["drift_share"]))
+    served = served_version(logged)
+    reference = cfg["reference"] or (f"{served[0]}:{served[1]}" if served else None)
+    report = drift_report(monitor.endpoint, current=features_of(logged), reference=reference,
+                          config=DriftConfig(drift_share=float(cfg["drift_share"])), client=client)
     result.drift_share = report.drifted_share
     if report.dataset_drift:
         result.findings.append({"kind": "drift", "share": report.drifted_share, "threshold": cfg["drift_share"],
@@ -112,17 +113,6 @@ def row_count_anomaly(client: Any, monitor: str, rows: int, *, history: int = 10
     if rows < median / factor or rows > median * factor:
         return {"kind": "row_count", "rows": rows, "median": median, "factor": factor}
     return None
-
-
-def _served_drift(client: Any, endpoint: str, logged: Any, share: float) -> Any:
-    from conveyor.monitoring.api import drift_report
-    from conveyor.monitoring.drift import DriftConfig
-    from conveyor.monitoring.sources import features_of, served_version
-
-    served = served_version(logged)
-    reference = f"{served[0]}:{served[1]}" if served else None
-    return drift_report(endpoint, current=features_of(logged), reference=reference,
-                        config=DriftConfig(drift_share=share), client=client)
 
 
 def message_for(monitor: Any, result: CheckResult) -> str:

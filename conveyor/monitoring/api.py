@@ -91,14 +91,7 @@ def endpoint_performance(endpoint: str, *, window: str = "24h", every: str | Non
     cl = _client(client)
     log = log_window(cl.settings.artifact_root, endpoint, parse_window(window), until)
     labels = read_labels(cl.settings.artifact_root, endpoint)
-    overall, windows = performance(log, labels, every=parse_window(every) if every else None)
-    labelled = sum(w.labelled for w in windows) if windows else None
+    overall, windows, labelled = performance(log, labels, every=parse_window(every) if every else None)
     return {"endpoint": endpoint, "window": window, "rows": log.num_rows, "metrics": overall,
-            "labelled": labelled if labelled is not None else _count_labelled(log, labels),
+            "labelled": labelled,
             "windows": [w.__dict__ for w in windows]}
-
-
-def _count_labelled(log: Any, labels: Any) -> int:
-    from conveyor.monitoring.performance import join_labels
-
-    return len(join_labels(log, labels)) if log.num_rows else 0

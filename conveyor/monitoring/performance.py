@@ -22,6 +22,8 @@ def join_labels(log: Any, labels: Any) -> Any:
     """Logged rows that have a label: a DataFrame with ts, version, prediction and label."""
     import pandas as pd
 
+    if log.num_rows == 0:
+        return pd.DataFrame(columns=["request_id", "row", "ts_s", "version", "prediction", "label"])
     pred_col = "prediction" if "prediction" in log.column_names else "prediction_text"
     left = log.select(["request_id", "row", "version", pred_col]).to_pandas()
     left["ts_s"] = _epoch_seconds(log)
@@ -75,8 +77,8 @@ def score(labels: np.ndarray, predictions: np.ndarray) -> dict[str, float]:
 
 
 def performance(log: Any, labels: Any, *, every: dt.timedelta | None = None) -> tuple[dict[str, float],
-                                                                                       list[WindowMetrics]]:
-    """Metrics over all labelled rows, and per ``every``-long time bucket."""
+                                                                                       list[WindowMetrics], int]:
+    """Metrics over all labelled rows, per ``every``-long time bucket, and how many rows had labels."""
     joined = join_labels(log, labels)
     overall = score(joined["label"].to_numpy(), joined["prediction"].to_numpy()) if len(joined) else {}
     windows: list[WindowMetrics] = []
@@ -90,4 +92,4 @@ def performance(log: Any, labels: Any, *, every: dt.timedelta | None = None) -> 
             start = dt.datetime.fromtimestamp(int(b), dt.UTC)
             windows.append(WindowMetrics(start.isoformat(), (start + every).isoformat(), int(totals.get(b, 0)),
                                          len(part), score(part["label"].to_numpy(), part["prediction"].to_numpy())))
-    return overall, windows
+    return overall, windows, len(joined)

@@ -82,6 +82,8 @@ def test_drift_report_and_performance_from_the_log(cli, tmp_path: Path) -> None:
 def test_clear_errors_for_unknown_endpoint_and_missing_profile(cli, tmp_path: Path) -> None:  # noqa: F811
     missing = cli("monitor", "report", "nope", ok=False)
     assert missing.returncode != 0 and "logged no predictions" in missing.stderr
+    quiet = json.loads(cli("monitor", "performance", "nope", "--json").stdout)
+    assert quiet["rows"] == 0 and quiet["labelled"] == 0 and quiet["metrics"] == {}
     client = Client(load_settings(env={"CONVEYOR_HOME": str(tmp_path / "home")}))
     from sklearn.linear_model import LogisticRegression
 

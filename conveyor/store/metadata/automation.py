@@ -310,10 +310,11 @@ class Automation(Repository):
         with self.read() as conn:
             return [_row(FiringRecord, r) for r in conn.execute(q)]
 
-    def count_active(self, source: str) -> int:
+    def count_active(self, source: str, statuses: tuple[str, ...] = ("pending", "running")) -> int:
+        """Firings of ``source`` in ``statuses`` (default: not finished yet)."""
         with self.read() as conn:
             return int(conn.execute(select(func.count()).select_from(t.firings).where(
-                t.firings.c.source == source, t.firings.c.status.in_(("pending", "running")))).scalar())
+                t.firings.c.source == source, t.firings.c.status.in_(statuses))).scalar())
 
     def set_firing(self, firing_id: str, status: str, *, run_id: str | None = None, error: str | None = None) -> None:
         values: dict[str, Any] = {"status": status}
