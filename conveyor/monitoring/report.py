@@ -77,7 +77,7 @@ def to_html(report: DriftReport, title: str = "Drift report") -> str:
     """The report as one HTML page."""
     meta = report.meta
     sub = " · ".join(f"{k}: {html.escape(str(v))}" for k, v in meta.items() if v is not None)
-    verdict = (f'<b class="bad">drift</b>' if report.dataset_drift else '<b class="ok">no drift</b>')
+    verdict = ('<b class="bad">drift</b>' if report.dataset_drift else '<b class="ok">no drift</b>')
     cards = [("Data set", verdict),
              ("Drifted columns", f"<b>{len(report.drifted_columns)} / {len(report.columns)}</b>"),
              ("Share (threshold)", f"<b>{report.drifted_share:.0%} ({report.config['drift_share']:.0%})</b>"),
