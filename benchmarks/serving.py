@@ -68,7 +68,9 @@ def wrk(url: str, body: str, headers: dict[str, str]) -> dict[str, float]:
         value, unit = float(m.group(1)), m.group(2)
         return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
 
-    return {"rps": rps, "p50_ms": pct("50"), "p99_ms": pct("99"), "non_2xx": int(errors.group(1)) if errors else 0}
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    return {"rps": rps, "p50_ms": pct("50"), "p99_ms": pct("99"), "non_2xx": int(errors.group(1)) if errors else 0,
+            "requests": requests}
 
 
 def bodies(rows: int, oip: bool = False) -> str:
@@ -154,6 +156,9 @@ def main() -> None:
                      "headers": {"Authorization": f"Bearer {key}"}},
         **peer_servers(work),
     }
+    wanted = os.environ.get("BENCH_SERVERS")
+    if wanted:
+        servers = {k: v for k, v in servers.items() if k in wanted.split(",") or k == "floor"}
     rows_list = [int(r) for r in os.environ.get("BENCH_ROWS", "1,100").split(",")]
     rounds = int(os.environ.get("BENCH_ROUNDS", "2"))
     samples: dict[tuple[str, int], list[dict[str, float]]] = {}
@@ -170,7 +175,8 @@ def main() -> None:
                     samples.setdefault((name, rows), []).append(r)
             finally:
                 stop(proc)
-    results = {k: {m: float(np.mean([r[m] for r in v])) for m in v[0]} for k, v in samples.items()}
+    served_rows = sum(r["requests"] * rows for (name, rows), v in samples.items() if name == "conveyor" for r in v)
+    results = {k: {m: float(np.mean([r[m] for r in v])) for m in v[0] if m != "requests"} for k, v in samples.items()}
     for (name, rows), r in sorted(results.items(), key=lambda kv: (kv[0][1], kv[0][0] != "floor")):
         base = results[("floor", rows)]
         print(json.dumps({"server": name, "rows": rows, "rounds": rounds, **{k: round(v, 3) for k, v in r.items()},
@@ -179,7 +185,7 @@ def main() -> None:
     import pyarrow.parquet as pq
 
     logged = list((work / "home" / "artifacts" / "predictions").rglob("*.parquet"))
-    print(json.dumps({"prediction_log_files": len(logged),
+    print(json.dumps({"prediction_log_files": len(logged), "conveyor_rows_served": served_rows,
                       "prediction_log_rows": sum(pq.read_metadata(p).num_rows for p in logged)}))
     shutil.rmtree(work, ignore_errors=True)
 

@@ -24,7 +24,9 @@ def serve(host: Annotated[str, typer.Option(help="Interface to listen on.")] = "
           workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
           default_endpoint: Annotated[Optional[str], typer.Option(help="Endpoint for paths that name none.")] = None,  # noqa: UP007
           auth: Annotated[str, typer.Option(help="auto (once a key exists), on, off.")] = "auto",
-          access_log: Annotated[bool, typer.Option(help="JSON access log on stderr.")] = True) -> None:
+          access_log: Annotated[bool, typer.Option(help="JSON access log on stderr.")] = True,
+          prediction_log: Annotated[bool, typer.Option(
+              help="Log features and predictions to Parquet (what monitoring reads).")] = True) -> None:
     """Serve every endpoint over OIP v2, SageMaker, Vertex AI, Azure ML and MLflow contracts."""
     from conveyor.config import load_settings
     from conveyor.errors import ConfigurationError
@@ -34,7 +36,7 @@ def serve(host: Annotated[str, typer.Option(help="Interface to listen on.")] = "
         raise ConfigurationError(f"--auth {auth!r}: use auto, on or off.")
     settings = load_settings()
     run(host, port or settings.aip_http_port or 8080, workers=workers, auth=auth,
-        default_endpoint=default_endpoint, access_log=access_log)
+        default_endpoint=default_endpoint, access_log=access_log, prediction_log=prediction_log)
 
 
 def _spec(model: str, canary: list[str] | None, shadow: list[str] | None, sticky_header: str | None) -> Any:

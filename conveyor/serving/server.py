@@ -41,11 +41,12 @@ def app_factory() -> Any:
     import os
 
     return build_app(auth=os.environ.get("CONVEYOR_SERVE_AUTH", "auto"),
-                     access_log=os.environ.get("CONVEYOR_SERVE_ACCESS_LOG", "1") == "1")
+                     access_log=os.environ.get("CONVEYOR_SERVE_ACCESS_LOG", "1") == "1",
+                     prediction_log=os.environ.get("CONVEYOR_SERVE_PREDICTION_LOG", "1") == "1")
 
 
 def serve(host: str, port: int, *, workers: int = 1, auth: str = "auto", default_endpoint: str | None = None,
-          access_log: bool = True) -> None:
+          access_log: bool = True, prediction_log: bool = True) -> None:
     """Run the server until interrupted (SIGINT/SIGTERM flush the prediction log)."""
     import os
 
@@ -55,10 +56,12 @@ def serve(host: str, port: int, *, workers: int = 1, auth: str = "auto", default
     if workers > 1:
         os.environ["CONVEYOR_SERVE_AUTH"] = auth
         os.environ["CONVEYOR_SERVE_ACCESS_LOG"] = "1" if access_log else "0"
+        os.environ["CONVEYOR_SERVE_PREDICTION_LOG"] = "1" if prediction_log else "0"
         if default_endpoint:
             os.environ["CONVEYOR_DEFAULT_ENDPOINT"] = default_endpoint
         uvicorn.run("conveyor.serving.server:app_factory", factory=True, host=host, port=port, workers=workers,
                     log_level="warning", access_log=False)
         return
-    app = build_app(auth=auth, default_endpoint=default_endpoint, access_log=access_log)
+    app = build_app(auth=auth, default_endpoint=default_endpoint, access_log=access_log,
+                    prediction_log=prediction_log)
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

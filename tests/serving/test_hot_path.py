@@ -102,7 +102,7 @@ def test_access_log_drops_and_counts_beyond_its_cap() -> None:
 def test_prediction_log_chunks_keep_every_row_across_endpoints_and_hours(tmp_path) -> None:
     from conveyor.serving.schema import Batch
 
-    log = PredictionLog(str(tmp_path), interval_s=60, chunk=7, chunk_rows=50)
+    log = PredictionLog(str(tmp_path), interval_s=60, chunk_rows=50, row_group_rows=16)
     base = dt.datetime(2026, 1, 5, 10, 59, 50, tzinfo=dt.UTC).timestamp()
     expected: dict[str, list[float]] = {"e1": [], "e2": []}
     for i in range(100):
@@ -120,6 +120,67 @@ def test_prediction_log_chunks_keep_every_row_across_endpoints_and_hours(tmp_pat
         assert set(table.column("hour").to_pylist()) == {10, 11}      # the hour boundary splits files
         assert table.column("feature.q").type == "int64"
     assert log.dropped_rows == 0
+
+
+def test_block_tables_own_their_data_so_blocks_can_be_reused() -> None:
+    from conveyor.serving.prediction_log import _Block
+
+    for names, dtypes in [(("x",), ("float64",)), (("p", "q", "r"), ("float64", "int64", "bool"))]:
+        block = _Block(names, dtypes, 8)
+        first = np.arange(3 * len(names), dtype=float).reshape(3, len(names)) % 2
+        block.add(first, np.array([0.1, 0.2, 0.3]), "r1", 100.0, "m", 4, False, 1.5)
+        table = block.table()
+        block.reset(names, dtypes)                    # reused: the next requests overwrite the arrays
+        block.add(np.full((3, len(names)), 7.0), np.array([9.0, 9.0, 9.0]), "r2", 200.0, "m", 5, True, 2.5)
+        t = table.to_pydict()
+        assert t["prediction"] == [0.1, 0.2, 0.3] and t["request_id"] == ["r1"] * 3 and t["row"] == [0, 1, 2]
+        assert t["version"] == [4] * 3 and t["shadow"] == [False] * 3
+        for j, (name, dtype) in enumerate(zip(names, dtypes, strict=True)):
+            assert table.column(f"feature.{name}").type == dtype
+            assert t[f"feature.{name}"] == first[:, j].astype(dtype).tolist()
+
+
+def test_prediction_log_reuses_blocks_across_flushes_without_losing_rows(tmp_path) -> None:
+    import pyarrow.parquet as pq
+
+    from conveyor.serving.schema import Batch
+
+    log = PredictionLog(str(tmp_path), interval_s=60, chunk_rows=8, row_group_rows=5)
+    sent: list[tuple[str, int, float]] = []
+    now = time.time()
+    for flush in range(3):
+        for i in range(40):
+            rows = 1 + i % 3
+            rid = f"f{flush}-{i}"
+            m = np.arange(rows, dtype=float)[:, None] + 1000 * flush + i
+            log.record(request_id=rid, ts=now, endpoint="e", model="m", version=1, shadow=False, latency_ms=1.0,
+                       batch=Batch(None, rows, matrix=m, names=["x"], dtypes=["float64"]), prediction=m[:, 0] * 2)
+            sent += [(rid, r, float(m[r, 0])) for r in range(rows)]
+        log.flush()
+    log.close()
+    assert log._spare                                    # emptied blocks came back for reuse
+    t = read_prediction_log(str(tmp_path), "e").to_pydict()
+    got = sorted(zip(t["request_id"], t["row"], t["feature.x"], strict=True))
+    assert got == sorted(sent) and t["prediction"] == [2 * x for x in t["feature.x"]]
+    for path in log.written_files:
+        meta = pq.ParquetFile(path).metadata
+        assert meta.num_row_groups > 1 and all(meta.row_group(g).num_rows <= 5 for g in range(meta.num_row_groups))
+
+
+def test_prediction_log_keeps_text_predictions_next_to_numeric_ones(tmp_path) -> None:
+    from conveyor.serving.schema import Batch
+
+    log = PredictionLog(str(tmp_path), interval_s=60)
+    m = np.array([[1.0], [2.0]])
+    batch = Batch(None, 2, matrix=m, names=["x"], dtypes=["float64"])
+    log.record(request_id="num", ts=time.time(), endpoint="e", model="m", version=1, shadow=False, latency_ms=1.0,
+               batch=batch, prediction=np.array([0.25, 0.75]))
+    log.record(request_id="txt", ts=time.time(), endpoint="e", model="m", version=2, shadow=False, latency_ms=1.0,
+               batch=batch, prediction=np.array(["yes", "no"]))
+    log.close()
+    t = read_prediction_log(str(tmp_path), "e").sort_by([("request_id", "ascending"), ("row", "ascending")]).to_pydict()
+    assert t["request_id"] == ["num", "num", "txt", "txt"] and t["feature.x"] == [1.0, 2.0, 1.0, 2.0]
+    assert t["prediction"][:2] == [0.25, 0.75] and t["prediction_text"][2:] == ["yes", "no"]
 
 
 def test_prediction_log_keeps_request_rows_in_order(tmp_path) -> None:
