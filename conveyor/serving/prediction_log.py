@@ -39,6 +39,9 @@ class _Entry:
         return self.features if isinstance(self.features, dict) else self.features.columns
 
 
+_BLOCK_BYTES = 4 << 20
+
+
 class _Block:
     """Rows of one (endpoint, hour, feature layout) in preallocated arrays, filled by copies on the request path.
 
@@ -122,7 +125,7 @@ class PredictionLog:
         self._open: dict[tuple[Any, ...], _Block] = {}            # (endpoint, hour, names, dtypes) -> block
         self._full: list[tuple[tuple[Any, ...], _Block]] = []
         self._entries: dict[tuple[str, int], list[_Entry]] = {}    # (endpoint, hour) -> requests of other layouts
-        self._spare: dict[int, list[_Block]] = {}                  # width -> emptied blocks, reused (no page faults)
+        self._spare: dict[tuple[int, int], list[_Block]] = {}      # (width, rows) -> emptied blocks for reuse
         self._rows = 0
         self._lock = threading.Lock()
         self._write_lock = threading.Lock()
@@ -153,6 +156,7 @@ class PredictionLog:
                latency_ms: float, prediction: np.ndarray, batch: Any = None,
                columns: dict[str, np.ndarray] | None = None) -> None:
         """Buffer one request; features come as a serving ``batch`` or as ``columns``."""
+        prediction = np.asarray(prediction)
         pred = prediction if prediction.ndim == 1 else _prediction_column(prediction)
         n = len(pred)
         hour = int(ts // 3600)
@@ -167,9 +171,10 @@ class PredictionLog:
                     key = (endpoint, hour, batch.names, batch.dtypes)
                     block = self._open.get(key)
                     if block is None or not block.fits(n):
-                        if block is not None:
+                        busy = block is not None       # this key already filled a block in this interval
+                        if busy:
                             self._full.append((key, block))
-                        block = self._open[key] = self._block(batch.names, batch.dtypes, n)
+                        block = self._open[key] = self._block(batch.names, batch.dtypes, n, busy)
                     block.add(matrix, pred, request_id, ts, model, version, shadow, latency_ms)
                 else:
                     self._entries.setdefault((endpoint, hour), []).append(
@@ -187,20 +192,31 @@ class PredictionLog:
         if full:
             self._wake.set()
 
-    def _block(self, names: tuple[str, ...], dtypes: tuple[str, ...], n: int) -> _Block:
-        spare = self._spare.get(len(names)) if n <= self.chunk_rows else None
+    def _block_rows(self, width: int, busy: bool) -> int:
+        """Block size: small for a quiet key, ``chunk_rows`` for a busy one, at most about 4 MiB of features."""
+        rows = self.chunk_rows if busy else min(self.chunk_rows, 256)
+        return min(rows, max(1, _BLOCK_BYTES // (8 * (width + 1))))
+
+    def _block(self, names: tuple[str, ...], dtypes: tuple[str, ...], n: int, busy: bool) -> _Block:
+        rows = self._block_rows(len(names), busy)
+        if n > rows:                                # one request larger than a block: a block of its own
+            return _Block(names, dtypes, n)
+        spare = self._spare.get((len(names), rows))
         if spare:
             block = spare.pop()
             block.reset(names, dtypes)
             return block
-        return _Block(names, dtypes, max(self.chunk_rows, n))
+        return _Block(names, dtypes, rows)
 
     def _recycle(self, block: _Block) -> None:
-        if len(block.prediction) == self.chunk_rows:
-            with self._lock:
-                spare = self._spare.setdefault(block.features.shape[1], [])
-                if len(spare) < 16:
-                    spare.append(block)
+        """Keep an emptied block of a standard size for reuse (fresh pages fault on first touch)."""
+        rows, width = block.features.shape
+        if rows not in (self._block_rows(width, True), self._block_rows(width, False)):
+            return
+        with self._lock:
+            spare = self._spare.setdefault((width, rows), [])
+            if len(spare) < 8:
+                spare.append(block)
 
     def _run(self) -> None:
         _lower_priority()
