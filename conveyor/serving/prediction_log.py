@@ -9,6 +9,7 @@ than slow requests down; stopping the log flushes what is buffered.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import logging
@@ -97,7 +98,9 @@ class _Block:
         features = self.features[:rows].T.copy()   # one copy, column by column; the block is reused
         for j, (name, dtype) in enumerate(zip(self.names, self.dtypes, strict=True)):
             cols[f"feature.{name}"] = pa.array(features[j] if dtype == "float64" else features[j].astype(dtype))
-        return pa.table(cols)
+        # Nothing here can be null: declared so, Parquet skips definition levels (40% of the encoding).
+        schema = pa.schema([pa.field(name, col.type, nullable=False) for name, col in cols.items()])
+        return pa.Table.from_arrays(list(cols.values()), schema=schema)
 
 
 class PredictionLog:
@@ -259,28 +262,39 @@ class PredictionLog:
         log.exception("%s %d prediction log rows failed; they were dropped", doing, n)
 
     def _write(self, endpoint: str, hour_key: int, tables: list[Any]) -> int:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        schema = tables[0].schema
-        if any(t.schema != schema for t in tables[1:]):   # layouts changed within the hour: one promoted table
-            tables = [pa.concat_tables(tables, promote_options="default")]
-            schema = tables[0].schema
+        """One Parquet file per schema (feature layouts can change within an hour; readers unify them)."""
+        groups: list[tuple[Any, list[Any]]] = []
+        for table in tables:
+            group = next((g for g in groups if g[0] == table.schema), None)
+            if group is None:
+                groups.append((table.schema, [table]))
+            else:
+                group[1].append(table)
         stamp = dt.datetime.fromtimestamp(hour_key * 3600, dt.UTC)
         folder = f"{self.base}/endpoint={endpoint}/date={stamp:%Y-%m-%d}/hour={stamp:%H}"
         self.fs.makedirs(folder, exist_ok=True)
-        path = f"{folder}/{uuid.uuid4().hex}.parquet"
+        return sum(self._write_file(f"{folder}/{uuid.uuid4().hex}.parquet", schema, group)
+                   for schema, group in groups)
+
+    def _write_file(self, path: str, schema: Any, tables: list[Any]) -> int:
+        import pyarrow.parquet as pq
+
         # Dictionaries only for the repetitive text columns (on float features they cost ten times the
         # rest of the encoding), statistics only for the time stamps that readers filter on.
         text = [f.name for f in schema if f.type == "string"]
         rows = 0
-        with self.fs.open(path, "wb") as fh, pq.ParquetWriter(fh, schema, use_dictionary=text, compression="lz4",
-                                                              write_statistics=["ts"]) as writer:
-            for table in tables:
-                for piece in table.to_batches(max_chunksize=self.row_group_rows):
-                    writer.write_batch(piece, row_group_size=self.row_group_rows)
-                    rows += piece.num_rows
-                    _give_way()
+        try:
+            with self.fs.open(path, "wb") as fh, pq.ParquetWriter(fh, schema, use_dictionary=text, compression="lz4",
+                                                                  write_statistics=["ts"]) as writer:
+                for table in tables:
+                    for piece in table.to_batches(max_chunksize=self.row_group_rows):
+                        writer.write_batch(piece, row_group_size=self.row_group_rows)
+                        rows += piece.num_rows
+                        _give_way()
+        except BaseException:
+            with contextlib.suppress(Exception):      # no half-written file for readers to trip on
+                self.fs.rm(path)
+            raise
         self.written_files.append(path)
         return rows
 
@@ -374,10 +388,15 @@ def _to_table(items: list[_Entry]) -> Any:
 
 def read_prediction_log(root: str, endpoint: str | None = None, since: dt.datetime | None = None,
                         until: dt.datetime | None = None, storage_options: dict[str, Any] | None = None) -> Any:
-    """The logged rows as a pyarrow Table (optionally one endpoint, a time window)."""
+    """The logged rows as a pyarrow Table (optionally one endpoint, a time window).
+
+    Files of hours outside the window are not opened. The schema is the union of every file read
+    (a new model version may log other features), so no column is lost to the first file's layout.
+    """
     import fsspec
     import pyarrow as pa
     import pyarrow.dataset as ds
+    import pyarrow.fs as pafs
 
     fs, base = fsspec.core.url_to_fs(root, **(storage_options or {}))
     folder = base.rstrip("/") + "/predictions"
@@ -385,7 +404,13 @@ def read_prediction_log(root: str, endpoint: str | None = None, since: dt.dateti
         folder += f"/endpoint={endpoint}"
     if not fs.exists(folder):
         return pa.table({})
-    dataset = ds.dataset(folder, filesystem=fs, format="parquet", partitioning="hive")
+    files = [f for f in fs.find(folder) if f.endswith(".parquet") and _hour_in_window(f, since, until)]
+    if not files:
+        return pa.table({})
+    factory = ds.FileSystemDatasetFactory(
+        pafs.PyFileSystem(pafs.FSSpecHandler(fs)), files, ds.ParquetFileFormat(),
+        ds.FileSystemFactoryOptions(partition_base_dir=folder, partitioning=ds.HivePartitioning.discover()))
+    dataset = factory.finish(factory.inspect(promote_options="permissive"))
     flt = None
     if since is not None:
         flt = ds.field("ts") >= pa.scalar(since, pa.timestamp("us", tz="UTC"))
@@ -393,3 +418,22 @@ def read_prediction_log(root: str, endpoint: str | None = None, since: dt.dateti
         f2 = ds.field("ts") < pa.scalar(until, pa.timestamp("us", tz="UTC"))
         flt = f2 if flt is None else flt & f2
     return dataset.to_table(filter=flt)
+
+
+def _hour_in_window(path: str, since: dt.datetime | None, until: dt.datetime | None) -> bool:
+    """Whether the ``date=…/hour=…`` partition of ``path`` can hold rows in [since, until)."""
+    if since is None and until is None:
+        return True
+    try:
+        date = path.split("date=", 1)[1][:10]
+        hour = int(path.split("hour=", 1)[1][:2])
+        start = dt.datetime.fromisoformat(date).replace(hour=hour, tzinfo=dt.UTC)
+    except (IndexError, ValueError):
+        return True                                 # not our layout: let the row filter decide
+    if since is not None and start + dt.timedelta(hours=1) <= _utc(since):
+        return False
+    return until is None or start < _utc(until)
+
+
+def _utc(moment: dt.datetime) -> dt.datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)

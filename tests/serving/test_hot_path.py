@@ -218,3 +218,56 @@ def test_model_cache_evicts_least_recently_used_unpinned_first() -> None:
     cache.get(b)                       # evicted models come back on demand
     assert loads == [a, b, c, d, b]
     assert cache.used_bytes() <= 250
+
+
+def test_reading_the_log_unites_layouts_and_skips_hours_outside_the_window(tmp_path) -> None:
+    from conveyor.serving.schema import Batch
+
+    log = PredictionLog(str(tmp_path), interval_s=60)
+    ten = dt.datetime(2026, 3, 1, 10, 30, tzinfo=dt.UTC).timestamp()
+    old = Batch(None, 1, matrix=np.array([[1.0, 2.0]]), names=["a", "b"], dtypes=["float64", "float64"])
+    new = Batch(None, 1, matrix=np.array([[3.0, 4.0, 5.0]]), names=["a", "b", "c"], dtypes=["float64"] * 3)
+    log.record(request_id="v1", ts=ten, endpoint="e", model="m", version=1, shadow=False, latency_ms=1.0,
+               batch=old, prediction=np.array([0.1]))
+    log.record(request_id="v2", ts=ten + 60, endpoint="e", model="m", version=2, shadow=False, latency_ms=1.0,
+               batch=new, prediction=np.array([0.2]))
+    log.record(request_id="text", ts=ten + 120, endpoint="e", model="m", version=3, shadow=False, latency_ms=1.0,
+               columns={"a": np.array([6.0]), "s": np.array(["x"], dtype=object)}, prediction=np.array([0.3]))
+    log.close()
+    assert len(log.written_files) == 3                   # one file per layout
+    t = read_prediction_log(str(tmp_path), "e").sort_by("ts").to_pydict()
+    assert t["request_id"] == ["v1", "v2", "text"]
+    assert t["feature.a"] == [1.0, 3.0, 6.0] and t["feature.c"] == [None, 5.0, None] and t["feature.s"] == [None, None, "x"]
+
+    # A broken file in another hour is never opened by a read of this hour's window.
+    other = tmp_path / "predictions" / "endpoint=e" / "date=2026-03-01" / "hour=08"
+    other.mkdir(parents=True)
+    (other / "broken.parquet").write_bytes(b"not parquet")
+    window = read_prediction_log(str(tmp_path), "e", since=dt.datetime(2026, 3, 1, 10, 31),
+                                 until=dt.datetime(2026, 3, 1, 11, 0))
+    assert sorted(window.column("request_id").to_pylist()) == ["text", "v2"]
+    assert read_prediction_log(str(tmp_path), "e", since=dt.datetime(2026, 3, 1, 12)).num_rows == 0
+
+
+def test_a_failed_write_leaves_no_half_file_and_counts_the_rows(tmp_path, monkeypatch) -> None:
+    import pyarrow.parquet as pq
+
+    dropped: list[int] = []
+    log = PredictionLog(str(tmp_path), interval_s=60, row_group_rows=2, on_drop=dropped.append)
+    log.record(request_id="r", ts=time.time(), endpoint="e", model="m", version=1, shadow=False, latency_ms=1.0,
+               columns={"a": np.arange(5.0)}, prediction=np.zeros(5))
+    calls = []
+
+    def failing(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError("disk full")
+        return real(self, *args, **kwargs)
+
+    real = pq.ParquetWriter.write_batch
+    monkeypatch.setattr(pq.ParquetWriter, "write_batch", failing)
+    assert log.flush() == 0
+    monkeypatch.undo()
+    log.close()
+    assert dropped == [5] and log.dropped_rows == 5
+    assert not list((tmp_path / "predictions").rglob("*.parquet"))
