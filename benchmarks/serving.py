@@ -4,7 +4,9 @@ One worker pinned to core 0, wrk with 16 connections pinned to core 1, a 20-feat
 regression, 1-row and 100-row requests. MLflow's ``models serve`` and MLServer join when their
 virtualenvs exist (``bash benchmarks/peers/install_peers.sh serving``). Conveyor runs with auth (an API key), signature
 validation, Prometheus metrics, the access log and the Parquet prediction log all on.
-Prints one JSON object per (server, rows): requests/s, p50/p99 latency and ratios to the floor.
+Two floors run in the same rounds: the plain FastAPI endpoint the targets refer to
+(``await request.json()``), and a stricter one parsing with orjson. Prints one JSON object per
+(server, rows): requests/s, p50/p99 latency and ratios to both floors.
 """
 
 from __future__ import annotations
@@ -146,11 +148,14 @@ def main() -> None:
     client.metadata.endpoints.add_key(key_id, digest, "predict", None, None, None, "bench")
     client.close()
 
-    floor_port, conveyor_port = free_port(), free_port()
+    floor_port, fast_floor_port, conveyor_port = free_port(), free_port(), free_port()
     servers = {
         "floor": {"cmd": [str(bin_dir / "python"), "-m", "uvicorn", "floor_app:app", "--host", "127.0.0.1",
                           "--log-level", "warning", "--no-access-log", "--port", str(floor_port)],
                   "port": floor_port, "ready": "/docs", "path": "/invocations", "oip": False},
+        "floor-orjson": {"cmd": [str(bin_dir / "python"), "-m", "uvicorn", "floor_app:fast_app", "--host", "127.0.0.1",
+                                 "--log-level", "warning", "--no-access-log", "--port", str(fast_floor_port)],
+                         "port": fast_floor_port, "ready": "/docs", "path": "/invocations", "oip": False},
         "conveyor": {"cmd": [str(bin_dir / "conveyor"), "serve", "--host", "127.0.0.1", "--port", str(conveyor_port), *os.environ.get("CONVEYOR_FLAGS", "").split()],
                      "port": conveyor_port, "ready": "/readyz", "path": "/invocations", "oip": False,
                      "headers": {"Authorization": f"Bearer {key}"}},
@@ -158,7 +163,7 @@ def main() -> None:
     }
     wanted = os.environ.get("BENCH_SERVERS")
     if wanted:
-        servers = {k: v for k, v in servers.items() if k in wanted.split(",") or k == "floor"}
+        servers = {k: v for k, v in servers.items() if k in wanted.split(",") or k.startswith("floor")}
     rows_list = [int(r) for r in os.environ.get("BENCH_ROWS", "1,100").split(",")]
     rounds = int(os.environ.get("BENCH_ROUNDS", "2"))
     samples: dict[tuple[str, int], list[dict[str, float]]] = {}
@@ -178,10 +183,13 @@ def main() -> None:
     served_rows = sum(r["requests"] * rows for (name, rows), v in samples.items() if name == "conveyor" for r in v)
     results = {k: {m: float(np.mean([r[m] for r in v])) for m in v[0] if m != "requests"} for k, v in samples.items()}
     for (name, rows), r in sorted(results.items(), key=lambda kv: (kv[0][1], kv[0][0] != "floor")):
-        base = results[("floor", rows)]
-        print(json.dumps({"server": name, "rows": rows, "rounds": rounds, **{k: round(v, 3) for k, v in r.items()},
-                          "rps_ratio": round(r["rps"] / base["rps"], 3),
-                          "p99_ratio": round(r["p99_ms"] / base["p99_ms"], 3)}))
+        base, strict = results[("floor", rows)], results.get(("floor-orjson", rows))
+        line = {"server": name, "rows": rows, "rounds": rounds, **{k: round(v, 3) for k, v in r.items()},
+                "rps_ratio": round(r["rps"] / base["rps"], 3), "p99_ratio": round(r["p99_ms"] / base["p99_ms"], 3)}
+        if strict:
+            line |= {"rps_ratio_orjson_floor": round(r["rps"] / strict["rps"], 3),
+                     "p99_ratio_orjson_floor": round(r["p99_ms"] / strict["p99_ms"], 3)}
+        print(json.dumps(line))
     import pyarrow.parquet as pq
 
     logged = list((work / "home" / "artifacts" / "predictions").rglob("*.parquet"))

@@ -284,8 +284,9 @@ class PredictionLog:
         text = [f.name for f in schema if f.type == "string"]
         rows = 0
         try:
-            with self.fs.open(path, "wb") as fh, pq.ParquetWriter(fh, schema, use_dictionary=text, compression="lz4",
-                                                                  write_statistics=["ts"]) as writer:
+            with self.fs.open(path, "wb") as fh, pq.ParquetWriter(
+                    fh, schema, use_dictionary=text, compression="lz4", write_statistics=["ts"],
+                    write_batch_size=self.row_group_rows) as writer:
                 for table in tables:
                     for piece in table.to_batches(max_chunksize=self.row_group_rows):
                         writer.write_batch(piece, row_group_size=self.row_group_rows)
