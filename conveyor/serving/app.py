@@ -36,6 +36,8 @@ def create_app(service: ServingService, settings: Any, protocols: list[str] | No
 
     routes += [Route("/healthz", healthz, methods=["GET"]), Route("/readyz", readyz, methods=["GET"]),
                Route("/metrics", metrics, methods=["GET"])]
+    # The router tries routes in order: predictions (POST) first, each protocol's order kept.
+    routes.sort(key=lambda r: "POST" not in (r.methods or ()))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
