@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -43,8 +44,13 @@ _model: Any = None
 _version: str = ""
 
 
-def _init_worker(loader: ModelLoader) -> None:
+def _init_worker(loader: ModelLoader, environ: dict[str, str]) -> None:
+    """Load the model once per worker, in the caller's current environment (a forkserver started
+    earlier would otherwise hand workers the environment of that moment: stale credentials, endpoints)."""
     global _model, _version
+    for key in set(os.environ) - set(environ):
+        del os.environ[key]
+    os.environ.update(environ)
     _model, _version = loader()
 
 
@@ -214,7 +220,8 @@ def score_batch(load_model: ModelLoader, input_uri: str, output_uri: str, *, mod
     in_flight: dict[Future[tuple[int, int]], int] = {}
     bar: Any = _NoProgress()
     try:
-        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(load_model,)) as pool:
+        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
+                                 initargs=(load_model, dict(os.environ))) as pool:
             bar = _progress(progress, total_rows)
             for index, source in sources:
                 seen += 1

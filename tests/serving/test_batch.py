@@ -115,3 +115,33 @@ def test_cli_scores_with_a_registered_model(client, tmp_path: Path) -> None:
     assert summary["rows_scored"] == 3000 and summary["model_version"] == "reg:1"
     got = _read(tmp_path / "scored").sort_values("a")
     np.testing.assert_allclose(got["prediction"], model.predict(df[["a", "b"]]))
+
+
+class EnvModel:
+    """Predicts the value of CV_TEST_MARK in the worker's environment."""
+
+    def predict(self, X):
+        return np.full(len(X), float(os.environ.get("CV_TEST_MARK", "-1")))
+
+
+def env_loader() -> tuple[object, str]:
+    return EnvModel(), "env:1"
+
+
+def test_workers_see_the_callers_current_environment(tmp_path, monkeypatch) -> None:
+    import threading
+
+    _, pq_path, _ = _data(tmp_path, rows=300)
+    stop = threading.Event()
+    busy = threading.Thread(target=stop.wait, daemon=True)   # another thread: workers come from a forkserver
+    busy.start()
+    try:
+        for mark in ("1", "2"):                               # the forkserver outlives the first call
+            monkeypatch.setenv("CV_TEST_MARK", mark)
+            out = tmp_path / f"out{mark}"
+            score_batch(env_loader, str(pq_path), str(out), model_version=f"env:{mark}", workers=2,
+                        chunk_rows=100, progress=False)
+            scored = pq.ParquetDataset(out).read()
+            assert set(scored.column("prediction").to_pylist()) == {float(mark)}
+    finally:
+        stop.set()
