@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import os
 import logging
+import os
 import threading
 import time
 import uuid
@@ -26,15 +26,16 @@ log = logging.getLogger("conveyor.serving.prediction_log")
 
 @dataclass(slots=True)
 class _Entry:
+    """A request whose features are not one numeric matrix, or whose predictions are text."""
+
     request_id: str
     ts: float
-    endpoint: str
     model: str
     version: int
     shadow: bool
     latency_ms: float
     features: Any          # a serving Batch (columns built lazily) or a dict of column arrays
-    prediction: np.ndarray
+    prediction: np.ndarray  # one value per row
 
     def columns(self) -> dict[str, np.ndarray]:
         return self.features if isinstance(self.features, dict) else self.features.columns
@@ -147,20 +148,17 @@ class PredictionLog:
         on the first flush, holding the GIL while requests wait."""
         import io
 
-        import pyarrow.parquet as pq
-
         block = _Block(("x",), ("float64",), 1)
         block.add(np.zeros((1, 1)), np.zeros(1), "warm-up", time.time(), "-", 0, False, 0.0)
-        entry = _Entry("warm-up", time.time(), "-", "-", 0, False, 0.0, {"x": np.zeros(1)}, np.zeros(1))
-        for table in (block.table(), _to_table([entry])):
-            pq.write_table(table, io.BytesIO(), use_dictionary=["model"], compression="lz4", write_statistics=["ts"])
+        entry = _Entry("warm-up", time.time(), "-", 0, False, 0.0, {"x": np.zeros(1)}, np.zeros(1))
+        for table in (block.table(), *_entry_tables([entry])):
+            _encode(io.BytesIO(), table.schema, [table], 1)
 
     def record(self, *, request_id: str, ts: float, endpoint: str, model: str, version: int, shadow: bool,
                latency_ms: float, prediction: np.ndarray, batch: Any = None,
                columns: dict[str, np.ndarray] | None = None) -> None:
         """Buffer one request; features come as a serving ``batch`` or as ``columns``."""
-        prediction = np.asarray(prediction)
-        pred = prediction if prediction.ndim == 1 else _prediction_column(prediction)
+        pred = _prediction_column(prediction)
         n = len(pred)
         hour = int(ts // 3600)
         matrix = batch.matrix if batch is not None else None
@@ -181,8 +179,8 @@ class PredictionLog:
                     block.add(matrix, pred, request_id, ts, model, version, shadow, latency_ms)
                 else:
                     self._entries.setdefault((endpoint, hour), []).append(
-                        _Entry(request_id, ts, endpoint, model, version, shadow, latency_ms,
-                               batch if batch is not None else columns, prediction))
+                        _Entry(request_id, ts, model, version, shadow, latency_ms,
+                               batch if batch is not None else columns, pred))
                 self._rows += n
                 dropped = False
                 full = self._rows >= self.flush_rows
@@ -245,7 +243,7 @@ class PredictionLog:
                 self._recycle(block)
             for key, group in entries.items():
                 try:
-                    tables.setdefault(key, []).append(_to_table(group))
+                    tables.setdefault(key, []).extend(_entry_tables(group))
                 except Exception:
                     self._lost(sum(len(e.prediction) for e in group), "preparing")
             total = 0
@@ -277,21 +275,9 @@ class PredictionLog:
                    for schema, group in groups)
 
     def _write_file(self, path: str, schema: Any, tables: list[Any]) -> int:
-        import pyarrow.parquet as pq
-
-        # Dictionaries only for the repetitive text columns (on float features they cost ten times the
-        # rest of the encoding), statistics only for the time stamps that readers filter on.
-        text = [f.name for f in schema if f.type == "string"]
-        rows = 0
         try:
-            with self.fs.open(path, "wb") as fh, pq.ParquetWriter(
-                    fh, schema, use_dictionary=text, compression="lz4", write_statistics=["ts"],
-                    write_batch_size=self.row_group_rows) as writer:
-                for table in tables:
-                    for piece in table.to_batches(max_chunksize=self.row_group_rows):
-                        writer.write_batch(piece, row_group_size=self.row_group_rows)
-                        rows += piece.num_rows
-                        _give_way()
+            with self.fs.open(path, "wb") as fh:
+                rows = _encode(fh, schema, tables, self.row_group_rows)
         except BaseException:
             with contextlib.suppress(Exception):      # no half-written file for readers to trip on
                 self.fs.rm(path)
@@ -305,6 +291,26 @@ class PredictionLog:
         self._wake.set()
         self._thread.join(timeout=30)
         self.flush()
+
+
+def _encode(fh: Any, schema: Any, tables: list[Any], row_group_rows: int) -> int:
+    """Write ``tables`` as one Parquet file in row groups, giving the core back after each one.
+
+    Dictionaries only for the repetitive text columns (on float features they cost ten times the
+    rest of the encoding), statistics only for the time stamps that readers filter on.
+    """
+    import pyarrow.parquet as pq
+
+    text = [f.name for f in schema if f.type == "string"]
+    rows = 0
+    with pq.ParquetWriter(fh, schema, use_dictionary=text, compression="lz4", write_statistics=["ts"],
+                          write_batch_size=row_group_rows) as writer:
+        for table in tables:
+            for piece in table.to_batches(max_chunksize=row_group_rows):
+                writer.write_batch(piece, row_group_size=row_group_rows)
+                rows += piece.num_rows
+                _give_way()
+    return rows
 
 
 def _give_way() -> None:
@@ -353,38 +359,29 @@ def _request_columns(counts: np.ndarray, request_ids: list[str], ts: list[float]
     }
 
 
-def _to_table(items: list[_Entry]) -> Any:
-    """One Arrow table for many requests, built column-wise (one NumPy call per column, not per request)."""
+def _entry_tables(items: list[_Entry]) -> list[Any]:
+    """Arrow tables for requests of the general path, one per layout, built column-wise."""
     import pyarrow as pa
 
-    layouts: dict[tuple[Any, ...], list[tuple[_Entry, np.ndarray]]] = {}
+    layouts: dict[tuple[Any, ...], list[_Entry]] = {}
     for e in items:
-        pred = _prediction_column(e.prediction)
-        f = e.features
-        names = tuple(e.columns()) if isinstance(f, dict) or f.matrix is None else ("#matrix", f.names, f.dtypes)
-        layouts.setdefault((pred.dtype.kind in "iufb", names), []).append((e, pred))
+        layouts.setdefault((e.prediction.dtype.kind in "iufb", tuple(e.columns())), []).append(e)
     tables = []
-    for (numeric, layout), group in layouts.items():
-        counts = np.fromiter((len(p) for _, p in group), np.int64, len(group))
-        es = [e for e, _ in group]
-        cols = _request_columns(counts, [e.request_id for e in es], [e.ts for e in es], [e.model for e in es],
-                                [e.version for e in es], [e.shadow for e in es], [e.latency_ms for e in es])
-        pred = np.concatenate([p for _, p in group])
+    for (numeric, names), group in layouts.items():
+        counts = np.fromiter((len(e.prediction) for e in group), np.int64, len(group))
+        cols = _request_columns(counts, [e.request_id for e in group], [e.ts for e in group],
+                                [e.model for e in group], [e.version for e in group], [e.shadow for e in group],
+                                [e.latency_ms for e in group])
+        pred = np.concatenate([e.prediction for e in group])
         if numeric:
             cols["prediction"] = pa.array(pred.astype(np.float64))
         else:
             cols["prediction_text"] = pa.array(pred.astype(str))
-        if layout and isinstance(layout[0], str) and layout[0] == "#matrix":
-            first = es[0].features
-            m = np.vstack([e.features.matrix for e in es])
-            for j, (name, dtype) in enumerate(zip(first.names, first.dtypes, strict=True)):
-                cols[f"feature.{name}"] = pa.array(m[:, j] if dtype == "float64" else m[:, j].astype(dtype))
-        else:
-            for name in layout:
-                values = np.concatenate([e.columns()[name] for e in es])
-                cols[f"feature.{name}"] = pa.array(values if values.dtype.kind != "O" else values.astype(str))
+        for name in names:
+            values = np.concatenate([e.columns()[name] for e in group])
+            cols[f"feature.{name}"] = pa.array(values if values.dtype.kind != "O" else values.astype(str))
         tables.append(pa.table(cols))
-    return tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="default")
+    return tables
 
 
 def read_prediction_log(root: str, endpoint: str | None = None, since: dt.datetime | None = None,
@@ -403,8 +400,6 @@ def read_prediction_log(root: str, endpoint: str | None = None, since: dt.dateti
     folder = base.rstrip("/") + "/predictions"
     if endpoint:
         folder += f"/endpoint={endpoint}"
-    if not fs.exists(folder):
-        return pa.table({})
     files = [f for f in fs.find(folder) if f.endswith(".parquet") and _hour_in_window(f, since, until)]
     if not files:
         return pa.table({})
