@@ -149,13 +149,14 @@ def main() -> None:
     client.close()
 
     floor_port, fast_floor_port, conveyor_port = free_port(), free_port(), free_port()
+    def floor(app: str, port: int) -> dict:
+        return {"cmd": [str(bin_dir / "python"), "-m", "uvicorn", f"floor_app:{app}", "--host", "127.0.0.1",
+                        "--log-level", "warning", "--no-access-log", "--port", str(port)],
+                "port": port, "ready": "/docs", "path": "/invocations", "oip": False}
+
     servers = {
-        "floor": {"cmd": [str(bin_dir / "python"), "-m", "uvicorn", "floor_app:app", "--host", "127.0.0.1",
-                          "--log-level", "warning", "--no-access-log", "--port", str(floor_port)],
-                  "port": floor_port, "ready": "/docs", "path": "/invocations", "oip": False},
-        "floor-orjson": {"cmd": [str(bin_dir / "python"), "-m", "uvicorn", "floor_app:fast_app", "--host", "127.0.0.1",
-                                 "--log-level", "warning", "--no-access-log", "--port", str(fast_floor_port)],
-                         "port": fast_floor_port, "ready": "/docs", "path": "/invocations", "oip": False},
+        "floor": floor("app", floor_port),
+        "floor-orjson": floor("fast_app", fast_floor_port),
         "conveyor": {"cmd": [str(bin_dir / "conveyor"), "serve", "--host", "127.0.0.1", "--port", str(conveyor_port), *os.environ.get("CONVEYOR_FLAGS", "").split()],
                      "port": conveyor_port, "ready": "/readyz", "path": "/invocations", "oip": False,
                      "headers": {"Authorization": f"Bearer {key}"}},

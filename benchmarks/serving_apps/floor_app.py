@@ -19,11 +19,14 @@ with open(os.environ["BENCH_MODEL"], "rb") as fh:
 app = FastAPI()
 
 
-@app.post("/invocations")
-async def invocations(request: Request) -> Response:
-    body = await request.json()
+def answer(body: dict) -> Response:
     X = np.asarray(body["instances"], dtype=np.float64)
     return Response(orjson.dumps({"predictions": model.predict(X).tolist()}), media_type="application/json")
+
+
+@app.post("/invocations")
+async def invocations(request: Request) -> Response:
+    return answer(await request.json())
 
 
 fast_app = FastAPI()
@@ -31,6 +34,4 @@ fast_app = FastAPI()
 
 @fast_app.post("/invocations")
 async def fast_invocations(request: Request) -> Response:
-    body = orjson.loads(await request.body())
-    X = np.asarray(body["instances"], dtype=np.float64)
-    return Response(orjson.dumps({"predictions": model.predict(X).tolist()}), media_type="application/json")
+    return answer(orjson.loads(await request.body()))

@@ -165,3 +165,19 @@ def test_alias_move_and_new_key_reach_a_running_server(client, run_server) -> No
     while ask({"Authorization": f"Bearer {key}"}).status_code == 200:
         assert time.monotonic() < deadline, "the revoked key still works"
         time.sleep(0.1)
+
+
+def test_the_prediction_log_can_be_switched_off(client, run_server) -> None:
+    from sklearn.dummy import DummyRegressor
+
+    from conveyor.serving.prediction_log import read_prediction_log
+    from tests.serving.conftest import Running
+
+    X = np.zeros((5, 1))
+    client.registry.register("d", DummyRegressor().fit(X, X[:, 0]), data=X)
+    client.metadata.endpoints.create("d", {"routes": [{"model": "d:1", "weight": 100}]}, "t")
+    root = client.settings.artifact_root
+    for logged in (False, True):
+        with Running(build_app(client.settings, access_log=False, prediction_log=logged)) as server:
+            assert httpx.post(f"{server.url}/invocations", json={"instances": [[0.0]]}).status_code == 200
+        assert read_prediction_log(root, "d").num_rows == (1 if logged else 0)

@@ -123,7 +123,8 @@ def test_prediction_log_writes_and_reads_parquet_on_s3(bucket: str) -> None:
     table = read_prediction_log(root, "churn")
     assert table.num_rows == 60 and sorted(set(table.column("hour").to_pylist())) == [10, 11]
     window = read_prediction_log(root, "churn", since=dt.datetime(2026, 3, 1, 11), until=dt.datetime(2026, 3, 1, 12))
-    assert sorted(set(window.column("request_id").to_pylist()), key=lambda r: int(r[1:]))[0] == "r23"
+    # requests every 2 minutes from 10:15: r23 (11:01) … r29 (11:13) fall in [11:00, 12:00), two rows each
+    assert sorted(window.column("request_id").to_pylist()) == sorted([f"r{i}" for i in range(23, 30)] * 2)
 
 
 def test_batch_scoring_streams_s3_to_s3_and_resumes(bucket: str, tmp_path: Path) -> None:
