@@ -136,7 +136,7 @@ class Agent:
                 continue
             try:
                 fs, prefix = fsspec.core.url_to_fs(trig.on_value)
-                found = fs.find(prefix) if fs.exists(prefix) else []
+                found = fs.find(prefix)                     # a missing prefix lists as empty
             except Exception:
                 log.exception("listing %s for trigger %s failed", trig.on_value, trig.name)
                 continue
