@@ -44,8 +44,11 @@ def list_runs(
 
 
 @app.command("show")
-def show(run_id: str, as_json: JsonOpt = False) -> None:
+def show(run_id: str, as_json: JsonOpt = False,
+         explain_cache: Annotated[bool, typer.Option("--explain-cache", help="Say why each step that ran "
+                                                     "missed the cache.")] = False) -> None:
     """Show one run: parameters, environment, events, steps, metrics and outputs."""
+    from conveyor.cli.cache_reasons import annotate, print_reasons
     from conveyor.cli.live import run_summary
 
     client = _client()
@@ -55,7 +58,7 @@ def show(run_id: str, as_json: JsonOpt = False) -> None:
         data["events"] = [{"at": at, "kind": kind, "detail": detail} for at, kind, detail in client.metadata.runs.events(run.id)]
         data["outputs"] = [{"step": s, "name": n, "artifact": a.id, "type": a.type_name, "size": a.size}
                            for s, n, a in client.metadata.artifacts.for_run(run.id)]
-        print_json(data)
+        print_json(annotate(data, client, run.id))
         return
     c = console()
     rec = run.record
@@ -69,6 +72,8 @@ def show(run_id: str, as_json: JsonOpt = False) -> None:
     events = client.metadata.runs.events(rec.id)
     c.print("  history: " + " → ".join(f"{kind} {when(at)[11:]}" for at, kind, _ in events))
     run_summary(c, run)
+    if explain_cache or any(s.status in ("succeeded", "failed") and not s.cache_hit for s in run.steps.values()):
+        print_reasons(c, client, rec.id)
     outs = client.metadata.artifacts.for_run(rec.id)
     if outs:
         from rich.table import Table

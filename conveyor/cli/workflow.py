@@ -27,7 +27,7 @@ def init() -> None:
 
 
 def execute(ref_or_pipeline: object, params: dict[str, object], *, no_cache: bool, executor: str | None,
-            as_json: bool, from_text: bool = True, title: str | None = None) -> object:
+            as_json: bool, from_text: bool = True, title: str | None = None, explain_cache: bool = False) -> object:
     """Run a pipeline with a live view and a summary; shared by ``run`` and ``quickstart``."""
     from conveyor.cli.live import LiveSteps, run_summary
     from conveyor.errors import StepFailed
@@ -46,10 +46,14 @@ def execute(ref_or_pipeline: object, params: dict[str, object], *, no_cache: boo
         except StepFailed as exc:
             failure = exc
             run = exc.run  # type: ignore[attr-defined]
+    from conveyor.cli.cache_reasons import annotate, print_reasons
+
     if as_json:
-        print_json(run.to_dict())
+        print_json(annotate(run.to_dict(), client, run.id))
     else:
         run_summary(c, run)
+        if explain_cache:
+            print_reasons(c, client, run.id)
     if failure is not None:
         raise failure
     return run
@@ -61,9 +65,12 @@ def run(
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Run every step even if a cached result exists.")] = False,
     executor: Annotated[Optional[str], typer.Option(help="thread (default), process or ray.")] = None,  # noqa: UP007
     as_json: Annotated[bool, typer.Option("--json", help="Print the finished run as JSON.")] = False,
+    explain_cache: Annotated[bool, typer.Option("--explain-cache", help="After the run, say why each step that "
+                                                "ran missed the cache.")] = False,
 ) -> None:
     """Run a pipeline, showing each step's state live."""
-    execute(target, parse_params(param), no_cache=no_cache, executor=executor, as_json=as_json)
+    execute(target, parse_params(param), no_cache=no_cache, executor=executor, as_json=as_json,
+            explain_cache=explain_cache)
 
 
 def _closed_loop(c: Any) -> None:

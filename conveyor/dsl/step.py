@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import copy
 import difflib
 import functools
 import hashlib
@@ -42,6 +43,9 @@ class StepSpec:
     qualname: str = ""
     source_file: str | None = None
     parameters: tuple[str, ...] = field(default=())
+    cache_version: str = ""
+    cache_files: tuple[str, ...] = ()
+    cache_key: Callable[..., Any] | None = None
 
     @property
     def multiple_outputs(self) -> bool:
@@ -52,20 +56,29 @@ class StepSpec:
         return min(self.backoff_max, self.backoff * (2 ** (attempt - 1)))
 
 
+def normalised_source(tree: ast.AST) -> str:
+    """A canonical text of parsed code: no comments, docstrings, decorators or formatting.
+
+    The top-level function's name is dropped too (a step's name enters the cache key on its own);
+    the result is what cache keys hash, so two spellings of the same code give the same text.
+    """
+    tree = copy.deepcopy(tree)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef | ast.Module):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+                    and isinstance(body[0].value.value, str):
+                node.body = body[1:] or [ast.Pass()]
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node in getattr(tree, "body", ())[:1]:
+            node.decorator_list = []
+            node.name = "_"
+    return ast.dump(tree, annotate_fields=False)
+
+
 def normalised_source_hash(fn: Callable[..., Any]) -> str:
-    """Hash the function's code, ignoring decorators, comments, docstrings and formatting."""
+    """Hash the function's own code, ignoring decorators, comments, docstrings and formatting."""
     try:
-        source = textwrap.dedent(inspect.getsource(fn))
-        tree = ast.parse(source)
-        func = tree.body[0]
-        if isinstance(func, ast.FunctionDef | ast.AsyncFunctionDef):
-            func.decorator_list = []
-            func.name = "_"   # the step name enters the cache key on its own
-            body = func.body
-            if body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant) \
-                    and isinstance(body[0].value.value, str) and len(body) > 1:
-                func.body = body[1:]
-        text = ast.dump(tree, annotate_fields=False)
+        text = normalised_source(ast.parse(textwrap.dedent(inspect.getsource(fn))))
     except (OSError, TypeError, SyntaxError, IndexError):
         code = getattr(fn, "__code__", None)
         text = repr((code.co_code, code.co_consts)) if code else repr(fn)
@@ -208,18 +221,25 @@ def step(fn: Callable[..., Any], /) -> Step: ...
 def step(*, name: str | None = ..., retries: int = ..., retry_on: Sequence[type[BaseException]] | type[BaseException] = ...,
          backoff: float = ..., cache: bool = ..., timeout: float | None = ..., cpus: float | None = ...,
          memory: str | None = ..., gpus: int | None = ..., tags: Sequence[str] = ...,
-         outputs: Sequence[str] | None = ...) -> Callable[[Callable[..., Any]], Step]: ...
+         outputs: Sequence[str] | None = ..., cache_version: str | int = ..., cache_files: Sequence[str] = ...,
+         cache_key: Callable[..., Any] | None = ...) -> Callable[[Callable[..., Any]], Step]: ...
 
 
 def step(fn: Callable[..., Any] | None = None, /, *, name: str | None = None, retries: int = 0,
          retry_on: Sequence[type[BaseException]] | type[BaseException] = (Exception,), backoff: float = 0.5,
          cache: bool = True, timeout: float | None = None, cpus: float | None = None,
          memory: str | None = None, gpus: int | None = None, tags: Sequence[str] = (),
-         outputs: Sequence[str] | None = None) -> Any:
+         outputs: Sequence[str] | None = None, cache_version: str | int = "", cache_files: Sequence[str] = (),
+         cache_key: Callable[..., Any] | None = None) -> Any:
     """Declare a step.
 
     ``retries`` extra attempts with exponential backoff (``backoff`` seconds, doubling) for
-    exceptions in ``retry_on``; ``cache`` reuses outputs of an identical earlier call;
+    exceptions in ``retry_on``; ``cache`` reuses outputs of an identical earlier call
+    (``cache=False``: never, for steps with side effects); what the cache cannot see can be
+    declared: ``cache_version`` (bump it to invalidate), ``cache_files`` (glob patterns, relative
+    to the file defining the step, whose contents enter the key) and ``cache_key`` (a callable
+    taking the step's arguments and returning a JSON-able fingerprint of the outside world the
+    step reads, e.g. a file's hash or a time window's resolved bounds);
     ``timeout`` seconds per attempt; ``cpus``/``memory``/``gpus`` are hints for executors and
     exports; ``outputs`` names several outputs (the function returns a tuple or a dict).
     """
@@ -234,6 +254,14 @@ def step(fn: Callable[..., Any] | None = None, /, *, name: str | None = None, re
         for k in kinds:
             if not (isinstance(k, type) and issubclass(k, BaseException)):
                 raise PipelineDefinitionError(f"Step '{f.__name__}': retry_on takes exception classes, got {k!r}.")
+        if cache_key is not None and not callable(cache_key):
+            raise PipelineDefinitionError(
+                f"Step '{f.__name__}': cache_key takes a function of the step's arguments returning a JSON-able "
+                f"fingerprint, got {cache_key!r}.")
+        files = (cache_files,) if isinstance(cache_files, str) else tuple(cache_files)
+        if not all(isinstance(g, str) and g for g in files):
+            raise PipelineDefinitionError(
+                f"Step '{f.__name__}': cache_files takes glob patterns such as ['data/*.csv'], got {cache_files!r}.")
         outs = tuple(outputs) if outputs else (DEFAULT_OUTPUT,)
         if len(set(outs)) != len(outs):
             raise PipelineDefinitionError(f"Step '{f.__name__}': output names repeat: {outs}.")
@@ -246,7 +274,8 @@ def step(fn: Callable[..., Any] | None = None, /, *, name: str | None = None, re
             cache=cache, timeout=timeout, cpus=cpus, memory=memory, gpus=gpus, tags=tuple(tags),
             outputs=outs, code_hash=normalised_source_hash(f), module=f.__module__,
             qualname=f.__qualname__, source_file=source_file,
-            parameters=tuple(inspect.signature(f).parameters),
+            parameters=tuple(inspect.signature(f).parameters), cache_version=str(cache_version),
+            cache_files=files, cache_key=cache_key,
         )
         return Step(spec)
 

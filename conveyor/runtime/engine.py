@@ -10,7 +10,7 @@ from typing import Any
 
 from conveyor.dsl.graph import Const, Expr, Graph, ListOf, Node, Ref
 from conveyor.errors import RunCancelled
-from conveyor.runtime.cache import compute_cache_key
+from conveyor.runtime.cache import KeyParts, key_parts, parts_key
 from conveyor.runtime.slots import MISSING, Slot, const_fingerprint, json_param, stored_from_record
 from conveyor.runtime.worker import FromStore, FunctionRef, StepResult, StepTask
 from conveyor.store.metadata import NewArtifact, StepOutcome
@@ -32,6 +32,7 @@ class _Call:
     map_index: int | None = None
     cache_key: str = ""
     step_run_id: str = ""
+    parts: KeyParts | None = None
 
 
 @dataclass
@@ -154,9 +155,24 @@ class Engine:
         for key, expr in inputs.items():
             call.args[key], call.fingerprints[key] = self._argument(call, key, expr, None)
         spec = node.spec
-        call.cache_key = compute_cache_key(step=spec.name, code_hash=spec.code_hash, inputs=call.fingerprints,
-                                           outputs=spec.outputs)
+        uncached = None if spec.cache and self._cache else ("step" if not spec.cache else "run")
+        params = {k for k, e in inputs.items() if isinstance(e, Const)}
+        call.parts = key_parts(spec, call.fingerprints, params, lambda: self._resolved(call.args), uncached)
+        call.cache_key = parts_key(spec.name, call.parts)
         return call
+
+    def _resolved(self, args: Any) -> Any:
+        """Argument values as the function will see them (for a step's ``cache_key`` callable)."""
+        if isinstance(args, FromStore):
+            value = self.artifacts.get(args.stored)
+            for p in args.path:
+                value = value[p]
+            return value
+        if isinstance(args, dict):
+            return {k: self._resolved(v) for k, v in args.items()}
+        if isinstance(args, list):
+            return [self._resolved(v) for v in args]
+        return args
 
     def _argument(self, call: _Call, key: str, expr: Any, pos: int | None) -> tuple[Any, Any]:
         if isinstance(expr, Slot):   # one element of a mapped upstream
@@ -225,7 +241,8 @@ class Engine:
             StepOutcome(status="cached", attempts=0, cache_hit=True, cached_from=record.id,
                         reused_outputs=[(n, outputs[n].id) for n in spec.outputs], inputs=call.inputs,
                         params=call.params),
-            cache_key=call.cache_key, code_hash=spec.code_hash, map_index=call.map_index)
+            cache_key=call.cache_key, code_hash=spec.code_hash, map_index=call.map_index,
+            cache_parts=call.parts.to_json() if call.parts else None)
         self._adopt(call, outputs, "cached")
         return True
 
@@ -241,7 +258,8 @@ class Engine:
     def _submit(self, call: _Call) -> Future[StepResult]:
         spec = call.node.spec
         call.step_run_id = self.metadata.steps.start(self._run_id, call.name, spec.name, cache_key=call.cache_key,
-                                                     code_hash=spec.code_hash, map_index=call.map_index)
+                                                     code_hash=spec.code_hash, map_index=call.map_index,
+                                                     cache_parts=call.parts.to_json() if call.parts else None)
         in_process = self.executor.in_process
         task = StepTask(
             run_id=self._run_id, step_run_id=call.step_run_id, node_name=call.name, step_name=spec.name,

@@ -64,13 +64,14 @@ class Steps(Repository):
     """Reads and writes step runs."""
 
     def start(self, run_id: str, name: str, step: str, *, cache_key: str | None, code_hash: str | None,
-              map_index: int | None = None) -> str:
+              map_index: int | None = None, cache_parts: dict[str, Any] | None = None) -> str:
         """Insert a step run in state ``running``."""
         sid = new_id()
         with self.write() as conn:
             conn.execute(insert(t.step_runs).values(
                 id=sid, run_id=run_id, name=name, step=step, map_index=map_index, status="running", attempts=0,
-                cache_key=cache_key, cache_hit=False, code_hash=code_hash, started_at=now()))
+                cache_key=cache_key, cache_hit=False, code_hash=code_hash, cache_parts=cache_parts,
+                started_at=now()))
         return sid
 
     def finish(self, step_run_id: str, run_id: str, outcome: StepOutcome) -> None:
@@ -118,14 +119,15 @@ class Steps(Repository):
                                                   direction="output", name=a.name, position=None) for a in artifacts])
 
     def record(self, run_id: str, name: str, step: str, outcome: StepOutcome, *, cache_key: str | None = None,
-               code_hash: str | None = None, map_index: int | None = None) -> str:
+               code_hash: str | None = None, map_index: int | None = None,
+               cache_parts: dict[str, Any] | None = None) -> str:
         """Insert a step run that never ran (cached, skipped) with its outcome, in one transaction."""
         sid = new_id()
         ts = now()
         with self.write() as conn:
             conn.execute(insert(t.step_runs).values(
                 id=sid, run_id=run_id, name=name, step=step, map_index=map_index, status="pending", attempts=0,
-                cache_key=cache_key, cache_hit=False, code_hash=code_hash, started_at=ts))
+                cache_key=cache_key, cache_hit=False, code_hash=code_hash, cache_parts=cache_parts, started_at=ts))
         self.finish(sid, run_id, outcome)
         return sid
 
@@ -142,6 +144,23 @@ class Steps(Repository):
                 select(t.lineage.c.name, t.artifacts).join(t.artifacts, t.artifacts.c.id == t.lineage.c.artifact_id)
                 .where(t.lineage.c.step_run_id == row.id, t.lineage.c.direction == "output")).all()
         return _step(row), {o.name: artifact_record(o) for o in outs}
+
+    def cache_parts(self, step_run_id: str) -> dict[str, Any] | None:
+        """The stored components of a step run's cache key (``None`` for runs recorded before they existed)."""
+        with self.read() as conn:
+            return conn.execute(select(t.step_runs.c.cache_parts).where(t.step_runs.c.id == step_run_id)).scalar()
+
+    def previous_call(self, pipeline: str | None, name: str, *, before: float,
+                      exclude: str) -> tuple[dict[str, Any] | None, str] | None:
+        """The key components and status of the latest earlier call of node ``name`` in ``pipeline``."""
+        q = (select(t.step_runs.c.cache_parts, t.step_runs.c.status)
+             .join(t.runs, t.runs.c.id == t.step_runs.c.run_id)
+             .where(t.runs.c.pipeline_name == pipeline, t.step_runs.c.name == name, t.step_runs.c.id != exclude,
+                    t.step_runs.c.started_at <= before, t.step_runs.c.cache_key.isnot(None))
+             .order_by(t.step_runs.c.started_at.desc()).limit(1))
+        with self.read() as conn:
+            row = conn.execute(q).first()
+        return None if row is None else (row.cache_parts, row.status)
 
     def for_run(self, run_id: str) -> list[StepRunRecord]:
         with self.read() as conn:

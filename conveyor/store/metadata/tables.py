@@ -71,6 +71,7 @@ step_runs = Table(
     Column("cache_hit", Boolean, nullable=False, default=False),
     Column("cached_from", String(32)),
     Column("code_hash", String(64)),
+    Column("cache_parts", JSON),                          # the key's components, to explain a later miss
     Column("error", Text),
     Column("traceback", Text),
     Column("logs", Text),

@@ -1,0 +1,486 @@
+"""The code a step reaches: which of the user's functions, classes and constants its cache key covers.
+
+The rule, applied at run time to the step's function object:
+
+* start from the step's function; hash its normalised source (comments, docstrings, decorators
+  and formatting ignored);
+* for every name it uses, resolve the name the way Python will when the step runs: the
+  function's closure cells, then its module globals (names imported inside the function body
+  are resolved too); attribute chains on modules (``helpers.clean``, ``pkg.sub.CONST``) are
+  followed through modules to the object they name; default arguments and the functions wrapped
+  by decorators (``__wrapped__``, ``functools.partial``) count as used;
+* an object that belongs to the user's own code is hashed and followed in turn: functions,
+  classes (their whole source, so every method; their bases by name), module-level constants
+  (canonical content of plain data, else a hash of their pickled state), whole modules used as a
+  value;
+* the user's own code is every file that is not part of the Python installation (stdlib,
+  ``site-packages``/``dist-packages``, the interpreter's prefixes) and not part of Conveyor.
+  Everything else (numpy, scikit-learn, the stdlib) is covered by the package versions recorded
+  in the run's environment and is not followed.
+
+Each object is visited once, so mutual recursion terminates. What cannot be analysed is never
+skipped silently: a function without source is hashed by its bytecode, a value that cannot be
+fingerprinted is keyed by its type, and each such case is logged as a warning naming the step
+and the object. The result is computed once per function object and kept, so the engine pays
+the analysis once per process.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import hashlib
+import importlib.util
+import inspect
+import logging
+import pickle
+import site
+import sys
+import sysconfig
+import textwrap
+import threading
+import types
+import weakref
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from conveyor.dsl.step import normalised_source
+
+log = logging.getLogger("conveyor.cache")
+
+_CONVEYOR_DIR = Path(__file__).resolve().parents[1]
+_PLAIN = (type(None), bool, int, float, complex, str, bytes)
+_IMPORT, _FROM = "<import>", "<from>"
+_IMPORT_MARKERS = (_IMPORT, _FROM)
+
+
+@dataclass(frozen=True, slots=True)
+class CodeFingerprint:
+    """The hashes of everything a step's function reaches, by a readable name (``helpers.clean``)."""
+
+    parts: Mapping[str, str]
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def digest(self) -> str:
+        """One hash over all parts; what the cache key sees."""
+        text = "\n".join(f"{k}={v}" for k, v in sorted(self.parts.items()))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+_MEMO: weakref.WeakKeyDictionary[Any, CodeFingerprint] = weakref.WeakKeyDictionary()
+_LOCK = threading.Lock()
+
+
+def reached_code(fn: Callable[..., Any], *, step: str = "") -> CodeFingerprint:
+    """The fingerprint of ``fn`` and the user's code it reaches (memoised per function object)."""
+    try:
+        hit = _MEMO.get(fn)
+    except TypeError:      # not weak-referenceable: analyse every time
+        hit = None
+    if hit is not None:
+        return hit
+    walker = _Walker(step or getattr(fn, "__name__", repr(fn)))
+    walker.visit(fn, _display_name(fn))
+    result = CodeFingerprint(parts=dict(walker.parts), warnings=tuple(walker.warnings))
+    for w in result.warnings:
+        log.warning("%s", w)
+    with _LOCK:
+        try:
+            _MEMO[fn] = result
+        except TypeError:
+            pass
+    return result
+
+
+# --- what counts as the user's code -------------------------------------------------------------
+
+@functools.cache
+def _installation_roots() -> tuple[str, ...]:
+    roots: set[str] = set()
+    for key in ("stdlib", "platstdlib", "purelib", "platlib"):
+        p = sysconfig.get_paths().get(key)
+        if p:
+            roots.add(str(Path(p).resolve()))
+    for p in [*getattr(site, "getsitepackages", lambda: [])(), site.getusersitepackages()]:
+        roots.add(str(Path(p).resolve()))
+    roots.add(str(_CONVEYOR_DIR))
+    return tuple(sorted(roots))
+
+
+@functools.lru_cache(maxsize=4096)
+def is_user_file(filename: str | None) -> bool:
+    """True when ``filename`` is part of the user's project (not the stdlib, an installed package or Conveyor)."""
+    if not filename or filename.startswith("<"):
+        return False
+    path = Path(filename).resolve()
+    if {"site-packages", "dist-packages"} & set(path.parts):
+        return False
+    text = str(path)
+    return not any(text == root or text.startswith(root + "/") for root in _installation_roots())
+
+
+def _module_is_user(module: types.ModuleType | None) -> bool:
+    if module is None:
+        return False
+    if module.__name__ == "__main__":
+        return True
+    return is_user_file(getattr(module, "__file__", None))
+
+
+def _is_user_function(fn: types.FunctionType) -> bool:
+    filename = fn.__code__.co_filename
+    if filename.startswith("<"):   # exec'd or interactive code: decide by the module it lives in
+        return _module_is_user(sys.modules.get(fn.__module__ or ""))
+    return is_user_file(filename)
+
+
+def _is_user_class(cls: type) -> bool:
+    return _module_is_user(sys.modules.get(cls.__module__))
+
+
+def _module_label(name: str) -> str:
+    # files loaded by `conveyor run FILE.py:p` get a synthetic module name; show the file's stem
+    if name.startswith("conveyor_user_"):
+        return name[len("conveyor_user_"):].rsplit("_", 1)[0]
+    return name
+
+
+def _display_name(obj: Any) -> str:
+    module = getattr(obj, "__module__", None) or ""
+    qual = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", None) or type(obj).__name__
+    return f"{_module_label(module)}.{qual}" if module else str(qual)
+
+
+# --- the walk -----------------------------------------------------------------------------------
+
+@dataclass(slots=True)
+class _Walker:
+    step: str
+    parts: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    seen: dict[int, Any] = field(default_factory=dict)   # id -> object, kept alive so ids stay unique
+
+    def warn(self, what: str) -> None:
+        self.warnings.append(f"Cache key of step '{self.step}': {what}. If that changes results, declare "
+                             "@step(cache_version=...) or @step(cache_key=...) so the cache sees it.")
+
+    def visit(self, obj: Any, name: str) -> None:
+        """Hash ``obj`` if it is the user's code, and follow what it uses."""
+        obj = _unwrap(obj)
+        if id(obj) in self.seen:
+            return
+        self.seen[id(obj)] = obj
+        if isinstance(obj, functools.partial):
+            self.visit(obj.func, name)
+            for i, a in enumerate(obj.args):
+                self.value(a, f"{name}.args[{i}]")
+            for k, a in obj.keywords.items():
+                self.value(a, f"{name}.{k}")
+        elif isinstance(obj, types.FunctionType):
+            if _is_user_function(obj):
+                self.function(obj, _display_name(obj))
+        elif isinstance(obj, type):
+            if _is_user_class(obj):
+                self.klass(obj, _display_name(obj))
+        elif isinstance(obj, types.ModuleType):
+            if _module_is_user(obj):
+                self.module(obj)
+        else:
+            self.value(obj, name)
+
+    # functions ------------------------------------------------------------------------------
+
+    def function(self, fn: types.FunctionType, name: str) -> None:
+        tree = _parse(fn)
+        if tree is None:
+            self.warn(f"the source of {name} cannot be read; its bytecode is hashed instead")
+            self.parts[name] = _bytecode_hash(fn.__code__)
+            refs: Iterator[tuple[str, ...]] = ((n,) for n in _code_names(fn.__code__))
+        else:
+            self.parts[name] = _hash_text(normalised_source(tree))
+            refs = _references(tree)
+        scope = _Scope(fn.__globals__, _closure(fn), fn.__globals__.get("__package__"))
+        self.follow(scope, refs)
+        for default in (*(fn.__defaults__ or ()), *(fn.__kwdefaults__ or {}).values()):
+            if callable(default) or isinstance(default, types.ModuleType):
+                self.visit(default, _display_name(default))
+        wrapped = getattr(fn, "__wrapped__", None)
+        if wrapped is not None:
+            self.visit(wrapped, _display_name(wrapped))
+
+    def klass(self, cls: type, name: str) -> None:
+        try:
+            source = textwrap.dedent(inspect.getsource(cls))
+            tree = ast.parse(source)
+        except (OSError, TypeError, SyntaxError):
+            self.warn(f"the source of class {name} cannot be read; its methods' bytecode is hashed instead")
+            h = hashlib.sha256()
+            for key, member in sorted(vars(cls).items()):
+                member = _unwrap(member)
+                if isinstance(member, types.FunctionType):
+                    h.update(f"{key}:{_bytecode_hash(member.__code__)}".encode())
+                    self.visit(member, f"{name}.{key}")
+            self.parts[name] = h.hexdigest()
+            return
+        self.parts[name] = _hash_text(normalised_source(tree))
+        module = sys.modules.get(cls.__module__)
+        scope = _Scope(vars(module) if module else {}, {}, getattr(module, "__package__", None))
+        self.follow(scope, _references(tree))
+
+    def module(self, module: types.ModuleType) -> None:
+        """A user module used as a value: hash all of it and follow everything it defines."""
+        label = _module_label(module.__name__)
+        try:
+            tree = ast.parse(Path(module.__file__ or "").read_text())
+            self.parts[f"{label} (whole module)"] = _hash_text(normalised_source(tree))
+        except (OSError, SyntaxError, ValueError):
+            self.warn(f"the source of module {label} cannot be read")
+            self.parts[f"{label} (whole module)"] = _hash_text(repr(sorted(vars(module))))
+        for key, member in list(vars(module).items()):
+            if key.startswith("__"):
+                continue
+            if getattr(member, "__module__", None) == module.__name__:
+                self.visit(member, f"{label}.{key}")
+
+    # names ----------------------------------------------------------------------------------
+
+    def follow(self, scope: _Scope, refs: Iterator[tuple[str, ...]]) -> None:
+        """Resolve every reference; imports inside the body first, since they bind names."""
+        chains = list(refs)
+        for chain in chains:
+            if chain[0] in _IMPORT_MARKERS:
+                self.local_import(scope, chain)
+        for chain in chains:
+            if chain[0] not in _IMPORT_MARKERS:
+                self.reference(scope, chain)
+
+    def local_import(self, scope: _Scope, chain: tuple[str, ...]) -> None:
+        """An import inside a function body: bind the name to the loaded module, or hash the file."""
+        found, obj, label = _resolve_import(chain, scope.package)
+        if found:
+            if chain[0] == _IMPORT:
+                top = chain[1].split(".")[0]
+                scope.local_imports[top] = sys.modules.get(top, obj)
+            else:
+                scope.local_imports[chain[2]] = obj
+                self.visit(obj, label)
+            return
+        modname = chain[1] if chain[0] == _IMPORT else label.rsplit(".", 1)[0]
+        origin = _origin(modname, scope.package)
+        if origin and is_user_file(origin):
+            key = f"{_module_label(modname)} (whole module)"
+            try:
+                self.parts[key] = _hash_text(normalised_source(ast.parse(Path(origin).read_text())))
+            except (OSError, SyntaxError, ValueError):
+                self.warn(f"module {modname}, imported inside a function, cannot be read")
+                self.parts[key] = _hash_text(origin)
+
+    def reference(self, scope: _Scope, chain: tuple[str, ...]) -> None:
+        """Resolve ``a.b.c`` through modules to the object it names, and visit that object."""
+        found, obj = scope.lookup(chain[0])
+        if not found:
+            return         # a local variable, a builtin, or a name made at run time
+        label = chain[0]
+        for attr in chain[1:]:
+            if not isinstance(obj, types.ModuleType) or not hasattr(obj, attr):
+                break
+            obj = getattr(obj, attr)
+            label = f"{label}.{attr}"
+        if isinstance(obj, types.ModuleType):
+            if len(chain) == 1 or not hasattr(obj, chain[-1]):
+                self.visit(obj, label)   # a module passed around whole, or an attribute made at run time
+            return
+        if isinstance(obj, types.FunctionType | type | functools.partial) or _unwrap(obj) is not obj:
+            self.visit(obj, label)
+            return
+        if isinstance(obj, types.BuiltinFunctionType | types.MethodType | types.MethodWrapperType):
+            return
+        self.value(obj, _owner_label(scope, chain[0], label))
+
+    def value(self, obj: Any, name: str) -> None:
+        """A constant: hash its content; follow the functions and classes it holds."""
+        if name in self.parts:
+            return
+        self.seen.setdefault(id(obj), obj)
+        try:
+            text = self.canonical(obj, depth=0)
+        except _Opaque as why:
+            self.warn(f"the value of {name} ({type(obj).__module__}.{type(obj).__qualname__}) cannot be "
+                       f"fingerprinted ({why}); only its type is part of the key")
+            text = f"<{type(obj).__module__}.{type(obj).__qualname__}>"
+        self.parts[name] = _hash_text(text)
+
+    def canonical(self, obj: Any, depth: int) -> str:
+        if depth > 50:
+            raise _Opaque("nested too deeply")
+        if isinstance(obj, _PLAIN):
+            return repr(obj)
+        if isinstance(obj, list | tuple):
+            return type(obj).__name__ + "(" + ",".join(self.canonical(v, depth + 1) for v in obj) + ")"
+        if isinstance(obj, set | frozenset):
+            return type(obj).__name__ + "(" + ",".join(sorted(self.canonical(v, depth + 1) for v in obj)) + ")"
+        if isinstance(obj, dict):
+            items = sorted((self.canonical(k, depth + 1), self.canonical(v, depth + 1)) for k, v in obj.items())
+            return "dict(" + ",".join(f"{k}:{v}" for k, v in items) + ")"
+        if isinstance(obj, types.FunctionType | type | types.ModuleType | functools.partial):
+            self.visit(obj, _display_name(obj))
+            return f"<ref {_display_name(obj)}>"
+        cls = type(obj)
+        if _is_user_class(cls):
+            self.visit(cls, _display_name(cls))
+            state = getattr(obj, "__dict__", None)
+            if state is not None:
+                return f"{_display_name(cls)}{self.canonical(dict(state), depth + 1)}"
+        try:
+            return f"{cls.__module__}.{cls.__qualname__}:" + hashlib.sha256(
+                pickle.dumps(obj, protocol=4)).hexdigest()
+        except Exception as exc:  # any object may refuse pickling in its own way
+            raise _Opaque(f"{type(exc).__name__}: {exc}") from None
+
+
+class _Opaque(Exception):
+    """A value whose content cannot be fingerprinted."""
+
+
+@dataclass(slots=True)
+class _Scope:
+    globals: Mapping[str, Any]
+    closure: Mapping[str, Any]
+    package: str | None
+    local_imports: dict[str, Any] = field(default_factory=dict)
+
+    def lookup(self, name: str) -> tuple[bool, Any]:
+        for space in (self.local_imports, self.closure, self.globals):
+            if name in space:
+                return True, space[name]
+        return False, None
+
+
+def _owner_label(scope: _Scope, name: str, label: str) -> str:
+    if name in scope.closure:
+        return f"{label} (closure)"
+    return f"{_module_label(str(scope.globals.get('__name__', '')))}.{label}"
+
+
+# --- helpers of the walk ------------------------------------------------------------------------
+
+def _unwrap(obj: Any) -> Any:
+    from conveyor.dsl.step import Step
+
+    while True:
+        if isinstance(obj, Step):
+            obj = obj.spec.fn
+        elif isinstance(obj, staticmethod | classmethod):
+            obj = obj.__func__
+        elif isinstance(obj, types.MethodType):
+            obj = obj.__func__
+        elif isinstance(obj, property) and obj.fget is not None:
+            obj = obj.fget
+        else:
+            return obj
+
+
+def _closure(fn: types.FunctionType) -> dict[str, Any]:
+    cells = fn.__closure__ or ()
+    out: dict[str, Any] = {}
+    for name, cell in zip(fn.__code__.co_freevars, cells, strict=False):
+        try:
+            out[name] = cell.cell_contents
+        except ValueError:   # an empty cell: the variable is assigned later
+            continue
+    return out
+
+
+def _parse(fn: types.FunctionType) -> ast.AST | None:
+    if fn.__name__ == "<lambda>":
+        return None        # getsource returns the whole line around a lambda; bytecode is exact
+    try:
+        return ast.parse(textwrap.dedent(inspect.getsource(fn)))
+    except (OSError, TypeError, SyntaxError, IndentationError):
+        return None
+
+
+def _references(tree: ast.AST) -> Iterator[tuple[str, ...]]:
+    """Names and dotted chains (``helpers.clean``) read by the code, decorators included."""
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.Attribute):
+            chain: list[str] = []
+            base: ast.AST = node
+            while isinstance(base, ast.Attribute):
+                chain.append(base.attr)
+                base = base.value
+            if isinstance(base, ast.Name):
+                yield (base.id, *reversed(chain))
+                continue
+            stack.append(base)
+            continue
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
+            yield (node.id,)
+            continue
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            yield from _import_refs(node)
+            continue
+        stack.extend(ast.iter_child_nodes(node))
+
+
+def _import_refs(node: ast.Import | ast.ImportFrom) -> Iterator[tuple[str, ...]]:
+    # encoded as a chain under a marker that cannot be a Python name
+    if isinstance(node, ast.Import):
+        for alias in node.names:
+            yield (_IMPORT, alias.name)
+    else:
+        for alias in node.names:
+            yield (_FROM, "." * node.level + (node.module or ""), alias.name)
+
+
+def _code_names(code: types.CodeType) -> Iterator[str]:
+    yield from code.co_names
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            yield from _code_names(const)
+
+
+def _bytecode_hash(code: types.CodeType) -> str:
+    h = hashlib.sha256(code.co_code)
+    h.update(repr(code.co_names).encode())
+    for const in code.co_consts:
+        h.update(_bytecode_hash(const).encode() if isinstance(const, types.CodeType) else repr(const).encode())
+    return h.hexdigest()
+
+
+def _hash_text(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _resolve_import(chain: tuple[str, ...], package: str | None) -> tuple[bool, Any, str]:
+    """An import inside a function body: the module (or name) it binds, without importing anything new."""
+    if chain[0] == _IMPORT:
+        modname = chain[1]
+        module = sys.modules.get(modname)
+        return (module is not None), module, modname
+    target, attr = chain[1], chain[2]
+    try:
+        modname = importlib.util.resolve_name(target, package) if target.startswith(".") else target
+    except (ImportError, ValueError):
+        return False, None, target
+    module = sys.modules.get(modname)
+    if module is None:
+        return False, None, modname
+    if hasattr(module, attr):
+        return True, getattr(module, attr), f"{modname}.{attr}"
+    sub = sys.modules.get(f"{modname}.{attr}")
+    return (sub is not None), sub, f"{modname}.{attr}"
+
+
+def _origin(modname: str, package: str | None) -> str | None:
+    try:
+        name = importlib.util.resolve_name(modname, package) if modname.startswith(".") else modname
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError, AttributeError):
+        return None
+    return spec.origin if spec is not None else None

@@ -1,0 +1,304 @@
+"""The cache key covers the user's code a step reaches, and nothing else.
+
+Each test builds a small project in tmp_path (a pipeline file plus modules it imports), runs it the
+way ``conveyor run flow.py:pipe`` loads it, edits a file and runs it again against the same SQLite
+store.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.runtime.project import Project
+
+
+@pytest.fixture
+def project(tmp_path: Path, client, monkeypatch: pytest.MonkeyPatch) -> Project:
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)   # an edit within one second must not load a stale .pyc
+    src = tmp_path / "proj"
+    src.mkdir()
+    return Project(src, client)
+
+
+FLOW_DEEP = '''
+import conveyor as cv
+
+@cv.step
+def load(n: int) -> list:
+    return list(range(n))
+
+@cv.step
+def train(xs: list) -> float:
+    return prepare(xs)
+
+@cv.pipeline
+def pipe(n: int = 4):
+    train(load(n))
+
+def prepare(xs):
+    return sum(scale(x) for x in xs)
+
+def scale(x):
+    # a helper two calls below the step, defined after it in the file
+    return x * 2
+'''
+
+
+def test_helper_two_calls_deep_below_the_step_misses(project: Project) -> None:
+    project.write("flow.py", FLOW_DEEP)
+    first = project.run()
+    assert first.output("train") == 12
+    project.edit("flow.py", "return x * 2", "return x * 3")
+    second = project.run()
+    assert second.output("train") == 18
+    assert project.hits(second) == {"load": True, "train": False}
+    assert project.reasons(second) == {"train": "code changed: flow.scale"}
+
+
+def test_comments_docstrings_and_unreached_code_keep_hits(project: Project) -> None:
+    project.write("flow.py", FLOW_DEEP + '''
+def unused():
+    return "not reached by any step"
+''')
+    project.write("other.py", "VALUE = 1\n")
+    project.edit("flow.py", "import conveyor as cv\n", "import conveyor as cv\nimport other\n")
+    project.run()
+    project.edit("flow.py", '"not reached by any step"', '"still not reached"')
+    project.edit("flow.py", "    return x * 2", '    """Double."""\n    return (x *\n            2)  # same code')
+    project.write("other.py", "VALUE = 2\n")
+    second = project.run()
+    assert project.hits(second) == {"load": True, "train": True}
+
+
+def test_helper_in_an_imported_module_misses(project: Project) -> None:
+    project.write("helpers.py", '''
+        THRESHOLD = 10
+
+        def clean(xs):
+            return [x for x in xs if x < THRESHOLD]
+
+        def norm(xs):
+            return [x / 2 for x in xs]
+    ''')
+    project.write("flow.py", '''
+        import conveyor as cv
+        import helpers
+        from helpers import norm
+
+        @cv.step
+        def cleaned(n: int) -> list:
+            return helpers.clean(list(range(n)))
+
+        @cv.step
+        def normed(n: int) -> list:
+            return norm(list(range(n)))
+
+        @cv.pipeline
+        def pipe(n: int = 12):
+            cleaned(n)
+            normed(n)
+    ''')
+    project.run()
+    project.edit("helpers.py", "x < THRESHOLD]", "x <= THRESHOLD]")
+    run = project.run()
+    assert project.hits(run) == {"cleaned": False, "normed": True}
+    assert project.reasons(run) == {"cleaned": "code changed: helpers.clean"}
+    assert run.output("cleaned") == list(range(11))
+
+    project.edit("helpers.py", "THRESHOLD = 10", "THRESHOLD = 5")
+    run = project.run()
+    assert project.hits(run) == {"cleaned": False, "normed": True}
+    assert project.reasons(run) == {"cleaned": "code changed: helpers.THRESHOLD"}
+
+    project.edit("helpers.py", "x / 2", "x / 4")
+    run = project.run()
+    assert project.hits(run) == {"cleaned": True, "normed": False}
+    assert project.reasons(run) == {"normed": "code changed: helpers.norm"}
+
+
+def test_class_method_change_misses(project: Project) -> None:
+    project.write("model.py", '''
+        class Base:
+            def offset(self):
+                return 1
+
+        class Scaler(Base):
+            def __init__(self, k):
+                self.k = k
+
+            def apply(self, xs):
+                return [x * self.k + self.offset() for x in xs]
+    ''')
+    project.write("flow.py", '''
+        import conveyor as cv
+        from model import Scaler
+
+        @cv.step
+        def scaled(n: int) -> list:
+            return Scaler(2).apply(list(range(n)))
+
+        @cv.pipeline
+        def pipe(n: int = 3):
+            scaled(n)
+    ''')
+    assert project.run().output("scaled") == [1, 3, 5]
+    project.edit("model.py", "return 1", "return 0")        # a method of a base class, reached through Scaler
+    run = project.run()
+    assert run.output("scaled") == [0, 2, 4]
+    assert project.reasons(run) == {"scaled": "code changed: model.Base"}
+    project.edit("model.py", "x * self.k", "x * self.k * 10")
+    run = project.run()
+    assert project.reasons(run) == {"scaled": "code changed: model.Scaler"}
+
+
+def test_mutual_recursion_terminates_and_is_covered(project: Project) -> None:
+    project.write("flow.py", '''
+        import conveyor as cv
+
+        def is_even(n):
+            return True if n == 0 else is_odd(n - 1)
+
+        def is_odd(n):
+            return False if n == 0 else is_even(n - 1)
+
+        @cv.step
+        def parity(n: int) -> bool:
+            return is_even(n)
+
+        @cv.pipeline
+        def pipe(n: int = 4):
+            parity(n)
+    ''')
+    project.run()
+    assert project.hits(project.run()) == {"parity": True}
+    project.edit("flow.py", "return False if n == 0", "return (n < 0) if n == 0")
+    run = project.run()
+    assert project.reasons(run) == {"parity": "code changed: flow.is_odd"}
+
+
+def test_decorators_closures_and_default_arguments_are_followed(project: Project) -> None:
+    project.write("helpers.py", '''
+        import functools
+
+        def logged(fn):
+            @functools.wraps(fn)
+            def wrapper(*args):
+                return fn(*args)
+            return wrapper
+
+        @logged
+        def double(x):
+            return x * 2
+
+        def make_adder(k):
+            def add(x):
+                return x + offset(k)
+            return add
+
+        def offset(k):
+            return k
+
+        def triple(x):
+            return x * 3
+    ''')
+    project.write("flow.py", '''
+        import conveyor as cv
+        import helpers
+
+        ADD = helpers.make_adder(1)
+
+        @cv.step
+        def wrapped(x: int) -> int:
+            return helpers.double(x)
+
+        @cv.step
+        def closed(x: int) -> int:
+            return ADD(x)
+
+        @cv.step
+        def defaulted(x: int, fn=helpers.triple) -> int:
+            return fn(x)
+
+        @cv.pipeline
+        def pipe(x: int = 2):
+            wrapped(x)
+            closed(x)
+            defaulted(x)
+    ''')
+    project.run()
+    project.edit("helpers.py", "return x * 2", "return x * 20")      # inside a decorated function
+    project.edit("helpers.py", "return k\n", "return k + 1\n")        # reached through a closure cell
+    project.edit("helpers.py", "return x * 3", "return x * 30")      # a default argument
+    run = project.run()
+    assert project.hits(run) == {"wrapped": False, "closed": False, "defaulted": False}
+    reasons = project.reasons(run)
+    assert reasons["wrapped"] == "code changed: helpers.double"
+    assert reasons["closed"] == "code changed: helpers.offset"
+    assert reasons["defaulted"] == "code changed: helpers.triple"
+    assert (run.output("wrapped"), run.output("closed"), run.output("defaulted")) == (40, 4, 60)
+
+
+def test_third_party_and_conveyor_code_are_not_part_of_the_key(project: Project) -> None:
+    from conveyor.runtime.code_hash import is_user_file, reached_code
+
+    project.write("flow.py", '''
+        import json
+        import logging
+        import conveyor as cv
+        import numpy as np
+
+        log = logging.getLogger("flow")
+
+        @cv.step
+        def stats(n: int) -> str:
+            log.info("stats")
+            cv.log_metric("n", n)
+            return json.dumps({"mean": float(np.mean(list(range(n))))})
+
+        @cv.pipeline
+        def pipe(n: int = 3):
+            stats(n)
+    ''')
+    from conveyor.runtime.loader import load_pipeline
+
+    pipe = load_pipeline(f"{project.root / 'flow.py'}:pipe")
+    fn = next(iter(pipe.build(n=3).nodes.values())).spec.fn
+    assert set(reached_code(fn).parts) == {"flow.stats", "flow.log"}
+    assert is_user_file(str(project.root / "flow.py"))
+    assert not is_user_file(json.__file__)
+    import numpy
+    import conveyor
+
+    assert not is_user_file(numpy.__file__)
+    assert not is_user_file(conveyor.__file__)
+    assert not is_user_file("/somewhere/venv/lib/python3.12/site-packages/pkg/mod.py")
+    assert not is_user_file("/usr/lib/python3/dist-packages/pkg/mod.py")
+    project.forget()
+
+
+def test_a_value_that_cannot_be_fingerprinted_is_logged(project: Project,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    project.write("flow.py", '''
+        import threading
+        import conveyor as cv
+
+        GUARD = threading.Lock()
+
+        @cv.step
+        def guarded(n: int) -> int:
+            with GUARD:
+                return n
+
+        @cv.pipeline
+        def pipe(n: int = 3):
+            guarded(n)
+    ''')
+    with caplog.at_level(logging.WARNING, logger="conveyor.cache"):
+        project.run()
+    messages = [r.getMessage() for r in caplog.records if r.name == "conveyor.cache"]
+    assert any("step 'guarded'" in m and "flow.GUARD" in m and "cannot be fingerprinted" in m for m in messages)
