@@ -83,6 +83,8 @@ def reached_code(fn: Callable[..., Any], *, step: str = "") -> CodeFingerprint:
     if hit is not None:
         return hit
     walker = _Walker(step or getattr(fn, "__name__", repr(fn)))
+    # the step's own function is named after the step, so renaming the Python function is no change
+    walker.root = f"{_module_label(getattr(fn, '__module__', '') or '')}.{step}" if step else ""
     walker.visit(fn, _display_name(fn))
     result = CodeFingerprint(parts=dict(walker.parts), warnings=tuple(walker.warnings))
     for w in result.warnings:
@@ -162,6 +164,7 @@ class _Walker:
     parts: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     seen: dict[int, Any] = field(default_factory=dict)   # id -> object, kept alive so ids stay unique
+    root: str = ""
 
     def warn(self, what: str) -> None:
         self.warnings.append(f"Cache key of step '{self.step}': {what}. If that changes results, declare "
@@ -181,7 +184,8 @@ class _Walker:
                 self.value(a, f"{name}.{k}")
         elif isinstance(obj, types.FunctionType):
             if _is_user_function(obj):
-                self.function(obj, _display_name(obj))
+                name, self.root = self.root or _display_name(obj), ""
+                self.function(obj, name)
         elif isinstance(obj, type):
             if _is_user_class(obj):
                 self.klass(obj, _display_name(obj))
@@ -287,8 +291,12 @@ class _Walker:
         for attr in chain[1:]:
             if not isinstance(obj, types.ModuleType) or not hasattr(obj, attr):
                 break
+            if not _module_is_user(obj):
+                return     # np.mean, os.path.join: third-party code, covered by the environment's versions
             obj = getattr(obj, attr)
             label = f"{label}.{attr}"
+        if _third_party_code(obj):
+            return
         if isinstance(obj, types.ModuleType):
             if len(chain) == 1 or not hasattr(obj, chain[-1]):
                 self.visit(obj, label)   # a module passed around whole, or an attribute made at run time
@@ -381,6 +389,19 @@ def _unwrap(obj: Any) -> Any:
             obj = obj.fget
         else:
             return obj
+
+
+def _third_party_code(obj: Any) -> bool:
+    """A module, class or callable that belongs to an installed package or the stdlib."""
+    if isinstance(obj, types.ModuleType):
+        return not _module_is_user(obj)
+    if isinstance(obj, (*_PLAIN, list, tuple, dict, set, frozenset)):
+        return False
+    if isinstance(obj, type) or callable(obj):
+        owner = getattr(obj, "__module__", None)
+        if isinstance(owner, str) and not isinstance(_unwrap(obj), types.FunctionType):
+            return not _module_is_user(sys.modules.get(owner))
+    return False
 
 
 def _closure(fn: types.FunctionType) -> dict[str, Any]:

@@ -1,8 +1,9 @@
-"""A step whose code, inputs and materializers are unchanged is not run again."""
+"""A step whose code, inputs and materializers are unchanged is not run again; a miss says why."""
 
 from __future__ import annotations
 
 import conveyor as cv
+from conveyor.runtime.cache import miss_reasons
 from tests.runtime import pipelines as p
 
 
@@ -20,15 +21,106 @@ def test_changed_parameter_reruns_only_affected_steps(client) -> None:
     p.fanout.run(n=3, client=client)
     run = p.fanout.run(n=3, threshold=0.1, client=client)
     assert all(s.cache_hit for s in run.steps.values() if s.status != "skipped")
-    run = p.chain.run(n=3, start=1, client=client)
-    assert not any(s.cache_hit for s in run.steps.values())
+    p.chain.run(n=3, start=0, client=client)      # inc(0)=1, inc_2(1)=2, inc_3(2)=3
+    run = p.chain.run(n=3, start=1, client=client)  # inc(1)=2, inc_2(2)=3, inc_3(3)=4
+    hits = {s.name: s.cache_hit for s in run.steps.values()}
+    assert hits == {"inc": False, "inc_2": True, "inc_3": False}
+    assert miss_reasons(client.metadata, run.id) == {"inc": "parameter changed: x", "inc_3": "input changed: x"}
+    assert run.output("inc_3") == 4
 
 
-def test_equal_content_from_a_different_path_still_hits(client) -> None:
+def test_equal_content_under_other_node_names_still_hits(client) -> None:
     p.chain.run(n=2, start=0, client=client)
     run = p.chain.run(n=3, start=0, client=client)   # inc, inc_2 identical; inc_3 new
     hits = {s.name: s.cache_hit for s in run.steps.values()}
     assert hits == {"inc": True, "inc_2": True, "inc_3": False}
+    assert miss_reasons(client.metadata, run.id) == {"inc_3": "no earlier run of this step"}
+
+
+def test_equal_data_from_two_different_steps_hits(client) -> None:
+    calls: list[str] = []
+
+    @cv.step(name="produce_a")
+    def produce_a() -> list:
+        calls.append("a")
+        return [1, 2, 3]
+
+    @cv.step(name="produce_b")
+    def produce_b() -> list:
+        calls.append("b")
+        return [3, 2, 1][::-1]          # other code, equal data
+
+    @cv.step(name="total_of")
+    def total_of(xs: list) -> int:
+        calls.append("total")
+        return sum(xs)
+
+    @cv.pipeline(name="from_a")
+    def from_a():
+        total_of(produce_a())
+
+    @cv.pipeline(name="from_b")
+    def from_b():
+        total_of(produce_b())
+
+    first = from_a.run(client=client)
+    second = from_b.run(client=client)
+    assert calls == ["a", "total", "b"]
+    assert {s.name: s.cache_hit for s in second.steps.values()} == {"produce_b": False, "total_of": True}
+    assert second.steps["total_of"].cached_from == first.steps["total_of"].id
+    assert second.output("total_of") == 6
+    assert miss_reasons(client.metadata, second.id) == {"produce_b": "no earlier run of this step"}
+
+
+def test_changed_materializer_version_misses(client, monkeypatch) -> None:
+    from conveyor.store.artifacts.materializers.json_value import JsonMaterializer
+
+    @cv.step(name="fresh_list", cache=False)
+    def fresh_list() -> list:
+        return [1, 2, 3]
+
+    @cv.step(name="consume")
+    def consume(xs: list) -> int:
+        return len(xs)
+
+    @cv.pipeline(name="mat")
+    def mat():
+        consume(fresh_list())
+
+    mat.run(client=client)
+    assert mat.run(client=client).steps["consume"].cache_hit
+    monkeypatch.setattr(JsonMaterializer, "version", "2")
+    run = mat.run(client=client)
+    assert not run.steps["consume"].cache_hit
+    assert miss_reasons(client.metadata, run.id) == {
+        "fresh_list": "the step is declared cache=False (never cached)", "consume": "input changed: xs"}
+
+
+def test_changed_output_names_miss(client) -> None:
+    @cv.step(name="halves", outputs=["low", "high"])
+    def halves(n: int) -> tuple:
+        return list(range(n // 2)), list(range(n // 2, n))
+
+    @cv.pipeline(name="outs")
+    def outs():
+        halves(4)
+
+    outs.run(client=client)
+    assert outs.run(client=client).steps["halves"].cache_hit
+
+    @cv.step(name="halves", outputs=["low", "upper"])
+    def halves2(n: int) -> tuple:
+        return list(range(n // 2)), list(range(n // 2, n))
+
+    @cv.pipeline(name="outs")
+    def outs2():
+        halves2(4)
+
+    run = outs2.run(client=client)
+    assert not run.steps["halves"].cache_hit
+    assert run.output("halves", "upper") == [2, 3]
+    assert miss_reasons(client.metadata, run.id) == {
+        "halves": "outputs changed: ['low', 'high'] -> ['low', 'upper']"}
 
 
 def test_no_cache_run_and_cache_false_step(client) -> None:

@@ -73,6 +73,10 @@ def unused():
     project.write("other.py", "VALUE = 2\n")
     second = project.run()
     assert project.hits(second) == {"load": True, "train": True}
+    project.edit("flow.py", "2)  # same code", "4)")      # the reached helper itself: now a miss
+    third = project.run()
+    assert project.hits(third) == {"load": True, "train": False}
+    assert third.output("train") == 24
 
 
 def test_helper_in_an_imported_module_misses(project: Project) -> None:

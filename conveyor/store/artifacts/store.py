@@ -17,7 +17,7 @@ from conveyor.errors import ArtifactError, ArtifactIntegrityError, MaterializerN
 from conveyor.store.artifacts.hashing import HashingWriter, canonical_json, digest
 from conveyor.store.artifacts.materializers import MaterializerRegistry
 from conveyor.store.artifacts.materializers import registry as default_materializers
-from conveyor.store.artifacts.materializers.json_value import is_plain_json
+from conveyor.store.artifacts.materializers.json_value import JsonMaterializer, is_plain_json
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +86,8 @@ class ArtifactStore:
         if materializer is None and is_plain_json(value):
             data = canonical_json(value)
             if len(data) <= self.inline_max_bytes:
-                return StoredArtifact(content_hash=digest(data), materializer="json", materializer_version="1",
+                return StoredArtifact(content_hash=digest(data), materializer="json",
+                                      materializer_version=JsonMaterializer.version,
                                       type_name=_type_name(value), size=len(data), uri=None, inline=value,
                                       meta={"kind": type(value).__name__})
         m = self.materializers.get(materializer) if materializer else self.materializers.for_value(value)
