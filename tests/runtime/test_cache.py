@@ -163,3 +163,119 @@ def test_code_change_invalidates(client) -> None:
 
     run = pipe2.run(client=client)
     assert run.output("f") == 3 and not run.steps["f"].cache_hit
+
+
+def test_cache_version_bump_invalidates(tmp_path, client, monkeypatch) -> None:
+    from tests.runtime.project import Project
+
+    monkeypatch.setattr("sys.dont_write_bytecode", True)
+    project = Project(tmp_path / "proj", client)
+    project.write("flow.py", '''
+        import conveyor as cv
+
+        @cv.step(cache_version="1")
+        def fetch(n: int) -> int:
+            return n
+
+        @cv.pipeline
+        def pipe(n: int = 1):
+            fetch(n)
+    ''')
+    project.run()
+    assert project.hits(project.run()) == {"fetch": True}
+    project.edit("flow.py", 'cache_version="1"', 'cache_version="2"')
+    run = project.run()
+    assert project.hits(run) == {"fetch": False}
+    assert project.reasons(run) == {"fetch": "cache_version changed: '1' -> '2'"}
+
+
+def test_cache_files_are_hashed_relative_to_the_pipeline_file(tmp_path, client, monkeypatch) -> None:
+    from tests.runtime.project import Project
+
+    monkeypatch.setattr("sys.dont_write_bytecode", True)
+    project = Project(tmp_path / "proj", client)
+    project.write("data/a.csv", "x\n1\n")
+    project.write("conf/params.yaml", "k: 1\n")
+    project.write("flow.py", '''
+        from pathlib import Path
+        import conveyor as cv
+
+        HERE = Path(__file__).parent
+
+        @cv.step(cache_files=["data/*.csv", "conf/params.yaml"])
+        def read() -> int:
+            return sum(len(p.read_text()) for p in sorted((HERE / "data").glob("*.csv")))
+
+        @cv.pipeline
+        def pipe():
+            read()
+    ''')
+    monkeypatch.chdir(tmp_path)           # globs are anchored at the file, not the working directory
+    project.run()
+    assert project.hits(project.run()) == {"read": True}
+    project.write("data/b.csv", "x\n2\n")
+    run = project.run()
+    assert project.hits(run) == {"read": False} and run.output("read") == 8
+    assert project.reasons(run) == {"read": "cache file changed: data/b.csv"}
+    project.write("conf/params.yaml", "k: 2\n")
+    run = project.run()
+    assert project.reasons(run) == {"read": "cache file changed: conf/params.yaml"}
+    assert project.hits(project.run()) == {"read": True}
+
+
+def test_cache_key_callable_sees_the_outside_world(tmp_path, client) -> None:
+    import hashlib
+    import json
+
+    source = tmp_path / "events.json"
+    source.write_text(json.dumps([1, 2]))
+    calls: list[str] = []
+
+    def file_state(path: str, since: str) -> dict:
+        return {"sha": hashlib.sha256(open(path, "rb").read()).hexdigest(), "since": since}
+
+    @cv.step(name="load_recent", cache_key=file_state)
+    def load_recent(path: str, since: str = "7d") -> list:
+        calls.append(since)
+        return json.loads(open(path).read())
+
+    @cv.step(name="count_events")
+    def count_events(xs: list) -> int:
+        return len(xs)
+
+    @cv.pipeline(name="recent")
+    def recent(path: str = str(source)):
+        count_events(load_recent(path))
+
+    assert recent.run(client=client).output("count_events") == 2
+    second = recent.run(client=client)
+    assert {s.name: s.cache_hit for s in second.steps.values()} == {"load_recent": True, "count_events": True}
+    source.write_text(json.dumps([1, 2, 3]))
+    third = recent.run(client=client)
+    assert third.output("count_events") == 3 and calls == ["7d", "7d"]
+    assert miss_reasons(client.metadata, third.id)["load_recent"].startswith("cache_key value changed: ")
+    assert miss_reasons(client.metadata, third.id)["count_events"] == "input changed: xs"
+    fresh = recent.run(client=client, cache=False)          # what triggers use for a fully fresh run
+    assert not any(s.cache_hit for s in fresh.steps.values()) and len(calls) == 3
+    assert miss_reasons(client.metadata, fresh.id)["load_recent"] == \
+        "the cache was turned off for this run (--no-cache / cache=False)"
+
+
+def test_a_failing_cache_key_fails_the_step_with_its_reason(client) -> None:
+    import pytest
+
+    from conveyor.errors import StepFailed
+
+    def broken(n: int) -> dict:
+        raise OSError("source unreachable")
+
+    @cv.step(name="guarded_read", cache_key=broken)
+    def guarded_read(n: int) -> int:
+        return n
+
+    @cv.pipeline(name="broken_key")
+    def broken_key():
+        guarded_read(1)
+
+    with pytest.raises(StepFailed, match="cache_key function raised OSError: source unreachable"):
+        broken_key.run(client=client)

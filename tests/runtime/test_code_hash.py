@@ -306,3 +306,53 @@ def test_a_value_that_cannot_be_fingerprinted_is_logged(project: Project,
         project.run()
     messages = [r.getMessage() for r in caplog.records if r.name == "conveyor.cache"]
     assert any("step 'guarded'" in m and "flow.GUARD" in m and "cannot be fingerprinted" in m for m in messages)
+
+
+@pytest.mark.slow
+def test_cli_explains_each_miss(tmp_path: Path) -> None:
+    """`conveyor run --explain-cache`, `runs show` and their --json name the changed function."""
+    import os
+    import subprocess
+
+    from tests.conftest import REPO
+
+    (tmp_path / "helpers.py").write_text("def clean(xs):\n    return [x for x in xs if x > 0]\n")
+    (tmp_path / "flow.py").write_text('''
+import conveyor as cv
+import helpers
+
+@cv.step
+def load(n: int) -> list:
+    return list(range(-n, n))
+
+@cv.step
+def train(xs: list) -> int:
+    return len(helpers.clean(xs))
+
+@cv.pipeline
+def pipe(n: int = 3):
+    train(load(n))
+''')
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
+    env.update(CONVEYOR_HOME=str(tmp_path / "home"), COLUMNS="200", PYTHONDONTWRITEBYTECODE="1",
+               PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+
+    def cli(*args: str) -> str:
+        proc = subprocess.run([sys.executable, "-m", "conveyor.cli.main", *args], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        return proc.stdout
+
+    first = json.loads(cli("run", "flow.py:pipe", "--json"))
+    assert {s["name"]: s["cache_miss"] for s in first["steps"]} == {
+        "load": "no earlier run of this step", "train": "no earlier run of this step"}
+    (tmp_path / "helpers.py").write_text("def clean(xs):\n    return [x for x in xs if x >= 0]\n")
+    out = cli("run", "flow.py:pipe", "--explain-cache")
+    assert "train: code changed: helpers.clean" in out
+    assert "load:" not in out                      # load hit the cache: nothing to explain
+    run_id = json.loads(cli("runs", "list", "--json"))[0]["id"]
+    assert "train: code changed: helpers.clean" in cli("runs", "show", run_id)
+    shown = json.loads(cli("runs", "show", run_id, "--json"))
+    assert {s["name"]: s["cache_miss"] for s in shown["steps"]} == {"load": None,
+                                                                   "train": "code changed: helpers.clean"}
+    assert {s["name"]: s["cache_hit"] for s in shown["steps"]} == {"load": True, "train": False}
