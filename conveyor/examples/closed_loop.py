@@ -69,7 +69,7 @@ def fit(train: pd.DataFrame) -> Any:
     return model
 
 
-@cv.step
+@cv.step(cache=False)   # registers and moves aliases: a re-run must do it again
 def publish(model: Any, train: pd.DataFrame, holdout: pd.DataFrame, source: str) -> dict:
     """Register the model; the first one becomes production, a retrained one the challenger, which
     is then promoted only if it wins."""

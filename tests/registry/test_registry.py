@@ -174,6 +174,30 @@ def test_ready_made_register_step(client) -> None:
     assert client.registry.resolve("ready@staging").metrics == {"auc": 0.9}
 
 
+def test_rerun_of_the_register_step_moves_the_alias_again(client) -> None:
+    """Side-effecting built-in steps are never cached: a re-run registers and moves the alias again."""
+    from conveyor.registry.steps import register
+    from conveyor.runtime.cache import miss_reasons
+
+    @cv.step
+    def make(seed: int) -> object:
+        return _model(seed)[0]
+
+    @cv.pipeline
+    def pipe():
+        register(make(1), name="moving", alias="staging")
+
+    pipe.run(client=client)
+    other = client.registry.register("moving", _model(2)[0])
+    client.registry.set_alias("moving", "staging", other.version)
+    assert client.registry.resolve("moving@staging").version == 2
+    again = pipe.run(client=client)
+    assert again.steps["make"].cache_hit and not again.steps["register"].cache_hit
+    assert again.output("register")["version"] == 3
+    assert client.registry.resolve("moving@staging").version == 3
+    assert miss_reasons(client.metadata, again.id) == {"register": "the step is declared cache=False (never cached)"}
+
+
 def test_register_in_tracking_run(client) -> None:
     with cv.start_run("nb", client=client) as run:
         v = cv.register_model("nbmodel", _model()[0])
