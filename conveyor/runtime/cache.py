@@ -77,6 +77,7 @@ class KeyParts:
     """The components of one call's cache key, stored with the step run to explain a later miss."""
 
     code: Mapping[str, str]              # readable name (helpers.clean) -> hash
+    code_digest: str                     # one hash over ``code``
     params: Mapping[str, Any]            # literal arguments' fingerprints
     inputs: Mapping[str, Any]            # upstream outputs' fingerprints
     outputs: tuple[str, ...]
@@ -156,7 +157,8 @@ def key_parts(spec: Any, fingerprints: Mapping[str, Any], param_names: set[str],
         declared["files"] = hash_cache_files(spec.cache_files, base, spec.name)
     if spec.cache_key is not None and uncached is None:
         declared["key"] = call_cache_key(spec.cache_key, arguments(), spec.name)
-    return KeyParts(code=reached_code(spec.fn, step=spec.name).parts,
+    code = reached_code(spec.fn, step=spec.name)
+    return KeyParts(code=code.parts, code_digest=code.digest,
                     params={k: v for k, v in fingerprints.items() if k in param_names},
                     inputs={k: v for k, v in fingerprints.items() if k not in param_names},
                     outputs=tuple(spec.outputs), declared=declared, uncached=uncached)
@@ -164,8 +166,7 @@ def key_parts(spec: Any, fingerprints: Mapping[str, Any], param_names: set[str],
 
 def parts_key(step: str, parts: KeyParts) -> str:
     """The cache key of a call from its components."""
-    code = hashlib.sha256("\n".join(f"{k}={v}" for k, v in sorted(parts.code.items())).encode()).hexdigest()
-    return compute_cache_key(step=step, code_hash=code, inputs={**parts.params, **parts.inputs},
+    return compute_cache_key(step=step, code_hash=parts.code_digest, inputs={**parts.params, **parts.inputs},
                              outputs=parts.outputs, declared=parts.declared)
 
 

@@ -62,22 +62,28 @@ class CodeFingerprint:
 
     parts: Mapping[str, str]
     warnings: tuple[str, ...] = ()
+    digest: str = ""         # one hash over all parts (names and hashes); what the cache key sees
 
-    @property
-    def digest(self) -> str:
-        """One hash over all parts; what the cache key sees."""
-        text = "\n".join(f"{k}={v}" for k, v in sorted(self.parts.items()))
-        return hashlib.sha256(text.encode()).hexdigest()
+    @classmethod
+    def of(cls, parts: Mapping[str, str], warnings: tuple[str, ...] = ()) -> CodeFingerprint:
+        """Build a fingerprint, computing its digest once."""
+        return cls(parts=parts, warnings=warnings, digest=digest_of(parts))
 
 
-_MEMO: weakref.WeakKeyDictionary[Any, CodeFingerprint] = weakref.WeakKeyDictionary()
+def digest_of(parts: Mapping[str, str]) -> str:
+    """One hash over named code hashes."""
+    text = "\n".join(f"{k}={v}" for k, v in sorted(parts.items()))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+_MEMO: weakref.WeakKeyDictionary[Any, dict[str, CodeFingerprint]] = weakref.WeakKeyDictionary()
 _LOCK = threading.Lock()
 
 
 def reached_code(fn: Callable[..., Any], *, step: str = "") -> CodeFingerprint:
     """The fingerprint of ``fn`` and the user's code it reaches (memoised per function object)."""
     try:
-        hit = _MEMO.get(fn)
+        hit = _MEMO.get(fn, {}).get(step)
     except TypeError:      # not weak-referenceable: analyse every time
         hit = None
     if hit is not None:
@@ -86,12 +92,12 @@ def reached_code(fn: Callable[..., Any], *, step: str = "") -> CodeFingerprint:
     # the step's own function is named after the step, so renaming the Python function is no change
     walker.root = f"{_module_label(getattr(fn, '__module__', '') or '')}.{step}" if step else ""
     walker.visit(fn, _display_name(fn))
-    result = CodeFingerprint(parts=dict(walker.parts), warnings=tuple(walker.warnings))
+    result = CodeFingerprint.of(dict(walker.parts), tuple(walker.warnings))
     for w in result.warnings:
         log.warning("%s", w)
     with _LOCK:
         try:
-            _MEMO[fn] = result
+            _MEMO.setdefault(fn, {})[step] = result
         except TypeError:
             pass
     return result
@@ -165,6 +171,15 @@ class _Walker:
     warnings: list[str] = field(default_factory=list)
     seen: dict[int, Any] = field(default_factory=dict)   # id -> object, kept alive so ids stay unique
     root: str = ""
+    valued: set[tuple[int, str]] = field(default_factory=set)
+
+    def put(self, name: str, digest: str) -> None:
+        """Record a part; two different objects under one name (two lambdas) both count."""
+        key, n = name, 1
+        while key in self.parts and self.parts[key] != digest:
+            n += 1
+            key = f"{name}#{n}"
+        self.parts[key] = digest
 
     def warn(self, what: str) -> None:
         self.warnings.append(f"Cache key of step '{self.step}': {what}. If that changes results, declare "
@@ -173,6 +188,9 @@ class _Walker:
     def visit(self, obj: Any, name: str) -> None:
         """Hash ``obj`` if it is the user's code, and follow what it uses."""
         obj = _unwrap(obj)
+        if not isinstance(obj, types.FunctionType | type | types.ModuleType | functools.partial):
+            self.value(obj, name)     # values are told apart by name: equal small ints share an id
+            return
         if id(obj) in self.seen:
             return
         self.seen[id(obj)] = obj
@@ -189,24 +207,22 @@ class _Walker:
         elif isinstance(obj, type):
             if _is_user_class(obj):
                 self.klass(obj, _display_name(obj))
-        elif isinstance(obj, types.ModuleType):
-            if _module_is_user(obj):
-                self.module(obj)
-        else:
-            self.value(obj, name)
+        elif _module_is_user(obj):
+            self.module(obj)
 
     # functions ------------------------------------------------------------------------------
 
     def function(self, fn: types.FunctionType, name: str) -> None:
         tree = _parse(fn)
         if tree is None:
-            self.warn(f"the source of {name} cannot be read; its bytecode is hashed instead")
-            self.parts[name] = _bytecode_hash(fn.__code__)
+            if fn.__name__ != "<lambda>":     # a lambda is hashed by bytecode on purpose: exact, not a fallback
+                self.warn(f"the source of {name} cannot be read; its bytecode is hashed instead")
+            self.put(name, _bytecode_hash(fn.__code__))
             refs: Iterator[tuple[str, ...]] = ((n,) for n in _code_names(fn.__code__))
         else:
-            self.parts[name] = _hash_text(normalised_source(tree))
+            self.put(name, _hash_text(normalised_source(tree)))
             refs = _references(tree)
-        scope = _Scope(fn.__globals__, _closure(fn), fn.__globals__.get("__package__"))
+        scope = _Scope(fn.__globals__, _closure(fn), fn.__globals__.get("__package__"), owner=name)
         self.follow(scope, refs)
         for default in (*(fn.__defaults__ or ()), *(fn.__kwdefaults__ or {}).values()):
             if callable(default) or isinstance(default, types.ModuleType):
@@ -227,9 +243,9 @@ class _Walker:
                 if isinstance(member, types.FunctionType):
                     h.update(f"{key}:{_bytecode_hash(member.__code__)}".encode())
                     self.visit(member, f"{name}.{key}")
-            self.parts[name] = h.hexdigest()
+            self.put(name, h.hexdigest())
             return
-        self.parts[name] = _hash_text(normalised_source(tree))
+        self.put(name, _hash_text(normalised_source(tree)))
         module = sys.modules.get(cls.__module__)
         scope = _Scope(vars(module) if module else {}, {}, getattr(module, "__package__", None))
         self.follow(scope, _references(tree))
@@ -239,10 +255,10 @@ class _Walker:
         label = _module_label(module.__name__)
         try:
             tree = ast.parse(Path(module.__file__ or "").read_text())
-            self.parts[f"{label} (whole module)"] = _hash_text(normalised_source(tree))
+            self.put(f"{label} (whole module)", _hash_text(normalised_source(tree)))
         except (OSError, SyntaxError, ValueError):
             self.warn(f"the source of module {label} cannot be read")
-            self.parts[f"{label} (whole module)"] = _hash_text(repr(sorted(vars(module))))
+            self.put(f"{label} (whole module)", _hash_text(repr(sorted(vars(module)))))
         for key, member in list(vars(module).items()):
             if key.startswith("__"):
                 continue
@@ -270,31 +286,35 @@ class _Walker:
                 scope.local_imports[top] = sys.modules.get(top, obj)
             else:
                 scope.local_imports[chain[2]] = obj
-                self.visit(obj, label)
+                if not isinstance(obj, types.ModuleType):   # a module is followed through its attributes
+                    self.visit(obj, label)
             return
         modname = chain[1] if chain[0] == _IMPORT else label.rsplit(".", 1)[0]
         origin = _origin(modname, scope.package)
         if origin and is_user_file(origin):
             key = f"{_module_label(modname)} (whole module)"
             try:
-                self.parts[key] = _hash_text(normalised_source(ast.parse(Path(origin).read_text())))
+                self.put(key, _hash_text(normalised_source(ast.parse(Path(origin).read_text()))))
             except (OSError, SyntaxError, ValueError):
                 self.warn(f"module {modname}, imported inside a function, cannot be read")
-                self.parts[key] = _hash_text(origin)
+                self.put(key, _hash_text(origin))
 
     def reference(self, scope: _Scope, chain: tuple[str, ...]) -> None:
         """Resolve ``a.b.c`` through modules to the object it names, and visit that object."""
         found, obj = scope.lookup(chain[0])
         if not found:
             return         # a local variable, a builtin, or a name made at run time
-        label = chain[0]
+        if chain[0] in scope.local_imports and not isinstance(obj, types.ModuleType):
+            return         # visited where it was imported, under its home module's name
+        label = ""       # where the object lives: ``helpers.clean`` however the code spelled it
         for attr in chain[1:]:
             if not isinstance(obj, types.ModuleType) or not hasattr(obj, attr):
                 break
             if not _module_is_user(obj):
                 return     # np.mean, os.path.join: third-party code, covered by the environment's versions
+            label = f"{_module_label(obj.__name__)}.{attr}"
             obj = getattr(obj, attr)
-            label = f"{label}.{attr}"
+        label = label or _owner_label(scope, chain[0])
         if _third_party_code(obj):
             return
         if isinstance(obj, types.ModuleType):
@@ -306,12 +326,13 @@ class _Walker:
             return
         if isinstance(obj, types.BuiltinFunctionType | types.MethodType | types.MethodWrapperType):
             return
-        self.value(obj, _owner_label(scope, chain[0], label))
+        self.value(obj, label)
 
     def value(self, obj: Any, name: str) -> None:
         """A constant: hash its content; follow the functions and classes it holds."""
-        if name in self.parts:
+        if (id(obj), name) in self.valued:
             return
+        self.valued.add((id(obj), name))
         self.seen.setdefault(id(obj), obj)
         try:
             text = self.canonical(obj, depth=0)
@@ -319,7 +340,7 @@ class _Walker:
             self.warn(f"the value of {name} ({type(obj).__module__}.{type(obj).__qualname__}) cannot be "
                        f"fingerprinted ({why}); only its type is part of the key")
             text = f"<{type(obj).__module__}.{type(obj).__qualname__}>"
-        self.parts[name] = _hash_text(text)
+        self.put(name, _hash_text(text))
 
     def canonical(self, obj: Any, depth: int) -> str:
         if depth > 50:
@@ -358,6 +379,7 @@ class _Scope:
     globals: Mapping[str, Any]
     closure: Mapping[str, Any]
     package: str | None
+    owner: str = ""
     local_imports: dict[str, Any] = field(default_factory=dict)
 
     def lookup(self, name: str) -> tuple[bool, Any]:
@@ -367,10 +389,10 @@ class _Scope:
         return False, None
 
 
-def _owner_label(scope: _Scope, name: str, label: str) -> str:
+def _owner_label(scope: _Scope, name: str) -> str:
     if name in scope.closure:
-        return f"{label} (closure)"
-    return f"{_module_label(str(scope.globals.get('__name__', '')))}.{label}"
+        return f"{scope.owner}.{name} (closure)"
+    return f"{_module_label(str(scope.globals.get('__name__', '')))}.{name}"
 
 
 # --- helpers of the walk ------------------------------------------------------------------------
@@ -397,7 +419,9 @@ def _third_party_code(obj: Any) -> bool:
         return not _module_is_user(obj)
     if isinstance(obj, (*_PLAIN, list, tuple, dict, set, frozenset)):
         return False
-    if isinstance(obj, type) or callable(obj):
+    # classes, functions and function-like objects (numpy ufuncs) carry their own __qualname__;
+    # instances (an estimator, an array, a torch module) do not, and are values to fingerprint
+    if isinstance(obj, type) or inspect.isroutine(obj) or hasattr(obj, "__qualname__"):
         owner = getattr(obj, "__module__", None)
         if isinstance(owner, str) and not isinstance(_unwrap(obj), types.FunctionType):
             return not _module_is_user(sys.modules.get(owner))

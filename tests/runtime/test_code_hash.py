@@ -356,3 +356,101 @@ def pipe(n: int = 3):
     assert {s["name"]: s["cache_miss"] for s in shown["steps"]} == {"load": None,
                                                                    "train": "code changed: helpers.clean"}
     assert {s["name"]: s["cache_hit"] for s in shown["steps"]} == {"load": True, "train": False}
+
+
+def test_imports_inside_the_step_and_array_constants_are_covered(project: Project) -> None:
+    project.write("pkg/__init__.py", "")
+    project.write("pkg/features.py", '''
+        import numpy as np
+
+        WEIGHTS = np.array([1.0, 2.0])
+
+        def weigh(xs):
+            return float(np.dot(xs, WEIGHTS))
+    ''')
+    project.write("flow.py", '''
+        import conveyor as cv
+        import pkg.features
+
+        @cv.step
+        def scored(a: float, b: float) -> float:
+            from pkg.features import weigh
+            return weigh([a, b])
+
+        @cv.step
+        def direct(a: float) -> float:
+            return float(pkg.features.WEIGHTS[0] * a)
+
+        @cv.pipeline
+        def pipe(a: float = 1.0, b: float = 1.0):
+            scored(a, b)
+            direct(a)
+    ''')
+    assert project.run().output("scored") == 3.0
+    project.edit("pkg/features.py", "np.array([1.0, 2.0])", "np.array([1.0, 3.0])")
+    run = project.run()
+    assert run.output("scored") == 4.0
+    assert project.reasons(run) == {"scored": "code changed: pkg.features.WEIGHTS",
+                                    "direct": "code changed: pkg.features.WEIGHTS"}
+    project.edit("pkg/features.py", "np.dot(xs, WEIGHTS)", "np.dot(WEIGHTS, xs)")
+    run = project.run()
+    assert project.hits(run) == {"scored": False, "direct": True}
+    assert project.reasons(run) == {"scored": "code changed: pkg.features.weigh"}
+
+
+def test_code_without_source_is_hashed_by_bytecode_and_said_so(project: Project,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    project.write("flow.py", '''
+        import conveyor as cv
+
+        namespace = {}
+        exec("def generated(x):\\n    return x + 1\\n", globals())
+
+        @cv.step
+        def uses_generated(x: int) -> int:
+            return generated(x)
+
+        @cv.pipeline
+        def pipe(x: int = 1):
+            uses_generated(x)
+    ''')
+    with caplog.at_level(logging.WARNING, logger="conveyor.cache"):
+        project.run()
+    assert any("flow.generated" in r.getMessage() and "bytecode" in r.getMessage() for r in caplog.records)
+    assert project.hits(project.run()) == {"uses_generated": True}
+    project.edit("flow.py", "return x + 1", "return x + 2")
+    run = project.run()
+    assert run.output("uses_generated") == 3
+    assert project.reasons(run) == {"uses_generated": "code changed: flow.generated"}
+
+
+def test_two_closures_and_two_lambdas_of_one_name_are_both_covered(project: Project) -> None:
+    project.write("flow.py", '''
+        import conveyor as cv
+
+        def make(k):
+            def add(x):
+                return x + k
+            return add
+
+        ADD_A, ADD_B = make(1), make(10)
+        TWICE, THRICE = (lambda x: x * 2), (lambda x: x * 3)
+
+        @cv.step
+        def combined(x: int) -> int:
+            return ADD_A(x) + ADD_B(x) + TWICE(x) + THRICE(x)
+
+        @cv.pipeline
+        def pipe(x: int = 1):
+            combined(x)
+    ''')
+    assert project.run().output("combined") == 2 + 11 + 2 + 3
+    project.edit("flow.py", "make(1), make(10)", "make(1), make(20)")
+    run = project.run()
+    assert run.output("combined") == 2 + 21 + 2 + 3
+    assert project.hits(run) == {"combined": False}
+    project.edit("flow.py", "x * 3)", "x * 4)")
+    run = project.run()
+    assert run.output("combined") == 2 + 21 + 2 + 4
+    assert project.hits(run) == {"combined": False}
+    assert project.hits(project.run()) == {"combined": True}
