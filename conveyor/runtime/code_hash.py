@@ -201,7 +201,7 @@ class _Walker:
             for k, a in obj.keywords.items():
                 self.value(a, f"{name}.{k}")
         elif isinstance(obj, types.FunctionType):
-            if _is_user_function(obj):
+            if self.root or _is_user_function(obj):   # the step's own body always counts, wherever it lives
                 name, self.root = self.root or _display_name(obj), ""
                 self.function(obj, name)
         elif isinstance(obj, type):

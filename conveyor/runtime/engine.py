@@ -241,8 +241,8 @@ class Engine:
             StepOutcome(status="cached", attempts=0, cache_hit=True, cached_from=record.id,
                         reused_outputs=[(n, outputs[n].id) for n in spec.outputs], inputs=call.inputs,
                         params=call.params),
-            cache_key=call.cache_key, code_hash=spec.code_hash, map_index=call.map_index,
-            cache_parts=call.parts.to_json() if call.parts else None)
+            cache_key=call.cache_key, code_hash=call.parts.code_digest if call.parts else spec.code_hash,
+            map_index=call.map_index, cache_parts=call.parts.to_json() if call.parts else None)
         self._adopt(call, outputs, "cached")
         return True
 
@@ -258,7 +258,8 @@ class Engine:
     def _submit(self, call: _Call) -> Future[StepResult]:
         spec = call.node.spec
         call.step_run_id = self.metadata.steps.start(self._run_id, call.name, spec.name, cache_key=call.cache_key,
-                                                     code_hash=spec.code_hash, map_index=call.map_index,
+                                                     code_hash=call.parts.code_digest if call.parts
+                                                     else spec.code_hash, map_index=call.map_index,
                                                      cache_parts=call.parts.to_json() if call.parts else None)
         in_process = self.executor.in_process
         task = StepTask(

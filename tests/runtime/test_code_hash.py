@@ -454,3 +454,11 @@ def test_two_closures_and_two_lambdas_of_one_name_are_both_covered(project: Proj
     assert run.output("combined") == 2 + 21 + 2 + 4
     assert project.hits(run) == {"combined": False}
     assert project.hits(project.run()) == {"combined": True}
+
+
+def test_a_step_outside_the_users_code_still_hashes_its_own_body() -> None:
+    from conveyor.examples.quickstart import train
+    from conveyor.runtime.code_hash import reached_code
+
+    parts = reached_code(train.spec.fn, step="train").parts
+    assert list(parts) == ["conveyor.examples.quickstart.train"]   # its own body; Conveyor's helpers are not followed
