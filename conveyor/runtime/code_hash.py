@@ -52,8 +52,9 @@ log = logging.getLogger("conveyor.cache")
 
 _CONVEYOR_DIR = Path(__file__).resolve().parents[1]
 _PLAIN = (type(None), bool, int, float, complex, str, bytes)
-_IMPORT, _FROM = "<import>", "<from>"
+_IMPORT, _FROM, _DYNAMIC = "<import>", "<from>", "<dynamic>"
 _IMPORT_MARKERS = (_IMPORT, _FROM)
+_DYNAMIC_CALLS = ("eval", "exec", "importlib.import_module", "__import__")
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,8 +275,20 @@ class _Walker:
             if chain[0] in _IMPORT_MARKERS:
                 self.local_import(scope, chain)
         for chain in chains:
-            if chain[0] not in _IMPORT_MARKERS:
+            if chain[0] == _DYNAMIC:
+                self.dynamic(scope, chain[1])
+            elif chain[0] not in _IMPORT_MARKERS:
                 self.reference(scope, chain)
+
+    def dynamic(self, scope: _Scope, target: str) -> None:
+        """A lookup by computed name: a user module looked into is hashed whole; eval and friends are said."""
+        if target in _DYNAMIC_CALLS:
+            self.warn(f"{scope.owner or 'code it reaches'} calls {target}() with a computed argument; "
+                      "code reached that way is not seen")
+            return
+        found, obj = scope.lookup(target)
+        if found and isinstance(obj, types.ModuleType) and _module_is_user(obj):
+            self.visit(obj, _module_label(obj.__name__))   # any of its names may be looked up
 
     def local_import(self, scope: _Scope, chain: tuple[str, ...]) -> None:
         """An import inside a function body: bind the name to the loaded module, or hash the file."""
@@ -470,7 +483,39 @@ def _references(tree: ast.AST) -> Iterator[tuple[str, ...]]:
         if isinstance(node, ast.Import | ast.ImportFrom):
             yield from _import_refs(node)
             continue
+        if isinstance(node, ast.Call):
+            yield from _dynamic_refs(node)
+            if _is_getattr_by_constant(node):   # the chain was yielded; the bare module name is not a use
+                stack.extend([node.func, *node.args[2:], *node.keywords])
+                continue
         stack.extend(ast.iter_child_nodes(node))
+
+
+def _is_getattr_by_constant(call: ast.Call) -> bool:
+    return isinstance(call.func, ast.Name) and call.func.id == "getattr" and len(call.args) >= 2 \
+        and isinstance(call.args[0], ast.Name) and isinstance(call.args[1], ast.Constant) \
+        and isinstance(call.args[1].value, str)
+
+
+def _dynamic_refs(call: ast.Call) -> Iterator[tuple[str, ...]]:
+    """Lookups by computed name: ``getattr(helpers, "clean")`` is a chain; the rest is flagged."""
+    func, args = call.func, call.args
+    name = func.id if isinstance(func, ast.Name) else None
+    if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) and func.value.id == "importlib" \
+            and func.attr == "import_module":
+        name = "importlib.import_module"
+    if name == "getattr" and len(args) >= 2 and isinstance(args[0], ast.Name):
+        if isinstance(args[1], ast.Constant) and isinstance(args[1].value, str):
+            yield (args[0].id, args[1].value)
+        else:
+            yield (_DYNAMIC, args[0].id)
+    elif name in ("importlib.import_module", "__import__"):
+        if args and isinstance(args[0], ast.Constant) and isinstance(args[0].value, str):
+            yield (_IMPORT, args[0].value)
+        else:
+            yield (_DYNAMIC, name)
+    elif name in ("eval", "exec"):
+        yield (_DYNAMIC, name)
 
 
 def _import_refs(node: ast.Import | ast.ImportFrom) -> Iterator[tuple[str, ...]]:

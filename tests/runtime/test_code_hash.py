@@ -462,3 +462,46 @@ def test_a_step_outside_the_users_code_still_hashes_its_own_body() -> None:
 
     parts = reached_code(train.spec.fn, step="train").parts
     assert list(parts) == ["conveyor.examples.quickstart.train"]   # its own body; Conveyor's helpers are not followed
+
+
+def test_lookups_by_computed_name_are_covered_or_said(project: Project, caplog: pytest.LogCaptureFixture) -> None:
+    project.write("ops.py", '''
+        def add(x):
+            return x + 1
+
+        def sub(x):
+            return x - 1
+    ''')
+    project.write("flow.py", '''
+        import conveyor as cv
+        import ops
+
+        @cv.step
+        def by_name(op: str, x: int) -> int:
+            return getattr(ops, op)(x)
+
+        @cv.step
+        def by_constant(x: int) -> int:
+            return getattr(ops, "sub")(x)
+
+        @cv.step
+        def evaluated(expr: str) -> int:
+            return eval(expr)
+
+        @cv.pipeline
+        def pipe(op: str = "add", x: int = 1):
+            by_name(op, x)
+            by_constant(x)
+            evaluated("1 + 1")
+    ''')
+    with caplog.at_level(logging.WARNING, logger="conveyor.cache"):
+        project.run()
+    assert any("step 'evaluated'" in r.getMessage() and "eval()" in r.getMessage() for r in caplog.records)
+    project.edit("ops.py", "return x + 1", "return x + 2")
+    run = project.run()
+    assert project.hits(run) == {"by_name": False, "by_constant": True, "evaluated": True}
+    assert project.reasons(run) == {"by_name": "code changed: ops (whole module), ops.add"}
+    project.edit("ops.py", "return x - 1", "return x - 2")
+    run = project.run()
+    assert project.hits(run) == {"by_name": False, "by_constant": False, "evaluated": True}
+    assert project.reasons(run)["by_constant"] == "code changed: ops.sub"
