@@ -34,9 +34,7 @@ import importlib.util
 import inspect
 import logging
 import pickle
-import site
 import sys
-import sysconfig
 import textwrap
 import threading
 import types
@@ -47,14 +45,13 @@ from pathlib import Path
 from typing import Any
 
 from conveyor.dsl.step import normalised_source
+from conveyor.runtime.code_refs import DYNAMIC, DYNAMIC_CALLS, IMPORT, IMPORT_MARKERS, references
+from conveyor.runtime.user_code import (display_name, is_user_class, is_user_file, is_user_function, module_is_user,
+                                        module_label)
 
 log = logging.getLogger("conveyor.cache")
 
-_CONVEYOR_DIR = Path(__file__).resolve().parents[1]
 _PLAIN = (type(None), bool, int, float, complex, str, bytes)
-_IMPORT, _FROM, _DYNAMIC = "<import>", "<from>", "<dynamic>"
-_IMPORT_MARKERS = (_IMPORT, _FROM)
-_DYNAMIC_CALLS = ("eval", "exec", "importlib.import_module", "__import__")
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,8 +88,8 @@ def reached_code(fn: Callable[..., Any], *, step: str = "") -> CodeFingerprint:
         return hit
     walker = _Walker(step or getattr(fn, "__name__", repr(fn)))
     # the step's own function is named after the step, so renaming the Python function is no change
-    walker.root = f"{_module_label(getattr(fn, '__module__', '') or '')}.{step}" if step else ""
-    walker.visit(fn, _display_name(fn))
+    walker.root = f"{module_label(getattr(fn, '__module__', '') or '')}.{step}" if step else ""
+    walker.visit(fn, display_name(fn))
     result = CodeFingerprint.of(dict(walker.parts), tuple(walker.warnings))
     for w in result.warnings:
         log.warning("%s", w)
@@ -102,65 +99,6 @@ def reached_code(fn: Callable[..., Any], *, step: str = "") -> CodeFingerprint:
         except TypeError:
             pass
     return result
-
-
-# --- what counts as the user's code -------------------------------------------------------------
-
-@functools.cache
-def _installation_roots() -> tuple[str, ...]:
-    roots: set[str] = set()
-    for key in ("stdlib", "platstdlib", "purelib", "platlib"):
-        p = sysconfig.get_paths().get(key)
-        if p:
-            roots.add(str(Path(p).resolve()))
-    for p in [*getattr(site, "getsitepackages", lambda: [])(), site.getusersitepackages()]:
-        roots.add(str(Path(p).resolve()))
-    roots.add(str(_CONVEYOR_DIR))
-    return tuple(sorted(roots))
-
-
-@functools.lru_cache(maxsize=4096)
-def is_user_file(filename: str | None) -> bool:
-    """True when ``filename`` is part of the user's project (not the stdlib, an installed package or Conveyor)."""
-    if not filename or filename.startswith("<"):
-        return False
-    path = Path(filename).resolve()
-    if {"site-packages", "dist-packages"} & set(path.parts):
-        return False
-    text = str(path)
-    return not any(text == root or text.startswith(root + "/") for root in _installation_roots())
-
-
-def _module_is_user(module: types.ModuleType | None) -> bool:
-    if module is None:
-        return False
-    if module.__name__ == "__main__":
-        return True
-    return is_user_file(getattr(module, "__file__", None))
-
-
-def _is_user_function(fn: types.FunctionType) -> bool:
-    filename = fn.__code__.co_filename
-    if filename.startswith("<"):   # exec'd or interactive code: decide by the module it lives in
-        return _module_is_user(sys.modules.get(fn.__module__ or ""))
-    return is_user_file(filename)
-
-
-def _is_user_class(cls: type) -> bool:
-    return _module_is_user(sys.modules.get(cls.__module__))
-
-
-def _module_label(name: str) -> str:
-    # files loaded by `conveyor run FILE.py:p` get a synthetic module name; show the file's stem
-    if name.startswith("conveyor_user_"):
-        return name[len("conveyor_user_"):].rsplit("_", 1)[0]
-    return name
-
-
-def _display_name(obj: Any) -> str:
-    module = getattr(obj, "__module__", None) or ""
-    qual = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", None) or type(obj).__name__
-    return f"{_module_label(module)}.{qual}" if module else str(qual)
 
 
 # --- the walk -----------------------------------------------------------------------------------
@@ -202,13 +140,13 @@ class _Walker:
             for k, a in obj.keywords.items():
                 self.value(a, f"{name}.{k}")
         elif isinstance(obj, types.FunctionType):
-            if self.root or _is_user_function(obj):   # the step's own body always counts, wherever it lives
-                name, self.root = self.root or _display_name(obj), ""
+            if self.root or is_user_function(obj):   # the step's own body always counts, wherever it lives
+                name, self.root = self.root or display_name(obj), ""
                 self.function(obj, name)
         elif isinstance(obj, type):
-            if _is_user_class(obj):
-                self.klass(obj, _display_name(obj))
-        elif _module_is_user(obj):
+            if is_user_class(obj):
+                self.klass(obj, display_name(obj))
+        elif module_is_user(obj):
             self.module(obj)
 
     # functions ------------------------------------------------------------------------------
@@ -222,15 +160,15 @@ class _Walker:
             refs: Iterator[tuple[str, ...]] = ((n,) for n in _code_names(fn.__code__))
         else:
             self.put(name, _hash_text(normalised_source(tree)))
-            refs = _references(tree)
+            refs = references(tree)
         scope = _Scope(fn.__globals__, _closure(fn), fn.__globals__.get("__package__"), owner=name)
         self.follow(scope, refs)
         for default in (*(fn.__defaults__ or ()), *(fn.__kwdefaults__ or {}).values()):
             if callable(default) or isinstance(default, types.ModuleType):
-                self.visit(default, _display_name(default))
+                self.visit(default, display_name(default))
         wrapped = getattr(fn, "__wrapped__", None)
         if wrapped is not None:
-            self.visit(wrapped, _display_name(wrapped))
+            self.visit(wrapped, display_name(wrapped))
 
     def klass(self, cls: type, name: str) -> None:
         try:
@@ -249,11 +187,11 @@ class _Walker:
         self.put(name, _hash_text(normalised_source(tree)))
         module = sys.modules.get(cls.__module__)
         scope = _Scope(vars(module) if module else {}, {}, getattr(module, "__package__", None))
-        self.follow(scope, _references(tree))
+        self.follow(scope, references(tree))
 
     def module(self, module: types.ModuleType) -> None:
         """A user module used as a value: hash all of it and follow everything it defines."""
-        label = _module_label(module.__name__)
+        label = module_label(module.__name__)
         try:
             tree = ast.parse(Path(module.__file__ or "").read_text())
             self.put(f"{label} (whole module)", _hash_text(normalised_source(tree)))
@@ -272,29 +210,29 @@ class _Walker:
         """Resolve every reference; imports inside the body first, since they bind names."""
         chains = list(refs)
         for chain in chains:
-            if chain[0] in _IMPORT_MARKERS:
+            if chain[0] in IMPORT_MARKERS:
                 self.local_import(scope, chain)
         for chain in chains:
-            if chain[0] == _DYNAMIC:
+            if chain[0] == DYNAMIC:
                 self.dynamic(scope, chain[1])
-            elif chain[0] not in _IMPORT_MARKERS:
+            elif chain[0] not in IMPORT_MARKERS:
                 self.reference(scope, chain)
 
     def dynamic(self, scope: _Scope, target: str) -> None:
         """A lookup by computed name: a user module looked into is hashed whole; eval and friends are said."""
-        if target in _DYNAMIC_CALLS:
+        if target in DYNAMIC_CALLS:
             self.warn(f"{scope.owner or 'code it reaches'} calls {target}() with a computed argument; "
                       "code reached that way is not seen")
             return
         found, obj = scope.lookup(target)
-        if found and isinstance(obj, types.ModuleType) and _module_is_user(obj):
-            self.visit(obj, _module_label(obj.__name__))   # any of its names may be looked up
+        if found and isinstance(obj, types.ModuleType) and module_is_user(obj):
+            self.visit(obj, module_label(obj.__name__))   # any of its names may be looked up
 
     def local_import(self, scope: _Scope, chain: tuple[str, ...]) -> None:
         """An import inside a function body: bind the name to the loaded module, or hash the file."""
         found, obj, label = _resolve_import(chain, scope.package)
         if found:
-            if chain[0] == _IMPORT:
+            if chain[0] == IMPORT:
                 top = chain[1].split(".")[0]
                 scope.local_imports[top] = sys.modules.get(top, obj)
             else:
@@ -302,10 +240,10 @@ class _Walker:
                 if not isinstance(obj, types.ModuleType):   # a module is followed through its attributes
                     self.visit(obj, label)
             return
-        modname = chain[1] if chain[0] == _IMPORT else label.rsplit(".", 1)[0]
+        modname = chain[1] if chain[0] == IMPORT else label.rsplit(".", 1)[0]
         origin = _origin(modname, scope.package)
         if origin and is_user_file(origin):
-            key = f"{_module_label(modname)} (whole module)"
+            key = f"{module_label(modname)} (whole module)"
             try:
                 self.put(key, _hash_text(normalised_source(ast.parse(Path(origin).read_text()))))
             except (OSError, SyntaxError, ValueError):
@@ -323,9 +261,9 @@ class _Walker:
         for attr in chain[1:]:
             if not isinstance(obj, types.ModuleType) or not hasattr(obj, attr):
                 break
-            if not _module_is_user(obj):
+            if not module_is_user(obj):
                 return     # np.mean, os.path.join: third-party code, covered by the environment's versions
-            label = f"{_module_label(obj.__name__)}.{attr}"
+            label = f"{module_label(obj.__name__)}.{attr}"
             obj = getattr(obj, attr)
         label = label or _owner_label(scope, chain[0])
         if _third_party_code(obj):
@@ -368,14 +306,14 @@ class _Walker:
             items = sorted((self.canonical(k, depth + 1), self.canonical(v, depth + 1)) for k, v in obj.items())
             return "dict(" + ",".join(f"{k}:{v}" for k, v in items) + ")"
         if isinstance(obj, types.FunctionType | type | types.ModuleType | functools.partial):
-            self.visit(obj, _display_name(obj))
-            return f"<ref {_display_name(obj)}>"
+            self.visit(obj, display_name(obj))
+            return f"<ref {display_name(obj)}>"
         cls = type(obj)
-        if _is_user_class(cls):
-            self.visit(cls, _display_name(cls))
+        if is_user_class(cls):
+            self.visit(cls, display_name(cls))
             state = getattr(obj, "__dict__", None)
             if state is not None:
-                return f"{_display_name(cls)}{self.canonical(dict(state), depth + 1)}"
+                return f"{display_name(cls)}{self.canonical(dict(state), depth + 1)}"
         try:
             return f"{cls.__module__}.{cls.__qualname__}:" + hashlib.sha256(
                 pickle.dumps(obj, protocol=4)).hexdigest()
@@ -405,7 +343,7 @@ class _Scope:
 def _owner_label(scope: _Scope, name: str) -> str:
     if name in scope.closure:
         return f"{scope.owner}.{name} (closure)"
-    return f"{_module_label(str(scope.globals.get('__name__', '')))}.{name}"
+    return f"{module_label(str(scope.globals.get('__name__', '')))}.{name}"
 
 
 # --- helpers of the walk ------------------------------------------------------------------------
@@ -429,7 +367,7 @@ def _unwrap(obj: Any) -> Any:
 def _third_party_code(obj: Any) -> bool:
     """A module, class or callable that belongs to an installed package or the stdlib."""
     if isinstance(obj, types.ModuleType):
-        return not _module_is_user(obj)
+        return not module_is_user(obj)
     if isinstance(obj, (*_PLAIN, list, tuple, dict, set, frozenset)):
         return False
     # classes, functions and function-like objects (numpy ufuncs) carry their own __qualname__;
@@ -437,7 +375,7 @@ def _third_party_code(obj: Any) -> bool:
     if isinstance(obj, type) or inspect.isroutine(obj) or hasattr(obj, "__qualname__"):
         owner = getattr(obj, "__module__", None)
         if isinstance(owner, str) and not isinstance(_unwrap(obj), types.FunctionType):
-            return not _module_is_user(sys.modules.get(owner))
+            return not module_is_user(sys.modules.get(owner))
     return False
 
 
@@ -461,73 +399,6 @@ def _parse(fn: types.FunctionType) -> ast.AST | None:
         return None
 
 
-def _references(tree: ast.AST) -> Iterator[tuple[str, ...]]:
-    """Names and dotted chains (``helpers.clean``) read by the code, decorators included."""
-    stack = [tree]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, ast.Attribute):
-            chain: list[str] = []
-            base: ast.AST = node
-            while isinstance(base, ast.Attribute):
-                chain.append(base.attr)
-                base = base.value
-            if isinstance(base, ast.Name):
-                yield (base.id, *reversed(chain))
-                continue
-            stack.append(base)
-            continue
-        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
-            yield (node.id,)
-            continue
-        if isinstance(node, ast.Import | ast.ImportFrom):
-            yield from _import_refs(node)
-            continue
-        if isinstance(node, ast.Call):
-            yield from _dynamic_refs(node)
-            if _is_getattr_by_constant(node):   # the chain was yielded; the bare module name is not a use
-                stack.extend([node.func, *node.args[2:], *node.keywords])
-                continue
-        stack.extend(ast.iter_child_nodes(node))
-
-
-def _is_getattr_by_constant(call: ast.Call) -> bool:
-    return isinstance(call.func, ast.Name) and call.func.id == "getattr" and len(call.args) >= 2 \
-        and isinstance(call.args[0], ast.Name) and isinstance(call.args[1], ast.Constant) \
-        and isinstance(call.args[1].value, str)
-
-
-def _dynamic_refs(call: ast.Call) -> Iterator[tuple[str, ...]]:
-    """Lookups by computed name: ``getattr(helpers, "clean")`` is a chain; the rest is flagged."""
-    func, args = call.func, call.args
-    name = func.id if isinstance(func, ast.Name) else None
-    if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) and func.value.id == "importlib" \
-            and func.attr == "import_module":
-        name = "importlib.import_module"
-    if name == "getattr" and len(args) >= 2 and isinstance(args[0], ast.Name):
-        if isinstance(args[1], ast.Constant) and isinstance(args[1].value, str):
-            yield (args[0].id, args[1].value)
-        else:
-            yield (_DYNAMIC, args[0].id)
-    elif name in ("importlib.import_module", "__import__"):
-        if args and isinstance(args[0], ast.Constant) and isinstance(args[0].value, str):
-            yield (_IMPORT, args[0].value)
-        else:
-            yield (_DYNAMIC, name)
-    elif name in ("eval", "exec"):
-        yield (_DYNAMIC, name)
-
-
-def _import_refs(node: ast.Import | ast.ImportFrom) -> Iterator[tuple[str, ...]]:
-    # encoded as a chain under a marker that cannot be a Python name
-    if isinstance(node, ast.Import):
-        for alias in node.names:
-            yield (_IMPORT, alias.name)
-    else:
-        for alias in node.names:
-            yield (_FROM, "." * node.level + (node.module or ""), alias.name)
-
-
 def _code_names(code: types.CodeType) -> Iterator[str]:
     yield from code.co_names
     for const in code.co_consts:
@@ -549,7 +420,7 @@ def _hash_text(text: str) -> str:
 
 def _resolve_import(chain: tuple[str, ...], package: str | None) -> tuple[bool, Any, str]:
     """An import inside a function body: the module (or name) it binds, without importing anything new."""
-    if chain[0] == _IMPORT:
+    if chain[0] == IMPORT:
         modname = chain[1]
         module = sys.modules.get(modname)
         return (module is not None), module, modname
