@@ -33,6 +33,8 @@ def references(tree: ast.AST) -> Iterator[tuple[str, ...]]:
         if isinstance(node, ast.Import | ast.ImportFrom):
             yield from _import_refs(node)
             continue
+        if isinstance(node, ast.arg | ast.FunctionDef | ast.AsyncFunctionDef):
+            yield from _string_annotation(node.annotation if isinstance(node, ast.arg) else node.returns)
         if isinstance(node, ast.Call):
             yield from _dynamic_refs(node)
             if _is_getattr_by_constant(node):   # the chain was yielded; the bare module name is not a use
@@ -76,3 +78,12 @@ def _import_refs(node: ast.Import | ast.ImportFrom) -> Iterator[tuple[str, ...]]
     else:
         for alias in node.names:
             yield (FROM, "." * node.level + (node.module or ""), alias.name)
+
+
+def _string_annotation(annotation: ast.AST | None) -> Iterator[tuple[str, ...]]:
+    """Names inside a quoted annotation (``m: "model.Doubler"``): the step may run their code."""
+    if isinstance(annotation, ast.Constant) and isinstance(annotation.value, str):
+        try:
+            yield from references(ast.parse(annotation.value, mode="eval"))
+        except SyntaxError:
+            return

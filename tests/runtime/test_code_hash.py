@@ -505,3 +505,33 @@ def test_lookups_by_computed_name_are_covered_or_said(project: Project, caplog: 
     run = project.run()
     assert project.hits(run) == {"by_name": False, "by_constant": False, "evaluated": True}
     assert project.reasons(run)["by_constant"] == "code changed: ops.sub"
+
+
+def test_a_class_named_only_in_a_parameter_annotation_is_covered(project: Project) -> None:
+    project.write("model.py", '''
+        class Doubler:
+            def predict(self, x):
+                return x * 2
+    ''')
+    project.write("flow.py", '''
+        import conveyor as cv
+        import model
+
+        @cv.step
+        def build() -> "model.Doubler":
+            return model.Doubler()
+
+        @cv.step
+        def score(m: "model.Doubler") -> int:
+            return m.predict(1)
+
+        @cv.pipeline
+        def pipe():
+            score(build())
+    ''')
+    assert project.run().output("score") == 2
+    project.edit("model.py", "x * 2", "x * 3")
+    run = project.run()
+    # the new Doubler pickles to the same bytes; only the annotation tells the cache that score runs its code
+    assert run.output("score") == 3
+    assert project.reasons(run) == {"build": "code changed: model.Doubler", "score": "code changed: model.Doubler"}
