@@ -38,6 +38,7 @@ import sys
 import textwrap
 import threading
 import types
+import uuid
 import weakref
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -89,7 +90,13 @@ def reached_code(fn: Callable[..., Any], *, step: str = "") -> CodeFingerprint:
     walker = _Walker(step or getattr(fn, "__name__", repr(fn)))
     # the step's own function is named after the step, so renaming the Python function is no change
     walker.root = f"{module_label(getattr(fn, '__module__', '') or '')}.{step}" if step else ""
-    walker.visit(fn, display_name(fn))
+    try:
+        walker.visit(fn, display_name(fn))
+    except RecursionError:
+        # deeper than the interpreter's stack: never reuse a result rather than reuse a wrong one
+        walker.warn("the code it reaches is nested too deeply to analyse, so the step is not cached in this "
+                    "process")
+        walker.parts["(not analysable)"] = uuid.uuid4().hex
     result = CodeFingerprint.of(dict(walker.parts), tuple(walker.warnings))
     for w in result.warnings:
         log.warning("%s", w)

@@ -535,3 +535,20 @@ def test_a_class_named_only_in_a_parameter_annotation_is_covered(project: Projec
     # the new Doubler pickles to the same bytes; only the annotation tells the cache that score runs its code
     assert run.output("score") == 3
     assert project.reasons(run) == {"build": "code changed: model.Doubler", "score": "code changed: model.Doubler"}
+
+
+def test_code_too_deep_to_analyse_is_never_reused(project: Project, caplog: pytest.LogCaptureFixture) -> None:
+    chain = "\n".join(f"def f{i}(x):\n    return f{i + 1}(x)\n" for i in range(600)) + "\ndef f600(x):\n    return x\n"
+    project.write("flow.py", "import conveyor as cv\n\n" + chain + '''
+@cv.step
+def deep(x: int) -> int:
+    return f0(x)
+
+@cv.pipeline
+def pipe(x: int = 1):
+    deep(x)
+''')
+    with caplog.at_level(logging.WARNING, logger="conveyor.cache"):
+        assert project.run().output("deep") == 1
+    assert any("nested too deeply" in r.getMessage() for r in caplog.records)
+    assert project.hits(project.run()) == {"deep": False}
