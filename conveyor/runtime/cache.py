@@ -6,7 +6,7 @@ import glob
 import hashlib
 import inspect
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -83,11 +83,13 @@ class KeyParts:
     outputs: tuple[str, ...]
     declared: Mapping[str, Any]          # cache_version, cache_files, cache_key
     uncached: str | None = None          # "run" (cache turned off for the run) or "step" (cache=False)
+    shown: Mapping[str, str] = field(default_factory=dict)   # parameters' values, short, for miss reasons
 
     def to_json(self) -> dict[str, Any]:
         """JSON-able form for the step run's ``cache_parts`` column."""
         return {"code": dict(self.code), "params": dict(self.params), "inputs": dict(self.inputs),
-                "outputs": list(self.outputs), "declared": dict(self.declared), "uncached": self.uncached}
+                "outputs": list(self.outputs), "declared": dict(self.declared), "uncached": self.uncached,
+                "shown": dict(self.shown)}
 
 
 def explain_miss(current: Mapping[str, Any] | None, previous: Mapping[str, Any] | None,
@@ -120,7 +122,8 @@ def explain_miss(current: Mapping[str, Any] | None, previous: Mapping[str, Any] 
         now, then = current.get(kind, {}), previous.get(kind, {})
         diff = sorted(k for k in set(now) | set(then) if now.get(k) != then.get(k))
         if diff:
-            reasons.append(f"{label}{'s' if len(diff) > 1 else ''} changed: " + ", ".join(diff))
+            names = [_with_values(k, previous.get("shown", {}), current.get("shown", {})) for k in diff]
+            reasons.append(f"{label}{'s' if len(diff) > 1 else ''} changed: " + ", ".join(names))
     if list(current.get("outputs", [])) != list(previous.get("outputs", [])):
         reasons.append(f"outputs changed: {previous.get('outputs')} -> {current.get('outputs')}")
     dnow, dthen = current.get("declared", {}), previous.get("declared", {})
@@ -140,8 +143,14 @@ def explain_miss(current: Mapping[str, Any] | None, previous: Mapping[str, Any] 
     return "same key as the earlier run of this step, but its outputs were not found"
 
 
+def _with_values(name: str, then: Mapping[str, str], now: Mapping[str, str]) -> str:
+    if name in then and name in now:
+        return f"{name} ({then[name]} -> {now[name]})"
+    return name
+
+
 def key_parts(spec: Any, fingerprints: Mapping[str, Any], param_names: set[str], arguments: Any,
-              uncached: str | None) -> KeyParts:
+              uncached: str | None, shown: Mapping[str, Any] | None = None) -> KeyParts:
     """Gather the components of a call's key: reached code, parameters, inputs and declarations.
 
     ``arguments`` is a function returning the call's resolved argument values; it is called only
@@ -161,7 +170,16 @@ def key_parts(spec: Any, fingerprints: Mapping[str, Any], param_names: set[str],
     return KeyParts(code=code.parts, code_digest=code.digest,
                     params={k: v for k, v in fingerprints.items() if k in param_names},
                     inputs={k: v for k, v in fingerprints.items() if k not in param_names},
-                    outputs=tuple(spec.outputs), declared=declared, uncached=uncached)
+                    outputs=tuple(spec.outputs), declared=declared, uncached=uncached,
+                    shown={k: _short(v) for k, v in (shown or {}).items() if k in param_names})
+
+
+def _short(value: Any) -> str:
+    try:
+        text = orjson.dumps(value).decode() if not isinstance(value, str) else repr(value)
+    except TypeError:      # e.g. an int beyond 64 bits
+        text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def parts_key(step: str, parts: KeyParts) -> str:

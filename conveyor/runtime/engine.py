@@ -157,7 +157,8 @@ class Engine:
         spec = node.spec
         uncached = None if spec.cache and self._cache else ("step" if not spec.cache else "run")
         params = {k for k, e in inputs.items() if isinstance(e, Const)}
-        call.parts = key_parts(spec, call.fingerprints, params, lambda: self._resolved(call.args), uncached)
+        call.parts = key_parts(spec, call.fingerprints, params, lambda: self._resolved(call.args), uncached,
+                               shown=dict(call.params))
         call.cache_key = parts_key(spec.name, call.parts)
         return call
 

@@ -25,7 +25,8 @@ def test_changed_parameter_reruns_only_affected_steps(client) -> None:
     run = p.chain.run(n=3, start=1, client=client)  # inc(1)=2, inc_2(2)=3, inc_3(3)=4
     hits = {s.name: s.cache_hit for s in run.steps.values()}
     assert hits == {"inc": False, "inc_2": True, "inc_3": False}
-    assert miss_reasons(client.metadata, run.id) == {"inc": "parameter changed: x", "inc_3": "input changed: x"}
+    assert miss_reasons(client.metadata, run.id) == {"inc": "parameter changed: x (0 -> 1)",
+                                                  "inc_3": "input changed: x"}
     assert run.output("inc_3") == 4
 
 
