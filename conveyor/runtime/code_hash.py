@@ -7,12 +7,15 @@ The rule, applied at run time to the step's function object:
 * for every name it uses, resolve the name the way Python will when the step runs: the
   function's closure cells, then its module globals (names imported inside the function body
   are resolved too); attribute chains on modules (``helpers.clean``, ``pkg.sub.CONST``) are
-  followed through modules to the object they name; default arguments and the functions wrapped
-  by decorators (``__wrapped__``, ``functools.partial``) count as used;
+  followed through modules to the object they name; default arguments, the functions wrapped
+  by decorators (``__wrapped__``, ``functools.partial``) and the classes named in annotations
+  (also quoted ones) count as used; ``getattr(mod, "name")`` is ``mod.name``, ``getattr(mod, x)``
+  uses all of ``mod``, and ``eval``/``exec``/``import_module`` of computed text are reported;
 * an object that belongs to the user's own code is hashed and followed in turn: functions,
   classes (their whole source, so every method; their bases by name), module-level constants
-  (canonical content of plain data, else a hash of their pickled state), whole modules used as a
-  value;
+  (canonical content of plain data, instances of the user's classes by their attributes, else a
+  hash of their pickled state: pickles that differ between processes only cause misses), whole
+  modules used as a value;
 * the user's own code is every file that is not part of the Python installation (stdlib,
   ``site-packages``/``dist-packages``, the interpreter's prefixes) and not part of Conveyor.
   Everything else (numpy, scikit-learn, the stdlib) is covered by the package versions recorded
