@@ -10,7 +10,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from conveyor.errors import PipelineDefinitionError
+from conveyor.errors import ConveyorError, PipelineDefinitionError
 
 
 def _module_name(path: Path) -> str:
@@ -36,10 +36,36 @@ def load_module_from_file(path: Path) -> ModuleType:
         sys.path.insert(0, folder)
     try:
         spec.loader.exec_module(module)
-    except Exception:
+    except ConveyorError:
         del sys.modules[name]
         raise
+    except Exception as exc:
+        del sys.modules[name]
+        raise loading_error(str(path), exc) from exc
     return module
+
+
+def loading_error(what: str, exc: BaseException) -> PipelineDefinitionError:
+    """A file (or module) that fails to import, as one message: which file, which line, what, how to fix."""
+    if isinstance(exc, SyntaxError):
+        where = f"{exc.filename or what}, line {exc.lineno}"
+        code = f"\n    {exc.text.strip()}" if exc.text and exc.text.strip() else ""
+        return PipelineDefinitionError(
+            f"{where}: {type(exc).__name__}: {exc.msg}.{code}\nFix the file, then run the command again.")
+    frame = None
+    tb = exc.__traceback__
+    while tb is not None:   # the innermost frame of real code (not the import machinery)
+        if not tb.tb_frame.f_code.co_filename.startswith("<"):
+            frame = (tb.tb_frame.f_code.co_filename, tb.tb_lineno)
+        tb = tb.tb_next
+    where = f"{frame[0]}, line {frame[1]}" if frame else what
+    if isinstance(exc, ImportError):
+        missing = f" Install '{exc.name}' into this environment or fix the import." if exc.name else ""
+        return PipelineDefinitionError(
+            f"{where}: {type(exc).__name__}: {exc} (while importing {what}).{missing}")
+    return PipelineDefinitionError(
+        f"{where}: {type(exc).__name__}: {exc} (while importing {what}). Fix the file, then run the command "
+        "again; `conveyor --debug ...` shows the full traceback.")
 
 
 def load_pipeline(ref: str) -> Any:
@@ -58,8 +84,16 @@ def load_pipeline(ref: str) -> Any:
     else:
         try:
             module = importlib.import_module(target)
-        except ImportError as exc:
-            raise PipelineDefinitionError(f"Cannot import module '{target}': {exc}.") from None
+        except ModuleNotFoundError as exc:
+            if exc.name and target.startswith(exc.name):
+                raise PipelineDefinitionError(
+                    f"Cannot import module '{target}': {exc}. Check the name, or name a file: FILE.py:PIPELINE."
+                ) from None
+            raise loading_error(f"module '{target}'", exc) from exc
+        except ConveyorError:
+            raise
+        except Exception as exc:
+            raise loading_error(f"module '{target}'", exc) from exc
         canonical = ref
     obj = getattr(module, attr, None)
     if not isinstance(obj, Pipeline):

@@ -112,6 +112,14 @@ class Run:
         record = outs[self._output_name(step, outs, name)]
         return self._client.load(Slot(record.id, stored_from_record(record)))
 
+    def resume(self, **params: Any) -> Run:
+        """Resume this failed or interrupted run, optionally with new parameter values.
+
+        Steps whose inputs change (directly or through a changed upstream output) run again; the
+        others are reused. Returns the finished run (raises StepFailed if it fails again).
+        """
+        return self._client.resume(self.id, params=params or None)
+
     def raise_for_status(self) -> Run:
         """Raise StepFailed when the run failed; return the run otherwise."""
         if self.status == "failed":
