@@ -128,7 +128,9 @@ class Engine:
             if node.name_by is not None else None
         maps[node.name] = [None] * n
         ex.status[node.name] = "running"
-        if n == 0:
+        if n == 0:   # recorded, so the run's record says it succeeded (a resume may follow a skip)
+            self.metadata.steps.record(self._run_id, node.name, node.spec.name, StepOutcome(
+                status="succeeded", attempts=0, reason="fan-out over an empty list: no elements ran"))
             self._complete_map(node.name, maps)
             return []
         calls = []

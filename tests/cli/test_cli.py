@@ -252,7 +252,7 @@ def test_debug_flag_and_setting_show_the_traceback(entry, tmp_path) -> None:
 
 def test_only_installed_executors_are_advertised_and_unknown_ones_are_clear(entry) -> None:
     help_text = entry("run", "--help").stdout
-    assert "thread or process" in help_text and "ray" not in help_text
+    assert "process or thread" in help_text and "ray" not in help_text
     proc = entry("run", "flow.py:demo", "--executor", "ray")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "Executor 'ray' is not known. Use one of: process, thread." in proc.stderr

@@ -301,3 +301,36 @@ def test_git_commit_and_dirty_state_are_captured_from_the_pipeline_folder(client
     (repo / "flow.py").write_text((repo / "flow.py").read_text() + "# changed\n")
     rec = client.run_pipeline(flow).record
     assert rec.git_commit == head and rec.git_dirty is True
+
+
+def test_executor_registry_advertises_only_what_can_be_imported_and_names_the_extra() -> None:
+    from conveyor.errors import ConfigurationError
+    from conveyor.executors import ExecutorRegistry, registry
+
+    fresh = ExecutorRegistry()
+    fresh.register("thread", "conveyor.executors.thread:ThreadExecutor")
+    fresh.register("cluster", "conveyor_cluster_exec:ClusterExecutor", "pip install 'conveyor[cluster]'",
+                   requires=("conveyor_cluster_missing_module",))
+    assert fresh.names() == ["cluster", "thread"] and fresh.available() == ["thread"]
+    with pytest.raises(ConfigurationError) as err:
+        fresh.create("cluster")
+    assert "needs conveyor_cluster_missing_module, which is not installed" in str(err.value)
+    assert "pip install 'conveyor[cluster]'" in str(err.value) and "use one of: thread" in str(err.value)
+    with pytest.raises(ConfigurationError, match="Executor 'ray' is not known. Use one of: thread."):
+        fresh.create("ray")
+    assert registry.available() == ["process", "thread"]
+
+
+def test_live_view_shows_a_skipped_steps_reason() -> None:
+    import io
+
+    from rich.console import Console
+
+    from conveyor.cli.live import LiveSteps
+
+    out = io.StringIO()
+    live = LiveSteps(Console(file=out, width=250, force_terminal=False), "demo")
+    reason = "condition not met: evaluate.output['auc'] >= 0.9 (value 0.87), and a reason longer than eighty chars"
+    live("skipped", "publish", {"reason": reason})
+    Console(file=out, width=250).print(live._table())
+    assert reason in out.getvalue()

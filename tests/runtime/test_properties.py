@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 
 import conveyor as cv
 
-EXAMPLES_OUTCOMES = 50
-EXAMPLES_RESUME = 30
+EXAMPLES_OUTCOMES = 60
+EXAMPLES_RESUME = 40
 
 CALLS: list[tuple[str, str]] = []     # (run id, node name) per attempt, appended by the steps
 _lock = threading.Lock()
