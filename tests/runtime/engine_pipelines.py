@@ -5,8 +5,6 @@ Module-level so `runs resume` (which loads the pipeline by reference) finds them
 
 from __future__ import annotations
 
-from typing import Optional
-
 import conveyor as cv
 from tests.runtime.pipelines import bump
 
@@ -138,9 +136,3 @@ def ident(x: int) -> int:
 def named_literal(values: list[int] = [1, 2]):  # noqa: B006  (a default list is a plain parameter here)
     return ident.map(x=values, name_by=lambda v: f"v{v}")
 
-
-# --- typed parameters ------------------------------------------------------------------------------
-
-@cv.pipeline
-def typed(flag_: Optional[bool] = None, limit: int | None = None, ids: list[int] = [1]):  # noqa: B006, UP007
-    return ident(1)
