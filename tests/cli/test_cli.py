@@ -230,6 +230,9 @@ def test_usage_errors_are_one_message_with_a_usage_hint_and_exit_2(entry, args, 
     ("import conveyor as cv\nimport not_a_real_module_xyz\n",
      ["bad.py, line 2", "No module named 'not_a_real_module_xyz'", "Install 'not_a_real_module_xyz'"]),
     ("import conveyor as cv\nVALUE = 1 / 0\n", ["bad.py, line 2", "ZeroDivisionError: division by zero"]),
+    ("import json\njson.loads('{')\n", ["bad.py, line 2", "JSONDecodeError"]),   # raised in a library: the user's line
+    ("import conveyor as cv\n\n@cv.step(retries=-1)\ndef a() -> int:\n    return 1\n",
+     ["bad.py, line 3", "Step 'a': retries must be >= 0"]),
 ])
 def test_a_pipeline_file_that_does_not_import_names_file_line_and_error(entry, tmp_path, source, expected) -> None:
     (tmp_path / "bad.py").write_text(source)

@@ -16,6 +16,7 @@ import threading
 from contextlib import nullcontext
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -178,6 +179,7 @@ def observed(client: Any, run: Any, nodes: list[dict[str, Any]]) -> dict[str, di
     return result
 
 
+@pytest.mark.slow
 @settings(max_examples=EXAMPLES_OUTCOMES, deadline=None, database=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(nodes=graphs(), data=st.data())
@@ -191,6 +193,7 @@ def test_random_graphs_match_the_reference_interpreter(client, nodes, data) -> N
     assert run.status == ("failed" if failed else "succeeded")
 
 
+@pytest.mark.slow
 @settings(max_examples=EXAMPLES_RESUME, deadline=None, database=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(nodes=graphs(permanent_failures=False), data=st.data())
