@@ -290,3 +290,18 @@ def test_name_by_must_be_a_function_or_a_key() -> None:
 
     with pytest.raises(PipelineDefinitionError, match=r"name_by takes a function of the element"):
         bad.build()
+
+
+def test_map_takes_after_and_names_zipped_elements_by_a_dict_of_the_mapped_keywords() -> None:
+    from conveyor.dsl.fanout import element_labels
+
+    @cv.pipeline
+    def sweep():
+        data = load(3)
+        return train.map(df=[[1], [2]], C=[0.1, 1.0], name_by=lambda e: f"C={e['C']}", after=data)
+
+    node = sweep.build().nodes["train"]
+    assert node.after == ("load",) and node.upstream() == {"load"}
+    assert element_labels("train", node.name_by, {"df": [[1], [2]], "C": [0.1, 1.0]}) == ["C=0.1", "C=1.0"]
+    assert element_labels("train", "C", {"df": [[1], [2]], "C": [0.1, 1.0]}) == ["0.1", "1.0"]
+    assert element_labels("train", "name", {"cfg": [{"name": "a"}, {"name": "b"}]}) == ["a", "b"]
