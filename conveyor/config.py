@@ -9,12 +9,13 @@ variable                        meaning                                   defaul
 ``CONVEYOR_HOME``               folder for the embedded stores            ``./.conveyor``
 ``CONVEYOR_METADATA_URL``       any SQLAlchemy URL                        ``sqlite:///$HOME/metadata.db``
 ``CONVEYOR_ARTIFACT_ROOT``      fsspec URL (file, s3, gs, az, memory)     ``$HOME/artifacts``
-``CONVEYOR_EXECUTOR``           ``thread``, ``process`` or ``ray``        ``thread``
+``CONVEYOR_EXECUTOR``           ``thread`` or ``process``                 ``thread``
 ``CONVEYOR_MAX_WORKERS``        parallel steps in the local executor      CPU count (at least 2)
 ``CONVEYOR_INLINE_MAX_BYTES``   JSON values up to this size stay inline   ``65536``
 ``CONVEYOR_ACTOR``              who is acting (audit log, approvals)      the OS user name
 ``CONVEYOR_SERVE_MEMORY_MB``    model cache cap of one server process     ``2048``
 ``CONVEYOR_DEFAULT_ENDPOINT``   endpoint for paths that name none         the only endpoint, if one
+``CONVEYOR_DEBUG``              ``1``: the CLI prints tracebacks too      off
 ``AIP_HTTP_PORT``               Vertex AI: the port to listen on          ``8080``
 ``AIP_PREDICT_ROUTE``           Vertex AI: the prediction path            ``/predict``
 ``AIP_HEALTH_ROUTE``            Vertex AI: the health path                ``/health``
@@ -32,7 +33,7 @@ from pathlib import Path
 
 from conveyor.errors import ConfigurationError
 
-EXECUTORS = ("thread", "process", "ray")
+EXECUTORS = ("thread", "process")   # executors shipped with Conveyor (conveyor.executors.registry)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,3 +123,9 @@ def load_settings(env: Mapping[str, str] | None = None, cwd: Path | None = None)
                     aip_http_port=_int("AIP_HTTP_PORT", aip_port) if aip_port else None,
                     aip_predict_route=env.get("AIP_PREDICT_ROUTE", "/predict"),
                     aip_health_route=env.get("AIP_HEALTH_ROUTE", "/health"))
+
+
+def debug_enabled(env: Mapping[str, str] | None = None) -> bool:
+    """``CONVEYOR_DEBUG=1`` (or true/yes/on): the CLI shows tracebacks, as ``conveyor --debug`` does."""
+    env = os.environ if env is None else env
+    return env.get("CONVEYOR_DEBUG", "").strip().lower() in ("1", "true", "yes", "on")

@@ -7,6 +7,7 @@ The tree::
     ├── PipelineDefinitionError       a pipeline or step is mis-declared (caught at build time)
     │   └── ParameterError            a pipeline parameter is missing, unknown or ill-typed
     ├── StepFailed                    a step raised after its retries
+    ├── QualityGateFailed             a step's check rejected a result (raised by user steps)
     ├── RunCancelled                  a run was interrupted (Ctrl-C, SIGTERM)
     ├── ArtifactError
     │   ├── ArtifactIntegrityError    bytes on disk do not match the recorded hash
@@ -155,3 +156,15 @@ class RateLimited(ConveyorError):
     def __init__(self, message: str, *, retry_after: float) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class QualityGateFailed(ConveyorError):
+    """A step's check rejected a result (e.g. an accuracy below the pipeline's threshold).
+
+    Raise it from a step to say "the code worked, the result is not good enough": the run's
+    failure message then offers a resume with other parameters (``-p key=value``) rather than
+    asking to fix the step.
+    """
+
+    exit_code = 3
+    headline = "Quality gate failed"

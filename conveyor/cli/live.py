@@ -51,8 +51,23 @@ class LiveSteps:
             took = row.get("duration")
             if took is None and row["status"] == "running" and row["start"] is not None:
                 took = now - row["start"]
-            table.add_row(name, status(row["status"]), duration(took), str(row["note"])[:80])
+            table.add_row(name, status(row["status"]), duration(took), clip_note(str(row["note"])))
         return table
+
+
+def clip_note(text: str, limit: int = 160) -> str:
+    """One line of at most ``limit`` characters (a reason or an error's first line)."""
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def step_note(step: Any) -> str:
+    """Why a step is in its state: a skipped step's reason, a failed step's error."""
+    if step.status == "skipped":
+        return clip_note(step.reason or "")
+    if step.status in ("failed", "interrupted", "cancelled"):
+        return clip_note(step.error or step.reason or "")
+    return ""
 
 
 def run_summary(console: Any, run: Any) -> None:
@@ -61,11 +76,11 @@ def run_summary(console: Any, run: Any) -> None:
 
     steps = run.steps
     table = Table(title=f"Run {run.id} · {run.pipeline} · {status(run.status)}", title_justify="left")
-    for col in ("step", "status", "duration", "cached", "attempts"):
+    for col in ("step", "status", "duration", "cached", "attempts", "reason"):
         table.add_column(col)
     for s in steps.values():
         table.add_row(s.name, status(s.status), duration(s.duration), "yes" if s.cache_hit else "",
-                      str(s.attempts) if s.attempts else "")
+                      str(s.attempts) if s.attempts else "", step_note(s))
     console.print(table)
     metrics = run.metrics
     if metrics:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Annotated
 
 import typer
 
@@ -40,15 +41,59 @@ app.add_typer(automation_cmd.firings_app, name="firings", help="What schedules a
 app.command("agent")(automation_cmd.agent)
 
 
+_state = {"debug": False}
+
+
+@app.callback()
+def _options(debug: Annotated[bool, typer.Option("--debug", help="Print the full traceback of any error "
+                                                          "(also CONVEYOR_DEBUG=1).")] = False) -> None:
+    """Pipelines, tracking, registry, serving and monitoring for machine-learning models."""
+    _state["debug"] = _state["debug"] or debug
+
+
+def _is(exc: BaseException, class_name: str) -> bool:
+    """True when ``exc`` is a click exception of that name, whichever click (typer may bundle its own)."""
+    return any(c.__name__ == class_name and "click" in c.__module__ for c in type(exc).__mro__)
+
+
+def _command_path(argv: list[str]) -> str:
+    """``conveyor runs resume`` for argv ``runs resume X -p``: the (sub)commands named on the line."""
+    command = typer.main.get_command(app)
+    path = ["conveyor"]
+    for arg in argv:
+        commands = getattr(command, "commands", None)
+        if arg.startswith("-") or not commands or arg not in commands:
+            if arg.startswith("-"):
+                continue
+            break
+        command = commands[arg]
+        path.append(arg)
+    return " ".join(path)
+
+
+def _debug() -> bool:
+    from conveyor.config import debug_enabled
+
+    return _state["debug"] or debug_enabled()
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: run the app; a ConveyorError becomes its message and exit code, never a traceback."""
+    """Entry point: every user error becomes one message and an exit code; a traceback only with --debug.
+
+    Exit codes: a ConveyorError's own (2 for definition and parameter errors), 2 for a usage error
+    (unknown command or option, a bad or missing value), 1 for an unexpected error, 130 for Ctrl-C.
+    """
     from conveyor.errors import ConveyorError, RunCancelled
 
     try:
-        app(args=argv, standalone_mode=False)
+        rc = app(args=argv, standalone_mode=False, prog_name="conveyor")
     except ConveyorError as exc:
         from conveyor.cli.output import error_console
 
+        if _debug():
+            import traceback
+
+            traceback.print_exc()
         error_console().print(f"[bold red]{exc.headline}:[/] {exc.message}", highlight=False, soft_wrap=True)
         if isinstance(exc, RunCancelled):
             # Step bodies still running in worker threads cannot be stopped; do not wait for them.
@@ -58,17 +103,33 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
-    except Exception as exc:  # click's own usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
-            sys.exit(1)
-        raise
     except SystemExit:
         raise
+    except Exception as exc:
+        # In non-standalone mode click's usage errors arrive here; match them by class name, since
+        # the click that typer uses may be a copy bundled inside typer rather than the `click` module.
+        if _is(exc, "ClickException"):
+            if _debug():
+                import traceback
+
+                traceback.print_exc()
+            if getattr(exc, "ctx", True) is None:   # raised before a context existed: add the hint click leaves out
+                print(f"Usage: {_command_path(sys.argv[1:] if argv is None else argv)} [OPTIONS] ...\n"
+                      f"Try '{_command_path(sys.argv[1:] if argv is None else argv)} --help' for help.\n",
+                      file=sys.stderr)
+            exc.show()  # type: ignore[attr-defined]
+            sys.exit(getattr(exc, "exit_code", 2))
+        if _is(exc, "Abort"):
+            print("Aborted.", file=sys.stderr)
+            sys.exit(1)
+        if _debug():
+            raise
+        print(f"Unexpected error: {type(exc).__name__}: {exc}\n"
+              "Run the command again with --debug (or CONVEYOR_DEBUG=1) to see the traceback, "
+              "and report it if the cause is not in your own code.", file=sys.stderr)
+        sys.exit(1)
+    if isinstance(rc, int) and not isinstance(rc, bool) and rc:   # typer.Exit(code) in non-standalone mode
+        sys.exit(rc)
 
 
 if __name__ == "__main__":

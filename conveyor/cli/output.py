@@ -62,3 +62,10 @@ def parse_params(items: list[str] | None) -> dict[str, str]:
             raise ParameterError(f"-p {item!r} is not key=value. Write e.g. -p rows=1000.")
         out[key.strip()] = value
     return out
+
+
+def executor_help() -> str:
+    """The ``--executor`` help: only executors whose dependencies are installed."""
+    from conveyor.executors import registry
+
+    return f"Where steps run: {' or '.join(registry.available())} (default: CONVEYOR_EXECUTOR or thread)."

@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from conveyor.cli.output import console, duration, print_json, status, when
+from conveyor.cli.output import console, duration, executor_help, print_json, status, when
 
 app = typer.Typer(no_args_is_help=True)
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
@@ -103,16 +103,24 @@ def logs(run_id: str, step: Annotated[Optional[str], typer.Option(help="Only thi
 
 
 @app.command("resume")
-def resume(run_id: str, executor: Annotated[Optional[str], typer.Option()] = None) -> None:  # noqa: UP007
+def resume(
+    run_id: str,
+    param: Annotated[Optional[list[str]], typer.Option(  # noqa: UP007
+        "-p", "--param", help="A new value for a pipeline parameter, KEY=VALUE (repeatable). Steps whose inputs "
+                              "change run again; the rest are reused.")] = None,
+    executor: Annotated[Optional[str], typer.Option(help=executor_help())] = None,  # noqa: UP007
+) -> None:
     """Finish an interrupted or failed run; completed steps are not executed again."""
     from conveyor.cli.live import LiveSteps, run_summary
+    from conveyor.cli.output import parse_params
     from conveyor.errors import StepFailed
 
     client = _client()
     c = console()
+    params = parse_params(param)
     with LiveSteps(c, f"resuming {run_id}") as live:
         try:
-            run = client.resume(run_id, executor=executor, observer=live)
+            run = client.resume(run_id, params=params or None, from_text=True, executor=executor, observer=live)
         except StepFailed as exc:
             run_summary(c, exc.run)  # type: ignore[attr-defined]
             raise

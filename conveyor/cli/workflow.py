@@ -7,7 +7,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from conveyor.cli.output import console, parse_params, print_json
+from conveyor.cli.output import console, executor_help, parse_params, print_json
 
 ParamOpt = Annotated[Optional[list[str]], typer.Option("-p", "--param", help="Pipeline parameter KEY=VALUE (repeatable).")]  # noqa: UP007
 
@@ -63,7 +63,7 @@ def run(
     target: Annotated[str, typer.Argument(help="FILE.py:PIPELINE or package.module:PIPELINE")],
     param: ParamOpt = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Run every step even if a cached result exists.")] = False,
-    executor: Annotated[Optional[str], typer.Option(help="thread (default), process or ray.")] = None,  # noqa: UP007
+    executor: Annotated[Optional[str], typer.Option(help=executor_help())] = None,  # noqa: UP007
     as_json: Annotated[bool, typer.Option("--json", help="Print the finished run as JSON.")] = False,
     explain_cache: Annotated[bool, typer.Option("--explain-cache", help="After the run, say why each step that "
                                                 "ran missed the cache.")] = False,

@@ -103,11 +103,14 @@ class Node:
     inputs: Mapping[str, Expr]
     conditions: tuple[Condition, ...] = ()
     map_over: tuple[str, ...] = ()   # input names that fan out, element by element
+    after: tuple[str, ...] = ()      # nodes to wait for without taking their data (``after=``)
+    name_by: Any = None              # a mapped node's element names: a callable or a key of the item
 
     def upstream(self) -> set[str]:
-        """Names of the nodes this one waits for (data and conditions)."""
+        """Names of the nodes this one waits for (data, conditions and ``after=``)."""
         names = {r.node for e in self.inputs.values() for r in refs_in(e)}
         names.update(r.node for c in self.conditions for r in c.refs())
+        names.update(self.after)
         return names
 
     @property

@@ -20,9 +20,18 @@ if TYPE_CHECKING:
 class Pipeline:
     """A pipeline definition. ``build(**params)`` makes its graph; ``run(**params)`` executes it."""
 
-    def __init__(self, fn: Callable[..., Any], name: str | None = None) -> None:
+    def __init__(self, fn: Callable[..., Any], name: str | None = None, *,
+                 on_success: Callable[[Any], Any] | None = None,
+                 on_failure: Callable[[Any], Any] | None = None) -> None:
+        for hook_name, hook in (("on_success", on_success), ("on_failure", on_failure)):
+            if hook is not None and not callable(hook):
+                raise PipelineDefinitionError(
+                    f"Pipeline '{name or fn.__name__}': {hook_name} takes a function of one argument "
+                    f"(the hook context), got {type(hook).__name__}.")
         self.fn = fn
         self.name = name or fn.__name__
+        self.on_success = on_success
+        self.on_failure = on_failure
         self.parameters: dict[str, Parameter] = declared_parameters(fn)
         self.ref: str | None = None   # "file.py:attr" or "module:attr", set by the loader
         functools.update_wrapper(self, fn)
@@ -67,9 +76,14 @@ class Pipeline:
         return client.run_pipeline(self, params, cache=cache, executor=executor, run_name=run_name, tags=tags)
 
 
-def pipeline(fn: Callable[..., Any] | None = None, /, *, name: str | None = None) -> Any:
-    """Declare a pipeline; its typed signature is its parameters."""
+def pipeline(fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
+             on_success: Callable[[Any], Any] | None = None, on_failure: Callable[[Any], Any] | None = None) -> Any:
+    """Declare a pipeline; its typed signature is its parameters.
+
+    ``on_success`` / ``on_failure`` are called with a :class:`~conveyor.runtime.hooks.HookContext`
+    when a run of it ends (a hook that raises is logged and recorded, never changes the run's status).
+    """
     def wrap(f: Callable[..., Any]) -> Pipeline:
-        return Pipeline(f, name=name)
+        return Pipeline(f, name=name, on_success=on_success, on_failure=on_failure)
 
     return wrap(fn) if fn is not None else wrap

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, overload
 
 from conveyor.dsl.building import current_build
+from conveyor.dsl.fanout import after_nodes, check_name_by, element_labels
 from conveyor.dsl.graph import Const, Expr, ListOf, Node
 from conveyor.dsl.handles import MapOutput, Output, Outputs
 from conveyor.errors import PipelineDefinitionError
@@ -46,6 +47,8 @@ class StepSpec:
     cache_version: str = ""
     cache_files: tuple[str, ...] = ()
     cache_key: Callable[..., Any] | None = None
+    on_success: Callable[[Any], Any] | None = None   # called with a HookContext after the step succeeds
+    on_failure: Callable[[Any], Any] | None = None   # called with a HookContext after its last attempt fails
 
     @property
     def multiple_outputs(self) -> bool:
@@ -116,11 +119,18 @@ class Step:
         ctx = current_build()
         if ctx is None:
             return self.spec.fn(*args, **kwargs)
+        after = self._reserved(kwargs, "after")
         inputs = self._bind(args, kwargs)
         node = Node(name=ctx.node_name(self.spec.name), spec=self.spec, inputs=inputs,
-                    conditions=tuple(ctx.conditions))
+                    conditions=tuple(ctx.conditions), after=after_nodes(self.spec.name, after))
         ctx.add(node)
         return self._handles(node.name)
+
+    def _reserved(self, kwargs: dict[str, Any], key: str) -> Any:
+        """Take a call option (``after``, ``name_by``) out of the arguments, unless the function has that input."""
+        if key in self._signature.parameters:
+            return None
+        return kwargs.pop(key, None)
 
     def map(self, *args: Any, **kwargs: Any) -> MapOutput:
         """Fan out: run the step once per element of the list-valued keyword arguments.
@@ -128,10 +138,16 @@ class Step:
         The mapped keywords take a Python list or an upstream output that is a list; several mapped
         keywords are zipped and must have equal lengths. Other arguments are passed whole to each
         call. Returns one handle whose value is the list of outputs, in order.
+
+        ``name_by`` names each element instead of ``[0]``, ``[1]``: a function of the element (the
+        value of the mapped keyword, or a dict of them when several are mapped) or a key of it.
+        ``after`` waits for other step calls without taking their data.
         """
         ctx = current_build()
         if ctx is None:
             raise PipelineDefinitionError(f"{self.spec.name}.map(...) works only inside a @cv.pipeline function.")
+        after = self._reserved(kwargs, "after")
+        name_by = self._reserved(kwargs, "name_by")
         if self.spec.multiple_outputs:
             raise PipelineDefinitionError(
                 f"Step '{self.spec.name}' has several outputs and cannot be mapped; return one value (a dict) instead."
@@ -160,8 +176,12 @@ class Step:
         for k in mapped:
             if isinstance(kwargs[k], list | tuple):
                 inputs[k] = Const(list(kwargs[k]))
+        check_name_by(self.spec.name, name_by, mapped)
+        if all(isinstance(inputs[k], Const) for k in mapped):   # names known now: refuse bad ones at build time
+            element_labels(self.spec.name, name_by, {k: inputs[k].value for k in mapped})  # type: ignore[union-attr]
         node = Node(name=ctx.node_name(self.spec.name), spec=self.spec, inputs=inputs,
-                    conditions=tuple(ctx.conditions), map_over=mapped)
+                    conditions=tuple(ctx.conditions), map_over=mapped, after=after_nodes(self.spec.name, after),
+                    name_by=name_by)
         ctx.add(node)
         from conveyor.dsl.graph import Ref
 
@@ -222,7 +242,8 @@ def step(*, name: str | None = ..., retries: int = ..., retry_on: Sequence[type[
          backoff: float = ..., cache: bool = ..., timeout: float | None = ..., cpus: float | None = ...,
          memory: str | None = ..., gpus: int | None = ..., tags: Sequence[str] = ...,
          outputs: Sequence[str] | None = ..., cache_version: str | int = ..., cache_files: Sequence[str] = ...,
-         cache_key: Callable[..., Any] | None = ...) -> Callable[[Callable[..., Any]], Step]: ...
+         cache_key: Callable[..., Any] | None = ..., on_success: Callable[[Any], Any] | None = ...,
+         on_failure: Callable[[Any], Any] | None = ...) -> Callable[[Callable[..., Any]], Step]: ...
 
 
 def step(fn: Callable[..., Any] | None = None, /, *, name: str | None = None, retries: int = 0,
@@ -230,7 +251,8 @@ def step(fn: Callable[..., Any] | None = None, /, *, name: str | None = None, re
          cache: bool = True, timeout: float | None = None, cpus: float | None = None,
          memory: str | None = None, gpus: int | None = None, tags: Sequence[str] = (),
          outputs: Sequence[str] | None = None, cache_version: str | int = "", cache_files: Sequence[str] = (),
-         cache_key: Callable[..., Any] | None = None) -> Any:
+         cache_key: Callable[..., Any] | None = None, on_success: Callable[[Any], Any] | None = None,
+         on_failure: Callable[[Any], Any] | None = None) -> Any:
     """Declare a step.
 
     ``retries`` extra attempts with exponential backoff (``backoff`` seconds, doubling) for
@@ -242,6 +264,8 @@ def step(fn: Callable[..., Any] | None = None, /, *, name: str | None = None, re
     step reads, e.g. a file's hash or a time window's resolved bounds);
     ``timeout`` seconds per attempt; ``cpus``/``memory``/``gpus`` are hints for executors and
     exports; ``outputs`` names several outputs (the function returns a tuple or a dict).
+    ``on_success`` / ``on_failure`` are called with a :class:`~conveyor.runtime.hooks.HookContext`
+    when the step succeeds or fails for good (a hook that raises is logged, never fails the run).
     """
     def wrap(f: Callable[..., Any]) -> Step:
         if not callable(f) or isinstance(f, Step):
@@ -262,6 +286,11 @@ def step(fn: Callable[..., Any] | None = None, /, *, name: str | None = None, re
         if not all(isinstance(g, str) and g for g in files):
             raise PipelineDefinitionError(
                 f"Step '{f.__name__}': cache_files takes glob patterns such as ['data/*.csv'], got {cache_files!r}.")
+        for hook_name, hook in (("on_success", on_success), ("on_failure", on_failure)):
+            if hook is not None and not callable(hook):
+                raise PipelineDefinitionError(
+                    f"Step '{f.__name__}': {hook_name} takes a function of one argument (the hook context), "
+                    f"got {type(hook).__name__} {hook!r:.60}.")
         outs = tuple(outputs) if outputs else (DEFAULT_OUTPUT,)
         if len(set(outs)) != len(outs):
             raise PipelineDefinitionError(f"Step '{f.__name__}': output names repeat: {outs}.")
@@ -275,7 +304,7 @@ def step(fn: Callable[..., Any] | None = None, /, *, name: str | None = None, re
             outputs=outs, code_hash=normalised_source_hash(f), module=f.__module__,
             qualname=f.__qualname__, source_file=source_file,
             parameters=tuple(inspect.signature(f).parameters), cache_version=str(cache_version),
-            cache_files=files, cache_key=cache_key,
+            cache_files=files, cache_key=cache_key, on_success=on_success, on_failure=on_failure,
         )
         return Step(spec)
 

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from conveyor.config import Settings, load_settings
 from conveyor.errors import Conflict, StepFailed
+from conveyor.dsl.parameters import coerce_text_parameters
 from conveyor.runtime.engine import Engine, Execution, Observer
+from conveyor.runtime.hooks import HookContext, call_hook
 from conveyor.runtime.environment import git_state, python_environment
 from conveyor.runtime.loader import load_pipeline, pipeline_ref
 from conveyor.runtime.run import Run
@@ -78,8 +81,7 @@ class Client:
         md = self.metadata
         pid, _version = md.runs.ensure_pipeline(pipeline.name, pipeline.code_hash(graph), ref)
         env_hash = md.runs.save_environment(python_environment())
-        folder = str(Path(ref.rpartition(":")[0]).parent) if ref and ref.rpartition(":")[0].endswith(".py") else os.getcwd()
-        commit, dirty = git_state(folder)
+        commit, dirty = git_state(_source_folder(pipeline, ref))
         executor_obj = self._executor(executor)
         run_id = md.runs.create(
             kind="pipeline", name=run_name, pipeline_id=pid, pipeline_name=pipeline.name, pipeline_ref=ref,
@@ -87,30 +89,47 @@ class Client:
             git_dirty=dirty, options={"cache": cache, "executor": executor_obj.name}, pid=os.getpid(),
             host=socket.gethostname())
         return self._execute(graph, run_id, executor_obj, cache=cache, prior=None, observer=observer,
-                             raise_on_failure=raise_on_failure)
+                             raise_on_failure=raise_on_failure, pipeline=pipeline)
 
-    def resume(self, run_id: str, *, executor: str | None = None, observer: Observer | None = None,
+    def resume(self, run_id: str, *, params: Mapping[str, Any] | None = None, from_text: bool = False,
+               executor: str | None = None, observer: Observer | None = None,
                raise_on_failure: bool = True) -> Run:
-        """Finish an interrupted or failed run; steps that completed are not executed again."""
+        """Finish an interrupted or failed run; steps that completed are not executed again.
+
+        ``params`` changes some parameters (``from_text``: values are ``-p`` text to coerce). Steps
+        whose inputs change, directly or through an upstream output that changes, run again; the
+        others are reused. The run records the new parameters and a ``parameters`` event.
+        """
         md = self.metadata
         record = md.runs.get(run_id)
         if record.kind != "pipeline" or not record.pipeline_ref:
             raise Conflict(f"Run {record.id} is not a pipeline run that can be resumed.")
         if record.status == "succeeded":
-            raise Conflict(f"Run {record.id} already succeeded; there is nothing to resume.")
+            raise Conflict(f"Run {record.id} already succeeded; there is nothing to resume. "
+                           "Start a new run with the new parameters instead (`conveyor run ... -p key=value`).")
         pipeline = load_pipeline(record.pipeline_ref)
-        graph = pipeline.build(**pipeline.resolve(record.parameters))
+        changes: dict[str, Any] = {}
+        if params:
+            changes = (coerce_text_parameters(pipeline.name, pipeline.parameters, params) if from_text
+                       else dict(params))
+        values = pipeline.resolve({**record.parameters, **changes})
+        graph = pipeline.build(**values)
+        new_params = _jsonable(values)
         record = md.runs.claim_for_resume(record.id, os.getpid())
+        if new_params != record.parameters:
+            changed = {k: v for k, v in new_params.items() if record.parameters.get(k, _UNSET) != v}
+            md.runs.set_parameters(record.id, new_params, detail=", ".join(
+                f"{k}: {record.parameters.get(k)!r} -> {v!r}" for k, v in changed.items()))
         md.steps.mark_unfinished(record.id, "interrupted", "the run stopped while this step ran")
         finished = [s for s in md.steps.for_run(record.id) if s.status in ("succeeded", "cached")]
         outputs = md.steps.outputs([s.id for s in finished])
         prior = {s.name: (s, outputs[s.id]) for s in finished}
         executor_obj = self._executor(executor or record.options.get("executor"))
         return self._execute(graph, record.id, executor_obj, cache=record.options.get("cache", True), prior=prior,
-                             observer=observer, raise_on_failure=raise_on_failure)
+                             observer=observer, raise_on_failure=raise_on_failure, pipeline=pipeline)
 
     def _execute(self, graph: Any, run_id: str, executor: Any, *, cache: bool, prior: Any,
-                 observer: Observer | None, raise_on_failure: bool) -> Run:
+                 observer: Observer | None, raise_on_failure: bool, pipeline: Any = None) -> Run:
         md = self.metadata
         engine = self._engine(executor, observer)
         try:
@@ -122,17 +141,23 @@ class Client:
         executor.shutdown()
         if execution.first_failure:
             node, error, tb = execution.first_failure
-            message = (f"Step '{node}' failed in run {run_id}: {error}\n\n{tb.rstrip()}\n\n"
-                       f"Fix the step, then resume with `conveyor runs resume {run_id}` "
-                       "(finished steps are not run again).")
+            record = md.runs.get(run_id)
+            message = failure_message(run_id, node, error, tb, record.parameters)
             md.runs.set_status(run_id, "failed", error=f"Step '{node}' failed: {error}")
             run = Run(self, md.runs.get(run_id), execution)
+            if pipeline is not None:
+                call_hook(pipeline.on_failure, HookContext(run_id, graph.name, None, "failed",
+                                                           f"Step '{node}' failed: {error}"),
+                          kind="on_failure", metadata=md)
             if raise_on_failure:
                 err = StepFailed(message, run_id=run_id, step=node, traceback=tb)
                 err.run = run  # type: ignore[attr-defined]
                 raise err
             return run
         md.runs.set_status(run_id, "succeeded")
+        if pipeline is not None:
+            call_hook(pipeline.on_success, HookContext(run_id, graph.name, None, "succeeded"), kind="on_success",
+                      metadata=md)
         return Run(self, md.runs.get(run_id), execution)
 
     # --- reading ------------------------------------------------------------------------------
@@ -156,6 +181,49 @@ class Client:
         """Read an artifact's value by id, verifying its hash first."""
         record = self.metadata.artifacts.get(artifact_id)
         return self.artifacts.get(stored_from_record(record))
+
+
+_UNSET = object()
+
+
+def failure_cause(error: str) -> str:
+    """What made a step fail, from its error text: ``parameter``, ``gate`` or ``step``."""
+    kind = error.partition(":")[0].strip()
+    if kind == "ParameterError":
+        return "parameter"
+    if kind == "QualityGateFailed":
+        return "gate"
+    return "step"
+
+
+def failure_message(run_id: str, node: str, error: str, tb: str, parameters: Mapping[str, Any]) -> str:
+    """The message of a failed run: what failed and what to do, by the actual cause."""
+    shown = ", ".join(f"{k} (now {v!r})" for k, v in parameters.items()) or "(none)"
+    resume_with = f"`conveyor runs resume {run_id} -p KEY=VALUE`"
+    cause = failure_cause(error)
+    if cause == "parameter":
+        return (f"Step '{node}' rejected a parameter in run {run_id}: {error}\n\n"
+                f"Resume with a different value: {resume_with} (in Python: client.resume('{run_id}', "
+                f"params={{...}})). Parameters: {shown}. Steps whose inputs change run again; the rest are reused.")
+    if cause == "gate":
+        return (f"Quality gate in step '{node}' failed in run {run_id}: {error}\n\n"
+                f"The steps ran, but a result did not pass. To accept it with other thresholds or to train with "
+                f"other settings, resume with {resume_with}. Parameters: {shown}. Steps whose inputs change run "
+                f"again; the rest are reused. If the check itself is wrong, fix the step, then "
+                f"`conveyor runs resume {run_id}`.")
+    return (f"Step '{node}' failed in run {run_id}: {error}\n\n{tb.rstrip()}\n\n"
+            f"Fix the step, then resume with `conveyor runs resume {run_id}` "
+            "(finished steps are not run again).")
+
+
+def _source_folder(pipeline: Any, ref: str | None) -> str:
+    """The folder holding the pipeline's code (where its git checkout is), else the working directory."""
+    target = (ref or "").rpartition(":")[0]
+    if target.endswith(".py"):
+        return str(Path(target).resolve().parent)
+    module = sys.modules.get(getattr(pipeline.fn, "__module__", ""))
+    file = getattr(module, "__file__", None)
+    return str(Path(file).resolve().parent) if file else os.getcwd()
 
 
 def _jsonable(values: Mapping[str, Any]) -> dict[str, Any]:

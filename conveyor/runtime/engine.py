@@ -9,8 +9,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from conveyor.dsl.graph import Const, Expr, Graph, ListOf, Node, Ref
+from conveyor.dsl.fanout import element_labels
 from conveyor.errors import RunCancelled
 from conveyor.runtime.cache import KeyParts, key_parts, parts_key
+from conveyor.runtime.hooks import HookContext, call_hook
 from conveyor.runtime.slots import MISSING, Slot, const_fingerprint, json_param, stored_from_record
 from conveyor.runtime.worker import FromStore, FunctionRef, StepResult, StepTask
 from conveyor.store.metadata import NewArtifact, StepOutcome
@@ -122,15 +124,20 @@ class Engine:
             self._fail_node(node, f"mapped inputs have different lengths: {lengths}; zip needs equal lengths", "")
             return []
         n = next(iter(lengths.values()))
+        labels = element_labels(node.spec.name, node.name_by,
+                                {k: [self._element_value(e) for e in v] for k, v in items.items()}) \
+            if node.name_by is not None else None
         maps[node.name] = [None] * n
         ex.status[node.name] = "running"
-        if n == 0:
+        if n == 0:   # recorded, so the run's record says it succeeded (a resume may follow a skip)
+            self.metadata.steps.record(self._run_id, node.name, node.spec.name, StepOutcome(
+                status="succeeded", attempts=0, reason="fan-out over an empty list: no elements ran"))
             self._complete_map(node.name, maps)
             return []
         calls = []
         for i in range(n):
             inputs: dict[str, Any] = {k: (v if k not in items else items[k][i]) for k, v in node.inputs.items()}
-            call = self._prepare(node, f"{node.name}[{i}]", inputs, i)
+            call = self._prepare(node, f"{node.name}[{labels[i] if labels else i}]", inputs, i)
             if self._reuse(call):
                 maps[node.name][i] = self._ex.slots.pop(call.name)[node.spec.outputs[0]]
             else:
@@ -138,6 +145,10 @@ class Engine:
         if all(s is not None for s in maps[node.name]):
             self._complete_map(node.name, maps)
         return calls
+
+    def _element_value(self, element: Any) -> Any:
+        """The value of one mapped element (for naming it)."""
+        return self._value(element) if isinstance(element, Slot) else element.value
 
     def _elements(self, expr: Expr) -> list[Any]:
         """Split a mapped input into per-call input expressions (values or slots)."""
@@ -245,6 +256,8 @@ class Engine:
             cache_key=call.cache_key, code_hash=call.parts.code_digest if call.parts else spec.code_hash,
             map_index=call.map_index, cache_parts=call.parts.to_json() if call.parts else None)
         self._adopt(call, outputs, "cached")
+        if call.map_index is None:
+            self._hook(call.node, "on_success", "cached")
         return True
 
     def _adopt(self, call: _Call, outputs: dict[str, Any], status: str) -> None:
@@ -300,6 +313,7 @@ class Engine:
         if call.map_index is None:
             self._ex.slots[call.name] = slots
             self._ex.status[call.name] = "succeeded"
+            self._hook(call.node, "on_success", "succeeded")
         else:
             holder = maps[call.node.name]
             holder[call.map_index] = slots[spec.outputs[0]]
@@ -311,6 +325,7 @@ class Engine:
         self._ex.slots[name] = maps.pop(name)
         self._ex.status[name] = "succeeded"
         self.observer("succeeded", name, {"map": True})
+        self._hook(self._graph.nodes[name], "on_success", "succeeded")
 
     def _fail_node(self, node: Node, error: str, traceback: str, *, record: bool = True) -> None:
         if self._ex.status.get(node.name) == "failed":
@@ -322,6 +337,13 @@ class Engine:
             self.metadata.steps.record(self._run_id, node.name, node.spec.name,
                                        StepOutcome(status="failed", error=error, traceback=traceback))
             self.observer("failed", node.name, {"error": error})
+        self._hook(node, "on_failure", "failed", error)
+
+    def _hook(self, node: Node, kind: str, status: str, error: str | None = None) -> None:
+        hook = node.spec.on_success if kind == "on_success" else node.spec.on_failure
+        if hook is not None:
+            call_hook(hook, HookContext(self._run_id, self._graph.name, node.name, status, error), kind=kind,
+                      metadata=self.metadata)
 
     def _skip(self, node: Node, reason: str) -> None:
         self._ex.status[node.name] = "skipped"

@@ -29,9 +29,11 @@ def python_environment() -> dict[str, Any]:
     }
 
 
-@functools.cache
 def git_state(folder: str) -> tuple[str | None, bool | None]:
-    """(commit, dirty) of the git checkout holding ``folder``, or (None, None) outside one."""
+    """(commit, dirty) of the git checkout holding ``folder``, or (None, None) outside one.
+
+    Not cached: the dirty state changes while a process runs pipelines.
+    """
     path = Path(folder)
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=path, capture_output=True, text=True,

@@ -6,11 +6,12 @@ import hashlib
 import importlib
 import importlib.util
 import sys
+import sysconfig
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from conveyor.errors import PipelineDefinitionError
+from conveyor.errors import ConveyorError, PipelineDefinitionError
 
 
 def _module_name(path: Path) -> str:
@@ -36,10 +37,53 @@ def load_module_from_file(path: Path) -> ModuleType:
         sys.path.insert(0, folder)
     try:
         spec.loader.exec_module(module)
-    except Exception:
+    except PipelineDefinitionError as exc:   # a mis-declared step or pipeline: say where it is declared
+        del sys.modules[name]
+        where = _innermost_frame(exc, str(path))
+        if where and where[0] == str(path) and not exc.message.startswith(str(path)):
+            raise type(exc)(f"{where[0]}, line {where[1]}: {exc.message}") from exc
+        raise
+    except ConveyorError:
         del sys.modules[name]
         raise
+    except Exception as exc:
+        del sys.modules[name]
+        raise loading_error(str(path), exc) from exc
     return module
+
+
+def _innermost_frame(exc: BaseException, prefer: str | None = None) -> tuple[str, int] | None:
+    """(file, line) where an import failed: the innermost frame in ``prefer`` if given, else the
+    innermost frame of the user's own code (not the standard library or installed packages)."""
+    library = tuple(sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib"))
+    own = preferred = None
+    tb = exc.__traceback__
+    while tb is not None:   # "<frozen ...>" frames are the import machinery
+        filename = tb.tb_frame.f_code.co_filename
+        if not filename.startswith("<") and not filename.startswith(library):
+            own = (filename, tb.tb_lineno)
+            if filename == prefer:
+                preferred = own
+        tb = tb.tb_next
+    return preferred or own
+
+
+def loading_error(what: str, exc: BaseException) -> PipelineDefinitionError:
+    """A file (or module) that fails to import, as one message: which file, which line, what, how to fix."""
+    if isinstance(exc, SyntaxError):
+        where = f"{exc.filename or what}, line {exc.lineno}"
+        code = f"\n    {exc.text.strip()}" if exc.text and exc.text.strip() else ""
+        return PipelineDefinitionError(
+            f"{where}: {type(exc).__name__}: {exc.msg}.{code}\nFix the file, then run the command again.")
+    frame = _innermost_frame(exc)
+    where = f"{frame[0]}, line {frame[1]}" if frame else what
+    if isinstance(exc, ImportError):
+        missing = f" Install '{exc.name}' into this environment or fix the import." if exc.name else ""
+        return PipelineDefinitionError(
+            f"{where}: {type(exc).__name__}: {exc} (while importing {what}).{missing}")
+    return PipelineDefinitionError(
+        f"{where}: {type(exc).__name__}: {exc} (while importing {what}). Fix the file, then run the command "
+        "again; `conveyor --debug ...` shows the full traceback.")
 
 
 def load_pipeline(ref: str) -> Any:
@@ -58,8 +102,16 @@ def load_pipeline(ref: str) -> Any:
     else:
         try:
             module = importlib.import_module(target)
-        except ImportError as exc:
-            raise PipelineDefinitionError(f"Cannot import module '{target}': {exc}.") from None
+        except ModuleNotFoundError as exc:
+            if exc.name and target.startswith(exc.name):
+                raise PipelineDefinitionError(
+                    f"Cannot import module '{target}': {exc}. Check the name, or name a file: FILE.py:PIPELINE."
+                ) from None
+            raise loading_error(f"module '{target}'", exc) from exc
+        except ConveyorError:
+            raise
+        except Exception as exc:
+            raise loading_error(f"module '{target}'", exc) from exc
         canonical = ref
     obj = getattr(module, attr, None)
     if not isinstance(obj, Pipeline):

@@ -52,9 +52,19 @@ class Run:
 
     @property
     def steps(self) -> dict[str, StepRunRecord]:
-        """The latest step run of each node, by node name."""
+        """The latest step run of each node, by node name.
+
+        A fanned-out node is its elements (``train[0]``…) or, when skipped or empty, one record under
+        its own name; whichever was recorded last wins, so a resume that runs a once-skipped fan-out
+        (or skips a once-run one) shows its current state.
+        """
         latest: dict[str, StepRunRecord] = {}
         for s in self._client.metadata.steps.for_run(self.id):
+            if s.map_index is not None:
+                latest.pop(s.name.partition("[")[0], None)
+            else:
+                for stale in [k for k in latest if k.startswith(f"{s.name}[")]:
+                    del latest[stale]
             latest[s.name] = s
         return latest
 
@@ -107,10 +117,20 @@ class Run:
             raise NotFound(f"Run {self.id} has no step '{step}'. Its steps are: {', '.join(steps)}.")
         outs = {k: v for k, v in md.steps.outputs([steps[step].id])[steps[step].id].items()
                 if not k.startswith("logged/")}
+        if not outs and steps[step].status == "succeeded":
+            return []   # a fan-out over an empty list: its list of outputs is empty
         if not outs:
             raise NotFound(f"Step '{step}' of run {self.id} has no stored output (status {steps[step].status}).")
         record = outs[self._output_name(step, outs, name)]
         return self._client.load(Slot(record.id, stored_from_record(record)))
+
+    def resume(self, **params: Any) -> Run:
+        """Resume this failed or interrupted run, optionally with new parameter values.
+
+        Steps whose inputs change (directly or through a changed upstream output) run again; the
+        others are reused. Returns the finished run (raises StepFailed if it fails again).
+        """
+        return self._client.resume(self.id, params=params or None)
 
     def raise_for_status(self) -> Run:
         """Raise StepFailed when the run failed; return the run otherwise."""

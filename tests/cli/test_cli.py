@@ -187,3 +187,101 @@ def test_ctrl_c_cancels_the_run(cli, tmp_path: Path) -> None:
     assert run["status"] == "cancelled"
     steps = {s["name"]: s["status"] for s in json.loads(cli("runs", "show", run["id"], "--json").stdout)["steps"]}
     assert steps == {"first": "succeeded", "hang": "cancelled"}
+
+
+# --- usage errors through the installed entry point: one message, exit 2, no traceback -------------
+
+ENTRY = Path(sys.executable).parent / "conveyor"
+
+
+@pytest.fixture
+def entry(tmp_path: Path):
+    assert ENTRY.exists(), f"the installed entry point {ENTRY} is missing; run `make dev`"
+    (tmp_path / "flow.py").write_text(PIPELINE)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
+    env.update(CONVEYOR_HOME=str(tmp_path / "home"), COLUMNS="200")
+
+    def run(*args: str, extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(ENTRY), *args], cwd=tmp_path, env={**env, **(extra_env or {})},
+                              capture_output=True, text=True, timeout=120)
+
+    return run
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["runs", "resume", "abc123", "-p"], "Option '-p' requires an argument"),
+    (["runs", "resume", "abc123", "--bogus"], "No such option: --bogus"),
+    (["frobnicate"], "No such command 'frobnicate'"),
+    (["serve", "--port", "abc"], "Invalid value for '--port'"),
+    (["keys", "create", "--rate-limit", "abc"], "Invalid value for '--rate-limit'"),
+    (["endpoints", "create", "api"], "Missing option '--model'"),
+    (["runs", "show"], "Missing argument 'run_id'"),
+])
+def test_usage_errors_are_one_message_with_a_usage_hint_and_exit_2(entry, args, message) -> None:
+    proc = entry(*args)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout
+    assert message in proc.stderr
+    assert "Usage: conveyor" in proc.stderr and "--help" in proc.stderr
+
+
+@pytest.mark.parametrize(("source", "expected"), [
+    ("import conveyor as cv\n\ndef broken(:\n    pass\n", ["bad.py, line 3", "SyntaxError", "def broken(:"]),
+    ("import conveyor as cv\nimport not_a_real_module_xyz\n",
+     ["bad.py, line 2", "No module named 'not_a_real_module_xyz'", "Install 'not_a_real_module_xyz'"]),
+    ("import conveyor as cv\nVALUE = 1 / 0\n", ["bad.py, line 2", "ZeroDivisionError: division by zero"]),
+    ("import json\njson.loads('{')\n", ["bad.py, line 2", "JSONDecodeError"]),   # raised in a library: the user's line
+    ("import conveyor as cv\n\n@cv.step(retries=-1)\ndef a() -> int:\n    return 1\n",
+     ["bad.py, line 3", "Step 'a': retries must be >= 0"]),
+])
+def test_a_pipeline_file_that_does_not_import_names_file_line_and_error(entry, tmp_path, source, expected) -> None:
+    (tmp_path / "bad.py").write_text(source)
+    proc = entry("run", "bad.py:flow")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    for text in expected:
+        assert text in proc.stderr
+
+
+def test_debug_flag_and_setting_show_the_traceback(entry, tmp_path) -> None:
+    (tmp_path / "bad.py").write_text("import conveyor as cv\nVALUE = 1 / 0\n")
+    for args, extra in ((["--debug", "run", "bad.py:flow"], None), (["run", "bad.py:flow"], {"CONVEYOR_DEBUG": "1"})):
+        proc = entry(*args, extra_env=extra)
+        assert proc.returncode == 2
+        assert "Traceback" in proc.stderr and "ZeroDivisionError" in proc.stderr
+    proc = entry("--debug", "runs", "resume", "abc123", "--bogus")
+    assert proc.returncode == 2 and "No such option: --bogus" in proc.stderr
+
+
+def test_only_installed_executors_are_advertised_and_unknown_ones_are_clear(entry) -> None:
+    help_text = entry("run", "--help").stdout
+    assert "process or thread" in help_text and "ray" not in help_text
+    proc = entry("run", "flow.py:demo", "--executor", "ray")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "Executor 'ray' is not known. Use one of: process, thread." in proc.stderr
+
+
+def test_resume_takes_new_parameters_on_the_command_line(entry) -> None:
+    proc = entry("run", "flow.py:demo", "-p", "fail=true", "--json")
+    assert proc.returncode == 3
+    run_id = json.loads(proc.stdout)["id"]
+    proc = entry("runs", "resume", run_id, "-p", "fail=false")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    shown = json.loads(entry("runs", "show", run_id, "--json").stdout)
+    assert shown["status"] == "succeeded" and shown["parameters"]["fail"] is False
+    ran = {s["name"]: s["status"] for s in shown["steps"]}
+    assert ran["explode"] == "succeeded"
+    assert [s["status"] for s in shown["steps"] if s["name"] == "make"] == ["succeeded"]   # reused, not re-run
+
+
+def test_skipped_reason_is_shown_by_runs_show(entry, tmp_path) -> None:
+    (tmp_path / "cond.py").write_text(
+        "import conveyor as cv\n\n@cv.step\ndef score() -> float:\n    return 0.5\n\n"
+        "@cv.step\ndef publish(s: float) -> str:\n    return 'published'\n\n"
+        "@cv.pipeline\ndef gated():\n    s = score()\n    with cv.when(s >= 0.9):\n        publish(s)\n")
+    proc = entry("run", "cond.py:gated")
+    assert proc.returncode == 0, proc.stderr
+    assert "condition not met: score.output >= 0.9 (value 0.5)" in proc.stdout
+    run_id = json.loads(entry("runs", "list", "--json").stdout)[0]["id"]
+    shown = entry("runs", "show", run_id).stdout
+    assert "skipped" in shown and "condition not met: score.output >= 0.9 (value 0.5)" in shown

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal, Optional
+
 import pytest
 
 import conveyor as cv
@@ -187,3 +189,119 @@ def test_code_hash_ignores_comments_and_docstrings_but_not_logic() -> None:
 
 def test_step_called_outside_a_pipeline_runs_the_function() -> None:
     assert load(3) == [0, 1, 2]
+
+
+# --- parameters are checked by their real type ------------------------------------------------------
+
+def _typed_pipeline():
+    @cv.step
+    def use(x: object) -> object:
+        return x
+
+    @cv.pipeline
+    def typed(flag: Optional[bool] = None, limit: int | None = None, ids: list[int] = [1],  # noqa: B006, UP007
+              weights: dict[str, float] = {}, mode: Literal["fast", "slow"] = "fast",  # noqa: B006
+              pair: tuple[int, ...] = ()):
+        use(flag)
+
+    return typed
+
+
+@pytest.mark.parametrize(("given", "expected"), [
+    ({"flag": "true"}, {"flag": True}), ({"flag": "none"}, {"flag": None}), ({"flag": "off"}, {"flag": False}),
+    ({"limit": "7"}, {"limit": 7}), ({"limit": "null"}, {"limit": None}),
+    ({"ids": "[1, 2, 3]"}, {"ids": [1, 2, 3]}), ({"weights": '{"a": 1}'}, {"weights": {"a": 1.0}}),
+    ({"mode": "slow"}, {"mode": "slow"}), ({"pair": "[1, 2]"}, {"pair": (1, 2)}),
+])
+def test_text_parameters_are_coerced_by_their_real_type(given, expected) -> None:
+    values = _typed_pipeline().resolve(given, from_text=True)
+    assert {k: values[k] for k in expected} == expected
+    assert type(values[next(iter(expected))]) is type(next(iter(expected.values())))
+
+
+@pytest.mark.parametrize(("given", "message"), [
+    ({"flag": "maybe"}, "Parameter 'flag' expects bool or None, got 'maybe'. Pass e.g. -p flag=true."),
+    ({"limit": "many"}, "Parameter 'limit' expects int or None, got 'many'. Pass e.g. -p limit=10."),
+    ({"ids": '["a"]'}, "Parameter 'ids' expects list[int], got '[\"a\"]'. Pass e.g. -p ids=[10,10]."),
+    ({"weights": '{"a": "x"}'}, "Parameter 'weights' expects dict[str, float]"),
+    ({"mode": "medium"}, "Parameter 'mode' expects one of 'fast', 'slow', got 'medium'"),
+])
+def test_text_parameters_of_the_wrong_type_name_the_real_type(given, message) -> None:
+    with pytest.raises(ParameterError) as err:
+        _typed_pipeline().resolve(given, from_text=True)
+    assert message in str(err.value)
+    assert "Optional" not in str(err.value)
+
+
+@pytest.mark.parametrize(("given", "message"), [
+    ({"flag": 1}, "'flag' expects bool or None, got int 1"),
+    ({"limit": True}, "'limit' expects int or None, got bool True"),
+    ({"ids": [1, "2"]}, "'ids' expects list[int], got list [1, '2']"),
+    ({"ids": (1, 2.5)}, "'ids' expects list[int]"),
+])
+def test_python_parameters_of_the_wrong_type_are_refused(given, message) -> None:
+    with pytest.raises(ParameterError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        _typed_pipeline().resolve(given)
+
+
+def test_python_parameters_of_the_right_type_pass() -> None:
+    values = _typed_pipeline().resolve({"flag": False, "limit": None, "ids": (4, 5), "weights": {"a": 2}})
+    assert values["flag"] is False and values["limit"] is None and values["ids"] == [4, 5]
+    assert values["weights"] == {"a": 2.0}
+
+
+# --- after=, hooks and element names are checked when declared ------------------------------------
+
+def test_after_takes_only_step_outputs_and_adds_an_edge() -> None:
+    @cv.step
+    def ping() -> None:
+        return None
+
+    @cv.pipeline
+    def ordered():
+        a = load(3)
+        b = train(a)
+        ping(after=[a, b])
+
+    graph = ordered.build()
+    assert graph.nodes["ping"].after == ("load", "train") and graph.nodes["ping"].inputs == {}
+    assert graph.nodes["ping"].upstream() == {"load", "train"}
+    assert "ping" in graph.downstream("train")
+
+    @cv.pipeline
+    def wrong():
+        ping(after="load")
+
+    with pytest.raises(PipelineDefinitionError, match="after= takes outputs of earlier step calls"):
+        wrong.build()
+
+
+def test_hooks_must_be_callable() -> None:
+    with pytest.raises(PipelineDefinitionError, match="on_failure takes a function"):
+        cv.step(on_failure="page me")(lambda: None)
+    with pytest.raises(PipelineDefinitionError, match="on_success takes a function"):
+        cv.pipeline(on_success=42)(lambda: None)
+
+
+def test_name_by_must_be_a_function_or_a_key() -> None:
+    @cv.pipeline
+    def bad():
+        train.map(df=[[1], [2]], name_by=3)
+
+    with pytest.raises(PipelineDefinitionError, match=r"name_by takes a function of the element"):
+        bad.build()
+
+
+def test_map_takes_after_and_names_zipped_elements_by_a_dict_of_the_mapped_keywords() -> None:
+    from conveyor.dsl.fanout import element_labels
+
+    @cv.pipeline
+    def sweep():
+        data = load(3)
+        return train.map(df=[[1], [2]], C=[0.1, 1.0], name_by=lambda e: f"C={e['C']}", after=data)
+
+    node = sweep.build().nodes["train"]
+    assert node.after == ("load",) and node.upstream() == {"load"}
+    assert element_labels("train", node.name_by, {"df": [[1], [2]], "C": [0.1, 1.0]}) == ["C=0.1", "C=1.0"]
+    assert element_labels("train", "C", {"df": [[1], [2]], "C": [0.1, 1.0]}) == ["0.1", "1.0"]
+    assert element_labels("train", "name", {"cfg": [{"name": "a"}, {"name": "b"}]}) == ["a", "b"]

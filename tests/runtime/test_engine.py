@@ -120,3 +120,217 @@ def test_output_no_materializer_can_store_fails_the_step_clearly(client) -> None
 
     with pytest.raises(StepFailed, match="No materializer can store a .*register a materializer"):
         bad.run(client=client)
+
+
+# --- resume with new parameters; the failure names its cause ---------------------------------------
+
+def test_quality_gate_failure_offers_resume_with_parameters_and_resume_reruns_only_what_changed(client) -> None:
+    from tests.runtime import engine_pipelines as e
+
+    with pytest.raises(StepFailed) as err:
+        e.gated.run(client=client)
+    msg = str(err.value)
+    run_id = err.value.run.id
+    assert "Quality gate in step 'gate' failed" in msg and "score 6 is below min_score 100" in msg
+    assert f"conveyor runs resume {run_id} -p KEY=VALUE" in msg and "min_score (now 100.0)" in msg
+    assert "Fix the step, then resume" not in msg
+    assert (p.count("load"), p.count("fit"), p.count("gate")) == (1, 1, 1)
+
+    run = client.resume(run_id, params={"min_score": "5"}, from_text=True)
+    assert run.status == "succeeded" and run.output("report") == "score=6"
+    assert run.parameters == {"rows": 4, "scale": 1.0, "min_score": 5.0}
+    assert client.get_run(run_id).parameters["min_score"] == 5.0
+    # only the gate (whose input changed) and what follows it ran again
+    assert (p.count("load"), p.count("fit"), p.count("check_scale"), p.count("gate"), p.count("report")) == \
+        (1, 1, 1, 2, 1)
+    events = [(kind, detail) for _at, kind, detail in client.metadata.runs.events(run_id)]
+    assert ("parameters", "min_score: 100.0 -> 5.0") in events
+
+
+def test_resume_with_a_changed_upstream_parameter_reruns_the_chain_below_it(client) -> None:
+    from tests.runtime import engine_pipelines as e
+
+    with pytest.raises(StepFailed):
+        e.gated.run(client=client, min_score=50.0)
+    run_id = client.list_runs(limit=1)[0].id
+    run = client.get_run(run_id).resume(scale=10.0)   # the Python API
+    assert run.status == "succeeded" and run.output("report") == "score=60"
+    # load's input did not change: reused; check_scale, fit, gate and report saw new inputs
+    assert (p.count("load"), p.count("check_scale"), p.count("fit"), p.count("gate"), p.count("report")) == \
+        (1, 2, 2, 2, 1)
+
+
+def test_a_rejected_parameter_says_resume_with_another_value(client) -> None:
+    from tests.runtime import engine_pipelines as e
+
+    with pytest.raises(StepFailed) as err:
+        e.gated.run(client=client, scale=-1.0)
+    msg = str(err.value)
+    assert "Step 'check_scale' rejected a parameter" in msg and "scale must be positive" in msg
+    assert f"conveyor runs resume {err.value.run.id} -p KEY=VALUE" in msg and "scale (now -1.0)" in msg
+    assert "Fix the step" not in msg
+
+
+def test_a_step_exception_still_says_fix_the_step(client) -> None:
+    from tests.runtime import engine_pipelines as e
+
+    with pytest.raises(StepFailed) as err:
+        e.crashing.run(client=client)
+    msg = str(err.value)
+    assert "ZeroDivisionError: division by zero in crash" in msg
+    assert f"Fix the step, then resume with `conveyor runs resume {err.value.run.id}`" in msg
+    assert "-p KEY=VALUE" not in msg
+
+
+def test_resume_refuses_an_unknown_or_ill_typed_new_parameter(client) -> None:
+    from conveyor.errors import ParameterError
+    from tests.runtime import engine_pipelines as e
+
+    with pytest.raises(StepFailed) as err:
+        e.gated.run(client=client)
+    run_id = err.value.run.id
+    with pytest.raises(ParameterError, match="has no parameter 'min_scor'.*Did you mean 'min_score'"):
+        client.resume(run_id, params={"min_scor": "1"}, from_text=True)
+    with pytest.raises(ParameterError, match="'min_score' expects float, got 'low'"):
+        client.resume(run_id, params={"min_score": "low"}, from_text=True)
+
+
+# --- after=, hooks, element names ------------------------------------------------------------------
+
+def test_after_waits_without_data_and_hooks_report_success(client) -> None:
+    from tests.runtime import engine_pipelines as e
+
+    e.HOOK_CALLS.clear()
+    run = e.notified.run(client=client, cache=False)
+    assert run.status == "succeeded" and run.output("notify") == "sent to ml"
+    steps = run.steps
+    assert steps["notify"].started_at >= steps["train"].ended_at
+    assert ("notified", "train", "succeeded", None) in e.HOOK_CALLS
+    assert ("notified", None, "succeeded", None) in e.HOOK_CALLS            # the pipeline hook
+    assert ("notified", "notify", "succeeded", "broken") in e.HOOK_CALLS    # raised: recorded, run still fine
+    events = [(kind, detail) for _at, kind, detail in client.metadata.runs.events(run.id)]
+    assert ("hook_failed", "on_success hook of step 'notify' raised RuntimeError: the pager is down") in events
+
+
+def test_after_skips_when_the_upstream_fails_and_failure_hooks_run(client) -> None:
+    from tests.runtime import engine_pipelines as e
+
+    e.HOOK_CALLS.clear()
+    with pytest.raises(StepFailed) as err:
+        e.notified.run(client=client, fail=True)
+    run = err.value.run
+    steps = run.steps
+    assert steps["notify"].status == "skipped" and steps["notify"].reason == "upstream step 'train' failed"
+    assert p.count("notify") == 0
+    assert ("notified", "train", "failed", "ValueError: training diverged") in e.HOOK_CALLS
+    assert ("notified", None, "failed", "broken") in e.HOOK_CALLS       # the pipeline's failure hook raised...
+    assert client.get_run(run.id).status == "failed"                    # ...and the outcome is unchanged
+    kinds = [kind for _at, kind, _d in client.metadata.runs.events(run.id)]
+    assert "hook_failed" in kinds
+
+
+def test_after_a_skipped_step_is_skipped(client) -> None:
+    from tests.runtime import engine_pipelines as e
+
+    run = e.after_skipped.run(client=client)
+    steps = run.steps
+    assert steps["train"].status == "skipped" and steps["notify"].status == "skipped"
+    assert steps["notify"].reason == "upstream step 'train' skipped"
+    run = e.after_skipped.run(client=client, on=True)
+    assert run.steps["notify"].status == "succeeded"
+
+
+def test_mapped_elements_are_named_by_the_item_and_keep_their_index(client) -> None:
+    from tests.runtime import engine_pipelines as e
+
+    run = e.named.run(client=client)
+    steps = run.steps
+    assert steps["score[small]"].map_index == 0 and steps["score[large]"].map_index == 1
+    assert run.output("score") == [0.2, 20.0]
+    assert "score[0]" not in steps
+    run = e.named_literal.run(client=client, values=[3, 4])
+    assert {"ident[v3]", "ident[v4]"} <= set(run.steps) and run.output("ident") == [3, 4]
+
+
+def test_element_names_must_be_unique_and_safe(client) -> None:
+    import conveyor as cv
+    from conveyor.errors import PipelineDefinitionError
+    from tests.runtime import engine_pipelines as e
+
+    @cv.pipeline
+    def clash():
+        return e.ident.map(x=[1, 2], name_by=lambda v: "same")
+
+    with pytest.raises(PipelineDefinitionError, match="gave the name 'same' to elements 0 and 1; element names must be unique"):
+        clash.build()
+
+    @cv.pipeline
+    def unsafe():
+        return e.ident.map(x=[1], name_by=lambda v: "a b[c]")
+
+    with pytest.raises(PipelineDefinitionError, match="no spaces or brackets"):
+        unsafe.build()
+
+    @cv.pipeline
+    def late():   # names from an upstream output are checked when the step starts: it fails clearly
+        return e.score.map(cfg=e.configs(), base=cv.unmapped(1), name_by=lambda c: "x")
+
+    with pytest.raises(StepFailed, match="gave the name 'x' to elements 0 and 1"):
+        late.run(client=client)
+
+
+def test_git_commit_and_dirty_state_are_captured_from_the_pipeline_folder(client, tmp_path) -> None:
+    import subprocess
+
+    repo = tmp_path / "project"
+    repo.mkdir()
+    (repo / "flow.py").write_text(
+        "import conveyor as cv\n\n@cv.step\ndef one() -> int:\n    return 1\n\n"
+        "@cv.pipeline\ndef flow():\n    one()\n")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid", "-c", "commit.gpgsign=false"]
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    subprocess.run([*git, "add", "flow.py"], cwd=repo, check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "first"], cwd=repo, check=True)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True,
+                          check=True).stdout.strip()
+    from conveyor.runtime.loader import load_pipeline
+
+    flow = load_pipeline(f"{repo / 'flow.py'}:flow")
+    rec = client.run_pipeline(flow).record
+    assert rec.git_commit == head and len(head) == 40 and rec.git_dirty is False
+    (repo / "flow.py").write_text((repo / "flow.py").read_text() + "# changed\n")
+    rec = client.run_pipeline(flow).record
+    assert rec.git_commit == head and rec.git_dirty is True
+
+
+def test_executor_registry_advertises_only_what_can_be_imported_and_names_the_extra() -> None:
+    from conveyor.errors import ConfigurationError
+    from conveyor.executors import ExecutorRegistry, registry
+
+    fresh = ExecutorRegistry()
+    fresh.register("thread", "conveyor.executors.thread:ThreadExecutor")
+    fresh.register("cluster", "conveyor_cluster_exec:ClusterExecutor", "pip install 'conveyor[cluster]'",
+                   requires=("conveyor_cluster_missing_module",))
+    assert fresh.names() == ["cluster", "thread"] and fresh.available() == ["thread"]
+    with pytest.raises(ConfigurationError) as err:
+        fresh.create("cluster")
+    assert "needs conveyor_cluster_missing_module, which is not installed" in str(err.value)
+    assert "pip install 'conveyor[cluster]'" in str(err.value) and "use one of: thread" in str(err.value)
+    with pytest.raises(ConfigurationError, match="Executor 'ray' is not known. Use one of: thread."):
+        fresh.create("ray")
+    assert registry.available() == ["process", "thread"]
+
+
+def test_live_view_shows_a_skipped_steps_reason() -> None:
+    import io
+
+    from rich.console import Console
+
+    from conveyor.cli.live import LiveSteps
+
+    out = io.StringIO()
+    live = LiveSteps(Console(file=out, width=250, force_terminal=False), "demo")
+    reason = "condition not met: evaluate.output['auc'] >= 0.9 (value 0.87), and a reason longer than eighty chars"
+    live("skipped", "publish", {"reason": reason})
+    Console(file=out, width=250).print(live._table())
+    assert reason in out.getvalue()

@@ -88,6 +88,12 @@ class Runs(Repository):
             conn.execute(update(t.runs).where(t.runs.c.id == run_id).values(**values))
             conn.execute(insert(t.run_events).values(run_id=run_id, at=ts, kind=event or status, detail=detail))
 
+    def set_parameters(self, run_id: str, parameters: dict[str, Any], *, detail: str | None = None) -> None:
+        """Replace a run's parameters (a resume with new values) and record a ``parameters`` event."""
+        with self.write() as conn:
+            conn.execute(update(t.runs).where(t.runs.c.id == run_id).values(parameters=parameters))
+            conn.execute(insert(t.run_events).values(run_id=run_id, at=now(), kind="parameters", detail=detail))
+
     def add_event(self, run_id: str, kind: str, detail: str | None = None) -> None:
         with self.write() as conn:
             conn.execute(insert(t.run_events).values(run_id=run_id, at=now(), kind=kind, detail=detail))
