@@ -245,7 +245,10 @@ class Agent:
     def _client_env(self) -> dict[str, str]:
         s = self.client.settings
         return {"CONVEYOR_HOME": str(s.home), "CONVEYOR_METADATA_URL": s.metadata_url,
-                "CONVEYOR_ARTIFACT_ROOT": str(s.artifact_root)}
+                "CONVEYOR_ARTIFACT_ROOT": str(s.artifact_root),
+                # the launcher retries and beats by the agent's policy, not by whatever its own environment says
+                "CONVEYOR_AGENT_MAX_ATTEMPTS": str(s.agent_max_attempts),
+                "CONVEYOR_AGENT_HEARTBEAT_S": str(s.agent_heartbeat_s)}
 
     def wait_for_children(self, timeout: float = 300) -> None:
         deadline = time.monotonic() + timeout
