@@ -102,6 +102,13 @@ def train(source: str = "initial", rows: int = 3000, seed: int = 0):
     publish(model, parts[0], parts[1], source)
 
 
+def create_retrain_trigger(store: Any, rows: int) -> None:
+    """The trigger that retrains on the monitor's alerts. Fresh: ``load`` reads the outside world (the
+    recent traffic), which no cache key of its parameters can see, so a cached run would retrain nothing."""
+    store.create_trigger(TRIGGER, "monitor", MONITOR, f"{Path(__file__).resolve()}:train",
+                         {"source": "recent", "rows": str(rows)}, max_concurrent=1, fresh=True)
+
+
 # --- the demo --------------------------------------------------------------------------------
 
 @dataclass
@@ -148,9 +155,7 @@ def run_loop(*, phases: int = 4, per_phase: int = 200, timeout_s: float = 180.0,
             pass
     store.create_monitor(MONITOR, ENDPOINT, 2.0, {"window": "1h", "min_rows": 300, "drift_share": 0.25,
                                                   "cooldown_s": 3600})
-    # fresh: `load` reads the outside world (recent traffic), so a cached run would retrain nothing
-    store.create_trigger(TRIGGER, "monitor", MONITOR, f"{Path(__file__).resolve()}:train",
-                         {"source": "recent", "rows": str(per_phase)}, max_concurrent=1, fresh=True)
+    create_retrain_trigger(store, per_phase)
 
     app = build_app(client.settings, auth="off", access_log=False)
     port = _free_port()

@@ -132,10 +132,14 @@ class Profile:
 
 def task_of(model: Any) -> str | None:
     """``classification`` or ``regression`` when the model says so (scikit-learn's estimator type, or
-    ``classes_`` / ``predict_proba``), else None."""
-    kind = getattr(model, "_estimator_type", None)
-    if kind in ("classifier", "regressor"):
-        return "classification" if kind == "classifier" else "regression"
+    ``classes_`` / ``predict_proba``), else None. Scikit-learn is imported only for its own models."""
+    if hasattr(model, "__sklearn_tags__") or hasattr(model, "_estimator_type"):
+        from sklearn.base import is_classifier, is_regressor
+
+        if is_classifier(model):
+            return "classification"
+        if is_regressor(model):
+            return "regression"
     if hasattr(model, "classes_") or hasattr(model, "predict_proba"):
         return "classification"
     return None
