@@ -203,11 +203,12 @@ def test_an_agent_started_in_another_folder_runs_what_was_created_with_relative_
     conveyor("triggers", "create", "--on", "data:inbox", "--run", "flows/ingest.py:ingest", "-p", "path={object}",
              "-p", f"out={out}", "--name", "files", cwd=project)
     conveyor("schedules", "create", "flows/ingest.py:ingest", "--cron", "0 3 * * *", "-p", f"out={out}",
-             cwd=project)
+             "--fresh", cwd=project)
     (trigger,) = json.loads(conveyor("triggers", "list", "--json", cwd=project).stdout)
     (schedule,) = json.loads(conveyor("schedules", "list", "--json", cwd=project).stdout)
     absolute = f"{project / 'flows' / 'ingest.py'}:ingest"
     assert trigger["run"] == absolute and schedule["target"] == absolute
+    assert schedule["fresh"] is True and trigger["fresh"] is False
     assert trigger["on"] == f"data:{project / 'inbox'}"
     conveyor("agent", "--once", cwd=elsewhere)
     client = Client(load_settings(env={"CONVEYOR_HOME": str(tmp_path / "home")}))
