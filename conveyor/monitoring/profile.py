@@ -272,7 +272,7 @@ def profile_column(name: str, column: Any, kind: str | None = None) -> ColumnPro
     if pa.types.is_floating(column.type):
         values = np.asarray(column.to_numpy(), dtype=np.float64)
         finite = values[~np.isnan(values)]
-        if np.all(finite == np.round(finite)):
+        if np.all(finite == np.round(finite)) and (not len(finite) or np.abs(finite).max() < 2.0 ** 53):
             # whole-number floats as labels: 1.0 and 1 are one class ("1"), whichever side sent floats
             column = pa.chunked_array([pa.array(values, mask=np.isnan(values)).cast(pa.int64())])
     cats, counts, missing = category_counts(column)
