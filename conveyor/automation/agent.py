@@ -202,8 +202,19 @@ class Agent:
             status = self.store.retry_or_fail(f.id, reason, settings.agent_max_attempts, launcher_pid=f.launcher_pid)
             if status is not None:
                 reset.append(f.id)
-                log.warning("firing %s of %s: %s; now %s", f.id, f.source, reason, status)
+                orphans = self._close_orphaned_runs(f.id, reason)
+                log.warning("firing %s of %s: %s; now %s%s", f.id, f.source, reason, status,
+                            f" (its run {', '.join(orphans)} marked failed)" if orphans else "")
         return reset
+
+    def _close_orphaned_runs(self, firing_id: str, reason: str) -> list[str]:
+        """Runs a dead launcher started for ``firing_id`` would otherwise say ``running`` for ever."""
+        runs, steps = self.client.metadata.runs, self.client.metadata.steps
+        orphans = [r.id for r in runs.list(status="running", limit=500) if r.tags.get("firing") == firing_id]
+        for run_id in orphans:
+            steps.mark_unfinished(run_id, "interrupted", "the launcher running this step died")
+            runs.set_status(run_id, "failed", error=f"interrupted: {reason}", event="interrupted", detail=reason)
+        return orphans
 
     def launch_pending(self) -> list[str]:
         launched = []

@@ -85,6 +85,8 @@ def test_a_launcher_killed_with_sigkill_is_reset_and_later_firings_still_run(cli
     assert (tmp_path / "done-one").read_text() == str(done.launcher_pid)
     assert (tmp_path / "done-two").exists()
     assert client.get_run(done.run_id).status == "succeeded"
+    (orphan,) = [r for r in client.metadata.runs.list(limit=10) if r.id != done.run_id and r.tags.get("firing") == first]
+    assert orphan.status == "failed" and "exited without recording" in orphan.error   # not "running" for ever
     assert agent.returncode == 0, err
 
 
