@@ -351,6 +351,7 @@ class Automation(Repository):
             conn.execute(update(t.firings).where(t.firings.c.id == firing_id).values(**values))
 
     def firing(self, firing_id: str) -> FiringRecord:
+        """One firing by id."""
         with self.read() as conn:
             row = conn.execute(select(t.firings).where(t.firings.c.id == firing_id)).first()
         if row is None:
@@ -365,6 +366,7 @@ class Automation(Repository):
             return [_row(FiringRecord, r) for r in conn.execute(q)]
 
     def running_firings(self) -> list[FiringRecord]:
+        """Firings marked running, oldest first (the agent checks their launchers are alive)."""
         with self.read() as conn:
             rows = conn.execute(select(t.firings).where(t.firings.c.status == "running")
                                 .order_by(t.firings.c.at)).all()
