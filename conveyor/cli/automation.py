@@ -192,7 +192,7 @@ def schedule_list(as_json: JsonOpt = False) -> None:
     rows = [{"name": s.name, "target": s.target, "cron": s.cron, "params": s.params, "fresh": s.fresh,
              "next": when(s.next_at)}
             for s in _client().metadata.automation.schedules()]
-    print_json(rows) if as_json else _table(rows, ["name", "target", "cron", "params", "next"])
+    print_json(rows) if as_json else _table(rows, ["name", "target", "cron", "params", "fresh", "next"])
 
 
 @schedules_app.command("delete")
@@ -239,7 +239,7 @@ def trigger_create(on: Annotated[str, typer.Option("--on", help="monitor:NAME or
 def trigger_list(as_json: JsonOpt = False) -> None:
     rows = [{"name": t.name, "on": f"{t.on_kind}:{t.on_value}", "run": t.target, "params": t.params,
              "max_concurrent": t.max_concurrent, "fresh": t.fresh} for t in _client().metadata.automation.triggers()]
-    print_json(rows) if as_json else _table(rows, ["name", "on", "run", "params", "max_concurrent"])
+    print_json(rows) if as_json else _table(rows, ["name", "on", "run", "params", "max_concurrent", "fresh"])
 
 
 @triggers_app.command("delete")
