@@ -16,6 +16,9 @@ variable                        meaning                                   defaul
 ``CONVEYOR_SERVE_MEMORY_MB``    model cache cap of one server process     ``2048``
 ``CONVEYOR_DEFAULT_ENDPOINT``   endpoint for paths that name none         the only endpoint, if one
 ``CONVEYOR_DEBUG``              ``1``: the CLI prints tracebacks too      off
+``CONVEYOR_AGENT_HEARTBEAT_S``  a firing whose launcher is silent this    ``60``
+                                long is dead (reset and retried)
+``CONVEYOR_AGENT_MAX_ATTEMPTS`` launches of a firing before it fails      ``3``
 ``AIP_HTTP_PORT``               Vertex AI: the port to listen on          ``8080``
 ``AIP_PREDICT_ROUTE``           Vertex AI: the prediction path            ``/predict``
 ``AIP_HEALTH_ROUTE``            Vertex AI: the health path                ``/health``
@@ -52,6 +55,8 @@ class Settings:
     aip_http_port: int | None = None
     aip_predict_route: str = "/predict"
     aip_health_route: str = "/health"
+    agent_heartbeat_s: float = 60.0
+    agent_max_attempts: int = 3
 
     def with_overrides(self, **changes: object) -> Settings:
         """Return a copy with some fields replaced."""
@@ -79,6 +84,16 @@ def _int(name: str, raw: object) -> int:
         raise ConfigurationError(f"{name}={raw!r} is not a whole number.") from None
     if value < 0:
         raise ConfigurationError(f"{name}={raw!r} must not be negative.")
+    return value
+
+
+def _seconds(name: str, raw: object) -> float:
+    try:
+        value = float(str(raw))
+    except ValueError:
+        raise ConfigurationError(f"{name}={raw!r} is not a number of seconds.") from None
+    if not value > 0:
+        raise ConfigurationError(f"{name}={raw!r} must be more than 0 seconds.")
     return value
 
 
@@ -122,7 +137,9 @@ def load_settings(env: Mapping[str, str] | None = None, cwd: Path | None = None)
                     default_endpoint=str(default_endpoint) if default_endpoint else None,
                     aip_http_port=_int("AIP_HTTP_PORT", aip_port) if aip_port else None,
                     aip_predict_route=env.get("AIP_PREDICT_ROUTE", "/predict"),
-                    aip_health_route=env.get("AIP_HEALTH_ROUTE", "/health"))
+                    aip_health_route=env.get("AIP_HEALTH_ROUTE", "/health"),
+                    agent_heartbeat_s=_seconds("CONVEYOR_AGENT_HEARTBEAT_S", get("agent_heartbeat_s", 60)),
+                    agent_max_attempts=max(1, _int("CONVEYOR_AGENT_MAX_ATTEMPTS", get("agent_max_attempts", 3))))
 
 
 def debug_enabled(env: Mapping[str, str] | None = None) -> bool:

@@ -1,12 +1,14 @@
 """``conveyor agent``: one daemon for cron schedules, event sources, monitors and triggers.
 
 Every tick it (1) fires schedules that are due, (2) runs monitors that are due and raises alerts,
-(3) lists each data trigger's prefix and records new objects, (4) launches pending firings within
-each source's concurrency limit. A firing is a row before anything runs, and an object becomes
-"seen" in the same transaction as its firing, so a restarted agent neither loses nor repeats
-work (at-least-once: a firing whose launch was cut short is launched again). Pipelines run in
-their own processes (``python -m conveyor.automation.launch``), which record their outcome on the
-firing themselves, so stopping the agent never kills a run. SIGTERM and SIGINT stop it cleanly.
+(3) lists each data trigger's prefix and records new objects, (4) resets firings whose launcher
+died, (5) launches pending firings, oldest first, within each source's concurrency limit. A firing
+is a row before anything runs, and an object becomes "seen" in the same transaction as its firing,
+so a restarted agent neither loses nor repeats work (at-least-once: a firing whose launch was cut
+short, or that did not start, is launched again, up to ``CONVEYOR_AGENT_MAX_ATTEMPTS`` times).
+Pipelines run in their own processes (``python -m conveyor.automation.launch``), which name
+themselves on the firing, beat a heartbeat while they run and record their outcome themselves, so
+stopping the agent never kills a run. SIGTERM and SIGINT stop it cleanly.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -46,6 +49,21 @@ def substitute(params: dict[str, Any], cause: dict[str, Any]) -> dict[str, str]:
                 text = text.replace("{" + name + "}", str(value))
         out[k] = text
     return out
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this host (a zombie, dead but not reaped, counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True                       # someone else's process: it exists
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+            return fh.read().rpartition(")")[2].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True                       # no /proc (macOS): the signal check is all there is
 
 
 class Agent:
@@ -96,6 +114,7 @@ class Agent:
         self.fire_schedules(now)
         self.check_monitors(now)
         self.scan_data_triggers()
+        self.reset_dead_launchers(now)
         self.launch_pending()
 
     # --- sources ------------------------------------------------------------------------------
@@ -152,31 +171,83 @@ class Agent:
     # --- running ------------------------------------------------------------------------------
 
     def _live(self) -> dict[str, subprocess.Popen]:
+        # poll() also reaps: a launcher killed outright must not linger as a zombie that looks alive
         self.children = {k: p for k, p in self.children.items() if p.poll() is None}
         return self.children
+
+    def reset_dead_launchers(self, now: float | None = None) -> list[str]:
+        """Running firings whose launcher is gone: back to pending (or failed after the last attempt).
+
+        Dead means: its pid no longer runs on this host, or (any host) its heartbeat is older than
+        ``CONVEYOR_AGENT_HEARTBEAT_S``. Without this, one launcher that died after marking its
+        firing running would hold a concurrency slot of its trigger forever.
+        """
+        now = now or time.time()
+        settings = self.client.settings
+        host = socket.gethostname()
+        self._live()
+        reset = []
+        for f in self.store.running_firings():
+            beat = f.heartbeat_at if f.heartbeat_at is not None else f.at
+            reason = None
+            if f.id in self.children:
+                continue                                  # our own child, still running
+            if f.launcher_pid and f.launcher_host == host and not pid_alive(f.launcher_pid):
+                reason = f"launcher pid {f.launcher_pid} on {host} exited without recording an outcome"
+            elif now - beat > settings.agent_heartbeat_s:
+                reason = (f"launcher pid {f.launcher_pid} on {f.launcher_host} sent no heartbeat for "
+                          f"{now - beat:.0f}s (limit {settings.agent_heartbeat_s:g}s)")
+            if reason is None:
+                continue
+            status = self.store.retry_or_fail(f.id, reason, settings.agent_max_attempts, launcher_pid=f.launcher_pid)
+            if status is not None:
+                reset.append(f.id)
+                orphans = self._close_orphaned_runs(f.id, reason)
+                log.warning("firing %s of %s: %s; now %s%s", f.id, f.source, reason, status,
+                            f" (its run {', '.join(orphans)} marked failed)" if orphans else "")
+        return reset
+
+    def _close_orphaned_runs(self, firing_id: str, reason: str) -> list[str]:
+        """Runs a dead launcher started for ``firing_id`` would otherwise say ``running`` for ever."""
+        runs, steps = self.client.metadata.runs, self.client.metadata.steps
+        orphans = [r.id for r in runs.list(status="running", limit=500) if r.tags.get("firing") == firing_id]
+        for run_id in orphans:
+            steps.mark_unfinished(run_id, "interrupted", "the launcher running this step died")
+            runs.set_status(run_id, "failed", error=f"interrupted: {reason}", event="interrupted", detail=reason)
+        return orphans
 
     def launch_pending(self) -> list[str]:
         launched = []
         triggers = {t.name: t for t in self.store.triggers()}
         schedules = {s.name: s for s in self.store.schedules()}
         self._live()
-        for firing in sorted(self.store.firings(status="pending"), key=lambda f: f.at):
-            if firing.id in self.children:
+        full: set[str] = set()
+        for firing in self.store.pending_firings():          # oldest first
+            if firing.id in self.children or firing.source in full:
                 continue
             source = triggers.get(firing.source) if firing.source_kind == "trigger" else schedules.get(firing.source)
             if source is None:
                 self.store.set_firing(firing.id, "failed", error=f"{firing.source_kind} '{firing.source}' was deleted")
                 continue
             limit = getattr(source, "max_concurrent", 1)
-            running = self.store.count_active(firing.source, ("running",))
-            if running >= limit:
-                continue                      # stays pending until a slot frees
+            if self.store.count_active(firing.source, ("running",)) >= limit:
+                full.add(firing.source)       # stays pending until a slot frees; later ones wait behind it
+                continue
+            if not self.store.claim_firing(firing.id):
+                continue                      # another agent took it
             params = substitute(source.params or {}, firing.cause)
             cmd = [self.python, "-m", "conveyor.automation.launch", firing.id, source.target, json.dumps(params)]
-            proc = subprocess.Popen(cmd, cwd=self.cwd, start_new_session=True, stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.DEVNULL, env={**os.environ, **self._client_env()})
+            if getattr(source, "fresh", False):
+                cmd.append("--fresh")
+            try:
+                proc = subprocess.Popen(cmd, cwd=self.cwd, start_new_session=True, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL, env={**os.environ, **self._client_env()})
+            except OSError as exc:
+                self.store.retry_or_fail(firing.id, f"could not start {self.python}: {exc}",
+                                         self.client.settings.agent_max_attempts)
+                continue
             self.children[firing.id] = proc
-            self.store.set_firing(firing.id, "running")
+            self.store.record_launcher(firing.id, proc.pid, socket.gethostname())
             launched.append(firing.id)
             log.info("%s %s fired (%s): running %s", firing.source_kind, firing.source,
                      firing.cause.get("kind"), source.target)
@@ -185,7 +256,10 @@ class Agent:
     def _client_env(self) -> dict[str, str]:
         s = self.client.settings
         return {"CONVEYOR_HOME": str(s.home), "CONVEYOR_METADATA_URL": s.metadata_url,
-                "CONVEYOR_ARTIFACT_ROOT": str(s.artifact_root)}
+                "CONVEYOR_ARTIFACT_ROOT": str(s.artifact_root),
+                # the launcher retries and beats by the agent's policy, not by whatever its own environment says
+                "CONVEYOR_AGENT_MAX_ATTEMPTS": str(s.agent_max_attempts),
+                "CONVEYOR_AGENT_HEARTBEAT_S": str(s.agent_heartbeat_s)}
 
     def wait_for_children(self, timeout: float = 300) -> None:
         deadline = time.monotonic() + timeout

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from conveyor.errors import InvalidRequest
+from conveyor.errors import InvalidRequest, NotFound
 
 log = logging.getLogger("conveyor.automation")
 
@@ -38,9 +38,69 @@ def monitor_config(**options: Any) -> dict[str, Any]:
         if cfg["below"] is None:
             raise InvalidRequest(f"--metric {cfg['metric']} needs a threshold: --below VALUE "
                                  "(for rmse/mae: the alert fires above it).", field="below")
+    elif cfg["below"] is not None:
+        raise InvalidRequest(f"--below {cfg['below']} needs the metric it bounds: add --metric NAME "
+                             f"({', '.join(sorted(METRICS))}).", field="metric")
     if not 0 < float(cfg["drift_share"]) <= 1:
         raise InvalidRequest("--drift-share must be in (0, 1].", field="drift_share")
+    for key, flag in (("min_rows", "--min-rows"), ("min_labels", "--min-labels")):
+        if int(cfg[key]) < 0:
+            raise InvalidRequest(f"{flag} {cfg[key]} is negative; give a count of rows, 0 or more.", field=key)
+    if cfg["p99_latency_ms"] is not None and not float(cfg["p99_latency_ms"]) > 0:
+        raise InvalidRequest(f"--p99-latency-ms {cfg['p99_latency_ms']} must be more than 0 milliseconds.",
+                             field="p99_latency_ms")
+    if float(cfg["cooldown_s"]) < 0:
+        raise InvalidRequest("--cooldown must not be negative (0 delivers every alert).", field="cooldown")
+    if cfg["window"] is not None:
+        _positive_span(cfg["window"], "--window")
     return cfg
+
+
+def _positive_span(text: str, flag: str) -> float:
+    from conveyor.monitoring.sources import parse_window
+
+    try:
+        seconds = parse_window(text).total_seconds()
+    except InvalidRequest:
+        raise InvalidRequest(f"{flag} {text!r} is not a duration; write e.g. 15m, 24h or 7d.",
+                             field=flag.lstrip("-")) from None
+    if seconds <= 0:
+        raise InvalidRequest(f"{flag} {text} is empty; give a positive duration such as 15m or 1h.",
+                             field=flag.lstrip("-"))
+    return seconds
+
+
+def check_monitor(client: Any, endpoint: str, every: str, cfg: dict[str, Any]) -> float:
+    """Check what a new monitor names before it is stored; returns its interval in seconds.
+
+    The endpoint must exist, ``every`` must be a positive duration and a reference (``NAME:VERSION``,
+    ``NAME@ALIAS`` or a file) must resolve to something with a profile to compare with.
+    """
+    from conveyor.monitoring.sources import looks_like_uri
+
+    every_s = _positive_span(every, "--every")
+    known = [e.name for e in client.metadata.endpoints.list()]
+    if endpoint not in known:
+        raise InvalidRequest(f"--endpoint {endpoint!r} does not exist. Endpoints: {', '.join(known) or '(none)'}; "
+                             "create one first (`conveyor endpoints create`).", field="endpoint")
+    reference = cfg.get("reference")
+    if reference:
+        if looks_like_uri(reference):
+            import fsspec
+
+            fs, path = fsspec.core.url_to_fs(reference)
+            if not fs.exists(path):
+                raise InvalidRequest(f"--reference {reference}: no file there. Give an existing Parquet/CSV file "
+                                     "or NAME:VERSION of a registered model.", field="reference")
+        else:
+            try:
+                has_profile = client.registry.profile(reference) is not None
+            except NotFound as exc:
+                raise InvalidRequest(f"--reference {reference}: {exc}", field="reference") from None
+            if not has_profile:
+                raise InvalidRequest(f"--reference {reference} has no reference profile: register it with "
+                                     "data=<training frame>, or pass --reference FILE.", field="reference")
+    return every_s
 
 
 @dataclass

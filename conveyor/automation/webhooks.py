@@ -7,9 +7,27 @@ import threading
 import time
 from typing import Any
 
+from conveyor.errors import InvalidRequest
+
 log = logging.getLogger("conveyor.automation")
 
 MAX_ATTEMPTS = 5
+
+
+def check_url(url: str) -> str:
+    """An ``http://`` or ``https://`` URL with a host, or ``InvalidRequest`` saying what to write."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        parts.port                           # noqa: B018  (raises on a port that is not a number)
+    except ValueError as exc:
+        raise InvalidRequest(f"Webhook URL {url!r} is not a URL ({exc}); write e.g. "
+                             "https://hooks.example.com/alerts.", field="url") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidRequest(f"Webhook URL {url!r} must be http:// or https:// with a host, e.g. "
+                             "https://hooks.example.com/alerts.", field="url")
+    return url
 
 
 def payload(alert: Any) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
@@ -55,12 +56,14 @@ def monitor_create(name: str,
                    p99_latency_ms: Annotated[Optional[float], typer.Option(help="Alert when p99 latency exceeds this.")] = None,  # noqa: UP007
                    cooldown: Annotated[str, typer.Option(help="Equal alerts inside this span are suppressed.")] = "1h") -> None:
     """Watch an endpoint: drift, performance on labelled traffic, latency; alerts on breaches."""
-    from conveyor.automation.monitors import monitor_config
+    from conveyor.automation.monitors import check_monitor, monitor_config
 
     cfg = monitor_config(window=window, reference=reference, drift_share=drift_share, min_rows=min_rows,
                          metric=metric, below=below, min_labels=min_labels, p99_latency_ms=p99_latency_ms,
                          cooldown_s=_seconds(cooldown))
-    rec = _client().metadata.automation.create_monitor(name, endpoint, _seconds(every), cfg)
+    client = _client()
+    every_s = check_monitor(client, endpoint, every, cfg)
+    rec = client.metadata.automation.create_monitor(name, endpoint, every_s, cfg)
     console().print(f"Monitor {rec.name} watches {rec.endpoint} every {every}; run `conveyor agent` to check it.")
 
 
@@ -95,9 +98,11 @@ def monitor_check(name: str, as_json: JsonOpt = False) -> None:
 
 
 @monitors_app.command("delete")
-def monitor_delete(name: str) -> None:
-    _client().metadata.automation.delete_monitor(name)
-    console().print(f"Deleted monitor {name}.")
+def monitor_delete(name: str,
+                   cascade: Annotated[bool, typer.Option(help="Also delete the triggers it starts.")] = False) -> None:
+    """Delete a monitor; refused while a trigger fires on it, unless --cascade deletes those too."""
+    gone = _client().metadata.automation.delete_monitor(name, cascade=cascade)
+    console().print(f"Deleted monitor {name}" + (f" and trigger(s) {', '.join(gone)}." if gone else "."))
 
 
 # --- alerts and webhooks --------------------------------------------------------------------------
@@ -106,16 +111,36 @@ def monitor_delete(name: str) -> None:
 def alerts_list(source: Annotated[Optional[str], typer.Option(help="Only this monitor.")] = None,  # noqa: UP007
                 limit: int = 50, as_json: JsonOpt = False) -> None:
     """Alerts, newest first, with delivery state (suppressed ones were inside a cool-down)."""
-    rows = [{"id": a.id, "at": when(a.at), "source": a.source, "suppressed": a.suppressed, "delivery": a.delivery,
-             "attempts": a.attempts, "message": a.message, "details": a.details}
-            for a in _client().metadata.automation.alerts(source, limit)]
-    print_json(rows) if as_json else _table(rows, ["at", "source", "suppressed", "delivery", "message"])
+    rows = [_alert_row(a) for a in _client().metadata.automation.alerts(source, limit)]
+    print_json(rows) if as_json else _table(rows, ["id", "at", "source", "suppressed", "delivery", "last_error",
+                                                   "message"])
+
+
+def _alert_row(a: Any) -> dict[str, Any]:
+    return {"id": a.id, "at": when(a.at), "source": a.source, "suppressed": a.suppressed, "delivery": a.delivery,
+            "attempts": a.attempts, "last_error": a.last_error, "message": a.message, "details": a.details}
+
+
+@alerts_app.command("show")
+def alerts_show(alert_id: str, as_json: JsonOpt = False) -> None:
+    """One alert: its message, findings and delivery (attempts and the last delivery error)."""
+    row = _alert_row(_client().metadata.automation.alert(alert_id))
+    if as_json:
+        print_json(row)
+        return
+    out = console()
+    for key in ("id", "at", "source", "message", "suppressed", "delivery", "attempts", "last_error"):
+        out.print(f"{key}: {row[key] if row[key] is not None else '-'}", markup=False, highlight=False)
+    out.print(f"details: {row['details']}", markup=False, highlight=False)
 
 
 @webhooks_app.command("add")
 def webhook_add(name: str, url: str,
                 source: Annotated[Optional[list[str]], typer.Option(help="Only alerts of these monitors.")] = None) -> None:  # noqa: UP007
     """Deliver alerts to a URL as Slack-compatible JSON (retried on failure)."""
+    from conveyor.automation.webhooks import check_url
+
+    check_url(url)
     _client().metadata.automation.add_webhook(name, url, source or None)
     console().print(f"Webhook {name} added.")
 
@@ -134,32 +159,40 @@ def webhook_delete(name: str) -> None:
 
 # --- schedules and triggers -----------------------------------------------------------------------
 
-def _check_target(target: str) -> None:
-    from conveyor.runtime.loader import load_pipeline
+FreshOpt = Annotated[bool, typer.Option("--fresh", help="Run every step, ignoring cached results (for steps that "
+                                                        "read the outside world).")]
 
-    load_pipeline(target)       # a typo is caught now, not at 3 a.m.
+
+def _check_target(target: str, params: dict[str, str], kind: str) -> str:
+    from conveyor.automation.targets import resolve_target
+
+    return resolve_target(target, params, kind)       # a typo is caught now, not at 3 a.m.
 
 
 @schedules_app.command("create")
 def schedule_create(target: Annotated[str, typer.Argument(help="FILE.py:PIPELINE")],
                     cron: Annotated[str, typer.Option(help='Cron expression, e.g. "0 3 * * *".')],
                     name: Annotated[Optional[str], typer.Option(help="Default: the pipeline's name.")] = None,  # noqa: UP007
-                    param: Annotated[Optional[list[str]], typer.Option("-p", "--param", help="key=value")] = None) -> None:  # noqa: UP007
+                    param: Annotated[Optional[list[str]], typer.Option("-p", "--param", help="key=value")] = None,  # noqa: UP007
+                    fresh: FreshOpt = False) -> None:
     """Run a pipeline on a cron schedule (the agent fires it; a missed time fires once on restart)."""
     from conveyor.automation.agent import next_cron
 
-    _check_target(target)
+    params = parse_params(param)
     first = next_cron(cron, time.time())
+    stored = _check_target(target, params, "schedule")
     sched = name or target.rpartition(":")[2]
-    _client().metadata.automation.create_schedule(sched, target, cron, parse_params(param), first)
-    console().print(f"Schedule {sched}: {target} at '{cron}', first at {when(first)}.")
+    _client().metadata.automation.create_schedule(sched, stored, cron, params, first, fresh=fresh)
+    console().print(f"Schedule {sched}: {stored} at '{cron}'{' (fresh runs)' if fresh else ''}, "
+                    f"first at {when(first)}.")
 
 
 @schedules_app.command("list")
 def schedule_list(as_json: JsonOpt = False) -> None:
-    rows = [{"name": s.name, "target": s.target, "cron": s.cron, "params": s.params, "next": when(s.next_at)}
+    rows = [{"name": s.name, "target": s.target, "cron": s.cron, "params": s.params, "fresh": s.fresh,
+             "next": when(s.next_at)}
             for s in _client().metadata.automation.schedules()]
-    print_json(rows) if as_json else _table(rows, ["name", "target", "cron", "params", "next"])
+    print_json(rows) if as_json else _table(rows, ["name", "target", "cron", "params", "fresh", "next"])
 
 
 @schedules_app.command("delete")
@@ -173,7 +206,8 @@ def trigger_create(on: Annotated[str, typer.Option("--on", help="monitor:NAME or
                    run: Annotated[str, typer.Option("--run", help="FILE.py:PIPELINE")],
                    param: Annotated[Optional[list[str]], typer.Option("-p", "--param", help="key=value; {object} is the new object")] = None,  # noqa: UP007
                    max_concurrent: Annotated[int, typer.Option(help="Runs of this trigger at once.")] = 1,
-                   name: Annotated[Optional[str], typer.Option(help="Default: PIPELINE-on-SOURCE.")] = None) -> None:  # noqa: UP007
+                   name: Annotated[Optional[str], typer.Option(help="Default: PIPELINE-on-SOURCE.")] = None,  # noqa: UP007
+                   fresh: FreshOpt = False) -> None:
     """Start a pipeline when a monitor alerts or a new object appears under a prefix."""
     import re
 
@@ -186,20 +220,26 @@ def trigger_create(on: Annotated[str, typer.Option("--on", help="monitor:NAME or
         raise InvalidRequest("--max-concurrent must be at least 1.", field="max_concurrent")
     client = _client()
     if kind == "monitor":
-        client.metadata.automation.monitor(value)
-    _check_target(run)
+        known = [m.name for m in client.metadata.automation.monitors()]
+        if value not in known:
+            raise InvalidRequest(f"--on monitor:{value}: no such monitor. Monitors: {', '.join(known) or '(none)'}; "
+                                 "create it first (`conveyor monitors create`).", field="on")
+    elif "://" not in value:
+        value = str(Path(value).expanduser().resolve())   # the agent may run in another folder
+    params = parse_params(param)
+    stored = _check_target(run, params, kind)
     if name is None:
         source = value if kind == "monitor" else value.rstrip("/").rsplit("/", 1)[-1]
         name = re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{run.rpartition(':')[2]}-on-{source}").strip("-")
-    client.metadata.automation.create_trigger(name, kind, value, run, parse_params(param), max_concurrent)
-    console().print(f"Trigger {name}: on {on} run {run}.")
+    client.metadata.automation.create_trigger(name, kind, value, stored, params, max_concurrent, fresh=fresh)
+    console().print(f"Trigger {name}: on {kind}:{value} run {stored}{' (fresh runs)' if fresh else ''}.")
 
 
 @triggers_app.command("list")
 def trigger_list(as_json: JsonOpt = False) -> None:
     rows = [{"name": t.name, "on": f"{t.on_kind}:{t.on_value}", "run": t.target, "params": t.params,
-             "max_concurrent": t.max_concurrent} for t in _client().metadata.automation.triggers()]
-    print_json(rows) if as_json else _table(rows, ["name", "on", "run", "params", "max_concurrent"])
+             "max_concurrent": t.max_concurrent, "fresh": t.fresh} for t in _client().metadata.automation.triggers()]
+    print_json(rows) if as_json else _table(rows, ["name", "on", "run", "params", "max_concurrent", "fresh"])
 
 
 @triggers_app.command("delete")
@@ -213,9 +253,18 @@ def firings_list(source: Annotated[Optional[str], typer.Option(help="Only this s
                  limit: int = 50, as_json: JsonOpt = False) -> None:
     """Each firing: its cause and the run it started."""
     rows = [{"id": f.id, "at": when(f.at), "kind": f.source_kind, "source": f.source, "status": f.status,
-             "run_id": f.run_id, "cause": f.cause, "error": f.error}
+             "run_id": f.run_id, "cause": f.cause, "error": f.error, "attempts": f.attempts,
+             "launcher_pid": f.launcher_pid, "launcher_host": f.launcher_host}
             for f in _client().metadata.automation.firings(source, limit=limit)]
-    print_json(rows) if as_json else _table(rows, ["at", "kind", "source", "status", "run_id", "cause"])
+    print_json(rows) if as_json else _table(rows, ["id", "at", "kind", "source", "status", "attempts", "run_id",
+                                                   "error"])
+
+
+@firings_app.command("retry")
+def firings_retry(firing_id: str) -> None:
+    """Queue a failed firing again (after fixing what made it fail); the agent launches it next tick."""
+    _client().metadata.automation.retry_firing(firing_id)
+    console().print(f"Firing {firing_id} is pending again.")
 
 
 def agent(tick: Annotated[float, typer.Option(help="Seconds between rounds.")] = 5.0,

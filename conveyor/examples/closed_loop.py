@@ -5,7 +5,9 @@ fires → the trigger retrains on recent labelled traffic → the challenger bea
 holdout and on recent traffic → it is promoted → the server answers with the new version.
 
 Run it with ``conveyor quickstart --loop`` or ``python examples/closed_loop.py``. The ``train``
-pipeline below is also what the trigger runs (``closed_loop.py:train -p source=recent``).
+pipeline below is also what the trigger runs (``closed_loop.py:train -p source=recent --fresh``:
+its ``load`` step reads the prediction log, which the cache cannot see, so each retrain firing
+runs every step and reads the traffic as it is then).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 import conveyor as cv
+from conveyor.errors import NotFound
 
 MODEL, ENDPOINT, MONITOR, TRIGGER = "loop", "loop-api", "loop-drift", "loop-retrain"
 FEATURES = ["x0", "x1", "x2", "x3"]
@@ -99,6 +102,13 @@ def train(source: str = "initial", rows: int = 3000, seed: int = 0):
     publish(model, parts[0], parts[1], source)
 
 
+def create_retrain_trigger(store: Any, rows: int) -> None:
+    """The trigger that retrains on the monitor's alerts. Fresh: ``load`` reads the outside world (the
+    recent traffic), which no cache key of its parameters can see, so a cached run would retrain nothing."""
+    store.create_trigger(TRIGGER, "monitor", MONITOR, f"{Path(__file__).resolve()}:train",
+                         {"source": "recent", "rows": str(rows)}, max_concurrent=1, fresh=True)
+
+
 # --- the demo --------------------------------------------------------------------------------
 
 @dataclass
@@ -138,15 +148,14 @@ def run_loop(*, phases: int = 4, per_phase: int = 200, timeout_s: float = 180.0,
         client.metadata.endpoints.update(ENDPOINT, spec, client.settings.actor)
     else:
         client.metadata.endpoints.create(ENDPOINT, spec, client.settings.actor)
-    for name, drop in ((MONITOR, store.delete_monitor), (TRIGGER, store.delete_trigger)):
+    for name, drop in ((TRIGGER, store.delete_trigger), (MONITOR, store.delete_monitor)):
         try:
-            drop(name)
-        except Exception:
+            drop(name)              # the trigger first: a monitor with a trigger on it is not deleted
+        except NotFound:
             pass
     store.create_monitor(MONITOR, ENDPOINT, 2.0, {"window": "1h", "min_rows": 300, "drift_share": 0.25,
                                                   "cooldown_s": 3600})
-    store.create_trigger(TRIGGER, "monitor", MONITOR, f"{Path(__file__).resolve()}:train",
-                         {"source": "recent", "rows": str(per_phase)}, max_concurrent=1)
+    create_retrain_trigger(store, per_phase)
 
     app = build_app(client.settings, auth="off", access_log=False)
     port = _free_port()

@@ -25,7 +25,7 @@ import numpy as np
 
 from conveyor.errors import InvalidRequest
 from conveyor.monitoring import stats
-from conveyor.monitoring.profile import PREDICTION, TARGET, ColumnProfile, Profile
+from conveyor.monitoring.profile import PREDICTION, TARGET, ColumnProfile, Profile, as_labels, looks_like_labels
 
 METHODS = {"auto", "ks", "wasserstein", "psi", "chi2", "js"}
 DEFAULT_THRESHOLDS = {"wasserstein": 0.1, "psi": 0.2, "js": 0.1}
@@ -285,6 +285,25 @@ def quality_issues(reference: Profile, current: Profile, cfg: DriftConfig,
 
 # --- the whole comparison ---------------------------------------------------------------------
 
+def labels_as_categories(profile: Profile, like: Profile | None = None) -> Profile:
+    """``profile`` with a prediction (and target) of class labels profiled as numbers turned into
+    categories: a profile stored before labels were told apart (see ``profile.label_kinds``), or,
+    with ``like``, a current profile whose reference has them as categories."""
+    def wanted(name: str) -> bool:
+        col = profile.columns.get(name)
+        if col is None or col.kind != "numeric" or col.values is None:
+            return False
+        if like is not None:
+            ref = like.columns.get(name)
+            return ref is not None and ref.kind == "categorical"
+        pred = profile.columns.get(PREDICTION)
+        return (pred is not None and pred.kind == "numeric" and pred.values is not None
+                and looks_like_labels(pred.values) and looks_like_labels(col.values))
+
+    changed = {n: as_labels(profile.columns[n]) for n in (PREDICTION, TARGET) if wanted(n)}
+    return Profile(profile.columns | changed, profile.rows) if changed else profile
+
+
 def coerce_like(reference: Profile, data: Any) -> tuple[Any, dict[str, int]]:
     """Cast current columns to the reference's kinds; count values that would not cast (type violations)."""
     import pyarrow as pa
@@ -312,8 +331,11 @@ def compare(reference: Profile, current: Any, config: DriftConfig | None = None,
             expected_rows: tuple[int, int] | None = None) -> DriftReport:
     """Compare ``current`` (a Profile, or data: DataFrame, Arrow table…) with ``reference``."""
     cfg = config or DriftConfig()
+    reference = labels_as_categories(reference)
     violations: dict[str, int] = {}
-    if not isinstance(current, Profile):
+    if isinstance(current, Profile):
+        current = labels_as_categories(current, like=reference)
+    else:
         table, violations = coerce_like(reference, current)
         kinds = {n: c.kind for n, c in reference.columns.items()}
         current = Profile.from_data(table, kinds=kinds)

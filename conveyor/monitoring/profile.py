@@ -20,6 +20,9 @@ OTHER = "__other__"
 PREDICTION = "prediction"
 TARGET = "target"
 PROFILE_FORMAT = 1
+#: Whole-number predictions or targets with at most this many distinct values are class labels.
+MAX_LABEL_CLASSES = 20
+TASKS = {"classification": "categorical", "regression": "numeric"}
 
 
 @dataclass
@@ -102,20 +105,101 @@ class Profile:
 
     @classmethod
     def from_data(cls, data: Any, *, kinds: dict[str, str] | None = None, predictions: Any = None,
-                  target: Any = None) -> Profile:
-        """Profile a DataFrame, Arrow table, dict of columns or 2-D array (columns named ``x0``, ``x1``…)."""
+                  target: Any = None, task: str | None = None) -> Profile:
+        """Profile a DataFrame, Arrow table, dict of columns or 2-D array (columns named ``x0``, ``x1``…).
+
+        ``prediction`` and ``target`` columns (in ``data`` or given apart) get their kind from
+        :func:`label_kinds`; ``task`` (``classification`` / ``regression``, see :func:`task_of`)
+        settles it when the caller knows the model.
+        """
+        import pyarrow as pa
+
+        kinds = dict(kinds or {})
         table = to_arrow(data)
-        cols = {name: profile_column(name, table.column(name), (kinds or {}).get(name))
-                for name in table.column_names}
+        extras = {}
         for name, extra in ((PREDICTION, predictions), (TARGET, target)):
             if extra is not None:
-                import pyarrow as pa
-
                 arr = np.asarray(extra)
                 if arr.ndim > 1:
                     arr = arr[:, -1] if arr.shape[1] > 1 else arr[:, 0]
-                cols[name] = profile_column(name, pa.chunked_array([pa.array(arr)]), (kinds or {}).get(name))
+                extras[name] = pa.chunked_array([pa.array(arr)])
+        columns = {n: table.column(n) for n in table.column_names} | extras
+        for name, kind in label_kinds(columns.get(PREDICTION), columns.get(TARGET), task).items():
+            kinds.setdefault(name, kind)
+        cols = {name: profile_column(name, col, kinds.get(name)) for name, col in columns.items()}
         return cls(cols, table.num_rows)
+
+
+def task_of(model: Any) -> str | None:
+    """``classification`` or ``regression`` when the model says so (scikit-learn's estimator type, or
+    ``classes_`` / ``predict_proba``), else None. Scikit-learn is imported only for its own models."""
+    if hasattr(model, "__sklearn_tags__") or hasattr(model, "_estimator_type"):
+        from sklearn.base import is_classifier, is_regressor
+
+        if is_classifier(model):
+            return "classification"
+        if is_regressor(model):
+            return "regression"
+    if hasattr(model, "classes_") or hasattr(model, "predict_proba"):
+        return "classification"
+    return None
+
+
+def looks_like_labels(values: np.ndarray) -> bool:
+    """Whole numbers with at most ``MAX_LABEL_CLASSES`` distinct values (missing ones ignored)."""
+    values = values[~np.isnan(values)] if values.dtype.kind == "f" else values
+    if len(values) == 0 or values.dtype.kind not in "iuf":
+        return False
+    if values.dtype.kind == "f" and not np.all(np.isfinite(values) & (values == np.round(values))):
+        return False
+    return len(np.unique(values)) <= MAX_LABEL_CLASSES
+
+
+def label_kinds(prediction: Any, target: Any, task: str | None = None) -> dict[str, str]:
+    """The kinds of the prediction and target columns (Arrow columns, either may be None).
+
+    The rule, in order: a known ``task`` decides both; a column that is not numeric (text,
+    booleans) is categorical; a numeric prediction is categorical when it looks like class labels
+    (:func:`looks_like_labels`: whole numbers, few distinct values) and numeric otherwise; the
+    target takes the prediction's kind (they share one label space), or the same rule when there
+    is no prediction.
+    """
+    present = {n: c for n, c in ((PREDICTION, prediction), (TARGET, target)) if c is not None}
+    if task is not None:
+        if task not in TASKS:
+            raise ValueError(f"task must be one of {', '.join(TASKS)}, not {task!r}")
+        return {n: TASKS[task] for n in present}
+
+    def own(column: Any) -> str:
+        if kind_of(column.type) != "numeric":
+            return "categorical"
+        values, _missing = numeric_values(column)
+        return "categorical" if looks_like_labels(values) else "numeric"
+
+    kinds = {}
+    if prediction is not None:
+        kinds[PREDICTION] = own(prediction)
+    if target is not None:
+        kinds[TARGET] = kinds.get(PREDICTION) or own(target)
+        if kind_of(target.type) != "numeric":
+            kinds[TARGET] = "categorical"
+    return kinds
+
+
+def as_labels(column: ColumnProfile) -> ColumnProfile:
+    """A numeric profile of class labels (stored before labels were told apart) as a categorical one;
+    a sketch's counts are its share of the order statistics times the values it stands for."""
+    values = column.values if column.values is not None else np.empty(0)
+    cats, counts = np.unique(values, return_counts=True)
+    if len(values) and column.n and column.n != len(values):
+        counts = np.round(counts * (column.n / len(values))).astype(np.int64)
+    return ColumnProfile(column.name, "categorical", column.rows, column.missing,
+                         categories=[_label_text(c) for c in cats], counts=counts.astype(np.int64),
+                         dtype=column.dtype)
+
+
+def _label_text(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
 
 
 def to_arrow(data: Any) -> Any:
@@ -185,5 +269,11 @@ def profile_column(name: str, column: Any, kind: str | None = None) -> ColumnPro
     if kind == "numeric":
         values, missing = numeric_values(column)
         return ColumnProfile(name, "numeric", rows, missing, values, len(values), dtype=str(column.type))
+    if pa.types.is_floating(column.type):
+        values = np.asarray(column.to_numpy(), dtype=np.float64)
+        finite = values[~np.isnan(values)]
+        if np.all(finite == np.round(finite)) and (not len(finite) or np.abs(finite).max() < 2.0 ** 53):
+            # whole-number floats as labels: 1.0 and 1 are one class ("1"), whichever side sent floats
+            column = pa.chunked_array([pa.array(values, mask=np.isnan(values)).cast(pa.int64())])
     cats, counts, missing = category_counts(column)
     return ColumnProfile(name, "categorical", rows, missing, categories=cats, counts=counts, dtype=str(column.type))

@@ -200,9 +200,14 @@ def test_agent_stops_cleanly_on_sigterm(client, tmp_path: Path) -> None:
     env.pop("CONVEYOR_METADATA_URL", None)
     proc = subprocess.Popen([sys.executable, "-m", "conveyor.cli.main", "agent", "--tick", "0.2"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
-    time.sleep(2.0)
+    started = []
+    for line in proc.stderr:                 # SIGTERM only once the handler is installed: no race
+        started.append(line)
+        if "agent started" in line:
+            break
     proc.send_signal(signal.SIGTERM)
-    _out, err = proc.communicate(timeout=20)
+    _out, err = proc.communicate(timeout=60)
+    err = "".join(started) + err
     assert proc.returncode == 0 and "agent stopping (signal 15)" in err and "agent stopped" in err
 
 

@@ -100,3 +100,67 @@ def test_registering_with_data_stores_a_profile_with_predictions(client) -> None
     assert set(profile.columns) == {"age", "score", "visits", "prediction"}
     assert profile.columns["prediction"].kind == "categorical"       # booleans are categories
     assert profile.rows == 1_000
+
+
+# --- predictions and targets of a classifier are categories -----------------------------------
+
+def _labels(n: int, seed: int, p: list[float]) -> np.ndarray:
+    return np.random.default_rng(seed).choice(len(p), size=n, p=p)
+
+
+def test_class_labels_predicted_by_a_classifier_drift_as_categories() -> None:
+    X = frame(5_000, 1)
+    reference = Profile.from_data(X, predictions=_labels(5_000, 1, [0.6, 0.3, 0.1]),
+                                  target=_labels(5_000, 2, [0.6, 0.3, 0.1]))
+    assert reference.columns["prediction"].kind == "categorical"
+    assert reference.columns["target"].kind == "categorical"
+    assert sorted(reference.columns["prediction"].categories) == ["0", "1", "2"]
+    # the live log holds labels as floats; they are the same three classes, not three new ones
+    current = frame(5_000, 3).assign(prediction=_labels(5_000, 4, [0.3, 0.3, 0.4]).astype(float))
+    report = compare(reference, current)
+    pred = report.prediction
+    assert pred is not None and pred.kind == "categorical" and pred.drifted
+    assert {"chi2_pvalue", "js_distance"} <= set(pred.statistics) and "ks_statistic" not in pred.statistics
+    assert "chi2" in pred.reason
+    assert sorted(pred.plot["categories"]) == ["0", "1", "2"]            # no "1.0": floats are the same labels
+    assert not any(q.check == "unseen_categories" for q in report.quality)
+    stable = compare(reference, frame(5_000, 5).assign(prediction=_labels(5_000, 6, [0.6, 0.3, 0.1])))
+    assert stable.prediction is not None and not stable.prediction.drifted
+
+
+def test_regression_outputs_stay_numeric_and_a_known_task_decides() -> None:
+    rng = np.random.default_rng(0)
+    X = frame(2_000, 1)
+    regression = Profile.from_data(X, predictions=rng.normal(size=2_000), target=rng.integers(0, 3, 2_000))
+    assert regression.columns["prediction"].kind == "numeric"
+    assert regression.columns["target"].kind == "numeric"           # the target follows the prediction
+    many = Profile.from_data(X, predictions=rng.integers(0, 500, 2_000))
+    assert many.columns["prediction"].kind == "numeric"               # 500 distinct whole numbers: a count
+    told = Profile.from_data(X, predictions=rng.integers(1, 6, 2_000), task="regression")
+    assert told.columns["prediction"].kind == "numeric"
+    text = Profile.from_data(X, predictions=np.array(["yes", "no"] * 1_000))
+    assert text.columns["prediction"].kind == "categorical"
+
+
+def test_task_of_reads_the_model() -> None:
+    from sklearn.linear_model import LinearRegression, LogisticRegression
+
+    from conveyor.monitoring.profile import task_of
+
+    assert task_of(LogisticRegression()) == "classification"
+    assert task_of(LinearRegression()) == "regression"
+    assert task_of(object()) is None
+
+
+def test_a_profile_stored_before_labels_were_told_apart_compares_them_as_categories() -> None:
+    from conveyor.monitoring.profile import ColumnProfile
+
+    X = frame(3_000, 1)
+    labels = np.sort(_labels(3_000, 1, [0.7, 0.3]).astype(float))
+    legacy = Profile.from_data(X)
+    legacy.columns["prediction"] = ColumnProfile("prediction", "numeric", 3_000, 0, labels, 3_000)
+    stored = Profile.from_dict(legacy.to_dict())                       # a sketch of 2,001 order statistics
+    report = compare(stored, frame(3_000, 2).assign(prediction=_labels(3_000, 3, [0.3, 0.7])))
+    pred = report.prediction
+    assert pred is not None and pred.kind == "categorical" and pred.drifted
+    assert pred.reference_rows == pytest.approx(3_000, abs=2)          # counts scaled back from the sketch

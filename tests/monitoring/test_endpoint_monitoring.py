@@ -106,12 +106,18 @@ def test_target_drift_uses_late_labels_and_the_registered_target(tmp_path: Path)
     X = pd.DataFrame(rng.normal(size=(4_000, 3)), columns=FEATURES)
     y = (X["x0"] > 1.0).astype(int)                         # churn was rare: 16%
     client.registry.register("churn", LogisticRegression().fit(X.to_numpy(), y), data=X, target=y)
-    assert client.registry.profile("churn:1").columns["target"].kind == "numeric"
+    stored = client.registry.profile("churn:1")
+    assert stored.columns["target"].kind == "categorical" and stored.columns["prediction"].kind == "categorical"
+    assert dict(zip(stored.columns["target"].categories, stored.columns["target"].counts.tolist(),
+                    strict=True)) == {"0": int((y == 0).sum()), "1": int((y == 1).sum())}
     served = _traffic(home, 2_000, shift=0.0, seed=5)        # truth now x1 > 0: churn at 50%
     ingest_labels(client.settings.artifact_root, pd.DataFrame({"request_id": [r for r, _, _ in served[:1_500]],
                                                                "label": [t for _, _, t in served[:1_500]]}))
     report = drift_report("churn-api", window="24h", client=client)
     assert report.target is not None and report.target.drifted and report.target.current_rows == 1_500
+    assert report.target.kind == "categorical" and "chi2_pvalue" in report.target.statistics
+    assert report.prediction is not None and report.prediction.kind == "categorical"
+    assert "ks_statistic" not in report.prediction.statistics
     assert "target" not in report.drifted_columns          # not a feature: it does not count towards the share
     client.close()
 

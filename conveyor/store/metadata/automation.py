@@ -65,6 +65,7 @@ class ScheduleRecord:
     enabled: bool
     next_at: float
     created_at: float
+    fresh: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +78,7 @@ class TriggerRecord:
     max_concurrent: int
     enabled: bool
     created_at: float
+    fresh: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +92,10 @@ class FiringRecord:
     run_id: str | None
     finished_at: float | None
     error: str | None
+    attempts: int = 0
+    launcher_pid: int | None = None
+    launcher_host: str | None = None
+    heartbeat_at: float | None = None
 
 
 def _row(cls: type, row: Any) -> Any:
@@ -129,10 +135,25 @@ class Automation(Repository):
         with self.read() as conn:
             return [_row(MonitorRecord, r) for r in conn.execute(select(t.monitors).order_by(t.monitors.c.name))]
 
-    def delete_monitor(self, name: str) -> None:
+    def delete_monitor(self, name: str, *, cascade: bool = False) -> list[str]:
+        """Delete a monitor; refused while a trigger fires on it, unless ``cascade`` deletes those too.
+
+        Returns the names of the triggers deleted with it.
+        """
+        where = (t.triggers.c.on_kind == "monitor", t.triggers.c.on_value == name)
         with self.write() as conn:
-            if conn.execute(delete(t.monitors).where(t.monitors.c.name == name)).rowcount == 0:
-                raise NotFound(f"No monitor '{name}'.")
+            if conn.execute(select(t.monitors.c.name).where(t.monitors.c.name == name)).first() is None:
+                raise NotFound(f"No monitor '{name}'. See `conveyor monitors list`.")
+            dependents = [r.name for r in conn.execute(select(t.triggers.c.name).where(*where)
+                                                       .order_by(t.triggers.c.name))]
+            if dependents and not cascade:
+                names = ", ".join(dependents)
+                raise Conflict(f"Monitor '{name}' starts trigger(s) {names}; delete them first "
+                               f"(`conveyor triggers delete {dependents[0]}`) or pass --cascade to delete them "
+                               "with the monitor.")
+            conn.execute(delete(t.triggers).where(*where))
+            conn.execute(delete(t.monitors).where(t.monitors.c.name == name))
+        return dependents
 
     def claim_due_monitors(self, at: float) -> list[MonitorRecord]:
         """Monitors due at ``at``; their next due time moves on in the same transaction."""
@@ -218,11 +239,13 @@ class Automation(Repository):
 
     # --- schedules ----------------------------------------------------------------------------
 
-    def create_schedule(self, name: str, target: str, cron: str, params: dict[str, Any], next_at: float) -> None:
+    def create_schedule(self, name: str, target: str, cron: str, params: dict[str, Any], next_at: float, *,
+                        fresh: bool = False) -> None:
         try:
             with self.write() as conn:
                 conn.execute(insert(t.schedules).values(name=name, target=target, cron=cron, params=params,
-                                                        enabled=True, next_at=next_at, created_at=now()))
+                                                        enabled=True, next_at=next_at, created_at=now(),
+                                                        fresh=fresh))
         except IntegrityError:
             raise Conflict(f"Schedule '{name}' already exists.") from None
 
@@ -251,12 +274,12 @@ class Automation(Repository):
     # --- triggers -----------------------------------------------------------------------------
 
     def create_trigger(self, name: str, on_kind: str, on_value: str, target: str, params: dict[str, Any],
-                       max_concurrent: int) -> None:
+                       max_concurrent: int, *, fresh: bool = False) -> None:
         try:
             with self.write() as conn:
                 conn.execute(insert(t.triggers).values(name=name, on_kind=on_kind, on_value=on_value, target=target,
                                                        params=params, max_concurrent=max_concurrent, enabled=True,
-                                                       created_at=now()))
+                                                       created_at=now(), fresh=fresh))
         except IntegrityError:
             raise Conflict(f"Trigger '{name}' already exists.") from None
 
@@ -326,3 +349,80 @@ class Automation(Repository):
             values["finished_at"] = now()
         with self.write() as conn:
             conn.execute(update(t.firings).where(t.firings.c.id == firing_id).values(**values))
+
+    def firing(self, firing_id: str) -> FiringRecord:
+        """One firing by id."""
+        with self.read() as conn:
+            row = conn.execute(select(t.firings).where(t.firings.c.id == firing_id)).first()
+        if row is None:
+            raise NotFound(f"No firing '{firing_id}'. See `conveyor firings list`.")
+        return _row(FiringRecord, row)
+
+    def pending_firings(self, limit: int = 500) -> list[FiringRecord]:
+        """Pending firings, oldest first: a backlog drains in the order it built up."""
+        q = (select(t.firings).where(t.firings.c.status == "pending")
+             .order_by(t.firings.c.at, t.firings.c.id).limit(limit))
+        with self.read() as conn:
+            return [_row(FiringRecord, r) for r in conn.execute(q)]
+
+    def running_firings(self) -> list[FiringRecord]:
+        """Firings marked running, oldest first (the agent checks their launchers are alive)."""
+        with self.read() as conn:
+            rows = conn.execute(select(t.firings).where(t.firings.c.status == "running")
+                                .order_by(t.firings.c.at)).all()
+        return [_row(FiringRecord, r) for r in rows]
+
+    def claim_firing(self, firing_id: str) -> bool:
+        """Move a pending firing to running (one more attempt); False if another agent took it first."""
+        with self.write() as conn:
+            return bool(conn.execute(
+                update(t.firings).where(t.firings.c.id == firing_id, t.firings.c.status == "pending")
+                .values(status="running", attempts=t.firings.c.attempts + 1, heartbeat_at=now(),
+                        launcher_pid=None, launcher_host=None)).rowcount)
+
+    def record_launcher(self, firing_id: str, pid: int, host: str) -> None:
+        """Name the process that runs a firing (so a dead one can be told from a slow one)."""
+        with self.write() as conn:
+            conn.execute(update(t.firings).where(t.firings.c.id == firing_id, t.firings.c.status == "running")
+                         .values(launcher_pid=pid, launcher_host=host, heartbeat_at=now()))
+
+    def heartbeat(self, firing_id: str, pid: int) -> bool:
+        """The launcher is alive; False once the firing is no longer its own (reset as dead, or finished)."""
+        with self.write() as conn:
+            return bool(conn.execute(
+                update(t.firings).where(t.firings.c.id == firing_id, t.firings.c.status == "running",
+                                        t.firings.c.launcher_pid == pid)
+                .values(heartbeat_at=now())).rowcount)
+
+    def retry_or_fail(self, firing_id: str, error: str, max_attempts: int, *,
+                      launcher_pid: int | None = None) -> str | None:
+        """A firing that did not start (or whose launcher died) goes back to pending, with the error
+        recorded, until it has had ``max_attempts`` launches; then it fails. Returns the new status,
+        or None when the firing was not running (any more) under ``launcher_pid``."""
+        with self.write() as conn:
+            cond = [t.firings.c.id == firing_id, t.firings.c.status == "running"]
+            if launcher_pid is not None:
+                cond.append(t.firings.c.launcher_pid == launcher_pid)
+            row = conn.execute(select(t.firings.c.attempts).where(*cond)).first()
+            if row is None:
+                return None
+            if row.attempts < max_attempts:
+                values: dict[str, Any] = {"status": "pending", "error": f"attempt {row.attempts}: {error}",
+                                          "launcher_pid": None, "launcher_host": None}
+            else:
+                values = {"status": "failed", "finished_at": now(),
+                          "error": f"gave up after {row.attempts} attempt(s): {error}. Fix the cause, then "
+                                   f"`conveyor firings retry {firing_id}`."}
+            conn.execute(update(t.firings).where(*cond).values(**values))
+            return str(values["status"])
+
+    def retry_firing(self, firing_id: str) -> None:
+        """Queue a failed firing again with a fresh attempt count (its event stays handled by it)."""
+        with self.write() as conn:
+            changed = conn.execute(update(t.firings).where(t.firings.c.id == firing_id,
+                                                           t.firings.c.status == "failed")
+                                   .values(status="pending", attempts=0, finished_at=None,
+                                           launcher_pid=None, launcher_host=None)).rowcount
+        if not changed:
+            status = self.firing(firing_id).status
+            raise Conflict(f"Firing {firing_id} is {status}; only a failed firing can be retried.")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from sqlalchemy import false
 from sqlalchemy import (JSON, BigInteger, Boolean, Column, Float, ForeignKey, Index, Integer, MetaData, String, Table,
                         Text, UniqueConstraint)
 
@@ -309,6 +310,7 @@ schedules = Table(
     Column("enabled", Boolean, nullable=False, default=True),
     Column("next_at", Float, nullable=False),
     Column("created_at", Float, nullable=False),
+    Column("fresh", Boolean, nullable=False, default=False, server_default=false()),   # runs without the cache
 )
 
 triggers = Table(
@@ -321,6 +323,7 @@ triggers = Table(
     Column("max_concurrent", Integer, nullable=False, default=1),
     Column("enabled", Boolean, nullable=False, default=True),
     Column("created_at", Float, nullable=False),
+    Column("fresh", Boolean, nullable=False, default=False, server_default=false()),   # runs without the cache
 )
 
 firings = Table(
@@ -334,7 +337,12 @@ firings = Table(
     Column("run_id", String(32)),
     Column("finished_at", Float),
     Column("error", Text),
+    Column("attempts", Integer, nullable=False, default=0, server_default="0"),   # launches so far
+    Column("launcher_pid", Integer),                  # the process that runs it, on ``launcher_host``
+    Column("launcher_host", String(255)),
+    Column("heartbeat_at", Float),                    # refreshed by the launcher while the run goes
 )
+Index("ix_firings_status_at", firings.c.status, firings.c.at)
 
 seen_objects = Table(
     "seen_objects", metadata,
