@@ -15,6 +15,10 @@ variable                        meaning                                   defaul
 ``CONVEYOR_ACTOR``              who is acting (audit log, approvals)      the OS user name
 ``CONVEYOR_SERVE_MEMORY_MB``    model cache cap of one server process     ``2048``
 ``CONVEYOR_DEFAULT_ENDPOINT``   endpoint for paths that name none         the only endpoint, if one
+``CONVEYOR_ALLOW_PICKLE``       load artifacts whose loading runs code    ``local``
+                                (pickle, joblib, skops types outside the
+                                allow-list): ``local`` = only from a
+                                local artifact root, ``true``, ``false``
 ``AIP_HTTP_PORT``               Vertex AI: the port to listen on          ``8080``
 ``AIP_PREDICT_ROUTE``           Vertex AI: the prediction path            ``/predict``
 ``AIP_HEALTH_ROUTE``            Vertex AI: the health path                ``/health``
@@ -33,6 +37,7 @@ from pathlib import Path
 from conveyor.errors import ConfigurationError
 
 EXECUTORS = ("thread", "process", "ray")
+PICKLE_POLICIES = ("local", "true", "false")
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +56,7 @@ class Settings:
     aip_http_port: int | None = None
     aip_predict_route: str = "/predict"
     aip_health_route: str = "/health"
+    allow_pickle: str = "local"
 
     def with_overrides(self, **changes: object) -> Settings:
         """Return a copy with some fields replaced."""
@@ -114,6 +120,11 @@ def load_settings(env: Mapping[str, str] | None = None, cwd: Path | None = None)
     actor = str(get("actor", "") or _default_actor())
     memory = _int("CONVEYOR_SERVE_MEMORY_MB", get("serve_memory_mb", 2048))
     default_endpoint = get("default_endpoint")
+    allow_pickle = str(get("allow_pickle", "local")).strip().lower()
+    allow_pickle = {"1": "true", "yes": "true", "0": "false", "no": "false"}.get(allow_pickle, allow_pickle)
+    if allow_pickle not in PICKLE_POLICIES:
+        raise ConfigurationError(f"CONVEYOR_ALLOW_PICKLE={allow_pickle!r} is not known. Use local (pickles only "
+                                 "from a local artifact root), true or false.")
     aip_port = env.get("AIP_HTTP_PORT")
     return Settings(home=home, metadata_url=metadata_url, artifact_root=artifact_root,
                     executor=executor, max_workers=max(1, workers), inline_max_bytes=inline,
@@ -121,4 +132,4 @@ def load_settings(env: Mapping[str, str] | None = None, cwd: Path | None = None)
                     default_endpoint=str(default_endpoint) if default_endpoint else None,
                     aip_http_port=_int("AIP_HTTP_PORT", aip_port) if aip_port else None,
                     aip_predict_route=env.get("AIP_PREDICT_ROUTE", "/predict"),
-                    aip_health_route=env.get("AIP_HEALTH_ROUTE", "/health"))
+                    aip_health_route=env.get("AIP_HEALTH_ROUTE", "/health"), allow_pickle=allow_pickle)
