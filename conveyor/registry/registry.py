@@ -301,10 +301,7 @@ class ModelRegistry:
         """Soft-delete a version (admin role); refused while an alias or an endpoint still names it."""
         version = self.resolve(ref)
         self.authorize("delete")
-        if version.aliases:
-            raise Conflict(f"{version.model}:{version.version} is still aliased as {', '.join(version.aliases)}. "
-                           "Move those aliases first.")
-        users = self.endpoints_using(version)
+        users = self.endpoints_using(version)      # first: the endpoint is what a user must change
         if users:
             first = users[0]
             raise Conflict(
@@ -312,6 +309,9 @@ class ModelRegistry:
                 + ", ".join(f"'{e}' ({how} {r})" for e, how, r in users)
                 + f". Change the endpoint first (`conveyor endpoints update {first[0]} --model ...` without it, "
                 f"or `conveyor endpoints delete {first[0]}`), then delete the version.")
+        if version.aliases:
+            raise Conflict(f"{version.model}:{version.version} is still aliased as {', '.join(version.aliases)}. "
+                           "Move those aliases first.")
         self.models.delete_version(version.model, version.version, self.actor)
         return version
 

@@ -68,11 +68,12 @@ def conflict_from(exc: IntegrityError) -> Conflict:
                         f"({text.splitlines()[0] if text else type(exc).__name__}). Check that what it refers to "
                         "exists and that its required fields are set.")
     noun = NOUNS.get(table or "", table or "record")
+    article = "An" if noun[:1].lower() in "aeiou" else "A"
     key = ", ".join(f"{c}={v}" for c, v in zip(columns, shown, strict=False)) if shown else ", ".join(columns)
     if columns == ["name"] and shown:
-        head = f"A {noun} named {shown[0]} already exists"
+        head = f"{article} {noun} named {shown[0]} already exists"
     else:
-        head = f"A {noun} with {key} already exists"
+        head = f"{article} {noun} with {key} already exists"
     return Conflict(f"{head} (unique {table}.{'+'.join(columns)}). Choose another name, or change or delete the "
                     f"existing {noun} first.")
 
