@@ -31,11 +31,21 @@ def extract_folder(data: bytes, dest: Path) -> None:
     dest.mkdir(parents=True, exist_ok=True)
     try:
         with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
-            tar.extractall(dest, filter="data")
+            for member in tar.getmembers():     # check all first: nothing half-unpacked on refusal
+                _strict(member, str(dest))
+            tar.extractall(dest, filter=_strict)
     except tarfile.FilterError as exc:
         raise ArtifactIntegrityError(
             f"The folder artifact was not unpacked into {dest}: it holds a member that would land outside it or is "
             f"unsafe ({exc}). Conveyor never writes such archives; the artifact was altered.") from None
+
+
+def _strict(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo | None:
+    """tarfile's ``data`` filter, and no absolute or ``..`` names at all (``data`` would quietly re-root them)."""
+    parts = Path(member.name.replace("\\", "/")).parts
+    if member.name.startswith(("/", "\\")) or ".." in parts:
+        raise tarfile.OutsideDestinationError(member, str(Path(dest) / member.name))
+    return tarfile.data_filter(member, dest)
 
 
 def _normalised(info: tarfile.TarInfo) -> tarfile.TarInfo:
