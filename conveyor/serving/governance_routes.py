@@ -145,6 +145,9 @@ def governance_routes(service: Any) -> list[Route]:
                 log.info("governance %s %s -> %d: %s", request.method, request.url.path, resp.status_code,
                          exc.message)
                 return resp
+            except Exception:   # a bug or an outage: still one JSON answer, with the traceback in the log
+                log.exception("governance %s %s failed", request.method, request.url.path)
+                return _json({"error": "The registry action failed on the server; see its log."}, 500)
         return handler
 
     def whoami(reg: Any, _r: Request, _b: dict[str, Any]) -> Any:
