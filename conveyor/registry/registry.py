@@ -27,6 +27,9 @@ POLICY: dict[str, str] = {
     "unalias_protected": "approver",  # taking a protected alias away stops what serves it
 }
 
+# how the refusal names an action, where its key is not plain words
+ACTION_WORDS = {"issue_key": "issue a key that acts as an actor", "unalias_protected": "remove a protected alias"}
+
 log = logging.getLogger("conveyor.registry")
 
 
@@ -207,7 +210,7 @@ class ModelRegistry:
                 "explicitly with `conveyor init --admin NAME`; that admin then grants roles with "
                 "`conveyor models grant ACTOR --role ROLE`.")
         raise PermissionDenied(
-            f"Actor '{self.actor}' lacks the {role} role needed to {action.replace('_', ' ')}. An admin grants it "
+            f"Actor '{self.actor}' lacks the {role} role needed to {ACTION_WORDS.get(action, action)}. An admin grants it "
             f"with `conveyor models grant {self.actor} --role {role}`. CONVEYOR_ACTOR only names who acts; on a "
             "shared store act through the server's governance API with a key that carries your actor.")
 

@@ -105,7 +105,8 @@ def call(world: dict[str, Any], method: str, path: str, who: str | None, body: A
 
 def test_an_actor_cannot_issue_itself_a_key_that_acts(world) -> None:
     proc = conveyor(world["home"], "mallory", "keys", "create", "--scope", "deploy", "--actor", "mallory")
-    assert proc.returncode == 8 and "Actor 'mallory' lacks the admin role needed to issue key" in proc.stderr
+    assert proc.returncode == 8
+    assert "Actor 'mallory' lacks the admin role needed to issue a key that acts as an actor" in proc.stderr
     proc = conveyor(world["home"], "alice", "keys", "create", "--scope", "predict", "--actor", "bob")
     assert proc.returncode == 2 and "--scope deploy or admin" in proc.stderr
 
