@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
 
-.PHONY: demo test test-fast install dev lint bench clean
+.PHONY: demo test test-fast install dev lint bench clean audit lock
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +27,16 @@ demo: $(VENV)/.installed
 
 test: $(STAMP)
 	bash scripts/system-packages.sh
+	$(MAKE) audit
 	$(BIN)/python -m pytest -q
+
+# pip-audit over the pinned dev install; offline it prints SKIPPED instead of failing
+audit: $(STAMP)
+	$(BIN)/python scripts/audit.py
+
+# regenerate the pins pip-audit reads, after changing dependencies in pyproject.toml
+lock: $(STAMP)
+	$(BIN)/python -m pip freeze --exclude-editable --all | grep -v '^conveyor' | LC_ALL=C sort -f > requirements.lock
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"

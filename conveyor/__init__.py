@@ -21,6 +21,7 @@ _EXPORTS = {
     "log_metric": "conveyor.runtime.tracking", "log_metrics": "conveyor.runtime.tracking",
     "log_params": "conveyor.runtime.tracking", "log_artifact": "conveyor.runtime.tracking",
     "register_model": "conveyor.registry.api",
+    "endpoints": "conveyor.serving.endpoints",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from conveyor.runtime.context import StepContext, get_step_context
     from conveyor.runtime.run import Run
     from conveyor.registry.api import register_model
+    from conveyor.serving.endpoints import endpoints
     from conveyor.runtime.tracking import ActiveRun, log_artifact, log_metric, log_metrics, log_params, start_run
 
 

@@ -19,6 +19,10 @@ variable                        meaning                                   defaul
 ``CONVEYOR_AGENT_HEARTBEAT_S``  a firing whose launcher is silent this    ``60``
                                 long is dead (reset and retried)
 ``CONVEYOR_AGENT_MAX_ATTEMPTS`` launches of a firing before it fails      ``3``
+``CONVEYOR_ALLOW_PICKLE``       load artifacts whose loading runs code    ``local``
+                                (pickle, joblib, skops types outside the
+                                allow-list): ``local`` = only from a
+                                local artifact root, ``true``, ``false``
 ``AIP_HTTP_PORT``               Vertex AI: the port to listen on          ``8080``
 ``AIP_PREDICT_ROUTE``           Vertex AI: the prediction path            ``/predict``
 ``AIP_HEALTH_ROUTE``            Vertex AI: the health path                ``/health``
@@ -37,6 +41,7 @@ from pathlib import Path
 from conveyor.errors import ConfigurationError
 
 EXECUTORS = ("thread", "process")   # executors shipped with Conveyor (conveyor.executors.registry)
+PICKLE_POLICIES = ("local", "true", "false")
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +62,7 @@ class Settings:
     aip_health_route: str = "/health"
     agent_heartbeat_s: float = 60.0
     agent_max_attempts: int = 3
+    allow_pickle: str = "local"
 
     def with_overrides(self, **changes: object) -> Settings:
         """Return a copy with some fields replaced."""
@@ -130,6 +136,11 @@ def load_settings(env: Mapping[str, str] | None = None, cwd: Path | None = None)
     actor = str(get("actor", "") or _default_actor())
     memory = _int("CONVEYOR_SERVE_MEMORY_MB", get("serve_memory_mb", 2048))
     default_endpoint = get("default_endpoint")
+    allow_pickle = str(get("allow_pickle", "local")).strip().lower()
+    allow_pickle = {"1": "true", "yes": "true", "0": "false", "no": "false"}.get(allow_pickle, allow_pickle)
+    if allow_pickle not in PICKLE_POLICIES:
+        raise ConfigurationError(f"CONVEYOR_ALLOW_PICKLE={allow_pickle!r} is not known. Use local (pickles only "
+                                 "from a local artifact root), true or false.")
     aip_port = env.get("AIP_HTTP_PORT")
     return Settings(home=home, metadata_url=metadata_url, artifact_root=artifact_root,
                     executor=executor, max_workers=max(1, workers), inline_max_bytes=inline,
@@ -139,7 +150,8 @@ def load_settings(env: Mapping[str, str] | None = None, cwd: Path | None = None)
                     aip_predict_route=env.get("AIP_PREDICT_ROUTE", "/predict"),
                     aip_health_route=env.get("AIP_HEALTH_ROUTE", "/health"),
                     agent_heartbeat_s=_seconds("CONVEYOR_AGENT_HEARTBEAT_S", get("agent_heartbeat_s", 60)),
-                    agent_max_attempts=max(1, _int("CONVEYOR_AGENT_MAX_ATTEMPTS", get("agent_max_attempts", 3))))
+                    agent_max_attempts=max(1, _int("CONVEYOR_AGENT_MAX_ATTEMPTS", get("agent_max_attempts", 3))),
+                    allow_pickle=allow_pickle)
 
 
 def debug_enabled(env: Mapping[str, str] | None = None) -> bool:

@@ -11,7 +11,8 @@ The tree::
     ├── RunCancelled                  a run was interrupted (Ctrl-C, SIGTERM)
     ├── ArtifactError
     │   ├── ArtifactIntegrityError    bytes on disk do not match the recorded hash
-    │   └── MaterializerNotFound      no materializer can store or load a value
+    │   ├── MaterializerNotFound      no materializer can store or load a value
+    │   └── ArtifactUntrusted         loading would run code from the artifact, and that is not allowed
     ├── StoreUnavailable              the metadata database is locked or unreachable
     ├── NotFound                      a run, artifact, model, endpoint… does not exist
     ├── Conflict                      the action clashes with current state
@@ -168,3 +169,10 @@ class QualityGateFailed(ConveyorError):
 
     exit_code = 3
     headline = "Quality gate failed"
+
+
+class ArtifactUntrusted(ArtifactError):
+    """Loading an artifact would run code from it (pickle, joblib, unlisted skops types) and the
+    settings do not allow that for this store (``CONVEYOR_ALLOW_PICKLE``)."""
+
+    headline = "Untrusted artifact"

@@ -40,11 +40,16 @@ def get(artifact_id: str,
     """Export an artifact's bytes (after verifying its hash) to a file or folder."""
     client = _client()
     from conveyor.runtime.slots import stored_from_record
+    from conveyor.store.artifacts.materializers.path_value import safe_name
 
     a = client.metadata.artifacts.get(artifact_id)
-    dest = output or Path(f"{a.id}{_suffix(a.materializer)}")
+    # the default name comes from the store, so it is reduced to one plain file name in the current folder
+    dest = output or Path(safe_name(f"{a.id}{_suffix(a.materializer)}"))
     written = client.artifacts.export(stored_from_record(a), dest)
     console().print(f"Wrote {written}")
+
+
+app.command("export", help="Export an artifact's bytes (after verifying its hash) to a file or folder (as get).")(get)
 
 
 def _suffix(materializer: str) -> str:

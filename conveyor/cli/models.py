@@ -151,9 +151,29 @@ def delete(ref: str, yes: Annotated[bool, typer.Option("--yes", "-y")] = False) 
 
 @app.command("grant")
 def grant(actor: str, role: Annotated[str, typer.Option(help="approver or admin")] = "approver") -> None:
-    """Give an actor a role (approver: may approve and reject versions)."""
+    """Give an actor a role (admin role; the first admin is named by `conveyor init --admin NAME`)."""
     _registry().grant(actor, role)
     console().print(f"Granted {role} to {actor}.")
+
+
+@app.command("revoke")
+def revoke(actor: str, role: Annotated[str, typer.Option(help="approver or admin")] = "approver") -> None:
+    """Take a role away from an actor (admin role; the last admin stays)."""
+    _registry().revoke(actor, role)
+    console().print(f"Revoked {role} from {actor}.")
+
+
+@app.command("roles")
+def roles(as_json: JsonOpt = False) -> None:
+    """Who holds which role in this store."""
+    grants = _registry().role_grants()
+    if as_json:
+        print_json([{"actor": a, "role": r} for a, r in grants])
+        return
+    for a, r in grants:
+        console().print(f"{a}  {r}")
+    if not grants:
+        console().print("No roles yet. Name the first admin with `conveyor init --admin NAME`.")
 
 
 @app.command("protect")

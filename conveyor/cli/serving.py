@@ -39,10 +39,10 @@ def serve(host: Annotated[str, typer.Option(help="Interface to listen on.")] = "
         default_endpoint=default_endpoint, access_log=access_log, prediction_log=prediction_log)
 
 
-def _spec(model: str, canary: list[str] | None, shadow: list[str] | None, sticky_header: str | None) -> Any:
-    from conveyor.serving.registry_catalog import endpoint_spec
+def _endpoints() -> Any:
+    from conveyor.serving.endpoints import Endpoints
 
-    return endpoint_spec(_client().registry, model, canary or [], shadow or [], sticky_header)
+    return Endpoints(_client())
 
 
 ModelOpt = Annotated[str, typer.Option("--model", help="Main model, e.g. churn@production.")]
@@ -55,8 +55,7 @@ StickyOpt = Annotated[Optional[str], typer.Option(help="Keep a caller on one ver
 def create(name: str, model: ModelOpt, canary: CanaryOpt = None, shadow: ShadowOpt = None,
            sticky_header: StickyOpt = None) -> None:
     """Create an endpoint; running servers pick it up within seconds."""
-    client = _client()
-    rec = client.metadata.endpoints.create(name, _spec(model, canary, shadow, sticky_header), client.settings.actor)
+    rec = _endpoints().create(name, model, canary=canary, shadow=shadow, sticky_header=sticky_header)
     console().print(f"Created endpoint {rec.name}: {_describe(rec.spec)}")
 
 
@@ -64,15 +63,14 @@ def create(name: str, model: ModelOpt, canary: CanaryOpt = None, shadow: ShadowO
 def update(name: str, model: ModelOpt, canary: CanaryOpt = None, shadow: ShadowOpt = None,
            sticky_header: StickyOpt = None) -> None:
     """Replace an endpoint's routes; servers switch without dropping requests."""
-    client = _client()
-    rec = client.metadata.endpoints.update(name, _spec(model, canary, shadow, sticky_header), client.settings.actor)
+    rec = _endpoints().update(name, model, canary=canary, shadow=shadow, sticky_header=sticky_header)
     console().print(f"Updated endpoint {rec.name}: {_describe(rec.spec)}")
 
 
 @endpoints_app.command("list")
 def list_endpoints(as_json: JsonOpt = False) -> None:
     """Endpoints with their routes and shadows."""
-    recs = _client().metadata.endpoints.list()
+    recs = _endpoints().list()
     if as_json:
         print_json([{"name": r.name, **r.spec} for r in recs])
         return
@@ -83,8 +81,7 @@ def list_endpoints(as_json: JsonOpt = False) -> None:
 @endpoints_app.command("delete")
 def delete(name: str) -> None:
     """Delete an endpoint."""
-    client = _client()
-    client.metadata.endpoints.delete(name, client.settings.actor)
+    _endpoints().delete(name)
     console().print(f"Deleted endpoint {name}.")
 
 
@@ -102,6 +99,8 @@ def create_key(scope: Annotated[str, typer.Option(help="predict, deploy or admin
                endpoint: Annotated[Optional[str], typer.Option(help="Only this endpoint.")] = None,  # noqa: UP007
                rate_limit: Annotated[Optional[float], typer.Option(help="Requests per second.")] = None,  # noqa: UP007
                description: Annotated[Optional[str], typer.Option()] = None,  # noqa: UP007
+               actor: Annotated[Optional[str], typer.Option(  # noqa: UP007
+                   help="Act as this actor in the server's governance API (admin role; scope deploy or admin).")] = None,
                as_json: JsonOpt = False) -> None:
     """Create an API key. It is shown once; only its hash is stored."""
     from conveyor.errors import InvalidRequest
@@ -114,10 +113,20 @@ def create_key(scope: Annotated[str, typer.Option(help="predict, deploy or admin
     client = _client()
     if endpoint:
         client.metadata.endpoints.get(endpoint)
+    if actor is not None:
+        from conveyor.registry.refs import check_actor
+
+        check_actor(actor)
+        if scope == "predict":
+            raise InvalidRequest("A key that carries an actor acts on the registry: give it --scope deploy or admin.",
+                                 field="scope")
+        client.registry.authorize("issue_key")
     key_id, key, digest = generate_key()
-    client.metadata.endpoints.add_key(key_id, digest, scope, endpoint, rate_limit, description, client.settings.actor)
+    client.metadata.endpoints.add_key(key_id, digest, scope, endpoint, rate_limit, description, client.settings.actor,
+                                      acts_as=actor)
     if as_json:
-        print_json({"key_id": key_id, "key": key, "scope": scope, "endpoint": endpoint, "rate_limit": rate_limit})
+        print_json({"key_id": key_id, "key": key, "scope": scope, "endpoint": endpoint, "rate_limit": rate_limit,
+                    "actor": actor})
         return
     c = console()
     c.print(f"Key {key_id} (scope {scope}{', endpoint ' + endpoint if endpoint else ''}). Store it now; "
@@ -130,7 +139,7 @@ def list_keys(as_json: JsonOpt = False) -> None:
     """Active keys (never their secrets)."""
     keys = _client().metadata.endpoints.keys()
     data = [{"key_id": k.key_id, "scope": k.scope, "endpoint": k.endpoint, "rate_limit": k.rate_limit,
-             "description": k.description, "created": when(k.created_at)} for k in keys]
+             "actor": k.actor, "description": k.description, "created": when(k.created_at)} for k in keys]
     if as_json:
         print_json(data)
         return

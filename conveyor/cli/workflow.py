@@ -12,7 +12,8 @@ from conveyor.cli.output import console, executor_help, parse_params, print_json
 ParamOpt = Annotated[Optional[list[str]], typer.Option("-p", "--param", help="Pipeline parameter KEY=VALUE (repeatable).")]  # noqa: UP007
 
 
-def init() -> None:
+def init(admin: Annotated[Optional[str], typer.Option(  # noqa: UP007
+        "--admin", help="Name the store's first admin (only while it has none).")] = None) -> None:
     """Create the Conveyor home (.conveyor: SQLite metadata and artifact folder) or migrate it."""
     from conveyor.runtime.client import Client
     from conveyor.store.metadata import redact
@@ -24,6 +25,9 @@ def init() -> None:
     c = console()
     c.print(f"[green]Ready.[/] metadata: {redact(client.settings.metadata_url)}")
     c.print(f"       artifacts: {client.settings.artifact_root}")
+    if admin is not None:
+        granted = client.registry.bootstrap_admin(admin)
+        c.print(f"       admin: {admin}{'' if granted else ' (already admin)'}")
 
 
 def execute(ref_or_pipeline: object, params: dict[str, object], *, no_cache: bool, executor: str | None,

@@ -41,6 +41,17 @@ def check_alias(alias: str) -> str:
     return alias
 
 
+_ACTOR = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@\-]{0,199}$")
+
+
+def check_actor(actor: str) -> str:
+    """An actor name as roles and keys record it."""
+    if not _ACTOR.match(actor or ""):
+        raise InvalidRequest(f"Actor {actor!r} is not valid: use letters, digits, '_', '-', '.', '@' "
+                             "(at most 200, starting with a letter or digit).", field="actor")
+    return actor
+
+
 def parse_ref(text: str) -> ModelRef:
     """Parse ``churn``, ``churn:7`` or ``churn@production``."""
     text = text.strip()

@@ -2,15 +2,35 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
 from conveyor.errors import Conflict, InvalidRequest, NotFound, PermissionDenied
-from conveyor.registry.refs import ModelRef, check_alias, check_name, parse_ref
+from conveyor.registry.refs import ModelRef, check_actor, check_alias, check_name, parse_ref
 from conveyor.store.metadata import AuditRecord, NewArtifact, StepOutcome, VersionRecord
 
 DEFAULT_PROTECTED = ["production"]
 ROLES = ("approver", "admin")
+
+# The one table of who may do what. An admin may do everything; an action missing here needs no role
+# (registering, moving an unprotected alias). Moving a protected alias needs no role but an approved
+# target version, whoever moves it and however (alias, rollback, promotion).
+POLICY: dict[str, str] = {
+    "grant": "admin",
+    "revoke": "admin",
+    "protect": "admin",
+    "delete": "admin",
+    "issue_key": "admin",             # an API key that acts as an actor (governance over HTTP)
+    "approve": "approver",
+    "reject": "approver",
+    "unalias_protected": "approver",  # taking a protected alias away stops what serves it
+}
+
+# how the refusal names an action, where its key is not plain words
+ACTION_WORDS = {"issue_key": "issue a key that acts as an actor", "unalias_protected": "remove a protected alias"}
+
+log = logging.getLogger("conveyor.registry")
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +98,10 @@ class ModelRegistry:
         if model is not None and hasattr(model, "predict"):
             try:
                 predictions = model.predict(data)
-            except Exception:   # a model that cannot predict on its training frame still gets a data profile
+            except Exception as exc:   # a model that cannot predict on its training frame still gets a data profile
+                log.warning("The reference profile has no predictions: %s.predict on the training data raised "
+                            "%s: %s. Monitoring will compare inputs only.", type(model).__name__,
+                            type(exc).__name__, exc)
                 predictions = None
         return Profile.from_data(data, predictions=predictions, target=target).to_dict()
 
@@ -149,33 +172,59 @@ class ModelRegistry:
         """Point ``alias`` at ``version``. A protected alias needs that version approved."""
         check_alias(alias)
         target = self.resolve(ModelRef(name, version=version))
-        if alias in self.protected_aliases(name) and target.approval != "approved":
-            raise PermissionDenied(
-                f"Alias '{alias}' of model '{name}' is protected: version {version} must be approved first "
-                f"(`conveyor models approve {name}:{version}` by an actor with the approver role).")
+        self._check_alias_target(name, alias, target)
         return self.models.move_alias(name, alias, version, self.actor, action=action, detail=detail)
 
+    def _check_alias_target(self, name: str, alias: str, target: VersionRecord) -> None:
+        """The one approval gate of a protected alias, for every way an alias moves."""
+        if alias in self.protected_aliases(name) and target.approval != "approved":
+            state = "was rejected" if target.approval == "rejected" else "is not approved"
+            raise PermissionDenied(
+                f"Alias '{alias}' of model '{name}' is protected and version {target.version} {state}: it must be "
+                f"approved first (`conveyor models approve {name}:{target.version}` by an actor with the approver "
+                "role).")
+
     def remove_alias(self, name: str, alias: str) -> None:
+        """Delete an alias; a protected one needs the approver role (what it served stops)."""
         if alias not in self.models.aliases(name):
             raise NotFound(f"Model '{name}' has no alias '{alias}'.")
+        if alias in self.protected_aliases(name):
+            self.authorize("unalias_protected")
         self.models.move_alias(name, alias, None, self.actor, action="unalias")
 
-    def _require_role(self, role: str) -> None:
-        roles = self.models.roles_of(self.actor)
-        if role not in roles and "admin" not in roles:
+    def roles(self) -> set[str]:
+        """The roles of the acting actor."""
+        return self.models.roles_of(self.actor)
+
+    def authorize(self, action: str) -> None:
+        """Raise PermissionDenied unless the actor holds the role ``POLICY`` names for ``action``."""
+        role = POLICY.get(action)
+        if role is None:
+            return
+        roles = self.roles()
+        if role in roles or "admin" in roles:
+            return
+        if not self.models.admins():
             raise PermissionDenied(
-                f"Actor '{self.actor}' lacks the {role} role. An admin grants it with "
-                f"`conveyor models grant {self.actor} --role {role}`; set CONVEYOR_ACTOR to act as someone else.")
+                f"'{action}' needs the {role} role and this store has no admin yet. Name the first admin "
+                "explicitly with `conveyor init --admin NAME`; that admin then grants roles with "
+                "`conveyor models grant ACTOR --role ROLE`.")
+        raise PermissionDenied(
+            f"Actor '{self.actor}' lacks the {role} role needed to {ACTION_WORDS.get(action, action)}. An admin grants it "
+            f"with `conveyor models grant {self.actor} --role {role}`. CONVEYOR_ACTOR only names who acts; on a "
+            "shared store act through the server's governance API with a key that carries your actor.")
 
     def approve(self, ref: str, comment: str | None = None) -> VersionRecord:
+        """Approve a version (approver role)."""
         version = self.resolve(ref)
-        self._require_role("approver")
+        self.authorize("approve")
         self.models.decide(version.model, version.version, "approved", self.actor, comment)
         return self.resolve(ModelRef(version.model, version=version.version))
 
     def reject(self, ref: str, comment: str | None = None) -> VersionRecord:
+        """Reject a version (approver role); a version holding a protected alias cannot be rejected."""
         version = self.resolve(ref)
-        self._require_role("approver")
+        self.authorize("reject")
         for alias in version.aliases:
             if alias in self.protected_aliases(version.model):
                 raise Conflict(f"{version.model}:{version.version} holds protected alias '{alias}'. "
@@ -183,18 +232,58 @@ class ModelRegistry:
         self.models.decide(version.model, version.version, "rejected", self.actor, comment)
         return self.resolve(ModelRef(version.model, version=version.version))
 
-    def grant(self, actor: str, role: str) -> None:
+    @staticmethod
+    def _check_role(role: str) -> str:
         if role not in ROLES:
             raise InvalidRequest(f"Role {role!r} is not known. Roles: {', '.join(ROLES)}.", field="role")
+        return role
+
+    def grant(self, actor: str, role: str) -> None:
+        """Give ``actor`` a role (admin only; the first admin comes from ``bootstrap_admin``)."""
+        self._check_role(role)
+        check_actor(actor)
+        self.authorize("grant")
         self.models.grant(actor, role, self.actor)
 
+    def revoke(self, actor: str, role: str) -> None:
+        """Take a role away (admin only); the last admin cannot be removed."""
+        self._check_role(role)
+        self.authorize("revoke")
+        if role not in self.models.roles_of(actor):
+            raise NotFound(f"Actor '{actor}' does not hold the {role} role. See `conveyor models roles`.")
+        if role == "admin" and self.models.admins() == [actor]:
+            raise Conflict(f"'{actor}' is the last admin; grant admin to someone else before revoking it.")
+        self.models.revoke(actor, role, self.actor)
+
+    def bootstrap_admin(self, actor: str) -> bool:
+        """Name the first admin of a store that has none; True when granted, False when ``actor``
+        already is admin. Refused once another admin exists (an admin grants the next ones)."""
+        check_actor(actor)
+        admins = self.models.admins()
+        if actor in admins:
+            return False
+        if admins:
+            raise Conflict(f"This store already has an admin ({', '.join(admins)}). An admin grants the role with "
+                           f"`conveyor models grant {actor} --role admin`.")
+        if not self.models.bootstrap_admin(actor, self.actor):
+            raise Conflict("Another process named an admin at the same moment; see `conveyor models roles`.")
+        return True
+
+    def role_grants(self) -> list[tuple[str, str]]:
+        """Every (actor, role) granted in this store."""
+        return self.models.role_grants()
+
     def set_protected(self, name: str, aliases: list[str]) -> None:
+        """Set which aliases of a model need an approved version (admin role)."""
         self.resolve(ModelRef(name))
-        self._require_role("admin")
+        self.authorize("protect")
         self.models.set_protected(name, [check_alias(a) for a in aliases], self.actor)
 
     def rollback(self, name: str, alias: str = "production") -> tuple[int, int]:
-        """Move ``alias`` back to the version it held before its last move; returns (from, to)."""
+        """Move ``alias`` back to the version it held before its last move; returns (from, to).
+
+        The version rolled back onto passes the same gate as any move of the alias: a protected alias
+        only ever points at an approved version."""
         history = [v for v, _at, _by in self.models.alias_history(name, alias)]
         current = self.models.aliases(name).get(alias)
         if current is None or len(history) < 2:
@@ -202,17 +291,48 @@ class ModelRegistry:
         previous = history[-2]
         if previous is None:
             raise Conflict(f"Alias '{alias}' of '{name}' did not exist before its last move.")
+        target = self.models.version(name, previous)
+        if target is None:
+            raise Conflict(f"Alias '{alias}' of '{name}' held version {previous} before, which was deleted; point "
+                           f"the alias at a version with `conveyor models alias {name}:VERSION {alias}`.")
+        self._check_alias_target(name, alias, target)
         self.models.move_alias(name, alias, previous, self.actor, action="rollback",
                                detail=f"rolled back from version {current}")
         return current, previous
 
     def delete(self, ref: str) -> VersionRecord:
+        """Soft-delete a version (admin role); refused while an alias or an endpoint still names it."""
         version = self.resolve(ref)
+        self.authorize("delete")
+        users = self.endpoints_using(version)      # first: the endpoint is what a user must change
+        if users:
+            first = users[0]
+            raise Conflict(
+                f"{version.model}:{version.version} is served by endpoint "
+                + ", ".join(f"'{e}' ({how} {r})" for e, how, r in users)
+                + f". Change the endpoint first (`conveyor endpoints update {first[0]} --model ...` without it, "
+                f"or `conveyor endpoints delete {first[0]}`), then delete the version.")
         if version.aliases:
             raise Conflict(f"{version.model}:{version.version} is still aliased as {', '.join(version.aliases)}. "
                            "Move those aliases first.")
         self.models.delete_version(version.model, version.version, self.actor)
         return version
+
+    def endpoints_using(self, version: VersionRecord) -> list[tuple[str, str, str]]:
+        """(endpoint, "route"/"shadow", reference) for every endpoint reference that resolves to ``version``:
+        directly (``m:3``), through an alias (``m@production``) or as the latest (``m``)."""
+        found: list[tuple[str, str, str]] = []
+        for rec in self.metadata.endpoints.list():
+            refs = [("route", r["model"]) for r in rec.spec.get("routes", [])]
+            refs += [("shadow", s) for s in rec.spec.get("shadows", [])]
+            for how, text in refs:
+                try:
+                    target = self.resolve(text)
+                except (NotFound, InvalidRequest):
+                    continue   # a reference that already resolves to nothing cannot hold this version
+                if (target.model, target.version) == (version.model, version.version):
+                    found.append((rec.name, how, text))
+        return found
 
     # --- reading ------------------------------------------------------------------------------
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 SAMPLE_ROWS = 5
+log = logging.getLogger("conveyor.registry")
 
 
 def dtype_name(dtype: Any) -> str:
@@ -43,6 +45,8 @@ def infer_signature(model: Any, data: Any) -> dict[str, Any] | None:
             sample = frame.head(SAMPLE_ROWS) if isinstance(data, pd.DataFrame) else np.asarray(data)[:SAMPLE_ROWS]
             out = np.asarray(predict(sample))
             outputs.append({"name": "prediction", "dtype": dtype_name(out.dtype), "shape": [-1, *out.shape[1:]]})
-        except Exception:  # a model that cannot score the sample still gets an input signature
-            pass
+        except Exception as exc:  # a model that cannot score the sample still gets an input signature
+            log.warning("The signature has no outputs: %s.predict on %d sample rows raised %s: %s. Pass "
+                        "signature=... to register_model to give one.", type(model).__name__, SAMPLE_ROWS,
+                        type(exc).__name__, exc)
     return {"inputs": inputs, "outputs": outputs}

@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from conveyor.serving.governance_routes import governance_routes
 from conveyor.serving.protocols import PROTOCOLS, protocol_routes
 from conveyor.serving.protocols.base import json_response
 from conveyor.serving.service import ServingService
@@ -23,6 +24,7 @@ def create_app(service: ServingService, settings: Any, protocols: list[str] | No
     routes: list[Route] = []
     for name in protocols or list(PROTOCOLS):
         routes.extend(protocol_routes(name, service, settings))
+    routes.extend(governance_routes(service))
 
     async def healthz(request: Request) -> Response:
         return json_response({"status": "ok"})

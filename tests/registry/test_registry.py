@@ -22,7 +22,7 @@ def _model(seed: int = 0) -> tuple[LogisticRegression, pd.DataFrame]:
 @pytest.fixture
 def registry(client):
     reg = client.registry
-    reg.grant(client.settings.actor, "approver")
+    assert reg.bootstrap_admin(client.settings.actor)      # admin: may approve, delete, grant
     return reg
 
 
@@ -59,9 +59,14 @@ def test_protected_alias_needs_an_approved_version_by_an_approver(client) -> Non
     reg.register("m", _model()[0])
     with pytest.raises(PermissionDenied, match="must be approved first"):
         reg.set_alias("m", "production", 1)
-    with pytest.raises(PermissionDenied, match="lacks the approver role"):
+    with pytest.raises(PermissionDenied, match="needs the approver role and this store has no admin yet"):
         reg.approve("m:1", "looks good")
-    reg.grant(client.settings.actor, "approver")
+    from conveyor.registry import ModelRegistry
+
+    ModelRegistry(reg.metadata, reg.artifacts, "boss").bootstrap_admin("boss")
+    with pytest.raises(PermissionDenied, match=f"Actor '{reg.actor}' lacks the approver role"):
+        reg.approve("m:1", "looks good")
+    ModelRegistry(reg.metadata, reg.artifacts, "boss").grant(client.settings.actor, "approver")
     approved = reg.approve("m:1", "looks good")
     assert approved.approval == "approved"
     reg.set_alias("m", "production", 1)

@@ -7,17 +7,20 @@ Reads load the bytes once, check the hash, and only then deserialise.
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from conveyor.errors import ArtifactError, ArtifactIntegrityError, MaterializerNotFound
+from conveyor.errors import ArtifactError, ArtifactIntegrityError, ArtifactUntrusted, MaterializerNotFound
 from conveyor.store.artifacts.hashing import HashingWriter, canonical_json, digest
 from conveyor.store.artifacts.materializers import MaterializerRegistry
 from conveyor.store.artifacts.materializers import registry as default_materializers
 from conveyor.store.artifacts.materializers.json_value import JsonMaterializer, is_plain_json
+
+log = logging.getLogger("conveyor.artifacts")
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,10 +46,12 @@ class ArtifactStore:
     """Stores values by content under ``root`` (a path or any fsspec URL)."""
 
     def __init__(self, root: str, *, materializers: MaterializerRegistry | None = None,
-                 inline_max_bytes: int = 65536, storage_options: dict[str, Any] | None = None) -> None:
+                 inline_max_bytes: int = 65536, storage_options: dict[str, Any] | None = None,
+                 allow_pickle: str | None = None) -> None:
         import fsspec
 
         self.root = root
+        self._allow_pickle = allow_pickle      # local | true | false; None: CONVEYOR_ALLOW_PICKLE
         self.materializers = materializers or default_materializers
         self.inline_max_bytes = inline_max_bytes
         try:
@@ -128,7 +133,7 @@ class ArtifactStore:
                 self.fs.mv(tmp, final)
         except OSError as exc:
             raise ArtifactError(f"Moving an artifact into place at {final} failed: {exc}.") from exc
-        if m.trusted_only:
+        if m.trusted_only and not hasattr(m, "runs_code"):
             meta = {**meta, "trusted_only": True}
         return StoredArtifact(content_hash=writer.content_hash, materializer=m.name, materializer_version=m.version,
                               type_name=_type_name(value), size=writer.size, uri=self.uri_of(final), meta=meta)
@@ -165,9 +170,46 @@ class ArtifactStore:
         """The value, rebuilt only after its bytes were verified."""
         if stored.uri is None:
             return stored.inline
-        data = self.read_verified(stored)
+        data = self.read_verified(stored)     # never deserialise bytes that do not match the recorded hash
         m = self.materializers.get(stored.materializer)
-        return m.load(data, stored.meta or {})
+        meta = stored.meta or {}
+        if m.trusted_only:
+            self._check_trusted(m, data, meta, stored)
+        return m.load(data, meta)
+
+    def code_allowed(self) -> bool:
+        """Whether artifacts whose loading runs code (pickle, joblib) may be loaded from this store."""
+        policy = self._allow_pickle
+        if policy is None:
+            from conveyor.config import load_settings
+
+            policy = self._allow_pickle = load_settings().allow_pickle
+        if policy == "local":
+            return self._on_this_machine()
+        return policy == "true"
+
+    def _on_this_machine(self) -> bool:
+        protocols = self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
+        return bool({"file", "local", "memory"}.intersection(protocols))
+
+    def _check_trusted(self, m: Any, data: bytes, meta: dict[str, Any], stored: StoredArtifact) -> None:
+        """Refuse to load an artifact whose loading would run code, unless the settings allow it."""
+        # A materializer that can tell (skops with allow-listed types only) says so per artifact; the
+        # metadata's own claims are not trusted, since whoever can swap the bytes can swap those too.
+        reason = m.runs_code(data, meta) if hasattr(m, "runs_code") else f"it was stored with {m.name}"
+        if not reason:
+            return
+        where = stored.uri or self.root
+        if not self.code_allowed():
+            raise ArtifactUntrusted(
+                f"Artifact {where} ({stored.type_name}) was not loaded: loading it would run code from the artifact "
+                f"({reason}), and CONVEYOR_ALLOW_PICKLE does not allow that for {self.root}. Set "
+                "CONVEYOR_ALLOW_PICKLE=true only if you trust everyone who can write this store, or store such "
+                "values with a materializer that does not pickle.")
+        # a local root is the user's own disk; a shared one opened by CONVEYOR_ALLOW_PICKLE=true deserves a word
+        log.log(logging.DEBUG if self._on_this_machine() else logging.WARNING,
+                "loading %s (%s) runs code from the artifact (%s); allowed by CONVEYOR_ALLOW_PICKLE", where,
+                stored.type_name, reason)
 
     def verify(self, stored: StoredArtifact) -> None:
         """Raise ArtifactIntegrityError unless the stored bytes match the recorded hash."""
@@ -185,12 +227,9 @@ class ArtifactStore:
             return target
         data = self.read_verified(stored)
         if stored.materializer == "path" and (stored.meta or {}).get("kind") == "folder":
-            import io
-            import tarfile
+            from conveyor.store.artifacts.materializers.path_value import extract_folder
 
-            target.mkdir(parents=True, exist_ok=True)
-            with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
-                tar.extractall(target, filter="data")
+            extract_folder(data, target)
             return target
         target.write_bytes(data)
         return target

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from sqlalchemy.engine import Connection, Engine
 
 from conveyor.store.metadata.connection import guarded
+from conveyor.store.metadata.integrity import conflicts_named
 
 
 def new_id() -> str:
@@ -31,12 +32,13 @@ class Repository:
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
-        """A transaction that commits on success; driver errors become StoreUnavailable."""
-        with guarded(self.url), self.engine.begin() as conn:
+        """A transaction that commits on success; a constraint violation becomes Conflict, other driver
+        errors StoreUnavailable."""
+        with guarded(self.url), conflicts_named(), self.engine.begin() as conn:
             yield conn
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
         """A connection for queries."""
-        with guarded(self.url), self.engine.connect() as conn:
+        with guarded(self.url), conflicts_named(), self.engine.connect() as conn:
             yield conn

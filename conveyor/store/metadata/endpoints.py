@@ -35,6 +35,7 @@ class KeyRecord:
     description: str | None
     created_at: float
     revoked_at: float | None
+    actor: str | None = None        # who a governance call made with this key acts as
 
 
 def _endpoint(row: Any) -> EndpointRecord:
@@ -43,7 +44,7 @@ def _endpoint(row: Any) -> EndpointRecord:
 
 def _key(row: Any) -> KeyRecord:
     return KeyRecord(row.key_id, row.secret_hash, row.scope, row.endpoint, row.rate_limit, row.description,
-                     row.created_at, row.revoked_at)
+                     row.created_at, row.revoked_at, row.actor)
 
 
 class Endpoints(Repository):
@@ -93,13 +94,14 @@ class Endpoints(Repository):
     # --- keys ---------------------------------------------------------------------------------
 
     def add_key(self, key_id: str, secret_hash: str, scope: str, endpoint: str | None, rate_limit: float | None,
-                description: str | None, actor: str) -> None:
+                description: str | None, actor: str, *, acts_as: str | None = None) -> None:
+        """Store a key; ``acts_as`` is the actor the key's governance calls act as."""
         with self.write() as conn:
             conn.execute(insert(t.api_keys).values(key_id=key_id, secret_hash=secret_hash, scope=scope,
                                                    endpoint=endpoint, rate_limit=rate_limit, description=description,
-                                                   created_at=now(), created_by=actor))
+                                                   created_at=now(), created_by=actor, actor=acts_as))
             audit(conn, actor, "key_create", detail=key_id, after={"scope": scope, "endpoint": endpoint,
-                                                                   "rate_limit": rate_limit})
+                                                                   "rate_limit": rate_limit, "actor": acts_as})
             bump_state(conn)
 
     def revoke_key(self, key_id: str, actor: str) -> None:

@@ -217,6 +217,31 @@ class Models(Repository):
                 conn.execute(insert(t.roles).values(actor=actor, role=role, granted_at=now(), granted_by=by))
                 audit(conn, by, "grant", after={"actor": actor, "role": role})
 
+    def revoke(self, actor: str, role: str, by: str) -> None:
+        with self.write() as conn:
+            gone = conn.execute(t.roles.delete().where(t.roles.c.actor == actor, t.roles.c.role == role)).rowcount
+            if gone:
+                audit(conn, by, "revoke", before={"actor": actor, "role": role})
+
+    def admins(self) -> list[str]:
+        """Actors holding the admin role, sorted."""
+        with self.read() as conn:
+            return sorted(r.actor for r in conn.execute(select(t.roles.c.actor).where(t.roles.c.role == "admin")))
+
+    def role_grants(self) -> list[tuple[str, str]]:
+        with self.read() as conn:
+            return [(r.actor, r.role) for r in conn.execute(select(t.roles.c.actor, t.roles.c.role)
+                                                            .order_by(t.roles.c.actor, t.roles.c.role))]
+
+    def bootstrap_admin(self, actor: str, by: str) -> bool:
+        """Grant admin to ``actor`` only if no admin exists, checked in the same transaction."""
+        with self.write() as conn:
+            if conn.execute(select(t.roles.c.actor).where(t.roles.c.role == "admin")).first() is not None:
+                return False
+            conn.execute(insert(t.roles).values(actor=actor, role="admin", granted_at=now(), granted_by=by))
+            audit(conn, by, "bootstrap_admin", after={"actor": actor, "role": "admin"})
+        return True
+
     def audit_entries(self, *, model: str | None = None, limit: int = 200) -> list[AuditRecord]:
         q = select(t.audit_log).order_by(t.audit_log.c.id.desc()).limit(limit)
         if model:

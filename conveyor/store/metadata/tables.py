@@ -243,6 +243,7 @@ api_keys = Table(
     Column("created_at", Float, nullable=False),
     Column("created_by", String(200)),
     Column("revoked_at", Float),
+    Column("actor", String(200)),                            # who a governance call with this key acts as (0004)
 )
 
 # one counter per kind of state that running servers watch ("serving"): bumped in the same

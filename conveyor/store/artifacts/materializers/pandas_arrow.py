@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any, BinaryIO
+
+log = logging.getLogger("conveyor.artifacts")
 
 
 class PandasArrowMaterializer:
@@ -15,7 +18,10 @@ class PandasArrowMaterializer:
             import pyarrow as pa
 
             pa.Schema.from_pandas(value, preserve_index=None)
-        except Exception:   # mixed-type object columns: fall back to pickle
+        except Exception as exc:   # mixed-type object columns: fall back to pickle
+            log.warning("This DataFrame cannot be stored as Arrow (%s: %s); it falls back to pickle, which only "
+                        "a store CONVEYOR_ALLOW_PICKLE trusts can load. Give its columns one type each.",
+                        type(exc).__name__, exc)
             return False
         return True
 

@@ -18,6 +18,36 @@ def cache_dir() -> Path:
     return Path(tempfile.gettempdir()) / "conveyor-artifact-cache"
 
 
+def safe_name(name: str | None, default: str = "artifact") -> str:
+    """One plain file name from a name read out of a store: no folders, no ``..``, no leading dot-dirs."""
+    base = Path(str(name or "")).name.replace("\\", "_")
+    return base if base not in ("", ".", "..") else default
+
+
+def extract_folder(data: bytes, dest: Path) -> None:
+    """Unpack a folder artifact below ``dest``; an archive member that would land outside is refused."""
+    from conveyor.errors import ArtifactIntegrityError
+
+    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+            for member in tar.getmembers():     # check all first: nothing half-unpacked on refusal
+                _strict(member, str(dest))
+            tar.extractall(dest, filter=_strict)
+    except tarfile.FilterError as exc:
+        raise ArtifactIntegrityError(
+            f"The folder artifact was not unpacked into {dest}: it holds a member that would land outside it or is "
+            f"unsafe ({exc}). Conveyor never writes such archives; the artifact was altered.") from None
+
+
+def _strict(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo | None:
+    """tarfile's ``data`` filter, and no absolute or ``..`` names at all (``data`` would quietly re-root them)."""
+    parts = Path(member.name.replace("\\", "/")).parts
+    if member.name.startswith(("/", "\\")) or ".." in parts:
+        raise tarfile.OutsideDestinationError(member, str(Path(dest) / member.name))
+    return tarfile.data_filter(member, dest)
+
+
 def _normalised(info: tarfile.TarInfo) -> tarfile.TarInfo:
     info.mtime = 0
     info.uid = info.gid = 0
@@ -48,7 +78,7 @@ class PathMaterializer:
 
     def load(self, data: bytes, meta: dict[str, Any]) -> Path:
         key = hashlib.sha256(data).hexdigest()[:32]
-        target = cache_dir() / key / (meta.get("name") or "artifact")
+        target = cache_dir() / key / safe_name(meta.get("name"))
         if target.exists():
             return target
         staging = Path(tempfile.mkdtemp(dir=_ensure(cache_dir())))
@@ -56,9 +86,7 @@ class PathMaterializer:
         if meta.get("kind") == "file":
             dest.write_bytes(data)
         else:
-            dest.mkdir()
-            with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
-                tar.extractall(dest, filter="data")
+            extract_folder(data, dest)
         target.parent.mkdir(parents=True, exist_ok=True)
         try:
             os.replace(staging / target.name, target)
