@@ -56,6 +56,7 @@ from conveyor.runtime.user_code import (display_name, is_user_class, is_user_fil
 log = logging.getLogger("conveyor.cache")
 
 _PLAIN = (type(None), bool, int, float, complex, str, bytes)
+_COMPILED: dict[tuple[str, int, int], dict[tuple[str, int], list[types.CodeType]]] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,9 +164,13 @@ class _Walker:
 
     def function(self, fn: types.FunctionType, name: str) -> None:
         tree = _parse(fn)
+        if tree is not None and _stale([fn.__code__]):
+            self.warn(f"the file defining {name} changed after it was imported; the loaded code's bytecode is "
+                      "hashed (restart the process to run the edited code)")
+            tree = None
+        elif tree is None and fn.__name__ != "<lambda>":   # a lambda is hashed by bytecode on purpose
+            self.warn(f"the source of {name} cannot be read; its bytecode is hashed instead")
         if tree is None:
-            if fn.__name__ != "<lambda>":     # a lambda is hashed by bytecode on purpose: exact, not a fallback
-                self.warn(f"the source of {name} cannot be read; its bytecode is hashed instead")
             self.put(name, _bytecode_hash(fn.__code__))
             refs: Iterator[tuple[str, ...]] = ((n,) for n in _code_names(fn.__code__))
         else:
@@ -181,11 +186,15 @@ class _Walker:
             self.visit(wrapped, display_name(wrapped))
 
     def klass(self, cls: type, name: str) -> None:
+        methods = [m.__code__ for m in map(_unwrap, vars(cls).values()) if isinstance(m, types.FunctionType)
+                   and not m.__code__.co_filename.startswith("<")]   # not a dataclass's generated methods
         try:
             source = textwrap.dedent(inspect.getsource(cls))
             tree = ast.parse(source)
-        except (OSError, TypeError, SyntaxError):
-            self.warn(f"the source of class {name} cannot be read; its methods' bytecode is hashed instead")
+            if _stale(methods):
+                raise OSError("the file changed after it was imported (restart the process to run the edited code)")
+        except (OSError, TypeError, SyntaxError) as exc:
+            self.warn(f"the source of class {name} cannot be used ({exc}); its methods' bytecode is hashed instead")
             h = hashlib.sha256()
             for key, member in sorted(vars(cls).items()):
                 member = _unwrap(member)
@@ -407,6 +416,56 @@ def _parse(fn: types.FunctionType) -> ast.AST | None:
         return ast.parse(textwrap.dedent(inspect.getsource(fn)))
     except (OSError, TypeError, SyntaxError, IndentationError):
         return None
+
+
+def _stale(loaded: list[types.CodeType]) -> bool:
+    """True when a file on disk no longer compiles to the code that is loaded (edited since import).
+
+    Without this check a long-lived process (a notebook) would run the old code under the new
+    code's key. The whole file is compiled, as the import did, so the bytecode can be compared.
+    """
+    for code in loaded:
+        twins = _compiled_file(code.co_filename).get((code.co_name, code.co_firstlineno))
+        if twins is None or not any(_same_code(code, t) for t in twins):
+            return True
+    return False
+
+
+def _compiled_file(filename: str) -> dict[tuple[str, int], list[types.CodeType]]:
+    """Every code object of ``filename`` as it is now on disk, by (name, first line)."""
+    try:
+        stat = Path(filename).stat()
+    except OSError:
+        return {}
+    key = (filename, stat.st_mtime_ns, stat.st_size)
+    hit = _COMPILED.get(key)
+    if hit is not None:
+        return hit
+    index: dict[tuple[str, int], list[types.CodeType]] = {}
+    try:
+        stack = [compile(Path(filename).read_bytes(), filename, "exec", dont_inherit=True)]
+    except (OSError, SyntaxError, ValueError):
+        stack = []
+    while stack:
+        code = stack.pop()
+        index.setdefault((code.co_name, code.co_firstlineno), []).append(code)
+        stack.extend(c for c in code.co_consts if isinstance(c, types.CodeType))
+    if len(_COMPILED) > 256:
+        _COMPILED.clear()
+    _COMPILED[key] = index
+    return index
+
+
+def _same_code(a: types.CodeType, b: types.CodeType) -> bool:
+    if a.co_code != b.co_code or a.co_names != b.co_names or len(a.co_consts) != len(b.co_consts):
+        return False
+    for x, y in zip(a.co_consts, b.co_consts, strict=True):
+        if isinstance(x, types.CodeType) and isinstance(y, types.CodeType):
+            if not _same_code(x, y):
+                return False
+        elif type(x) is not type(y) or repr(x) != repr(y):
+            return False
+    return True
 
 
 def _code_names(code: types.CodeType) -> Iterator[str]:

@@ -552,3 +552,54 @@ def pipe(x: int = 1):
         assert project.run().output("deep") == 1
     assert any("nested too deeply" in r.getMessage() for r in caplog.records)
     assert project.hits(project.run()) == {"deep": False}
+
+
+def test_a_file_edited_after_import_hashes_the_loaded_code(project: Project,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    """A long-lived process (a notebook) runs the code it imported: the key must be that code's, not the file's."""
+    from conveyor.runtime.code_hash import reached_code
+    from conveyor.runtime.loader import load_pipeline
+
+    project.write("helpers.py", '''
+        from __future__ import annotations
+
+        def clean(xs: list[int]) -> list[int]:
+            def keep(x: int) -> bool:
+                return x > 0
+            return [x for x in xs if keep(x)]
+
+        class Box:
+            def size(self, xs):
+                return len(xs)
+    ''')
+    project.write("flow.py", '''
+        import conveyor as cv
+        import helpers
+
+        @cv.step
+        def cleaned(xs: list) -> int:
+            return helpers.Box().size(helpers.clean(xs))
+
+        @cv.pipeline
+        def pipe():
+            cleaned([1, -1])
+    ''')
+    project.forget()
+    pipe = load_pipeline(f"{project.root / 'flow.py'}:pipe")
+    fn = next(iter(pipe.build().nodes.values())).spec.fn
+    with caplog.at_level(logging.WARNING, logger="conveyor.cache"):
+        fresh = reached_code(fn, step="fresh-check")
+    assert not [r for r in caplog.records if r.name == "conveyor.cache"]    # unedited: read from source, quietly
+    project.edit("helpers.py", "x > 0", "x >= 0")
+    project.edit("helpers.py", "len(xs)", "len(xs) * 2")
+    with caplog.at_level(logging.WARNING, logger="conveyor.cache"):
+        stale = reached_code(fn, step="stale-check")
+    messages = " ".join(r.getMessage() for r in caplog.records)
+    assert "helpers.clean" in messages and "changed after it was imported" in messages
+    assert "helpers.Box" in messages
+    assert stale.parts["helpers.clean"] != fresh.parts["helpers.clean"]
+    project.forget()
+    pipe = load_pipeline(f"{project.root / 'flow.py'}:pipe")       # a new process would see the edit
+    edited = reached_code(next(iter(pipe.build().nodes.values())).spec.fn, step="fresh-check")
+    assert edited.parts["helpers.clean"] not in (fresh.parts["helpers.clean"], stale.parts["helpers.clean"])
+    project.forget()
