@@ -12,6 +12,8 @@ variable                        meaning                                   defaul
 ``CONVEYOR_EXECUTOR``           ``thread``, ``process`` or ``ray``        ``thread``
 ``CONVEYOR_MAX_WORKERS``        parallel steps in the local executor      CPU count (at least 2)
 ``CONVEYOR_INLINE_MAX_BYTES``   JSON values up to this size stay inline   ``65536``
+``CONVEYOR_ARTIFACT_RETRIES``   retries of a remote artifact I/O error    ``4``
+``CONVEYOR_ARTIFACT_BACKOFF_S`` first wait between them (doubles, ≤ 8 s)  ``0.5``
 ``CONVEYOR_ACTOR``              who is acting (audit log, approvals)      the OS user name
 ``CONVEYOR_SERVE_MEMORY_MB``    model cache cap of one server process     ``2048``
 ``CONVEYOR_DEFAULT_ENDPOINT``   endpoint for paths that name none         the only endpoint, if one
@@ -51,6 +53,8 @@ class Settings:
     aip_http_port: int | None = None
     aip_predict_route: str = "/predict"
     aip_health_route: str = "/health"
+    artifact_retries: int = 4
+    artifact_backoff_s: float = 0.5
 
     def with_overrides(self, **changes: object) -> Settings:
         """Return a copy with some fields replaced."""
@@ -77,6 +81,16 @@ def _int(name: str, raw: object) -> int:
     except ValueError:
         raise ConfigurationError(f"{name}={raw!r} is not a whole number.") from None
     if value < 0:
+        raise ConfigurationError(f"{name}={raw!r} must not be negative.")
+    return value
+
+
+def _float(name: str, raw: object) -> float:
+    try:
+        value = float(str(raw))
+    except ValueError:
+        raise ConfigurationError(f"{name}={raw!r} is not a number.") from None
+    if not value >= 0:
         raise ConfigurationError(f"{name}={raw!r} must not be negative.")
     return value
 
@@ -121,4 +135,6 @@ def load_settings(env: Mapping[str, str] | None = None, cwd: Path | None = None)
                     default_endpoint=str(default_endpoint) if default_endpoint else None,
                     aip_http_port=_int("AIP_HTTP_PORT", aip_port) if aip_port else None,
                     aip_predict_route=env.get("AIP_PREDICT_ROUTE", "/predict"),
-                    aip_health_route=env.get("AIP_HEALTH_ROUTE", "/health"))
+                    aip_health_route=env.get("AIP_HEALTH_ROUTE", "/health"),
+                    artifact_retries=_int("CONVEYOR_ARTIFACT_RETRIES", get("artifact_retries", 4)),
+                    artifact_backoff_s=_float("CONVEYOR_ARTIFACT_BACKOFF_S", get("artifact_backoff_s", 0.5)))

@@ -150,6 +150,16 @@ def _warm_up() -> None:
     for name in ("conveyor.runtime.client", "conveyor.cli.live", "conveyor.executors", "conveyor.store.artifacts",
                  "rich.live", "rich.table", "alembic.command"):
         importlib.import_module(name)
+    global _COMMAND
+    if _COMMAND is None:
+        import typer.main
+
+        from conveyor.cli.main import app
+
+        _COMMAND = typer.main.get_command(app)
+
+
+_COMMAND: Any = None
 
 
 def fork_cli(home: Home, *argv: str, env: dict[str, str] | None = None) -> int:
@@ -177,6 +187,9 @@ def fork_cli(home: Home, *argv: str, env: dict[str, str] | None = None) -> int:
         os.environ.clear()
         os.environ.update(env or home.env())
         os.environ["COLUMNS"] = "200"
+        import typer.main
+
+        typer.main.get_command = lambda _app: _COMMAND   # the command tree built once, before forking
         try:
             main(list(argv))
             code = 0

@@ -6,7 +6,9 @@ every step body appends its node name once it has done its work. A step whose re
 completed must never append again after a resume.
 
 Environment: ``CVFAULT_LEDGER`` (the ledger file), ``CVFAULT_LOADED`` (a file written when this
-module is imported, so a test can wait for the process to be alive instead of sleeping).
+module is imported, so a test can wait for the process to be alive instead of sleeping),
+``CVFAULT_GATE`` (step ``big`` returns only once this file exists, so a test can inject a fault
+at the exact moment before an output is written).
 """
 
 from __future__ import annotations
@@ -71,6 +73,9 @@ def big(blob: bytes, size: int) -> bytes:
     time.sleep(STEP_SECONDS)
     data = _payload(hashlib.sha256(blob).hexdigest(), size)
     _ledger(cv.get_step_context().node_name)
+    gate = os.environ.get("CVFAULT_GATE")
+    while gate and not os.path.exists(gate):    # held until the test has injected its fault
+        time.sleep(0.01)
     return data
 
 
