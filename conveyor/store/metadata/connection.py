@@ -86,6 +86,12 @@ def translate(exc: BaseException, url: str) -> StoreUnavailable:
             f"The metadata database {redact(url)} stayed locked for {SQLITE_BUSY_TIMEOUT_S}s by another "
             "process. Wait for it to finish, or use PostgreSQL (CONVEYOR_METADATA_URL) for heavy concurrency."
         )
+    if "disk is full" in text_ or "No space left" in text_:
+        return StoreUnavailable(
+            f"The metadata database {redact(url)} could not be written: its disk is full. Free space there "
+            "(or set CONVEYOR_METADATA_URL to a database with room), then resume an interrupted run with "
+            "`conveyor runs resume RUN_ID`."
+        )
     if "no such table" in text_ or "does not exist" in text_ and "relation" in text_:
         return StoreUnavailable(
             f"The metadata database {redact(url)} is not initialised or is from another version. "
