@@ -134,15 +134,6 @@ def final_outputs(db: Path, run_id: str) -> dict[str, str]:
     return {f"{r['node']}/{r['output']}": r["hash"] for r in rows}
 
 
-def reference_outputs(home: Home, *params: str) -> tuple[dict[str, str], Counter[str]]:
-    """Run the pipeline once without faults; its outputs and ledger are what every trial must end with."""
-    result = conveyor(home, "run", PIPELINE, *[a for p in params for a in ("-p", p)])
-    assert result.returncode == 0, result.stderr
-    run = only_run(home.db)
-    assert run is not None and run["status"] == "succeeded"
-    return final_outputs(home.db, run["id"]), home.ledger_counts()
-
-
 def _warm_up() -> None:
     """Import what a run needs once, in this process, so forked children start warm."""
     import importlib

@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import free_port
-from tests.fault.harness import (PIPELINE, Home, check_artifacts, conveyor, final_outputs, only_run, query,
+from tests.fault.harness import (Home, check_artifacts, conveyor, final_outputs, only_run, query,
                                  spawn_run, wait_for)
 
 pytestmark = pytest.mark.slow

@@ -85,6 +85,7 @@ def test_sigkill_at_random_points_then_resume_loses_nothing(tmp_path: Path) -> N
         assert run is not None
         if run["status"] == "succeeded":
             outcome["after the run ended"] += 1
+            shutil.rmtree(home.root)
             continue
         assert run["status"] == "running"                      # nobody could mark it
         done_before = completed_steps(home.db, run["id"])
