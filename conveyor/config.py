@@ -14,8 +14,8 @@ variable                        meaning                                   defaul
 ``CONVEYOR_INLINE_MAX_BYTES``   JSON values up to this size stay inline   ``65536``
 ``CONVEYOR_ARTIFACT_RETRIES``   retries of a remote artifact I/O error    ``4``
 ``CONVEYOR_ARTIFACT_BACKOFF_S`` first wait between them (doubles, ≤ 8 s)  ``0.5``
-``CONVEYOR_METADATA_RETRIES``   reconnects to a database server (PG)      ``5``
-``CONVEYOR_METADATA_BACKOFF_S`` first wait between them (doubles, ≤ 8 s)  ``0.5``
+``CONVEYOR_METADATA_RETRIES``   reconnects to a database server (PG)      ``4``
+``CONVEYOR_METADATA_BACKOFF_S`` first wait between them (doubles, ≤ 8 s)  ``0.25``
 ``CONVEYOR_ACTOR``              who is acting (audit log, approvals)      the OS user name
 ``CONVEYOR_SERVE_MEMORY_MB``    model cache cap of one server process     ``2048``
 ``CONVEYOR_DEFAULT_ENDPOINT``   endpoint for paths that name none         the only endpoint, if one
@@ -57,8 +57,8 @@ class Settings:
     aip_health_route: str = "/health"
     artifact_retries: int = 4
     artifact_backoff_s: float = 0.5
-    metadata_retries: int = 5
-    metadata_backoff_s: float = 0.5
+    metadata_retries: int = 4
+    metadata_backoff_s: float = 0.25
 
     def with_overrides(self, **changes: object) -> Settings:
         """Return a copy with some fields replaced."""
@@ -142,5 +142,5 @@ def load_settings(env: Mapping[str, str] | None = None, cwd: Path | None = None)
                     aip_health_route=env.get("AIP_HEALTH_ROUTE", "/health"),
                     artifact_retries=_int("CONVEYOR_ARTIFACT_RETRIES", get("artifact_retries", 4)),
                     artifact_backoff_s=_float("CONVEYOR_ARTIFACT_BACKOFF_S", get("artifact_backoff_s", 0.5)),
-                    metadata_retries=_int("CONVEYOR_METADATA_RETRIES", get("metadata_retries", 5)),
-                    metadata_backoff_s=_float("CONVEYOR_METADATA_BACKOFF_S", get("metadata_backoff_s", 0.5)))
+                    metadata_retries=_int("CONVEYOR_METADATA_RETRIES", get("metadata_retries", 4)),
+                    metadata_backoff_s=_float("CONVEYOR_METADATA_BACKOFF_S", get("metadata_backoff_s", 0.25)))

@@ -124,6 +124,19 @@ def check_artifacts(db: Path, artifact_root: str | None = None, *, read: Any = N
     return len(rows)
 
 
+def check_objects(artifact_root: Path) -> tuple[int, int]:
+    """Every object in the store is whole: its bytes hash to its name. (objects, leftover temp files)
+
+    A write killed halfway must leave at most a file in ``tmp/`` (never referenced), never a
+    partial object under ``objects/``.
+    """
+    objects = [p for p in (artifact_root / "objects").glob("*/*") if p.is_file()]
+    for path in objects:
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == path.name, f"object {path} is partial"
+    tmp = artifact_root / "tmp"
+    return len(objects), len(list(tmp.iterdir())) if tmp.exists() else 0
+
+
 def final_outputs(db: Path, run_id: str) -> dict[str, str]:
     """``node/output`` -> content hash of the outputs the run ended with (the latest completed record)."""
     rows = query(db, """
