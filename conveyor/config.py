@@ -12,6 +12,10 @@ variable                        meaning                                   defaul
 ``CONVEYOR_EXECUTOR``           ``thread`` or ``process``                 ``thread``
 ``CONVEYOR_MAX_WORKERS``        parallel steps in the local executor      CPU count (at least 2)
 ``CONVEYOR_INLINE_MAX_BYTES``   JSON values up to this size stay inline   ``65536``
+``CONVEYOR_ARTIFACT_RETRIES``   retries of a remote artifact I/O error    ``4``
+``CONVEYOR_ARTIFACT_BACKOFF_S`` first wait between them (doubles, ≤ 8 s)  ``0.5``
+``CONVEYOR_METADATA_RETRIES``   reconnects to a database server (PG)      ``4``
+``CONVEYOR_METADATA_BACKOFF_S`` first wait between them (doubles, ≤ 8 s)  ``0.25``
 ``CONVEYOR_ACTOR``              who is acting (audit log, approvals)      the OS user name
 ``CONVEYOR_SERVE_MEMORY_MB``    model cache cap of one server process     ``2048``
 ``CONVEYOR_DEFAULT_ENDPOINT``   endpoint for paths that name none         the only endpoint, if one
@@ -63,6 +67,10 @@ class Settings:
     agent_heartbeat_s: float = 60.0
     agent_max_attempts: int = 3
     allow_pickle: str = "local"
+    artifact_retries: int = 4
+    artifact_backoff_s: float = 0.5
+    metadata_retries: int = 4
+    metadata_backoff_s: float = 0.25
 
     def with_overrides(self, **changes: object) -> Settings:
         """Return a copy with some fields replaced."""
@@ -100,6 +108,16 @@ def _seconds(name: str, raw: object) -> float:
         raise ConfigurationError(f"{name}={raw!r} is not a number of seconds.") from None
     if not value > 0:
         raise ConfigurationError(f"{name}={raw!r} must be more than 0 seconds.")
+    return value
+
+
+def _float(name: str, raw: object) -> float:
+    try:
+        value = float(str(raw))
+    except ValueError:
+        raise ConfigurationError(f"{name}={raw!r} is not a number.") from None
+    if not value >= 0:
+        raise ConfigurationError(f"{name}={raw!r} must not be negative.")
     return value
 
 
@@ -151,7 +169,11 @@ def load_settings(env: Mapping[str, str] | None = None, cwd: Path | None = None)
                     aip_health_route=env.get("AIP_HEALTH_ROUTE", "/health"),
                     agent_heartbeat_s=_seconds("CONVEYOR_AGENT_HEARTBEAT_S", get("agent_heartbeat_s", 60)),
                     agent_max_attempts=max(1, _int("CONVEYOR_AGENT_MAX_ATTEMPTS", get("agent_max_attempts", 3))),
-                    allow_pickle=allow_pickle)
+                    allow_pickle=allow_pickle,
+                    artifact_retries=_int("CONVEYOR_ARTIFACT_RETRIES", get("artifact_retries", 4)),
+                    artifact_backoff_s=_float("CONVEYOR_ARTIFACT_BACKOFF_S", get("artifact_backoff_s", 0.5)),
+                    metadata_retries=_int("CONVEYOR_METADATA_RETRIES", get("metadata_retries", 4)),
+                    metadata_backoff_s=_float("CONVEYOR_METADATA_BACKOFF_S", get("metadata_backoff_s", 0.25)))
 
 
 def debug_enabled(env: Mapping[str, str] | None = None) -> bool:

@@ -12,7 +12,8 @@ The tree::
     ├── ArtifactError
     │   ├── ArtifactIntegrityError    bytes on disk do not match the recorded hash
     │   ├── MaterializerNotFound      no materializer can store or load a value
-    │   └── ArtifactUntrusted         loading would run code from the artifact, and that is not allowed
+    │   ├── ArtifactUntrusted         loading would run code from the artifact, and that is not allowed
+    │   └── ArtifactStoreUnavailable  the object store stayed unreachable through every retry
     ├── StoreUnavailable              the metadata database is locked or unreachable
     ├── NotFound                      a run, artifact, model, endpoint… does not exist
     ├── Conflict                      the action clashes with current state
@@ -100,6 +101,12 @@ class MaterializerNotFound(ArtifactError):
     """No registered materializer can handle a value or a stored artifact."""
 
     headline = "No materializer"
+
+
+class ArtifactStoreUnavailable(ArtifactError):
+    """The artifact store (an object store, a network filesystem) failed every retry of an operation."""
+
+    headline = "Artifact store unavailable"
 
 
 class StoreUnavailable(ConveyorError):

@@ -32,9 +32,10 @@ class Client:
     def metadata(self) -> Any:
         """The metadata store (opened and migrated on first use)."""
         if self._metadata is None:
-            from conveyor.store.metadata import MetadataStore
+            from conveyor.store.metadata import MetadataStore, Reconnect
 
-            self._metadata = MetadataStore(self.settings.metadata_url)
+            reconnect = Reconnect(retries=self.settings.metadata_retries, backoff_s=self.settings.metadata_backoff_s)
+            self._metadata = MetadataStore(self.settings.metadata_url, reconnect=reconnect)
         return self._metadata
 
     @property

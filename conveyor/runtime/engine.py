@@ -239,13 +239,14 @@ class Engine:
     def _reuse(self, call: _Call) -> bool:
         spec = call.node.spec
         prior = self._prior.get(call.name)
-        if prior is not None and prior[0].cache_key == call.cache_key and set(spec.outputs) <= set(prior[1]):
+        if (prior is not None and prior[0].cache_key == call.cache_key and set(spec.outputs) <= set(prior[1])
+                and self._intact(prior[1], spec.outputs)):
             self._adopt(call, prior[1], "resumed")
             return True
         if not (self._cache and spec.cache):
             return False
         hit = self.metadata.steps.find_cached(call.cache_key)
-        if hit is None or not set(spec.outputs) <= set(hit[1]):
+        if hit is None or not set(spec.outputs) <= set(hit[1]) or not self._intact(hit[1], spec.outputs):
             return False
         record, outputs = hit
         self.metadata.steps.record(
@@ -259,6 +260,10 @@ class Engine:
         if call.map_index is None:
             self._hook(call.node, "on_success", "cached")
         return True
+
+    def _intact(self, outputs: dict[str, Any], names: tuple[str, ...]) -> bool:
+        """Reuse outputs only while their bytes are in the artifact store: lost ones are recomputed."""
+        return all(self.artifacts.exists(stored_from_record(outputs[n])) for n in names)
 
     def _adopt(self, call: _Call, outputs: dict[str, Any], status: str) -> None:
         slots = {n: Slot(outputs[n].id, stored_from_record(outputs[n])) for n in call.node.spec.outputs}

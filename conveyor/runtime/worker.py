@@ -99,9 +99,13 @@ def artifact_store(root: str, inline_max_bytes: int) -> Any:
     key = (root, inline_max_bytes)
     store = _stores.get(key)
     if store is None:
+        from conveyor.config import load_settings
         from conveyor.store.artifacts import ArtifactStore
+        from conveyor.store.artifacts.retry import RetryPolicy
 
-        store = _stores[key] = ArtifactStore(root, inline_max_bytes=inline_max_bytes)
+        settings = load_settings()      # the retry policy follows the settings wherever the step runs
+        retry = RetryPolicy(retries=settings.artifact_retries, backoff_s=settings.artifact_backoff_s)
+        store = _stores[key] = ArtifactStore(root, inline_max_bytes=inline_max_bytes, retry=retry)
     return store
 
 

@@ -165,14 +165,19 @@ def test_hot_switch_under_load_fails_no_request(run_server) -> None:
                 r = http.post("/invocations", json={"dataframe_records": [{"a": 1.0, "b": 1.0}]})
                 results.append((r.status_code, r.json()["predictions"][0] if r.status_code == 200 else -1))
 
+    def wait_until(condition, what: str) -> None:
+        deadline = time.monotonic() + 60
+        while not condition():
+            assert time.monotonic() < deadline, f"timed out waiting for {what} ({len(results)} answers so far)"
+            time.sleep(0.01)
+
     with ThreadPoolExecutor(4) as pool:
         futures = [pool.submit(hammer) for _ in range(4)]
-        time.sleep(0.5)
+        wait_until(lambda: len(results) >= 20, "answers from version 1")     # load before the switch
         cat.set_endpoint(EndpointSpec("ep", (WeightedRoute(ModelKey("m", 2), 100),)))   # the alias moves
-        deadline = time.monotonic() + 10
-        while not (results and results[-1][1] == 2) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        time.sleep(0.3)
+        wait_until(lambda: any(v == 2 for _, v in results), "the first answer from version 2")
+        # Enough answers after the switch for "it stays switched" to mean something.
+        wait_until(lambda: len(results) - [v for _, v in results].index(2) >= 40, "answers after the switch")
         stop.set()
         for f in futures:
             f.result()
@@ -180,6 +185,7 @@ def test_hot_switch_under_load_fails_no_request(run_server) -> None:
     versions = [v for _, v in results]
     assert versions[0] == 1 and versions[-1] == 2
     first_two = versions.index(2)
+    assert first_two >= 20 and len(versions) - first_two >= 40
     assert all(v == 2 for v in versions[first_two + 8:])   # once switched, it stays switched
 
 

@@ -2,7 +2,8 @@
 
 Layout: ``<root>/objects/<hash[:2]>/<hash>``. Bytes are streamed into ``<root>/tmp/<uuid>`` while
 being hashed, then moved into place; an object that already exists is kept (deduplication).
-Reads load the bytes once, check the hash, and only then deserialise.
+Reads load the bytes once, check the hash, and only then deserialise. On a remote store, transient
+errors are retried with backoff (``retry.py``); every library error leaves as an ``ArtifactError``.
 """
 
 from __future__ import annotations
@@ -10,17 +11,21 @@ from __future__ import annotations
 import logging
 import os
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from conveyor.errors import ArtifactError, ArtifactIntegrityError, ArtifactUntrusted, MaterializerNotFound
+from conveyor.errors import (ArtifactError, ArtifactIntegrityError, ArtifactUntrusted, ConveyorError,
+                             MaterializerNotFound)
 from conveyor.store.artifacts.hashing import HashingWriter, canonical_json, digest
 from conveyor.store.artifacts.materializers import MaterializerRegistry
 from conveyor.store.artifacts.materializers import registry as default_materializers
 from conveyor.store.artifacts.materializers.json_value import JsonMaterializer, is_plain_json
+from conveyor.store.artifacts.retry import RetryPolicy, from_backend, translated, with_retries
 
 log = logging.getLogger("conveyor.artifacts")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,11 +52,12 @@ class ArtifactStore:
 
     def __init__(self, root: str, *, materializers: MaterializerRegistry | None = None,
                  inline_max_bytes: int = 65536, storage_options: dict[str, Any] | None = None,
-                 allow_pickle: str | None = None) -> None:
+                 allow_pickle: str | None = None, retry: RetryPolicy | None = None) -> None:
         import fsspec
 
         self.root = root
         self._allow_pickle = allow_pickle      # local | true | false; None: CONVEYOR_ALLOW_PICKLE
+        self.retry = retry or RetryPolicy()
         self.materializers = materializers or default_materializers
         self.inline_max_bytes = inline_max_bytes
         try:
@@ -106,19 +112,21 @@ class ArtifactStore:
         return self._write(p, self.materializers.get("path"))
 
     def _write(self, value: Any, m: Any) -> StoredArtifact:
+        return self._io(lambda: self._write_once(value, m), "writing an artifact", self.root)
+
+    def _write_once(self, value: Any, m: Any) -> StoredArtifact:
+        # Bytes go to a fresh temporary name and are moved into place only once complete, so a crash
+        # at any moment leaves either no object or a whole one; a metadata record is written only
+        # after this returns, so it never points at a partial object.
         self._mkdir(f"{self._base}/tmp")
         tmp = f"{self._base}/tmp/{uuid.uuid4().hex}"
         try:
             with self.fs.open(tmp, "wb") as fh:
                 writer = HashingWriter(fh)
                 meta = m.save(value, writer) or {}
-        except MaterializerNotFound:
+        except BaseException:
             self._discard(tmp)
             raise
-        except OSError as exc:
-            self._discard(tmp)
-            raise ArtifactError(f"Writing an artifact under {self.root} failed: {exc}. Check the path, "
-                                "permissions and free space.") from exc
         final = self._object_path(writer.content_hash)
         self._mkdir(final.rsplit("/", 1)[0])
         try:
@@ -131,18 +139,32 @@ class ArtifactStore:
                 self._discard(tmp)
             else:
                 self.fs.mv(tmp, final)
-        except OSError as exc:
-            raise ArtifactError(f"Moving an artifact into place at {final} failed: {exc}.") from exc
+        except BaseException:
+            self._discard(tmp)
+            raise
         if m.trusted_only and not hasattr(m, "runs_code"):
             meta = {**meta, "trusted_only": True}
         return StoredArtifact(content_hash=writer.content_hash, materializer=m.name, materializer_version=m.version,
                               type_name=_type_name(value), size=writer.size, uri=self.uri_of(final), meta=meta)
 
     def _discard(self, path: str) -> None:
+        # Best effort: a temporary file left behind is never referenced by any record, and the
+        # error that made us discard it is the one the caller must see.
         try:
             self.fs.rm(path)
-        except (OSError, FileNotFoundError):
+        except Exception:  # noqa: BLE001
             pass
+
+    def _io(self, fn: Callable[[], T], what: str, where: str) -> T:
+        """Run one store operation: transient remote errors are retried, library errors translated."""
+        try:
+            return with_retries(self.retry, fn, remote=not self._local, what=what, where=where)
+        except ConveyorError:
+            raise
+        except Exception as exc:
+            if isinstance(exc, OSError) or from_backend(exc):
+                raise translated(exc, what=what, where=where, root=self.root) from None
+            raise
 
     # --- reading ------------------------------------------------------------------------------
 
@@ -150,14 +172,17 @@ class ArtifactStore:
         """The stored bytes, after checking they hash to what the metadata recorded."""
         path = self._object_path(stored.content_hash)
         where = stored.uri or self.uri_of(path)
-        try:
-            data = self.fs.cat_file(path)
-        except FileNotFoundError:
+
+        def fetch() -> bytes | None:
+            try:
+                return self.fs.cat_file(path)
+            except FileNotFoundError:
+                return None
+
+        data = self._io(fetch, "reading an artifact", where)
+        if data is None:
             raise ArtifactIntegrityError(
-                f"Artifact {where} is missing from the store. Re-run the step that produced it with --no-cache."
-            ) from None
-        except OSError as exc:
-            raise ArtifactError(f"Reading artifact {where} failed: {exc}.") from exc
+                f"Artifact {where} is missing from the store. Re-run the step that produced it with --no-cache.")
         actual = digest(data)
         if actual != stored.content_hash:
             raise ArtifactIntegrityError(
@@ -165,6 +190,18 @@ class ArtifactStore:
                 f"({len(data)} bytes, {stored.size} recorded). It was not loaded. Re-run the step that produced it "
                 "with --no-cache to write it again.")
         return data
+
+    def exists(self, stored: StoredArtifact) -> bool:
+        """True when the bytes of ``stored`` are in the store (inline values always are).
+
+        Cheap (one metadata call, no read): a resume or a cache hit asks it before reusing an output,
+        so bytes lost with a wiped bucket or disk are recomputed instead of failing a later step.
+        Bytes that are present but damaged are not looked at here: reading them fails loudly.
+        """
+        if stored.uri is None:
+            return True
+        path = self._object_path(stored.content_hash)
+        return self._io(lambda: bool(self.fs.exists(path)), "looking up an artifact", stored.uri)
 
     def get(self, stored: StoredArtifact) -> Any:
         """The value, rebuilt only after its bytes were verified."""

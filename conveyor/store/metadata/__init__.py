@@ -6,7 +6,7 @@ from sqlalchemy.engine import Engine
 
 from conveyor.store.metadata.artifacts import Artifacts, LineageEdge
 from conveyor.store.metadata.automation import Automation
-from conveyor.store.metadata.connection import create_db_engine, migrate, redact
+from conveyor.store.metadata.connection import Reconnect, create_db_engine, migrate, redact
 from conveyor.store.metadata.endpoints import EndpointRecord, Endpoints, KeyRecord
 from conveyor.store.metadata.models import AuditRecord, Models, VersionRecord
 from conveyor.store.metadata.records import ArtifactRecord, MetricRecord, RunRecord, StepRunRecord
@@ -18,9 +18,10 @@ from conveyor.store.metadata.tracking import Tracking
 class MetadataStore:
     """One database, one repository per entity: ``store.runs``, ``.steps``, ``.artifacts``, ``.tracking``, ``.models``."""
 
-    def __init__(self, url: str, *, engine: Engine | None = None, auto_migrate: bool = True) -> None:
+    def __init__(self, url: str, *, engine: Engine | None = None, auto_migrate: bool = True,
+                 reconnect: Reconnect | None = None) -> None:
         self.url = url
-        self.engine = engine or create_db_engine(url)
+        self.engine = engine or create_db_engine(url, reconnect=reconnect)
         if auto_migrate:
             migrate(self.engine)
         self.runs = Runs(self.engine)
@@ -39,5 +40,5 @@ class MetadataStore:
         self.engine.dispose()
 
 
-__all__ = ["EndpointRecord", "KeyRecord", "ArtifactRecord", "AuditRecord", "VersionRecord", "LineageEdge", "MetadataStore", "MetricRecord", "NewArtifact", "RunRecord",
+__all__ = ["EndpointRecord", "KeyRecord", "ArtifactRecord", "AuditRecord", "VersionRecord", "LineageEdge", "MetadataStore", "MetricRecord", "NewArtifact", "Reconnect", "RunRecord",
            "StepOutcome", "StepRunRecord", "redact"]

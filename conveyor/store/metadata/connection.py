@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import re
 import threading
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +22,51 @@ from conveyor.errors import ConfigurationError, StoreUnavailable
 MIGRATIONS = Path(__file__).parent / "migrations"
 HEAD = "0004_governance"
 SQLITE_BUSY_TIMEOUT_S = 30
+
+
+log = logging.getLogger("conveyor.metadata")
+
+
+@dataclass(frozen=True, slots=True)
+class Reconnect:
+    """How patiently to reconnect to a database server that is down or restarting.
+
+    Pooled connections are checked before use (``pool_pre_ping``), so a server restart between two
+    operations costs one reconnect; while the server is down, each new connection is retried with
+    a doubling, capped wait, and only then does the caller get ``StoreUnavailable``. A statement
+    that was in flight when the server went away is not replayed: it fails, and the run it
+    belonged to stays resumable.
+    """
+
+    retries: int = 4          # 0.25 + 0.5 + 1 + 2 s: a restart fits; a wrong URL fails within 4 s
+    backoff_s: float = 0.25
+    backoff_max_s: float = 8.0
+
+    def delay(self, attempt: int) -> float:
+        """The wait before reconnect number ``attempt`` (1-based)."""
+        return min(self.backoff_max_s, self.backoff_s * (2 ** (attempt - 1)))
+
+
+# Refusals that waiting does not cure: reconnecting would only delay the error.
+_PERMANENT_CONNECT = ("authentication failed", "does not exist", "no password supplied", "role ")
+
+
+def _retry_connects(engine: Engine, url: str, policy: Reconnect) -> None:
+    @event.listens_for(engine, "do_connect")
+    def _connect(dialect: Any, _rec: Any, cargs: Any, cparams: Any) -> Any:
+        attempt = 0
+        while True:
+            try:
+                return dialect.loaded_dbapi.connect(*cargs, **cparams)
+            except dialect.loaded_dbapi.OperationalError as exc:
+                attempt += 1
+                if attempt > policy.retries or any(p in str(exc) for p in _PERMANENT_CONNECT):
+                    raise
+                delay = policy.delay(attempt)
+                log.warning("Cannot connect to the metadata database %s (%s); retry %d of %d in %.2fs.",
+                            redact(url), str(exc).strip().splitlines()[0] if str(exc).strip() else exc,
+                            attempt, policy.retries, delay)
+                time.sleep(delay)
 
 
 def redact(url: str) -> str:
@@ -49,8 +97,11 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
-def create_db_engine(url: str) -> Engine:
-    """An engine for ``url``; SQLite gets WAL mode and a busy timeout so processes can share it."""
+def create_db_engine(url: str, *, reconnect: Reconnect | None = None) -> Engine:
+    """An engine for ``url``; SQLite gets WAL mode and a busy timeout so processes can share it.
+
+    A database server (PostgreSQL) gets pre-pinged pooled connections and retried reconnects.
+    """
     try:
         if url.startswith("sqlite"):
             path = url.split("///", 1)[1] if "///" in url else ""
@@ -69,7 +120,9 @@ def create_db_engine(url: str) -> Engine:
             def _no_pysqlite_tx(dbapi_conn: Any, _r: Any) -> None:
                 dbapi_conn.isolation_level = None
             return engine
-        return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+        engine = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+        _retry_connects(engine, url, reconnect or Reconnect())
+        return engine
     except (SQLAlchemyError, ImportError, ValueError) as exc:
         raise ConfigurationError(
             f"Cannot use metadata URL {redact(url)}: {exc}. Set CONVEYOR_METADATA_URL to a SQLAlchemy URL "
@@ -85,6 +138,12 @@ def translate(exc: BaseException, url: str) -> StoreUnavailable:
         return StoreUnavailable(
             f"The metadata database {redact(url)} stayed locked for {SQLITE_BUSY_TIMEOUT_S}s by another "
             "process. Wait for it to finish, or use PostgreSQL (CONVEYOR_METADATA_URL) for heavy concurrency."
+        )
+    if "disk is full" in text_ or "No space left" in text_:
+        return StoreUnavailable(
+            f"The metadata database {redact(url)} could not be written: its disk is full. Free space there "
+            "(or set CONVEYOR_METADATA_URL to a database with room), then resume an interrupted run with "
+            "`conveyor runs resume RUN_ID`."
         )
     if "no such table" in text_ or "does not exist" in text_ and "relation" in text_:
         return StoreUnavailable(
