@@ -200,5 +200,8 @@ def miss_reasons(metadata: Any, run_id: str) -> dict[str, str]:
             continue       # failed before it could be keyed (a bad condition or map input)
         prev = metadata.steps.previous_call(run.pipeline_name, s.name, before=s.started_at or 0.0,
                                             exclude=s.id)
+        if prev is not None and prev[0] is None and current is not None and not current.get("uncached"):
+            out[s.name] = "the earlier run of this step was recorded without its key's components; no comparison"
+            continue
         out[s.name] = explain_miss(current, prev[0] if prev else None, prev[1] if prev else None)
     return out
