@@ -13,7 +13,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "step": "conveyor.dsl", "pipeline": "conveyor.dsl", "when": "conveyor.dsl", "unless": "conveyor.dsl",
     "unmapped": "conveyor.dsl", "Pipeline": "conveyor.dsl", "Step": "conveyor.dsl",
-    "ConveyorError": "conveyor.errors",
+    "ConveyorError": "conveyor.errors", "StepTimeout": "conveyor.errors",
     "Client": "conveyor.runtime.client", "Run": "conveyor.runtime.run",
     "StepContext": "conveyor.runtime.context", "get_step_context": "conveyor.runtime.context",
     "ActiveRun": "conveyor.runtime.tracking", "start_run": "conveyor.runtime.tracking",
@@ -26,7 +26,7 @@ __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
     from conveyor.dsl import Pipeline, Step, pipeline, step, unless, unmapped, when
-    from conveyor.errors import ConveyorError
+    from conveyor.errors import ConveyorError, StepTimeout
     from conveyor.runtime.client import Client
     from conveyor.runtime.context import StepContext, get_step_context
     from conveyor.runtime.run import Run

@@ -7,6 +7,7 @@ The tree::
     ├── PipelineDefinitionError       a pipeline or step is mis-declared (caught at build time)
     │   └── ParameterError            a pipeline parameter is missing, unknown or ill-typed
     ├── StepFailed                    a step raised after its retries
+    ├── StepTimeout                   one attempt of a step ran longer than its ``timeout``
     ├── RunCancelled                  a run was interrupted (Ctrl-C, SIGTERM)
     ├── ArtifactError
     │   ├── ArtifactIntegrityError    bytes on disk do not match the recorded hash
@@ -155,3 +156,13 @@ class RateLimited(ConveyorError):
     def __init__(self, message: str, *, retry_after: float) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class StepTimeout(ConveyorError):
+    """One attempt of a step ran longer than its ``timeout``.
+
+    Retried only when ``retry_on`` names it (or a base class of it, such as ``Exception``), e.g.
+    ``@step(timeout=60, retries=2, retry_on=(StepTimeout, ConnectionError))``.
+    """
+
+    headline = "Step timed out"
