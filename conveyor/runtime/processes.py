@@ -60,9 +60,18 @@ def tie_to_parent(owner_pid: int, *, watchdog: bool = False, interval: float = 0
     return enforced
 
 
+_subreaper = False
+
+
 def become_subreaper() -> bool:
-    """Let orphaned descendants reparent to this process (Linux), so ``stop_tree`` still finds them."""
-    return _prctl(_PR_SET_CHILD_SUBREAPER, 1)
+    """Let orphaned descendants reparent to this process (Linux), so ``stop_tree`` still finds them.
+
+    Only for a process whose every child is work it runs (an executor's worker): ``stop_tree``
+    then also stops orphans that were adopted this way.
+    """
+    global _subreaper
+    _subreaper = _subreaper or _prctl(_PR_SET_CHILD_SUBREAPER, 1)
+    return _subreaper
 
 
 def _alive(pid: int) -> bool:
@@ -117,12 +126,15 @@ def stop_tree(pid: int, *, grace: float = 5.0) -> None:
             time.sleep(0.02)
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)
-    descendants |= children_of({pid} | descendants) | children_of({os.getpid()})
+    descendants |= children_of({pid} | descendants)
+    if _subreaper:   # orphans of the attempt were adopted by this process: they are children of ours now
+        descendants |= children_of({os.getpid()})
     for other in {pid} | descendants:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(other, signal.SIGKILL)
     reap(pid)
-    reap_orphans()
+    if _subreaper:
+        reap_orphans()
 
 
 def exited(pid: int) -> bool:

@@ -94,7 +94,7 @@ def leaves_things():
 
 @cv.pipeline
 def leaves_threads_and_pools():
-    loky_cv()
+    pool_left()
     thread_left()
 
 
@@ -107,11 +107,28 @@ def _journal(line: str) -> None:
 def slow_first(seconds: float) -> str:
     """The first attempt overruns its timeout and writes a marker afterwards; the retry is quick."""
     attempt = cv.get_step_context().attempt
-    _journal(f"start {attempt} {os.getpid()}")
     if attempt == 1:
+        _journal(f"start 1 {os.getpid()}")
         time.sleep(seconds)
+    else:   # is the first attempt still running (no end marker yet, and its process alive)?
+        lines = Path(os.environ["CVTEST_JOURNAL"]).read_text().split("\n")
+        first_pid = int(lines[0].split()[2])
+        overlap = "end 1" not in lines and first_pid in {os.getpid()} | _live_pids()
+        _journal(f"start {attempt} {os.getpid()} overlap={overlap}")
     _journal(f"end {attempt}")
     return "done"
+
+
+def _live_pids() -> set[int]:
+    pids = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if b") Z" not in (entry / "stat").read_bytes():
+                    pids.add(int(entry.name))
+            except OSError:
+                continue
+    return pids
 
 
 @cv.step(timeout=1.0, retries=2, backoff=0.01, retry_on=(ValueError,), cache=False)

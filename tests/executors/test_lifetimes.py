@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import uuid
 from pathlib import Path
 
@@ -64,16 +65,19 @@ def test_process_executor_returns_promptly_and_leaves_no_process_or_semaphore(se
             os.kill(pid, 9)
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_thread_executor_returns_with_pools_and_threads_left_running(client, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("CVTEST_PIDS", str(tmp_path / "pids"))
     try:
         run = p.leaves_threads_and_pools.run(executor="thread", client=client)
         assert run.status == "succeeded"
-        assert run.output("loky_cv") > 0.5
+        assert run.output("pool_left") == 6 and run.output("thread_left") == "left"
+        assert any(t.name == "left-behind" and t.is_alive() for t in threading.enumerate())   # still running
     finally:
         p.stop_thread.set()
+        pool = getattr(p.pool_left, "keep", None)
+        if pool is not None:
+            pool.terminate()
 
 
 def _journal(tmp_path: Path, monkeypatch) -> Path:
@@ -90,13 +94,14 @@ def test_timed_out_attempt_never_overlaps_its_retry(client, tmp_path: Path, monk
     assert run.steps["slow_first"].attempts == 2
     lines = journal.read_text().split("\n")[:-1]
     events = [" ".join(line.split()[:2]) for line in lines]
+    assert lines[-2].endswith("overlap=False")     # when the retry started, the first attempt was over
     if executor == "thread":   # the retry waited for the first attempt to finish
         assert events == ["start 1", "end 1", "start 2", "end 2"]
         assert "waits for it to finish" in client.metadata.steps.logs(run.id, "slow_first")[0][2]
-    else:                      # the first attempt was stopped: it never wrote its end marker
-        first_pid = int(lines[0].split()[2])
+    else:                      # the first attempt was stopped (its own process): it never wrote its end marker
+        first_pid, second_pid = int(lines[0].split()[2]), int(lines[1].split()[2])
         assert events == ["start 1", "start 2", "end 2"]
-        assert not _alive(first_pid)
+        assert first_pid != second_pid and not _alive(first_pid)
 
 
 @pytest.mark.parametrize("executor", EXECUTORS)
