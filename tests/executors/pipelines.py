@@ -147,3 +147,14 @@ def timed_out_retry(seconds: float = 5.0):
 @cv.pipeline
 def timed_out_no_retry(seconds: float = 4.0):
     slow_not_retried(seconds)
+
+
+@cv.step(cache=False)
+def exits_hard(code: int) -> int:
+    """Ends its own process without returning (like a crash in native code)."""
+    os._exit(code)
+
+
+@cv.pipeline
+def hard_exit(code: int = 3):
+    exits_hard(code)
