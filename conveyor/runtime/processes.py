@@ -38,16 +38,18 @@ def _prctl(option: int, value: int) -> bool:
         return False
 
 
-def tie_to_parent(owner_pid: int, *, watchdog: bool = False, interval: float = 0.5) -> bool:
+def tie_to_parent(owner_pid: int, *, watchdog: bool = False, interval: float = 0.5,
+                  signum: int = signal.SIGKILL) -> bool:
     """Exit this process when its parent (or ``owner_pid``) dies; True if the kernel enforces it.
 
     ``PR_SET_PDEATHSIG`` fires when the parent *thread* that forked us ends, so callers start
     workers from a thread that lives as long as the work. The watchdog thread polls the parent pid
     and ``owner_pid`` (the process that asked for the worker, which differs from the parent when a
     forkserver started it); it runs when ``watchdog`` is set or when the kernel cannot help.
+    ``signum`` is what the kernel sends (SIGTERM lets a process clean up what it started first).
     """
     parent = os.getppid()
-    enforced = _prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
+    enforced = _prctl(_PR_SET_PDEATHSIG, int(signum))
     if os.getppid() != parent or not _alive(owner_pid):   # the parent died before prctl took effect
         os._exit(1)
     if watchdog or not enforced:

@@ -345,25 +345,27 @@ def _child_attempt(task: StepTask, fn: Callable[..., Any], args: dict[str, Any],
 
     try:
         os.setsid()
-        tie_to_parent(os.getppid())
+        # SIGTERM when the worker dies: the body unwinds and what it started is stopped below
+        tie_to_parent(os.getppid(), signum=signal.SIGTERM)
         # Exit handlers registered before the fork belong to the worker; the ones the body registers
         # (joblib's temporary folders, loky) run below, as they would at a normal exit.
         atexit._clear()
         signal.signal(signal.SIGTERM, stop)   # a timeout: unwind the body, then release its pools below
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         outcome: dict[str, Any]
+        stopped = False
         try:
             stored = _store(task, fn(**args), ctx)
             outcome = {"outputs": stored.outputs, "logged": stored.logged}
         except _Stopped:
-            outcome = {}
+            outcome, stopped = {}, True
         except BaseException as exc:
             cause = exc.cause if isinstance(exc, _AfterCall) else exc
             text = "".join(tb_module.format_exception(type(cause), cause, _user_frames(cause.__traceback__)))
             retryable = not isinstance(exc, _AfterCall | KeyboardInterrupt | SystemExit) and isinstance(
                 exc, task.retry_on)
             outcome = {"error": f"{type(cause).__name__}: {cause}", "text": text, "retryable": retryable}
-        signal.signal(signal.SIGTERM, lambda *_: os._exit(143))
+        signal.signal(signal.SIGTERM, lambda *_: os.killpg(0, signal.SIGKILL))
         if outcome:
             outcome.update(logs=buffer.getvalue()[mark:], metrics=list(ctx.metrics), params=dict(ctx.params))
             try:
@@ -380,6 +382,8 @@ def _child_attempt(task: StepTask, fn: Callable[..., Any], args: dict[str, Any],
         atexit._run_exitfuncs()
         for stream in (sys.stdout, sys.stderr):
             stream.flush()
+        if stopped:   # nobody may be left to clean up after us (the worker may be gone): take the group along
+            os.killpg(0, signal.SIGKILL)
     finally:
         os._exit(0)
 

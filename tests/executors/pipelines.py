@@ -158,3 +158,17 @@ def exits_hard(code: int) -> int:
 @cv.pipeline
 def hard_exit(code: int = 3):
     exits_hard(code)
+
+
+@cv.step(cache=False)
+def blocks_with_child() -> int:
+    """Starts ``sleep 1000``, says so in the journal, then blocks until its process is stopped."""
+    proc = subprocess.Popen(["sleep", "1000"])
+    _journal(f"running {os.getpid()} {proc.pid}")
+    while True:
+        time.sleep(1)
+
+
+@cv.pipeline
+def blocks():
+    blocks_with_child()

@@ -118,3 +118,40 @@ def test_step_timeout_is_public() -> None:
     from conveyor.runtime.worker import StepTimeout as FromWorker
 
     assert conveyor.StepTimeout is StepTimeout is FromWorker
+
+
+def _wait_for(condition, what: str, timeout: float = 60.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"gave up waiting for {what}"
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_sigkilled_run_takes_its_process_workers_and_their_children_along(settings, tmp_path: Path) -> None:
+    marker = f"CVTEST_LIFETIME_{uuid.uuid4().hex}"
+    journal = tmp_path / "journal"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "CVTEST_JOURNAL": str(journal), marker: "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "conveyor.cli.main", "run", f"{Path(p.__file__)}:blocks",
+                             "--executor", "process", "--json"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env=env)
+    try:
+        def running() -> bool:
+            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+            return journal.exists() and journal.read_text().startswith("running")
+
+        _wait_for(running, "the step to be running")
+        attempt_pid, sleep_pid = (int(x) for x in journal.read_text().split()[1:3])
+        assert len(_marked(marker)) >= 4          # the CLI, a worker, the attempt and its sleep child
+        proc.kill()
+        proc.wait(30)
+        _wait_for(lambda: _marked(marker) == [], "every process of the run to exit", timeout=30)
+        assert not _alive(attempt_pid) and not _alive(sleep_pid)
+    finally:
+        for pid in _marked(marker):
+            os.kill(pid, 9)
+        if proc.poll() is None:
+            proc.kill()
