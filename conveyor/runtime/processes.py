@@ -16,24 +16,31 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
+import functools
 import os
 import signal
 import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
+
+
+@functools.lru_cache(maxsize=1)
+def _libc() -> Any:
+    # the symbols already loaded into this process (libc among them): no library search, which
+    # would start a subprocess (ldconfig) on every call
+    return ctypes.CDLL(None, use_errno=True)
 
 
 def _prctl(option: int, value: int) -> bool:
     if not sys.platform.startswith("linux"):
         return False
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        return libc.prctl(option, value, 0, 0, 0) == 0
+        return _libc().prctl(option, value, 0, 0, 0) == 0
     except (OSError, AttributeError):
         return False
 
@@ -92,17 +99,18 @@ def children_of(pids: set[int]) -> set[int]:
     proc = Path("/proc")
     if not proc.is_dir():
         return set()
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
+    for name in os.listdir(proc):
+        if not name.isdigit():
             continue
         try:
-            stat = (entry / "stat").read_text()
+            with open(f"/proc/{name}/stat", "rb") as fh:
+                stat = fh.read().decode(errors="replace")
         except OSError:
             continue
         # the command name is in parentheses and may contain spaces; fields after it are fixed
         fields = stat[stat.rfind(")") + 2:].split()
         if fields and fields[0] != "Z":
-            parents[int(entry.name)] = int(fields[1])
+            parents[int(name)] = int(fields[1])
     found: set[int] = set()
     frontier = set(pids)
     while frontier:
@@ -119,13 +127,12 @@ def stop_tree(pid: int, *, grace: float = 5.0) -> None:
     process (see ``become_subreaper``) are stopped too. The child is reaped only at the end, so its
     pid and group id cannot be reused by an unrelated process while signals are sent.
     """
-    descendants = children_of({pid})
+    # an exited child has no descendants of its own left: they are in its group or were adopted
+    descendants = set() if exited(pid) else children_of({pid})
     if not exited(pid):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline and not exited(pid):
-            time.sleep(0.02)
+        wait_exit(pid, grace)
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)
     descendants |= children_of({pid} | descendants)
@@ -148,12 +155,29 @@ def exited(pid: int) -> bool:
 
 
 def wait_exit(pid: int, timeout: float) -> bool:
-    """Wait up to ``timeout`` seconds for our child ``pid`` to exit; True if it did."""
+    """Wait up to ``timeout`` seconds for our child ``pid`` to exit (without reaping it); True if it did."""
+    if exited(pid):
+        return True
+    if hasattr(os, "pidfd_open"):   # Linux: the kernel tells us the moment it exits
+        import select
+
+        try:
+            fd = os.pidfd_open(pid)
+        except OSError:
+            pass
+        else:
+            try:
+                select.select([fd], [], [], timeout)
+            finally:
+                os.close(fd)
+            return exited(pid)
     deadline = time.monotonic() + timeout
+    pause = 0.001
     while not exited(pid):
         if time.monotonic() >= deadline:
             return False
-        time.sleep(0.01)
+        time.sleep(pause)
+        pause = min(0.05, pause * 2)
     return True
 
 

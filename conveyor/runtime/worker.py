@@ -253,6 +253,8 @@ class _ChildAttempts:
                 buffer: io.StringIO) -> _Stored:
         from conveyor.runtime.processes import stop_tree, wait_exit
 
+        # open the artifact store here, once per worker: children inherit it instead of paying for it
+        artifact_store(task.artifact_root, task.inline_max_bytes)
         mark = len(buffer.getvalue())
         for stream in (sys.stdout, sys.stderr):
             stream.flush()
