@@ -253,8 +253,10 @@ class _ChildAttempts:
                 buffer: io.StringIO) -> _Stored:
         from conveyor.runtime.processes import stop_tree, wait_exit
 
-        # open the artifact store here, once per worker: children inherit it instead of paying for it
-        artifact_store(task.artifact_root, task.inline_max_bytes)
+        # open a local artifact store here, once per worker: children inherit it instead of paying for
+        # it. A remote one is opened in each child (its client may rely on a thread a fork does not copy).
+        if _is_local(task.artifact_root):
+            artifact_store(task.artifact_root, task.inline_max_bytes)
         mark = len(buffer.getvalue())
         for stream in (sys.stdout, sys.stderr):
             stream.flush()
@@ -294,6 +296,10 @@ class _ChildAttempts:
 
 
 _TIMED_OUT = object()
+
+
+def _is_local(root: str) -> bool:
+    return "://" not in root or root.startswith("file://")
 
 
 def _exit_status(pid: int) -> str:
@@ -346,6 +352,8 @@ def _child_attempt(task: StepTask, fn: Callable[..., Any], args: dict[str, Any],
         raise _Stopped
 
     try:
+        for key in [k for k in _stores if not _is_local(k[0])]:
+            del _stores[key]   # a remote store's client may rely on an event-loop thread a fork does not copy
         os.setsid()
         # SIGTERM when the worker dies: the body unwinds and what it started is stopped below
         tie_to_parent(os.getppid(), signum=signal.SIGTERM)
