@@ -58,7 +58,8 @@ class ProcessExecutor:
 
     def shutdown(self, cancel: bool = False) -> None:
         """Stop the workers, waiting at most ``shutdown_timeout`` (none with ``cancel``), never for ever."""
-        processes = list(getattr(self._pool, "_processes", {}).values())
+        # the pool forgets its processes once shut down (None): a second shutdown has nothing to stop
+        processes = list((getattr(self._pool, "_processes", None) or {}).values())
         if cancel:
             for proc in processes:
                 proc.terminate()

@@ -131,7 +131,9 @@ def _wait_for(condition, what: str, timeout: float = 60.0) -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(180)
-def test_sigkilled_run_takes_its_process_workers_and_their_children_along(settings, tmp_path: Path) -> None:
+@pytest.mark.parametrize("signum", [9, 2], ids=["SIGKILL", "SIGINT"])
+def test_killed_or_interrupted_run_takes_its_workers_and_their_children_along(settings, tmp_path: Path,
+                                                                               signum: int) -> None:
     marker = f"CVTEST_LIFETIME_{uuid.uuid4().hex}"
     journal = tmp_path / "journal"
     env = {**os.environ, "PYTHONPATH": str(REPO), "CVTEST_JOURNAL": str(journal), marker: "1"}
@@ -146,8 +148,10 @@ def test_sigkilled_run_takes_its_process_workers_and_their_children_along(settin
         _wait_for(running, "the step to be running")
         attempt_pid, sleep_pid = (int(x) for x in journal.read_text().split()[1:3])
         assert len(_marked(marker)) >= 4          # the CLI, a worker, the attempt and its sleep child
-        proc.kill()
-        proc.wait(30)
+        proc.send_signal(signum)
+        _out, err = proc.communicate(timeout=60)
+        if signum == 2:   # Ctrl-C: the run is cancelled, the CLI says so and exits 130
+            assert proc.returncode == 130 and "cancelled" in err.decode(), err.decode()
         _wait_for(lambda: _marked(marker) == [], "every process of the run to exit", timeout=30)
         assert not _alive(attempt_pid) and not _alive(sleep_pid)
     finally:
