@@ -267,7 +267,7 @@ class _ChildAttempts:
             _child_attempt(task, fn, args, ctx, buffer, mark, write_end)
         os.close(write_end)
         try:
-            payload = _read_frame(read_end, task.timeout)
+            payload = _read_frame(read_end, task.timeout, pid)
         finally:
             os.close(read_end)
         if payload is _TIMED_OUT:
@@ -312,29 +312,45 @@ def _exit_status(pid: int) -> str:
     return f"signal {info.si_status}" if info.si_code in (os.CLD_KILLED, os.CLD_DUMPED) else f"exit code {info.si_status}"
 
 
-def _read_frame(fd: int, timeout: float | None) -> Any:
-    """A length-prefixed message from the child, ``_TIMED_OUT``, or None when the child died first.
+def _read_frame(fd: int, timeout: float | None, pid: int) -> Any:
+    """A length-prefixed message from child ``pid``, ``_TIMED_OUT``, or None when the child died first.
 
     Read by length, not to end-of-file: processes the step started inherit the pipe and may keep
-    it open long after the child has written its result."""
+    it open long after the child has written its result (or died). The child's exit is watched
+    too (a pidfd where the kernel has them), so a crash is seen even while they hold the pipe."""
     import select
 
+    from conveyor.runtime.processes import exited
+
+    try:
+        watch = [os.pidfd_open(pid)] if hasattr(os, "pidfd_open") else []
+    except OSError:
+        watch = []
     deadline = None if timeout is None else time.monotonic() + timeout
     data = b""
     need = 8
-    while len(data) < need:
-        remaining = None if deadline is None else deadline - time.monotonic()
-        if remaining is not None and remaining <= 0:
-            return _TIMED_OUT
-        ready, _, _ = select.select([fd], [], [], remaining)
-        if not ready:
-            return _TIMED_OUT
-        chunk = os.read(fd, max(65536, need - len(data)))
-        if not chunk:
-            return None
-        data += chunk
-        if need == 8 and len(data) >= 8:
-            need = 8 + int.from_bytes(data[:8], "big")
+    try:
+        while len(data) < need:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return _TIMED_OUT
+            slice_ = remaining if watch else min(0.5, remaining if remaining is not None else 0.5)
+            ready, _, _ = select.select([fd, *watch], [], [], slice_)
+            if fd in ready:
+                chunk = os.read(fd, max(65536, need - len(data)))
+                if not chunk:
+                    return None
+                data += chunk
+                if need == 8 and len(data) >= 8:
+                    need = 8 + int.from_bytes(data[:8], "big")
+            elif (ready or not watch) and exited(pid):
+                # gone: take what it wrote before it went, else it died without an outcome
+                ready, _, _ = select.select([fd], [], [], 0)
+                if not ready:
+                    return None
+    finally:
+        for wfd in watch:
+            os.close(wfd)
     return data[8:need]
 
 

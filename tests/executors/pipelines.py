@@ -151,7 +151,11 @@ def timed_out_no_retry(seconds: float = 4.0):
 
 @cv.step(cache=False)
 def exits_hard(code: int) -> int:
-    """Ends its own process without returning (like a crash in native code)."""
+    """Ends its own process without returning (like a crash in native code), after forking a child
+    that holds every file descriptor it had (the result pipe among them) and sleeps."""
+    import multiprocessing
+
+    multiprocessing.get_context("fork").Process(target=time.sleep, args=(1000,)).start()
     os._exit(code)
 
 

@@ -52,6 +52,7 @@ def test_logs_metrics_and_params_are_captured(client, executor: str) -> None:
     assert run.params["attempt"] == 1
 
 
+@pytest.mark.timeout(120)
 def test_process_that_dies_without_returning_fails_the_step_clearly(client) -> None:
     with pytest.raises(StepFailed, match=r"ended \(exit code 3\) before it returned a result"):
         ep.hard_exit.run(code=3, client=client, executor="process")
