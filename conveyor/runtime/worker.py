@@ -279,7 +279,8 @@ class _ChildAttempts:
             status = _exit_status(pid)
             stop_tree(pid, grace=0)
             raise ChildProcessError(f"The process running step '{task.node_name}' ended ({status}) before it "
-                                    "returned a result. Look at the step's log for the cause.")
+                                    "returned a result: a crash in native code, the out-of-memory killer or an "
+                                    "os._exit in the step (what it printed in this attempt is lost).")
         wait_exit(pid, self.exit_wait)
         stop_tree(pid, grace=1.0)
         outcome = pickle.loads(payload)

@@ -244,15 +244,15 @@ def test_sigkilled_cli_leaves_no_worker(client, tmp_path: Path) -> None:
 
     from tests.conftest import REPO
 
-    rows = 40_000
+    rows = 10_000
     df = pd.DataFrame({"a": np.arange(rows, dtype="float64"), "b": np.ones(rows)})
     src = tmp_path / "big.parquet"
-    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), src, row_group_size=20)
+    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), src, row_group_size=10)
     client.registry.register("reg", LinearRegression().fit(df[["a", "b"]], df["a"]), data=df[["a", "b"]])
     out = tmp_path / "scored"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen([sys.executable, "-m", "conveyor.cli.main", "batch", "score", "reg", "--input", str(src),
-                             "--output", str(out), "--chunk-rows", "20", "--workers", "2", "--json"],
+                             "--output", str(out), "--chunk-rows", "10", "--workers", "2", "--json"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     workers: set[int] = set()
     try:
@@ -270,7 +270,7 @@ def test_sigkilled_cli_leaves_no_worker(client, tmp_path: Path) -> None:
         proc.send_signal(signal.SIGKILL)
         proc.wait(30)
         _wait_for(lambda: not any(_alive(pid) for pid in workers), "the orphaned workers to exit", timeout=30)
-        assert len(json.loads((out / MANIFEST).read_text())["done"]) < rows // 20   # it really was mid-run
+        assert len(json.loads((out / MANIFEST).read_text())["done"]) < rows // 10   # it really was mid-run
     finally:
         for pid in workers:
             if _alive(pid):
