@@ -14,6 +14,7 @@ _EXPORTS = {
     "step": "conveyor.dsl", "pipeline": "conveyor.dsl", "when": "conveyor.dsl", "unless": "conveyor.dsl",
     "unmapped": "conveyor.dsl", "Pipeline": "conveyor.dsl", "Step": "conveyor.dsl",
     "ConveyorError": "conveyor.errors", "ParameterError": "conveyor.errors", "QualityGateFailed": "conveyor.errors",
+    "StepTimeout": "conveyor.errors",
     "HookContext": "conveyor.runtime.hooks",
     "Client": "conveyor.runtime.client", "Run": "conveyor.runtime.run",
     "StepContext": "conveyor.runtime.context", "get_step_context": "conveyor.runtime.context",
@@ -28,7 +29,7 @@ __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
     from conveyor.dsl import Pipeline, Step, pipeline, step, unless, unmapped, when
-    from conveyor.errors import ConveyorError, ParameterError, QualityGateFailed
+    from conveyor.errors import ConveyorError, ParameterError, QualityGateFailed, StepTimeout
     from conveyor.runtime.hooks import HookContext
     from conveyor.runtime.client import Client
     from conveyor.runtime.context import StepContext, get_step_context

@@ -8,6 +8,7 @@ The tree::
     │   └── ParameterError            a pipeline parameter is missing, unknown or ill-typed
     ├── StepFailed                    a step raised after its retries
     ├── QualityGateFailed             a step's check rejected a result (raised by user steps)
+    ├── StepTimeout                   one attempt of a step ran longer than its ``timeout``
     ├── RunCancelled                  a run was interrupted (Ctrl-C, SIGTERM)
     ├── ArtifactError
     │   ├── ArtifactIntegrityError    bytes on disk do not match the recorded hash
@@ -183,3 +184,13 @@ class ArtifactUntrusted(ArtifactError):
     settings do not allow that for this store (``CONVEYOR_ALLOW_PICKLE``)."""
 
     headline = "Untrusted artifact"
+
+
+class StepTimeout(ConveyorError):
+    """One attempt of a step ran longer than its ``timeout``.
+
+    Retried only when ``retry_on`` names it (or a base class of it, such as ``Exception``), e.g.
+    ``@step(timeout=60, retries=2, retry_on=(StepTimeout, ConnectionError))``.
+    """
+
+    headline = "Step timed out"

@@ -31,8 +31,9 @@ def score(model: Annotated[str, typer.Argument(help="NAME, NAME:VERSION or NAME@
     features = [c["name"] for c in (version.signature or {}).get("inputs", [])] or None
     loader = functools.partial(registered_model_loader, client.settings.metadata_url, client.settings.artifact_root,
                                ref)
+    digest = client.metadata.artifacts.get(version.artifact_id).content_hash
     result = score_batch(loader, input, output, model_version=ref, workers=workers, chunk_rows=chunk_rows,
-                         features=features, fmt=fmt, overwrite=overwrite, progress=not as_json)
+                         features=features, fmt=fmt, overwrite=overwrite, progress=not as_json, model_digest=digest)
     data = {"output": result.output_uri, "model_version": result.model_version, "chunks": result.chunks,
             "chunks_scored": result.chunks_scored, "chunks_skipped": result.chunks_skipped,
             "rows_scored": result.rows_scored, "seconds": round(result.seconds, 3)}

@@ -10,7 +10,13 @@ if TYPE_CHECKING:
 
 
 class Executor(Protocol):
-    """Runs tasks and hands back futures. ``in_process`` executors share memory with the engine."""
+    """Runs tasks and hands back futures. ``in_process`` executors share memory with the engine.
+
+    The contract every executor keeps: two attempts of one step never overlap (a timed-out
+    attempt is stopped, or its retry waits for it); ``shutdown`` returns in bounded time whatever
+    the step bodies started; out-of-process executors leave no process, pool or semaphore of a
+    step behind and their workers exit when the engine's process dies.
+    """
 
     name: str
     in_process: bool

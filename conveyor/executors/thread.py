@@ -8,7 +8,12 @@ from conveyor.runtime.worker import StepResult, StepTask, run_task
 
 
 class ThreadExecutor:
-    """Runs independent steps in parallel threads of this process."""
+    """Runs independent steps in parallel threads of this process.
+
+    A thread cannot be stopped: a timed-out attempt goes on in the background and its retry waits
+    for it to finish. Pools, threads and processes a step starts stay with this process; the run
+    does not wait for them. Use the process executor to have them stopped after each step.
+    """
 
     name = "thread"
     in_process = True

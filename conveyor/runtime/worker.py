@@ -6,10 +6,13 @@ task carries only picklable descriptions and the worker opens the artifact store
 
 from __future__ import annotations
 
+import atexit
 import contextvars
 import importlib
 import importlib.util
 import io
+import os
+import pickle
 import sys
 import threading
 import time
@@ -19,15 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from conveyor.errors import ConveyorError, PipelineDefinitionError
+from conveyor.errors import PipelineDefinitionError, StepTimeout
 from conveyor.runtime.capture import captured, clip
 from conveyor.runtime.context import StepContext, set_current_step
-
-
-class StepTimeout(ConveyorError):
-    """An attempt of a step ran longer than its ``timeout``."""
-
-    headline = "Step timed out"
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,33 +144,6 @@ def _materialize_args(task: StepTask) -> dict[str, Any]:
     return {k: load(v) for k, v in task.args.items()}
 
 
-def _call_with_timeout(fn: Callable[[], Any], timeout: float | None, name: str) -> Any:
-    if timeout is None:
-        return fn()
-    box: dict[str, Any] = {}
-    ctx = contextvars.copy_context()
-    buffer = getattr(sys.stdout, "__class__", None)  # noqa: F841  (capture follows the thread below)
-    from conveyor.runtime import capture
-
-    parent_buffer = getattr(capture._local, "buffer", None)
-
-    def target() -> None:
-        capture._local.buffer = parent_buffer
-        try:
-            box["value"] = ctx.run(fn)
-        except BaseException as exc:  # handed to the caller below
-            box["error"] = exc
-
-    thread = threading.Thread(target=target, name=f"conveyor-step-{name}", daemon=True)
-    thread.start()
-    thread.join(timeout)
-    if thread.is_alive():
-        raise StepTimeout(f"Step '{name}' ran longer than its timeout of {timeout:g}s.")
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
-
-
 def _split_outputs(task: StepTask, value: Any) -> dict[str, Any]:
     if not task.multiple_outputs:
         return {task.outputs[0]: value}
@@ -191,8 +161,292 @@ def _split_outputs(task: StepTask, value: Any) -> dict[str, Any]:
         f"{type(value).__name__}. Return a tuple of {len(task.outputs)} values or a dict keyed by output name.")
 
 
+@dataclass(slots=True)
+class _Stored:
+    """What one successful attempt left: stored outputs, the values (same process only), logged files."""
+
+    outputs: dict[str, Any]
+    values: dict[str, Any] | None
+    logged: list[tuple[str, Any]]
+
+
+class _AfterCall(Exception):
+    """The function returned, but splitting or storing its outputs failed: never retried."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+class _ChildFailure(Exception):
+    """An attempt failed in a child process; the exception itself stayed there (it may not pickle)."""
+
+    def __init__(self, error: str, text: str, retryable: bool) -> None:
+        super().__init__(error)
+        self.error, self.text, self.retryable = error, text, retryable
+
+
+def _store(task: StepTask, value: Any, ctx: StepContext) -> _Stored:
+    try:
+        values = _split_outputs(task, value)
+        store = artifact_store(task.artifact_root, task.inline_max_bytes)
+        outputs = {name: store.put(v) for name, v in values.items()}
+        logged = [(name, store.put_file(path)) for name, path in ctx.logged_files]
+    except Exception as exc:
+        raise _AfterCall(exc) from exc
+    return _Stored(outputs, values, logged)
+
+
+class _ThreadAttempts:
+    """Attempts in a thread of this process. A thread cannot be stopped, so after a timeout the
+    attempt goes on in the background and a retry waits for it to finish before it starts."""
+
+    def __init__(self) -> None:
+        self._late: threading.Thread | None = None
+
+    def attempt(self, task: StepTask, fn: Callable[..., Any], args: dict[str, Any], ctx: StepContext,
+                buffer: io.StringIO) -> _Stored:
+        return _store(task, self._call(lambda: fn(**args), task.timeout, task.node_name), ctx)
+
+    def _call(self, fn: Callable[[], Any], timeout: float | None, name: str) -> Any:
+        if timeout is None:
+            return fn()
+        box: dict[str, Any] = {}
+        context = contextvars.copy_context()
+        from conveyor.runtime import capture
+
+        parent_buffer = getattr(capture._local, "buffer", None)
+
+        def target() -> None:
+            capture._local.buffer = parent_buffer   # the attempt's prints still go to the step's log
+            try:
+                box["value"] = context.run(fn)
+            except BaseException as exc:  # handed to the caller below
+                box["error"] = exc
+
+        thread = threading.Thread(target=target, name=f"conveyor-step-{name}", daemon=True)
+        thread.start()
+        thread.join(timeout)
+        if thread.is_alive():
+            self._late = thread
+            raise StepTimeout(
+                f"Step '{name}' ran longer than its timeout of {timeout:g}s. It runs in a thread, which cannot be "
+                "stopped: the attempt goes on in the background and a retry waits for it to finish. Use "
+                "`--executor process` to have timed-out attempts stopped.")
+        if "error" in box:
+            raise box["error"]
+        return box["value"]
+
+    def before_retry(self, attempt: int) -> None:
+        late, self._late = self._late, None
+        if late is not None and late.is_alive():
+            print(f"[conveyor] attempt {attempt} timed out and its thread cannot be stopped; "
+                  "the retry waits for it to finish", file=sys.stderr)
+            late.join()
+
+
+class _ChildAttempts:
+    """Attempts in a forked child process leading its own session. The child stores the outputs
+    itself; on a timeout it is stopped with everything it started before any retry, and after
+    every attempt whatever it left (loky or multiprocessing pools, processes) is shut down."""
+
+    grace = 5.0          # seconds a stopped attempt gets to run its cleanup before SIGKILL
+    exit_wait = 30.0     # seconds a finished attempt gets to release the pools it left
+
+    def attempt(self, task: StepTask, fn: Callable[..., Any], args: dict[str, Any], ctx: StepContext,
+                buffer: io.StringIO) -> _Stored:
+        from conveyor.runtime.processes import stop_tree, wait_exit
+
+        # open a local artifact store here, once per worker: children inherit it instead of paying for
+        # it. A remote one is opened in each child (its client may rely on a thread a fork does not copy).
+        if _is_local(task.artifact_root):
+            artifact_store(task.artifact_root, task.inline_max_bytes)
+        mark = len(buffer.getvalue())
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:   # the child: never returns
+            os.close(read_end)
+            _child_attempt(task, fn, args, ctx, buffer, mark, write_end)
+        os.close(write_end)
+        try:
+            payload = _read_frame(read_end, task.timeout, pid)
+        finally:
+            os.close(read_end)
+        if payload is _TIMED_OUT:
+            stop_tree(pid, grace=self.grace)
+            raise StepTimeout(f"Step '{task.node_name}' ran longer than its timeout of {task.timeout:g}s; its "
+                              "process and every process it started were stopped.")
+        if payload is None:
+            wait_exit(pid, 1.0)
+            status = _exit_status(pid)
+            stop_tree(pid, grace=0)
+            raise ChildProcessError(f"The process running step '{task.node_name}' ended ({status}) before it "
+                                    "returned a result: a crash in native code, the out-of-memory killer or an "
+                                    "os._exit in the step (what it printed in this attempt is lost).")
+        wait_exit(pid, self.exit_wait)
+        stop_tree(pid, grace=1.0)
+        outcome = pickle.loads(payload)
+        buffer.write(outcome["logs"])
+        ctx.metrics[:] = outcome["metrics"]
+        ctx.params.clear()
+        ctx.params.update(outcome["params"])
+        if "error" in outcome:
+            raise _ChildFailure(outcome["error"], outcome["text"], outcome["retryable"])
+        return _Stored(outcome["outputs"], None, outcome["logged"])
+
+    def before_retry(self, attempt: int) -> None:
+        pass
+
+
+_TIMED_OUT = object()
+
+
+def _is_local(root: str) -> bool:
+    return "://" not in root or root.startswith("file://")
+
+
+def _exit_status(pid: int) -> str:
+    try:
+        info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return "exit status unknown"
+    if info is None:
+        return "still running"
+    return f"signal {info.si_status}" if info.si_code in (os.CLD_KILLED, os.CLD_DUMPED) else f"exit code {info.si_status}"
+
+
+def _read_frame(fd: int, timeout: float | None, pid: int) -> Any:
+    """A length-prefixed message from child ``pid``, ``_TIMED_OUT``, or None when the child died first.
+
+    Read by length, not to end-of-file: processes the step started inherit the pipe and may keep
+    it open long after the child has written its result (or died). The child's exit is watched
+    too (a pidfd where the kernel has them), so a crash is seen even while they hold the pipe."""
+    import select
+
+    from conveyor.runtime.processes import exited
+
+    try:
+        watch = [os.pidfd_open(pid)] if hasattr(os, "pidfd_open") else []
+    except OSError:
+        watch = []
+    deadline = None if timeout is None else time.monotonic() + timeout
+    data = b""
+    need = 8
+    try:
+        while len(data) < need:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return _TIMED_OUT
+            slice_ = remaining if watch else min(0.5, remaining if remaining is not None else 0.5)
+            ready, _, _ = select.select([fd, *watch], [], [], slice_)
+            if fd in ready:
+                chunk = os.read(fd, max(65536, need - len(data)))
+                if not chunk:
+                    return None
+                data += chunk
+                if need == 8 and len(data) >= 8:
+                    need = 8 + int.from_bytes(data[:8], "big")
+            elif (ready or not watch) and exited(pid):
+                # gone: take what it wrote before it went, else it died without an outcome
+                ready, _, _ = select.select([fd], [], [], 0)
+                if not ready:
+                    return None
+    finally:
+        for wfd in watch:
+            os.close(wfd)
+    return data[8:need]
+
+
+def _child_attempt(task: StepTask, fn: Callable[..., Any], args: dict[str, Any], ctx: StepContext,
+                   buffer: io.StringIO, mark: int, fd: int) -> None:
+    """Run one attempt in the forked child, send its outcome, release what it left, and exit."""
+    import signal
+
+    from conveyor.runtime.processes import release_worker_pools, tie_to_parent
+
+    class _Stopped(BaseException):
+        pass
+
+    def stop(_signum: int, _frame: Any) -> None:
+        raise _Stopped
+
+    try:
+        for key in [k for k in _stores if not _is_local(k[0])]:
+            del _stores[key]   # a remote store's client may rely on an event-loop thread a fork does not copy
+        os.setsid()
+        # SIGTERM when the worker dies: the body unwinds and what it started is stopped below
+        tie_to_parent(os.getppid(), signum=signal.SIGTERM)
+        # Exit handlers registered before the fork belong to the worker; the ones the body registers
+        # (joblib's temporary folders, loky) run below, as they would at a normal exit.
+        atexit._clear()
+        signal.signal(signal.SIGTERM, stop)   # a timeout: unwind the body, then release its pools below
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        outcome: dict[str, Any]
+        stopped = False
+        try:
+            stored = _store(task, fn(**args), ctx)
+            outcome = {"outputs": stored.outputs, "logged": stored.logged}
+        except _Stopped:
+            outcome, stopped = {}, True
+        except BaseException as exc:
+            cause = exc.cause if isinstance(exc, _AfterCall) else exc
+            text = "".join(tb_module.format_exception(type(cause), cause, _user_frames(cause.__traceback__)))
+            retryable = not isinstance(exc, _AfterCall | KeyboardInterrupt | SystemExit) and isinstance(
+                exc, task.retry_on)
+            outcome = {"error": f"{type(cause).__name__}: {cause}", "text": text, "retryable": retryable}
+        signal.signal(signal.SIGTERM, lambda *_: os.killpg(0, signal.SIGKILL))
+        if outcome:
+            outcome.update(logs=buffer.getvalue()[mark:], metrics=list(ctx.metrics), params=dict(ctx.params))
+            try:
+                data = pickle.dumps(outcome)
+            except Exception as exc:
+                data = pickle.dumps({**outcome, "outputs": {}, "error": f"{type(exc).__name__}: {exc}",
+                                     "text": f"The step's outcome cannot be sent back: {exc}\n", "retryable": False})
+            frame = len(data).to_bytes(8, "big") + data
+            view = memoryview(frame)
+            while view:
+                view = view[os.write(fd, view):]
+        os.close(fd)
+        release_worker_pools()
+        atexit._run_exitfuncs()
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        if stopped:   # nobody may be left to clean up after us (the worker may be gone): take the group along
+            os.killpg(0, signal.SIGKILL)
+    finally:
+        os._exit(0)
+
+
+def _prepare(task: StepTask) -> tuple[Callable[..., Any], dict[str, Any]]:
+    fn = task.fn or resolve_function(task.fn_ref)  # type: ignore[arg-type]
+    return fn, _materialize_args(task)
+
+
 def run_task(task: StepTask) -> StepResult:
-    """Execute a task: the function with retries, then store its outputs. Never raises."""
+    """Execute a task in this process: the function with retries, then store its outputs. Never raises.
+
+    With a ``timeout``, each attempt runs in a thread. A thread cannot be stopped: a timed-out
+    attempt goes on in the background, and a retry (if ``retry_on`` allows one) waits for it to
+    finish first, so two attempts of one step never overlap.
+    """
+    return _run(task, _ThreadAttempts())
+
+
+def run_task_isolated(task: StepTask) -> StepResult:
+    """Execute a task with every attempt in a child process of its own (its own session).
+
+    A timed-out attempt is stopped, with every process it started, before a retry starts; after
+    each attempt, pools and processes the body left behind are shut down, so the worker returns as
+    soon as the step is done. Falls back to ``run_task`` where ``os.fork`` does not exist.
+    """
+    if not hasattr(os, "fork"):
+        return run_task(task)
+    return _run(task, _ChildAttempts())
+
+
+def _run(task: StepTask, attempts: _ThreadAttempts | _ChildAttempts) -> StepResult:
     started = time.time()
     buffer = io.StringIO()
     ctx = StepContext(run_id=task.run_id, step_name=task.step_name, node_name=task.node_name,
@@ -203,38 +457,36 @@ def run_task(task: StepTask) -> StepResult:
     try:
         with captured(buffer):
             try:
-                fn = task.fn or resolve_function(task.fn_ref)  # type: ignore[arg-type]
-                args = _materialize_args(task)
+                fn, args = _prepare(task)
             except Exception as exc:
                 return _failed(task, started, 1, exc, buffer, ctx)
             while True:
                 attempt += 1
                 ctx.attempt = attempt
                 try:
-                    value = _call_with_timeout(lambda: fn(**args), task.timeout, task.node_name)
+                    stored = attempts.attempt(task, fn, args, ctx, buffer)
                     break
+                except _AfterCall as exc:
+                    return _failed(task, started, attempt, exc.cause, buffer, ctx)
                 except BaseException as exc:
                     if isinstance(exc, KeyboardInterrupt | SystemExit):
                         raise
-                    retryable = isinstance(exc, task.retry_on) or isinstance(exc, StepTimeout)
+                    # retry_on decides, for timeouts too: StepTimeout is retried only if retry_on names it
+                    # (or a base class of it, like the default Exception)
+                    retryable = exc.retryable if isinstance(exc, _ChildFailure) else isinstance(exc, task.retry_on)
                     if attempt > task.retries or not retryable:
                         return _failed(task, started, attempt, exc, buffer, ctx)
                     delay = min(task.backoff_max, task.backoff * (2 ** (attempt - 1)))
-                    print(f"[conveyor] attempt {attempt} of {task.retries + 1} failed: "
-                          f"{type(exc).__name__}: {exc}; retrying in {delay:.2f}s", file=sys.stderr)
+                    error = exc.error if isinstance(exc, _ChildFailure) else f"{type(exc).__name__}: {exc}"
+                    print(f"[conveyor] attempt {attempt} of {task.retries + 1} failed: {error}; "
+                          f"retrying in {delay:.2f}s", file=sys.stderr)
+                    attempts.before_retry(attempt)
                     time.sleep(delay)
-            try:
-                values = _split_outputs(task, value)
-                store = artifact_store(task.artifact_root, task.inline_max_bytes)
-                outputs = {name: store.put(v) for name, v in values.items()}
-                logged = [(name, store.put_file(path)) for name, path in ctx.logged_files]
-            except Exception as exc:
-                return _failed(task, started, attempt, exc, buffer, ctx)
     finally:
         set_current_step(None) if token is None else _reset(token)
     return StepResult(status="succeeded", attempts=attempt, started_at=started, ended_at=time.time(),
-                      outputs=outputs, values=values if task.keep_values else None, logged=logged,
-                      logs=clip(buffer.getvalue()), metrics=ctx.metrics, params=ctx.params)
+                      outputs=stored.outputs, values=stored.values if task.keep_values else None,
+                      logged=stored.logged, logs=clip(buffer.getvalue()), metrics=ctx.metrics, params=ctx.params)
 
 
 def _reset(token: Any) -> None:
@@ -245,10 +497,14 @@ def _reset(token: Any) -> None:
 
 def _failed(task: StepTask, started: float, attempts: int, exc: BaseException, buffer: io.StringIO,
             ctx: StepContext) -> StepResult:
-    text = "".join(tb_module.format_exception(type(exc), exc, _user_frames(exc.__traceback__)))
+    if isinstance(exc, _ChildFailure):
+        text, error = exc.text, exc.error
+    else:
+        text = "".join(tb_module.format_exception(type(exc), exc, _user_frames(exc.__traceback__)))
+        error = f"{type(exc).__name__}: {exc}"
     buffer.write(text)
     return StepResult(status="failed", attempts=attempts, started_at=started, ended_at=time.time(),
-                      error=f"{type(exc).__name__}: {exc}", traceback=text, logs=clip(buffer.getvalue()),
+                      error=error, traceback=text, logs=clip(buffer.getvalue()),
                       metrics=ctx.metrics, params=ctx.params)
 
 

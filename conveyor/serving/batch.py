@@ -1,9 +1,15 @@
 """Batch scoring: stream Parquet or CSV in chunks across worker processes, resumably.
 
 The output is a folder of ``part-<chunk>.parquet`` files (input columns, ``prediction``,
-``model_version``) and a manifest ``_conveyor_batch.json`` that records the input fingerprint, the
-model version and the finished chunks. Re-running the same command after a crash does only the
-chunks not yet finished.
+``model_version``) and a manifest ``_conveyor_batch.json`` that records the run's key and the
+finished chunks. The key holds everything that changes the output: the model version and the hash
+of its artifact, the feature columns, the input (URL, size, modification time), the format, the
+chunk size and the output columns. Re-running with the same key after a crash does only the chunks
+not yet finished; a run with another key refuses to mix its parts with the earlier ones (or, with
+``overwrite``, starts over).
+
+Workers exit when the process that started them dies (even by SIGKILL), so a killed run leaves no
+worker holding memory or the metadata database.
 """
 
 from __future__ import annotations
@@ -44,10 +50,14 @@ _model: Any = None
 _version: str = ""
 
 
-def _init_worker(loader: ModelLoader, environ: dict[str, str]) -> None:
+def _init_worker(loader: ModelLoader, environ: dict[str, str], owner_pid: int) -> None:
     """Load the model once per worker, in the caller's current environment (a forkserver started
-    earlier would otherwise hand workers the environment of that moment: stale credentials, endpoints)."""
+    earlier would otherwise hand workers the environment of that moment: stale credentials, endpoints).
+    The worker exits when ``owner_pid`` (the scoring process) dies."""
     global _model, _version
+    from conveyor.runtime.processes import tie_to_parent
+
+    tie_to_parent(owner_pid, watchdog=True)
     for key in set(os.environ) - set(environ):
         del os.environ[key]
     os.environ.update(environ)
@@ -160,11 +170,59 @@ def _ipc(table: Any) -> bytes:
 
 # --- the run ------------------------------------------------------------------------------------
 
+def _columns(fs: Any, path: str, fmt: str) -> list[str]:
+    """The column names of the input, read from the Parquet footer or the CSV header only."""
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    with fs.open(path, "rb") as fh:
+        if fmt == "parquet":
+            return list(pq.ParquetFile(fh).schema_arrow.names)
+        return list(pacsv.open_csv(fh).schema.names)
+
+
+def check_features(fs: Any, path: str, uri: str, fmt: str, features: list[str] | None, model_version: str) -> None:
+    """Fail before any worker starts when the input lacks a column the model's signature names."""
+    if not features:
+        return
+    columns = _columns(fs, path, fmt)
+    missing = [f for f in features if f not in columns]
+    if missing:
+        shown = ", ".join(columns[:30]) + (", …" if len(columns) > 30 else "")
+        raise InvalidRequest(
+            f"Input {uri} lacks the feature column(s) {', '.join(missing)} that {model_version} expects (its "
+            f"signature: {', '.join(features)}). The file has: {shown or '(no columns)'}. Add the missing "
+            "columns, or score with a model version whose signature matches the file.", field="input")
+
+
+# Output columns every part file gets; part of the run key, so a change of layout never mixes parts.
+OUTPUT_COLUMNS = ("prediction", "model_version")
+
+
+def run_key(*, input_fingerprint: dict[str, Any], model_version: str, model_digest: str,
+            features: list[str] | None, fmt: str, chunk_rows: int) -> dict[str, Any]:
+    """Everything that changes a batch run's output: equal keys may share (resume) an output folder."""
+    return {"model_version": model_version, "model_digest": model_digest, "features": features,
+            "input": input_fingerprint, "format": fmt, "chunk_rows": chunk_rows,
+            "output_columns": list(OUTPUT_COLUMNS)}
+
+
+def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    if not old:
+        return ["the earlier run's key (written by an older version, without one)"]
+    return [f"{name} {old.get(name)!r} → {new[name]!r}" for name in new if old.get(name) != new[name]]
+
+
 def score_batch(load_model: ModelLoader, input_uri: str, output_uri: str, *, model_version: str,
                 workers: int = 2, chunk_rows: int = 100_000, features: list[str] | None = None,
                 fmt: str | None = None, overwrite: bool = False, storage_options: dict[str, Any] | None = None,
-                progress: bool = True) -> BatchResult:
-    """Score ``input_uri`` into the ``output_uri`` folder; resumes a run with the same arguments."""
+                progress: bool = True, model_digest: str = "") -> BatchResult:
+    """Score ``input_uri`` into the ``output_uri`` folder; resumes a run with the same key (see ``run_key``).
+
+    ``model_digest`` is the content hash of the model's artifact, so a version re-created with other
+    weights under the same name never resumes the earlier parts. ``features`` are checked against
+    the input's columns before any worker starts.
+    """
     import fsspec
     import pyarrow.parquet as pq
 
@@ -175,17 +233,20 @@ def score_batch(load_model: ModelLoader, input_uri: str, output_uri: str, *, mod
     ifs, ipath = fsspec.core.url_to_fs(input_uri, **options)
     ofs, opath = fsspec.core.url_to_fs(output_uri, **options)
     fingerprint = _fingerprint(ifs, ipath, input_uri)
+    check_features(ifs, ipath, input_uri, fmt, features, model_version)
+    key = run_key(input_fingerprint=fingerprint, model_version=model_version, model_digest=model_digest,
+                  features=features, fmt=fmt, chunk_rows=chunk_rows)
     ofs.makedirs(opath, exist_ok=True)
     manifest_path = f"{opath}/{MANIFEST}"
-    manifest = {"input": fingerprint, "model_version": model_version, "chunk_rows": chunk_rows, "format": fmt,
-                "done": {}}
+    manifest: dict[str, Any] = {"key": key, "done": {}}
     if ofs.exists(manifest_path):
         old = json.loads(ofs.cat_file(manifest_path))
-        same = all(old.get(k) == manifest[k] for k in ("input", "model_version", "chunk_rows", "format"))
+        same = old.get("key") == key
         if not same and not overwrite:
-            raise Conflict(f"{output_uri} holds a batch run of other inputs or another model "
-                           f"({old.get('model_version')} on {old.get('input', {}).get('uri')}). Use a new output "
-                           "or --overwrite.")
+            raise Conflict(
+                f"{output_uri} holds parts of another batch run; its output would differ in: "
+                f"{'; '.join(_differences(old.get('key') or {}, key))}. Parts of two runs are never mixed. "
+                "Use a new output or --overwrite (which deletes the earlier parts).")
         if same:
             manifest["done"] = old.get("done", {})
         else:
@@ -221,7 +282,7 @@ def score_batch(load_model: ModelLoader, input_uri: str, output_uri: str, *, mod
     bar: Any = _NoProgress()
     try:
         with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
-                                 initargs=(load_model, dict(os.environ))) as pool:
+                                 initargs=(load_model, dict(os.environ), os.getpid())) as pool:
             bar = _progress(progress, total_rows)
             for index, source in sources:
                 seen += 1

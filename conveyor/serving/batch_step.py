@@ -20,7 +20,8 @@ def score_file(model: str, input: str, output: str, workers: int = 2, chunk_rows
     ref = f"{version.model}:{version.version}"
     features = [c["name"] for c in (version.signature or {}).get("inputs", [])] or None
     loader = functools.partial(registered_model_loader, ctx.metadata_url, ctx.artifact_root, ref)
+    digest = registry.metadata.artifacts.get(version.artifact_id).content_hash
     result = score_batch(loader, input, output, model_version=ref, workers=workers, chunk_rows=chunk_rows,
-                         features=features, progress=False)
+                         features=features, progress=False, model_digest=digest)
     return {"output": output, "model_version": ref, "rows_scored": result.rows_scored,
             "chunks_scored": result.chunks_scored, "chunks_skipped": result.chunks_skipped}

@@ -145,3 +145,135 @@ def test_workers_see_the_callers_current_environment(tmp_path, monkeypatch) -> N
             assert set(scored.column("prediction").to_pylist()) == {float(mark)}
     finally:
         stop.set()
+
+
+class SumModel:
+    """Predicts the sum of the feature columns it is given (so other features give other predictions)."""
+
+    def predict(self, X):
+        return np.asarray(X, dtype="float64").sum(axis=1)
+
+
+def sum_loader() -> tuple[object, str]:
+    return SumModel(), "sum:1"
+
+
+def _score(pq_path: Path, out: Path, **kw):
+    args = {"model_version": "sum:1", "workers": 1, "chunk_rows": 50, "progress": False, **kw}
+    return score_batch(sum_loader, str(pq_path), str(out), **args)
+
+
+def test_rerun_with_other_features_never_reuses_parts(tmp_path: Path) -> None:
+    df, pq_path, _ = _data(tmp_path, rows=100)
+    out = tmp_path / "out"
+    _score(pq_path, out, features=["a", "b"])
+    with pytest.raises(Conflict, match=r"features \['a', 'b'\] → \['a'\].*Use a new output or --overwrite"):
+        _score(pq_path, out, features=["a"])
+    again = _score(pq_path, out, features=["a"], overwrite=True)
+    assert again.chunks_scored == 2 and again.chunks_skipped == 0
+    got = _read(out).sort_values("a")
+    np.testing.assert_allclose(got["prediction"], df["a"])          # not a + b from the first run
+
+
+def test_rerun_with_the_same_key_resumes_and_another_artifact_starts_over(tmp_path: Path) -> None:
+    _df, pq_path, _ = _data(tmp_path, rows=100)
+    out = tmp_path / "out"
+    _score(pq_path, out, features=["a", "b"], model_digest="sha256:one")
+    same = _score(pq_path, out, features=["a", "b"], model_digest="sha256:one")
+    assert same.chunks_skipped == 2 and same.chunks_scored == 0
+    with pytest.raises(Conflict, match="model_digest 'sha256:one' → 'sha256:two'"):
+        _score(pq_path, out, features=["a", "b"], model_digest="sha256:two")
+    with pytest.raises(Conflict, match="format 'parquet' → 'csv'|chunk_rows 50 → 25"):
+        _score(pq_path, out, features=["a", "b"], model_digest="sha256:one", chunk_rows=25)
+    key = json.loads((out / MANIFEST).read_text())["key"]
+    assert key["features"] == ["a", "b"] and key["model_digest"] == "sha256:one"
+    assert key["input"]["size"] == pq_path.stat().st_size and key["output_columns"] == ["prediction", "model_version"]
+
+
+@pytest.mark.parametrize("kind", ["parquet", "csv"])
+def test_input_missing_a_feature_fails_before_any_worker(tmp_path: Path, kind: str) -> None:
+    from conveyor.errors import InvalidRequest
+
+    _df, pq_path, csv_path = _data(tmp_path, rows=100)
+    src = pq_path if kind == "parquet" else csv_path
+    out = tmp_path / "out"
+    with pytest.raises(InvalidRequest, match=rf"Input {src} lacks the feature column\(s\) c, d that sum:1 expects"
+                                             r".*The file has: a, b\. Add the missing columns"):
+        _score(src, out, features=["a", "c", "b", "d"])
+    assert not out.exists() or not list(out.glob("part-*"))
+
+
+def _children(pid: int) -> set[int]:
+    """Live, non-zombie children of ``pid``, from /proc."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            fields = stat[stat.rfind(")") + 2:].split()
+            if fields[0] != "Z" and int(fields[1]) == pid:
+                found.add(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return b") Z" not in Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return False
+
+
+def _wait_for(condition, what: str, timeout: float = 60.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"gave up waiting for {what}"
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_sigkilled_cli_leaves_no_worker(client, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from sklearn.linear_model import LinearRegression
+
+    from tests.conftest import REPO
+
+    rows = 10_000
+    df = pd.DataFrame({"a": np.arange(rows, dtype="float64"), "b": np.ones(rows)})
+    src = tmp_path / "big.parquet"
+    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), src, row_group_size=10)
+    client.registry.register("reg", LinearRegression().fit(df[["a", "b"]], df["a"]), data=df[["a", "b"]])
+    out = tmp_path / "scored"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "conveyor.cli.main", "batch", "score", "reg", "--input", str(src),
+                             "--output", str(out), "--chunk-rows", "10", "--workers", "2", "--json"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    workers: set[int] = set()
+    try:
+        def scoring() -> bool:        # two workers up and at least one chunk recorded: mid-run
+            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+            try:
+                done = json.loads((out / MANIFEST).read_text())["done"]
+            except (OSError, ValueError, KeyError):
+                return False
+            workers.update(pid for pid in _children(proc.pid)
+                           if b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes())
+            return len(workers) >= 2 and len(done) >= 1
+
+        _wait_for(scoring, "the CLI to be scoring with two workers")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+        _wait_for(lambda: not any(_alive(pid) for pid in workers), "the orphaned workers to exit", timeout=30)
+        assert len(json.loads((out / MANIFEST).read_text())["done"]) < rows // 10   # it really was mid-run
+    finally:
+        for pid in workers:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        if proc.poll() is None:
+            proc.kill()
