@@ -15,6 +15,11 @@ variable                        meaning                                   defaul
 ``CONVEYOR_ACTOR``              who is acting (audit log, approvals)      the OS user name
 ``CONVEYOR_SERVE_MEMORY_MB``    model cache cap of one server process     ``2048``
 ``CONVEYOR_DEFAULT_ENDPOINT``   endpoint for paths that name none         the only endpoint, if one
+``CONVEYOR_SERVE_MAX_BODY_BYTES`` largest request body (413 beyond)       ``33554432`` (32 MiB)
+``CONVEYOR_SERVE_MAX_IN_FLIGHT``  requests a worker admits at once (503)  ``64``
+``CONVEYOR_SERVE_LOG_MAX_ROWS``   prediction-log rows held in memory:     ``500000``
+                                the most a SIGKILL can lose (per worker)
+``CONVEYOR_SERVE_LOG_INTERVAL_S`` prediction-log flush interval (seconds) ``2``
 ``AIP_HTTP_PORT``               Vertex AI: the port to listen on          ``8080``
 ``AIP_PREDICT_ROUTE``           Vertex AI: the prediction path            ``/predict``
 ``AIP_HEALTH_ROUTE``            Vertex AI: the health path                ``/health``
@@ -49,6 +54,10 @@ class Settings:
     serve_memory_mb: int = 2048
     default_endpoint: str | None = None
     aip_http_port: int | None = None
+    serve_max_body_bytes: int = 32 << 20
+    serve_max_in_flight: int = 64
+    serve_log_max_rows: int = 500_000
+    serve_log_interval_s: float = 2.0
     aip_predict_route: str = "/predict"
     aip_health_route: str = "/health"
 
@@ -78,6 +87,16 @@ def _int(name: str, raw: object) -> int:
         raise ConfigurationError(f"{name}={raw!r} is not a whole number.") from None
     if value < 0:
         raise ConfigurationError(f"{name}={raw!r} must not be negative.")
+    return value
+
+
+def _positive_float(name: str, raw: object) -> float:
+    try:
+        value = float(str(raw))
+    except ValueError:
+        raise ConfigurationError(f"{name}={raw!r} is not a number.") from None
+    if not value > 0:
+        raise ConfigurationError(f"{name}={raw!r} must be a positive number of seconds.")
     return value
 
 
@@ -121,4 +140,11 @@ def load_settings(env: Mapping[str, str] | None = None, cwd: Path | None = None)
                     default_endpoint=str(default_endpoint) if default_endpoint else None,
                     aip_http_port=_int("AIP_HTTP_PORT", aip_port) if aip_port else None,
                     aip_predict_route=env.get("AIP_PREDICT_ROUTE", "/predict"),
-                    aip_health_route=env.get("AIP_HEALTH_ROUTE", "/health"))
+                    aip_health_route=env.get("AIP_HEALTH_ROUTE", "/health"),
+                    serve_max_body_bytes=max(1, _int("CONVEYOR_SERVE_MAX_BODY_BYTES",
+                                                     get("serve_max_body_bytes", 32 << 20))),
+                    serve_max_in_flight=max(1, _int("CONVEYOR_SERVE_MAX_IN_FLIGHT", get("serve_max_in_flight", 64))),
+                    serve_log_max_rows=max(1, _int("CONVEYOR_SERVE_LOG_MAX_ROWS",
+                                                   get("serve_log_max_rows", 500_000))),
+                    serve_log_interval_s=_positive_float("CONVEYOR_SERVE_LOG_INTERVAL_S",
+                                                         get("serve_log_interval_s", 2.0)))

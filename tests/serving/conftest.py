@@ -71,3 +71,63 @@ def fitted_pipeline(seed: int = 0) -> tuple[Any, Any]:
     X, y = training_data(seed)
     pre = ColumnTransformer([("plan", OneHotEncoder(), ["plan"])], remainder="passthrough")
     return Pipeline([("pre", pre), ("clf", LogisticRegression())]).fit(X, y), X
+
+
+class ServeProcess:
+    """A real ``conveyor serve`` in a subprocess (its own process group), on a free port."""
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+        import os
+        import subprocess
+        import sys
+        from pathlib import Path
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        exe = str(Path(sys.executable).parent / "conveyor")
+        self.proc = subprocess.Popen([exe, "serve", "--host", "127.0.0.1", "--port", str(self.port), *args],
+                                     env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, start_new_session=True)
+
+    def wait_healthy(self, timeout: float = 90) -> ServeProcess:
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, f"server exited: {self.proc.stderr.read().decode()[-2000:]}"
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError("server did not become healthy")
+
+    def kill(self, sig: int) -> None:
+        import os
+
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig)
+        self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        import signal
+
+        if self.proc.poll() is None:
+            self.kill(signal.SIGTERM)
+        if self.proc.stderr:
+            self.proc.stderr.close()
+
+
+@pytest.fixture
+def serve_process() -> Iterator[Callable[..., ServeProcess]]:
+    started: list[ServeProcess] = []
+
+    def start(*args: str, env: dict[str, str] | None = None) -> ServeProcess:
+        p = ServeProcess(*args, env=env)
+        started.append(p)
+        return p.wait_healthy()
+
+    yield start
+    for p in started:
+        p.stop()
