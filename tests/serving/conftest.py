@@ -85,16 +85,25 @@ class ServeProcess:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         exe = str(Path(sys.executable).parent / "conveyor")
+        import tempfile
+
+        # stderr to a file, not a pipe nobody reads: a full pipe would stall the server's logging.
+        self.log = tempfile.TemporaryFile()
         self.proc = subprocess.Popen([exe, "serve", "--host", "127.0.0.1", "--port", str(self.port), *args],
                                      env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, start_new_session=True)
+                                     stderr=self.log, start_new_session=True)
+
+    def output(self) -> str:
+        """What the server wrote on stderr so far."""
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")
 
     def wait_healthy(self, timeout: float = 90) -> ServeProcess:
         import httpx
 
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            assert self.proc.poll() is None, f"server exited: {self.proc.stderr.read().decode()[-2000:]}"
+            assert self.proc.poll() is None, f"server exited: {self.output()[-2000:]}"
             try:
                 if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
                     return self
@@ -115,8 +124,13 @@ class ServeProcess:
 
         if self.proc.poll() is None:
             self.kill(signal.SIGTERM)
-        if self.proc.stderr:
-            self.proc.stderr.close()
+        self.log.close()
+
+    def rss_bytes(self) -> int:
+        """The server process's resident memory, from /proc."""
+        with open(f"/proc/{self.proc.pid}/status") as fh:
+            line = next(x for x in fh if x.startswith("VmRSS:"))
+        return int(line.split()[1]) * 1024
 
 
 @pytest.fixture

@@ -20,8 +20,7 @@ from starlette.routing import Route
 
 from conveyor.errors import InvalidRequest
 from conveyor.serving.openapi import CSV_BODY, FRAME_BODY, describe
-from conveyor.serving.protocols.base import (frame_from_json, guarded, json_response, load_json, parsing,
-                                             signature_names)
+from conveyor.serving.protocols.base import frame_from_json, guarded, json_response, load_json, signature_names
 
 
 # Clients that send JSON without saying so (curl -d, some SDKs) are accepted as JSON too.
@@ -31,8 +30,10 @@ JSON_TYPES = frozenset({"application/json", "", "application/x-www-form-urlencod
 
 def parse_csv(body: bytes, names: list[str] | None) -> dict[str, list[Any]]:
     text = body.decode("utf-8", errors="replace")
-    with parsing("body"):
-        rows = [r for r in csv.reader(io.StringIO(text.replace("\0", ""))) if r]
+    try:
+        rows = [r for r in csv.reader(io.StringIO(text, newline=""), strict=True) if r]
+    except csv.Error as exc:
+        raise InvalidRequest(f"The CSV body could not be read: {exc}.", field="body") from None
     if not rows:
         raise InvalidRequest("The CSV body holds no rows.", field="body")
     if names and [c.strip() for c in rows[0]] == names:
