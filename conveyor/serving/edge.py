@@ -3,7 +3,8 @@
 - **Body size**: a ``Content-Length`` above ``max_body_bytes`` is answered 413 before a byte is
   read; a body without one (chunked) is counted as it streams and stopped at the limit.
 - **Admission**: at most ``max_in_flight`` requests in this worker at once; the next ones are
-  answered 503 with ``Retry-After`` at once instead of waiting in a queue that only grows.
+  answered 503 with ``Retry-After`` at once instead of waiting in a queue that only grows
+  (counted in ``/metrics``, summed up in the log; no access-log line each, see ``_shed``).
 - **Every unexpected error**: whatever escapes a route becomes a JSON 500 naming the request id,
   logged with its traceback and counted in ``/metrics`` (never a plain-text page).
 - Starlette's own 404 (no such path) and 405 (wrong method) answer JSON too (``http_error``).
@@ -18,13 +19,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
+import orjson
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from conveyor.errors import ConveyorError, PayloadTooLarge, Unavailable
+from conveyor.errors import ConveyorError, PayloadTooLarge
 from conveyor.serving.protocols.base import answer_error, json_response
 
 log = logging.getLogger("conveyor.serving")
@@ -58,16 +61,22 @@ class Edge:
         self.max_in_flight = max_in_flight
         self.in_flight = 0
         self.shed = 0
+        self._shed_counters: tuple[Any, Any] | None = None
+        self._shed_logged = 0.0
+        body = orjson.dumps({"error": f"The server is at its limit of {max_in_flight} requests in flight per worker "
+                                      "(CONVEYOR_SERVE_MAX_IN_FLIGHT); retry after the time in Retry-After.",
+                             "field": "server"})
+        self._shed_start = {"type": "http.response.start", "status": 503, "headers": [
+            (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+            (b"retry-after", b"1")]}
+        self._shed_body = {"type": "http.response.body", "body": body}
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         if self.in_flight >= self.max_in_flight:
-            self.shed += 1
-            await self._fail(scope, receive, send, Unavailable(
-                f"The server is at its limit of {self.max_in_flight} requests in flight per worker "
-                "(CONVEYOR_SERVE_MAX_IN_FLIGHT); retry shortly.", retry_after=1.0))
+            await self._shed(send)
             return
         self.in_flight += 1
         try:
@@ -84,6 +93,26 @@ class Edge:
                 await self._fail(scope, receive, send, exc)
         finally:
             self.in_flight -= 1
+
+    async def _shed(self, send: Any) -> None:
+        """Answer 503 at the least cost: under overload, shedding must stay much cheaper than serving.
+
+        One constant answer (no request id, no access-log line: a flood of them would cost what
+        serving costs), counted in /metrics and summed up in the server log at most once a second.
+        """
+        self.shed += 1
+        if self._shed_counters is None:
+            m = self.service.metrics
+            self._shed_counters = (m.requests.labels("-", "-", "http", "503"), m.errors.labels("-", "-", "Overloaded"))
+        for counter in self._shed_counters:
+            counter.inc()
+        await send(self._shed_start)
+        await send(self._shed_body)
+        now = time.monotonic()
+        if now - self._shed_logged >= 1.0:
+            log.warning("overloaded: %d requests shed so far (limit %d in flight per worker)", self.shed,
+                        self.max_in_flight)
+            self._shed_logged = now
 
     def _too_large(self, length: int | None) -> PayloadTooLarge:
         size = f"{length} bytes" if length is not None else "A body without Content-Length"
