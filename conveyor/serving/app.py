@@ -46,13 +46,13 @@ def create_app(service: ServingService, settings: Any, protocols: list[str] | No
         return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     async def openapi(request: Request) -> Response:
-        return json_response(document)
+        # Built from the live route list on each call, so routes mounted after create_app appear too.
+        return json_response(openapi_document(request.app.routes))
 
     routes += [Route("/healthz", healthz, methods=["GET"]), Route("/readyz", readyz, methods=["GET"]),
                Route("/metrics", metrics, methods=["GET"]), Route("/openapi.json", openapi, methods=["GET"])]
     # The router tries routes in order: predictions (POST) first, each protocol's order kept.
     routes.sort(key=lambda r: "POST" not in (getattr(r, "methods", None) or ()))
-    document = openapi_document(routes)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

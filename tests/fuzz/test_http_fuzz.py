@@ -17,8 +17,8 @@ import pytest
 
 from tests.serving.conftest import ServeProcess, fitted_pipeline
 
-EXAMPLES = 10
-ROUNDS = 10
+EXAMPLES = 8
+ROUNDS = 6
 MAX_BODY = 1 << 20
 
 

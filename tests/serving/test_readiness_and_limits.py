@@ -136,3 +136,25 @@ def test_a_body_beyond_the_limit_is_413_json(run_server, chunked) -> None:
     assert r.status_code == 413 and r.json()["field"] == "body" and "1000 bytes" in r.json()["error"]
     small = httpx.post(f"{server.url}/invocations", json={"instances": [[1.0]]})
     assert small.status_code == 200 and small.json() == {"predictions": [1.0]}
+
+
+def test_the_openapi_description_lists_every_route_even_one_mounted_later(run_server) -> None:
+    from starlette.routing import Route
+
+    from conveyor.serving.protocols.base import json_response
+
+    async def action(request):
+        return json_response({"done": True})
+
+    app = create_app(ServingService(InMemoryCatalog()), load_settings())
+    app.router.routes.append(Route("/registry/actions/{model}", action, methods=["POST"]))
+    server = run_server(app)
+    doc = httpx.get(f"{server.url}/openapi.json").json()
+    assert doc["openapi"].startswith("3.")
+    assert doc["paths"]["/registry/actions/{model}"]["post"]["requestBody"]["content"] == {
+        "application/json": {"schema": {}}}
+    infer = doc["paths"]["/v2/models/{name}/versions/{version}/infer"]["post"]
+    assert [p["name"] for p in infer["parameters"]] == ["name", "version"]
+    assert "inputs" in infer["requestBody"]["content"]["application/json"]["schema"]["properties"]
+    assert set(doc["paths"]["/invocations"]["post"]["requestBody"]["content"]) == {"application/json", "text/csv"}
+    assert {"/readyz", "/metrics", "/v2/health/ready", "/score", "/predict", "/ping"} <= set(doc["paths"])
