@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from typing import Any
 
 from conveyor.errors import ConveyorError
 from conveyor.serving.catalog import ApiKey, EndpointSpec, LoadedModel, ModelKey, Signature, WeightedRoute
-
-log = logging.getLogger("conveyor.serving")
 
 
 class RegistryCatalog:

@@ -158,3 +158,26 @@ def test_the_openapi_description_lists_every_route_even_one_mounted_later(run_se
     assert "inputs" in infer["requestBody"]["content"]["application/json"]["schema"]["properties"]
     assert set(doc["paths"]["/invocations"]["post"]["requestBody"]["content"]) == {"application/json", "text/csv"}
     assert {"/readyz", "/metrics", "/v2/health/ready", "/score", "/predict", "/ping"} <= set(doc["paths"])
+
+
+def test_two_limiters_on_one_shared_table_share_each_keys_bucket(tmp_path) -> None:
+    """Two workers' limiters, as two processes map it: one bucket per key between them."""
+    import multiprocessing as mp
+
+    from conveyor.serving.rate_limits import SharedRateLimiter, create_table
+
+    path = create_table(str(tmp_path))
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(2) as pool:      # a limiter in each of two processes takes 5 tokens of a 0.01/s key
+        taken = pool.starmap(_take_tokens, [(path, "k1", 5), (path, "k1", 5)])
+    assert sum(taken) == 1                 # capacity max(1, 0.01) = 1 token for both processes together
+    local = SharedRateLimiter(path)
+    assert local.take("k2", 0.01) == 0.0 and local.take("k2", 0.01) > 0   # another key: its own bucket
+    local.close()
+
+
+def _take_tokens(path: str, key: str, n: int) -> int:
+    from conveyor.serving.rate_limits import SharedRateLimiter
+
+    limiter = SharedRateLimiter(path)
+    return sum(1 for _ in range(n) if limiter.take(key, 0.01) == 0.0)
