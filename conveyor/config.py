@@ -27,6 +27,11 @@ variable                        meaning                                   defaul
                                 (pickle, joblib, skops types outside the
                                 allow-list): ``local`` = only from a
                                 local artifact root, ``true``, ``false``
+``CONVEYOR_SERVE_MAX_BODY_BYTES`` largest request body (413 beyond)       ``33554432`` (32 MiB)
+``CONVEYOR_SERVE_MAX_IN_FLIGHT``  requests a worker admits at once (503)  ``64``
+``CONVEYOR_SERVE_LOG_MAX_ROWS``   prediction-log rows held in memory:     ``500000``
+                                the most a SIGKILL can lose (per worker)
+``CONVEYOR_SERVE_LOG_INTERVAL_S`` prediction-log flush interval (seconds) ``2``
 ``AIP_HTTP_PORT``               Vertex AI: the port to listen on          ``8080``
 ``AIP_PREDICT_ROUTE``           Vertex AI: the prediction path            ``/predict``
 ``AIP_HEALTH_ROUTE``            Vertex AI: the health path                ``/health``
@@ -62,6 +67,10 @@ class Settings:
     serve_memory_mb: int = 2048
     default_endpoint: str | None = None
     aip_http_port: int | None = None
+    serve_max_body_bytes: int = 32 << 20
+    serve_max_in_flight: int = 64
+    serve_log_max_rows: int = 500_000
+    serve_log_interval_s: float = 2.0
     aip_predict_route: str = "/predict"
     aip_health_route: str = "/health"
     agent_heartbeat_s: float = 60.0
@@ -173,7 +182,14 @@ def load_settings(env: Mapping[str, str] | None = None, cwd: Path | None = None)
                     artifact_retries=_int("CONVEYOR_ARTIFACT_RETRIES", get("artifact_retries", 4)),
                     artifact_backoff_s=_float("CONVEYOR_ARTIFACT_BACKOFF_S", get("artifact_backoff_s", 0.5)),
                     metadata_retries=_int("CONVEYOR_METADATA_RETRIES", get("metadata_retries", 4)),
-                    metadata_backoff_s=_float("CONVEYOR_METADATA_BACKOFF_S", get("metadata_backoff_s", 0.25)))
+                    metadata_backoff_s=_float("CONVEYOR_METADATA_BACKOFF_S", get("metadata_backoff_s", 0.25)),
+                    serve_max_body_bytes=max(1, _int("CONVEYOR_SERVE_MAX_BODY_BYTES",
+                                                     get("serve_max_body_bytes", 32 << 20))),
+                    serve_max_in_flight=max(1, _int("CONVEYOR_SERVE_MAX_IN_FLIGHT", get("serve_max_in_flight", 64))),
+                    serve_log_max_rows=max(1, _int("CONVEYOR_SERVE_LOG_MAX_ROWS",
+                                                   get("serve_log_max_rows", 500_000))),
+                    serve_log_interval_s=_seconds("CONVEYOR_SERVE_LOG_INTERVAL_S",
+                                                         get("serve_log_interval_s", 2.0)))
 
 
 def debug_enabled(env: Mapping[str, str] | None = None) -> bool:

@@ -20,8 +20,11 @@ The tree::
     ├── Conflict                      the action clashes with current state
     ├── PermissionDenied              the actor lacks the role or scope
     ├── InvalidRequest                an input (HTTP body, file) does not match its schema
+    │   └── PayloadTooLarge           a body beyond the server's size limit (413)
     ├── Unauthenticated               no key, or a key that matches none
-    └── RateLimited                   too many requests for a key
+    ├── RateLimited                   too many requests for a key
+    ├── Unavailable                   overloaded, or an endpoint that cannot be served (503)
+    └── PredictionFailed              the model raised on a valid input (500)
 
 Library errors (SQLAlchemy, botocore, fsspec) are translated where the backend
 starts, so the engine and the CLI only ever meet these.
@@ -194,3 +197,35 @@ class StepTimeout(ConveyorError):
     """
 
     headline = "Step timed out"
+
+
+class PayloadTooLarge(InvalidRequest):
+    """A request body is larger than the server accepts (``CONVEYOR_SERVE_MAX_BODY_BYTES``)."""
+
+    headline = "Payload too large"
+
+
+class Unavailable(ConveyorError):
+    """The server cannot take this request now: overloaded, or the endpoint cannot be served.
+
+    ``retry_after`` is a hint in seconds (None when waiting will not help, e.g. a missing version).
+    """
+
+    exit_code = 5
+    headline = "Unavailable"
+
+    def __init__(self, message: str, *, retry_after: float | None = None, field: str | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.field = field
+
+
+class PredictionFailed(ConveyorError):
+    """The model raised on an input that passed validation (the server's fault, answered 500)."""
+
+    exit_code = 3
+    headline = "Prediction failed"
+
+    def __init__(self, message: str, *, version: int | None = None) -> None:
+        super().__init__(message)
+        self.version = version

@@ -5,6 +5,12 @@ predicted row: ``request_id``, ``row``, ``ts`` (UTC), ``endpoint``, ``model``, `
 ``latency_ms``, ``prediction`` (or ``prediction_text`` for labels that are text) and one
 ``feature.<name>`` column per input. A full buffer drops whole requests and counts them rather
 than slow requests down; stopping the log flushes what is buffered.
+
+Crash safety: a file is written under a temporary name (``.<uuid>.parquet.tmp``, which readers skip)
+and renamed when complete, so a SIGKILL never leaves a partial Parquet file where readers look (object
+stores publish an object only when its upload completes, so there it is written in place). The rows a
+SIGKILL can lose are those not yet written: at most ``max_rows`` per server process, since rows being
+written still count against the buffer until their file is complete.
 """
 
 from __future__ import annotations
@@ -130,7 +136,8 @@ class PredictionLog:
         self._full: list[tuple[tuple[Any, ...], _Block]] = []
         self._entries: dict[tuple[str, int], list[_Entry]] = {}    # (endpoint, hour) -> requests of other layouts
         self._spare: dict[tuple[int, int], list[_Block]] = {}      # (width, rows) -> emptied blocks for reuse
-        self._rows = 0
+        self._rows = 0          # buffered + being written: never above max_rows (the most a crash loses)
+        self._buffered = 0      # waiting for the writer
         self._lock = threading.Lock()
         self._write_lock = threading.Lock()
         self._wake = threading.Event()
@@ -182,8 +189,9 @@ class PredictionLog:
                         _Entry(request_id, ts, model, version, shadow, latency_ms,
                                batch if batch is not None else columns, pred))
                 self._rows += n
+                self._buffered += n
                 dropped = False
-                full = self._rows >= self.flush_rows
+                full = self._buffered >= self.flush_rows
         if dropped:
             self._on_drop(n)
             if self.dropped_rows == n or self.dropped_rows % 10_000 < n:
@@ -233,26 +241,34 @@ class PredictionLog:
                 blocks = self._full + list(self._open.items())
                 entries = self._entries
                 self._full, self._open, self._entries = [], {}, {}
-                self._rows = 0
-            tables: dict[tuple[str, int], list[Any]] = {}
-            for (endpoint, hour, *_), block in blocks:
-                try:
-                    tables.setdefault((endpoint, hour), []).append(block.table())
-                except Exception:
-                    self._lost(block.rows, "preparing")
-                self._recycle(block)
-            for key, group in entries.items():
-                try:
-                    tables.setdefault(key, []).extend(_entry_tables(group))
-                except Exception:
-                    self._lost(sum(len(e.prediction) for e in group), "preparing")
-            total = 0
-            for (endpoint, hour), group in tables.items():
-                try:
-                    total += self._write(endpoint, hour, group)
-                except Exception:   # never let a storage hiccup kill the thread; the rows count as dropped
-                    self._lost(sum(t.num_rows for t in group), "writing")
-            return total
+                taken, self._buffered = self._buffered, 0
+            try:
+                return self._write_all(blocks, entries)
+            finally:
+                with self._lock:
+                    self._rows -= taken
+
+    def _write_all(self, blocks: list[Any], entries: dict[tuple[str, int], list[_Entry]]) -> int:
+        """Turn what one flush took into tables and files."""
+        tables: dict[tuple[str, int], list[Any]] = {}
+        for (endpoint, hour, *_), block in blocks:
+            try:
+                tables.setdefault((endpoint, hour), []).append(block.table())
+            except Exception:
+                self._lost(block.rows, "preparing")
+            self._recycle(block)
+        for key, group in entries.items():
+            try:
+                tables.setdefault(key, []).extend(_entry_tables(group))
+            except Exception:
+                self._lost(sum(len(e.prediction) for e in group), "preparing")
+        total = 0
+        for (endpoint, hour), group in tables.items():
+            try:
+                total += self._write(endpoint, hour, group)
+            except Exception:   # never let a storage hiccup kill the thread; the rows count as dropped
+                self._lost(sum(t.num_rows for t in group), "writing")
+        return total
 
     def _lost(self, n: int, doing: str) -> None:
         self.dropped_rows += n
@@ -275,12 +291,17 @@ class PredictionLog:
                    for schema, group in groups)
 
     def _write_file(self, path: str, schema: Any, tables: list[Any]) -> int:
+        folder, _, name = path.rpartition("/")
+        local = _is_local(self.fs)
+        target = f"{folder}/.{name}.tmp" if local else path
         try:
-            with self.fs.open(path, "wb") as fh:
+            with self.fs.open(target, "wb") as fh:
                 rows = _encode(fh, schema, tables, self.row_group_rows)
+            if local:
+                self.fs.mv(target, path)             # a rename: the file appears whole or not at all
         except BaseException:
             with contextlib.suppress(Exception):      # no half-written file for readers to trip on
-                self.fs.rm(path)
+                self.fs.rm(target)
             raise
         self.written_files.append(path)
         return rows
@@ -291,6 +312,16 @@ class PredictionLog:
         self._wake.set()
         self._thread.join(timeout=30)
         self.flush()
+
+
+def _is_local(fs: Any) -> bool:
+    protocol = fs.protocol if isinstance(fs.protocol, tuple | list) else (fs.protocol,)
+    return bool({"file", "local"} & set(protocol))
+
+
+def is_log_file(path: str) -> bool:
+    """A complete prediction-log file (not a temporary one of a write in progress or cut short)."""
+    return path.endswith(".parquet") and not path.rpartition("/")[2].startswith(".")
 
 
 def _encode(fh: Any, schema: Any, tables: list[Any], row_group_rows: int) -> int:
@@ -400,7 +431,7 @@ def read_prediction_log(root: str, endpoint: str | None = None, since: dt.dateti
     folder = base.rstrip("/") + "/predictions"
     if endpoint:
         folder += f"/endpoint={endpoint}"
-    files = [f for f in fs.find(folder) if f.endswith(".parquet") and _hour_in_window(f, since, until)]
+    files = [f for f in fs.find(folder) if is_log_file(f) and _hour_in_window(f, since, until)]
     if not files:
         return pa.table({})
     factory = ds.FileSystemDatasetFactory(

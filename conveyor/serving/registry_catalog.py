@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from typing import Any
 
 from conveyor.errors import ConveyorError
 from conveyor.serving.catalog import ApiKey, EndpointSpec, LoadedModel, ModelKey, Signature, WeightedRoute
-
-log = logging.getLogger("conveyor.serving")
 
 
 class RegistryCatalog:
@@ -19,6 +16,7 @@ class RegistryCatalog:
         self.metadata = metadata
         self.artifacts = artifacts
         self.registry = registry
+        self.unserved: dict[str, str] = {}    # endpoint -> why, from the last endpoints() call
 
     def revision(self) -> str:
         return str(self.metadata.models.state_version("serving"))
@@ -29,15 +27,19 @@ class RegistryCatalog:
 
     def endpoints(self) -> Mapping[str, EndpointSpec]:
         out: dict[str, EndpointSpec] = {}
+        unserved: dict[str, str] = {}
         for rec in self.metadata.endpoints.list():
             spec = rec.spec
+            refs = [r["model"] for r in spec["routes"]] + list(spec.get("shadows", []))
             try:
                 routes = tuple(WeightedRoute(self.resolve(r["model"]), float(r["weight"])) for r in spec["routes"])
                 shadows = tuple(self.resolve(s) for s in spec.get("shadows", []))
-            except ConveyorError as exc:   # e.g. an alias was removed: keep the other endpoints serving
-                log.error("endpoint %s is not served: %s", rec.name, exc)
+            except ConveyorError as exc:   # e.g. a version was deleted: keep the other endpoints serving
+                unserved[rec.name] = (f"Endpoint '{rec.name}' cannot be served: its routes name "
+                                      f"{', '.join(refs)} and {exc}")
                 continue
             out[rec.name] = EndpointSpec(rec.name, routes, shadows, spec.get("sticky_header"))
+        self.unserved = unserved
         return out
 
     def load_model(self, key: ModelKey) -> LoadedModel:

@@ -8,7 +8,7 @@ import random
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from conveyor.errors import NotFound
+from conveyor.errors import NotFound, Unavailable
 from conveyor.serving.catalog import EndpointSpec, ModelKey
 
 
@@ -44,11 +44,13 @@ class Route:
 class RoutingTable:
     """All endpoints of one catalog revision; replaced whole when the catalog changes."""
 
-    def __init__(self, endpoints: Mapping[str, EndpointSpec], revision: str, default: str | None = None) -> None:
+    def __init__(self, endpoints: Mapping[str, EndpointSpec], revision: str, default: str | None = None, *,
+                 broken: Mapping[str, str] | None = None) -> None:
         self.revision = revision
         self.routes = {name: Route.compile(spec) for name, spec in endpoints.items() if spec.routes}
-        self.default = default if default in self.routes else (next(iter(self.routes)) if len(self.routes) == 1
-                                                               else None)
+        self.broken = dict(broken or {})      # endpoint -> why it cannot be served
+        names = [*self.routes, *(n for n in self.broken if n not in self.routes)]
+        self.default = default if default in names else (names[0] if len(names) == 1 else None)
 
     def models(self) -> set[ModelKey]:
         keys: set[ModelKey] = set()
@@ -65,5 +67,7 @@ class RoutingTable:
             name = self.default
         route = self.routes.get(name)
         if route is None:
+            if name in self.broken:
+                raise Unavailable(self.broken[name], field="endpoint")
             raise NotFound(f"No endpoint '{name}'. Endpoints: {', '.join(sorted(self.routes)) or '(none)'}.")
         return route

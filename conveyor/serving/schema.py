@@ -106,7 +106,7 @@ class RowBlock:
                 for i, j in np.argwhere((m == 0.0) | (m == 1.0)):
                     if type(rows[i][j]) is bool:
                         return None
-        if m.shape[1] != len(specs):
+        if m.shape[1] != len(specs) or not np.isfinite(m).all():   # a null became NaN: the careful path names it
             return None
         ints = [j for j, s in enumerate(specs) if s.dtype.startswith(("int", "uint"))]
         if ints:
@@ -158,7 +158,11 @@ def from_columns(data: Any, field: str = "inputs") -> dict[str, list[Any]]:
 
 def _convert(name: str, values: list[Any], dtype: str) -> np.ndarray:
     if dtype in NUMERIC:
-        arr = np.asarray(values)
+        try:
+            arr = np.asarray(values)
+        except (ValueError, TypeError):          # ragged nested lists
+            raise InvalidRequest(f"Column '{name}' must hold one value per row, not nested lists.",
+                                 field=name) from None
         if arr.dtype.kind in "iuf" and arr.ndim == 1:      # true/false mixed with numbers became 1/0
             for i in np.flatnonzero((arr == 0) | (arr == 1)):
                 if type(values[i]) is bool:
@@ -170,14 +174,15 @@ def _convert(name: str, values: list[Any], dtype: str) -> np.ndarray:
                 arr = np.asarray(values, dtype="float64")
             except (ValueError, TypeError):
                 bad = next((v for v in values if isinstance(v, bool) or not isinstance(v, int | float)), None)
-                raise InvalidRequest(f"Column '{name}' expects {dtype}, got {type(bad).__name__} {bad!r}.",
-                                     field=name) from None
+                what = "null" if bad is None else f"{type(bad).__name__} {bad!r}"[:80]
+                raise InvalidRequest(f"Column '{name}' expects {dtype}, got {what}.", field=name) from None
         if arr.ndim != 1:
             raise InvalidRequest(f"Column '{name}' must hold one value per row, not nested lists.", field=name)
+        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+            raise InvalidRequest(f"Column '{name}' has a missing value or an infinite one (null/NaN/Infinity) in row "
+                                 f"{int(np.flatnonzero(~np.isfinite(arr))[0])}; {dtype} columns need a finite number "
+                                 "in every row.", field=name)
         if dtype.startswith(("int", "uint")) and arr.dtype.kind == "f":
-            if np.isnan(arr).any():
-                raise InvalidRequest(f"Column '{name}' has a missing value (null/NaN); {dtype} columns need a "
-                                     "whole number in every row.", field=name)
             if not np.all(arr == np.floor(arr)):
                 raise InvalidRequest(f"Column '{name}' expects whole numbers ({dtype}).", field=name)
             return arr.astype(dtype)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 from typing import Any
@@ -10,8 +11,11 @@ from conveyor.config import Settings, load_settings
 
 
 def build_app(settings: Settings | None = None, *, auth: str = "auto", default_endpoint: str | None = None,
-              access_log: bool = True, prediction_log: bool = True) -> Any:
-    """The production app for ``settings``: registry catalog, Parquet prediction log, all protocols."""
+              access_log: bool = True, prediction_log: bool = True, rate_table: str | None = None) -> Any:
+    """The production app for ``settings``: registry catalog, Parquet prediction log, all protocols.
+
+    ``rate_table`` is the shared rate-limit table of a multi-worker server (``rate_limits.py``).
+    """
     from conveyor.runtime.client import Client
     from conveyor.serving.app import create_app
     from conveyor.serving.prediction_log import PredictionLog
@@ -23,8 +27,15 @@ def build_app(settings: Settings | None = None, *, auth: str = "auto", default_e
     catalog = RegistryCatalog(client.metadata, client.artifacts, client.registry)
     service = ServingService(catalog, memory_cap_bytes=settings.serve_memory_mb << 20,
                              default_endpoint=default_endpoint or settings.default_endpoint, auth=auth)
+    if rate_table:
+        from conveyor.serving.rate_limits import SharedRateLimiter
+
+        service.limiter = SharedRateLimiter(rate_table)
     if prediction_log:
-        service.prediction_log = PredictionLog(settings.artifact_root,
+        max_rows = settings.serve_log_max_rows
+        service.prediction_log = PredictionLog(settings.artifact_root, max_rows=max_rows,
+                                               flush_rows=max(1, min(50_000, max_rows // 2)),
+                                               interval_s=settings.serve_log_interval_s,
                                                on_drop=lambda n: service.metrics.log_dropped.inc(n))
     if access_log:
         from conveyor.serving.access_log import AccessLog
@@ -42,7 +53,8 @@ def app_factory() -> Any:
 
     return build_app(auth=os.environ.get("CONVEYOR_SERVE_AUTH", "auto"),
                      access_log=os.environ.get("CONVEYOR_SERVE_ACCESS_LOG", "1") == "1",
-                     prediction_log=os.environ.get("CONVEYOR_SERVE_PREDICTION_LOG", "1") == "1")
+                     prediction_log=os.environ.get("CONVEYOR_SERVE_PREDICTION_LOG", "1") == "1",
+                     rate_table=os.environ.get("CONVEYOR_SERVE_RATE_TABLE") or None)
 
 
 def serve(host: str, port: int, *, workers: int = 1, auth: str = "auto", default_endpoint: str | None = None,
@@ -59,8 +71,16 @@ def serve(host: str, port: int, *, workers: int = 1, auth: str = "auto", default
         os.environ["CONVEYOR_SERVE_PREDICTION_LOG"] = "1" if prediction_log else "0"
         if default_endpoint:
             os.environ["CONVEYOR_DEFAULT_ENDPOINT"] = default_endpoint
-        uvicorn.run("conveyor.serving.server:app_factory", factory=True, host=host, port=port, workers=workers,
-                    log_level="warning", access_log=False)
+        from conveyor.serving.rate_limits import create_table
+
+        # One rate-limit table for all workers, made before they start, so a key's limit holds in all.
+        os.environ["CONVEYOR_SERVE_RATE_TABLE"] = table = create_table()
+        try:
+            uvicorn.run("conveyor.serving.server:app_factory", factory=True, host=host, port=port, workers=workers,
+                        log_level="warning", access_log=False)
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(table)
         return
     app = build_app(auth=auth, default_endpoint=default_endpoint, access_log=access_log,
                     prediction_log=prediction_log)

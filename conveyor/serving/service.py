@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from conveyor.errors import NotFound, PermissionDenied, RateLimited, Unauthenticated
+from conveyor.errors import NotFound, PermissionDenied, PredictionFailed, RateLimited, Unauthenticated
 from conveyor.serving.auth import KeyRing, RateLimiter, allows
 from conveyor.serving.catalog import ApiKey, Catalog, LoadedModel, ModelKey
 from conveyor.serving.metrics import ServerMetrics
@@ -66,7 +66,7 @@ class ServingService:
         self.default_endpoint = default_endpoint
         self.auth_mode = auth          # "auto": required once any key was created; "on"; "off"
         self.keys = KeyRing()
-        self.limiter = RateLimiter()
+        self.limiter: Any = RateLimiter()   # replaced by a SharedRateLimiter when workers share limits
         self.models = ModelCache(catalog.load_model, memory_cap_bytes, on_load=self._loaded)
         self.table = RoutingTable({}, "", default_endpoint)
         self._shadow_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="conveyor-shadow")
@@ -74,26 +74,63 @@ class ServingService:
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
         self.ready = False
+        self._settled = False
+        self._retry_at = 0.0
         self.auth_required = auth == "on"
         self.refresh()
 
     # --- catalog changes ----------------------------------------------------------------------
 
     def refresh(self) -> bool:
-        """Rebuild routing, keys and preload routed models if the catalog changed; True when it did."""
+        """Rebuild routing, keys and preload routed models if the catalog changed; True when it did.
+
+        An endpoint whose routes name a version that does not resolve or fails to load is not served
+        (its requests answer 503 naming the version) and the server is not ready, unless a previous
+        table served it: then the last good routes stay, so a bad alias move never stops traffic.
+        """
         revision = self.catalog.revision()
-        if revision == self.table.revision and self.ready:
+        if revision == self.table.revision and self._settled and not (
+                self.table.broken and time.monotonic() >= self._retry_at):
             return False
-        table = RoutingTable(self.catalog.endpoints(), revision, self.default_endpoint)
-        wanted = table.models()
-        for key in wanted:           # load before the swap, so no request waits for a new version
-            self.models.get(key)
+        endpoints = dict(self.catalog.endpoints())
+        unserved = dict(getattr(self.catalog, "unserved", {}))    # endpoints whose references do not resolve
+        failed: dict[ModelKey, str] = {}
+        for key in RoutingTable(endpoints, revision).models():   # load before the swap: no request waits
+            try:
+                self.models.get(key)
+            except Exception as exc:   # any loader error: this version cannot be served, say why
+                failed[key] = f"{type(exc).__name__}: {exc}"
+        old = self.table
+        for name, spec in list(endpoints.items()):
+            bad = [k for k in (*(r.model for r in spec.routes), *spec.shadows) if k in failed]
+            if not bad:
+                continue
+            del endpoints[name]
+            reason = "; ".join(f"version {k} failed to load ({failed[k]})" for k in bad)
+            if name in old.routes:
+                endpoints[name] = old.routes[name].spec
+                log.error("endpoint %s: %s; still serving its previous routes", name, reason)
+            else:
+                unserved[name] = f"Endpoint '{name}' cannot be served: {reason}."
+        table = RoutingTable(endpoints, revision, self.default_endpoint, broken=unserved)
+        for name, why in unserved.items():
+            if old.broken.get(name) != why:
+                log.error("%s The server is not ready until it is fixed (`conveyor endpoints update %s`).", why, name)
         self.keys.load(self.catalog.keys())
         self.auth_required = self.auth_mode == "on" or (self.auth_mode == "auto" and self.catalog.auth_required())
-        self.models.pinned = wanted
+        self.models.pinned = table.models()
         self.table = table
-        self.ready = True
+        self._settled = True
+        self._retry_at = time.monotonic() + 10.0
+        self.ready = not table.broken
         return True
+
+    def readiness(self) -> tuple[dict[str, Any], int]:
+        """The body and status every protocol's readiness route answers (503 naming what cannot be served)."""
+        body: dict[str, Any] = {"ready": self.ready}
+        if self.table.broken:
+            body["unserved"] = dict(self.table.broken)
+        return body, 200 if self.ready else 503
 
     def start(self) -> None:
         """Start watching the catalog."""
@@ -153,27 +190,40 @@ class ServingService:
     def model(self, key: ModelKey) -> LoadedModel:
         return self.models.get(key)
 
+    def choose(self, route: Route, headers: Mapping[str, str], version: int | None = None) -> ModelKey:
+        """The version that answers: the one asked for, else a weighted (or sticky) draw."""
+        if version is not None:
+            key = next((k for k in route.keys if k.version == version), None)
+            if key is None:
+                raise NotFound(f"Endpoint '{route.spec.name}' does not serve version {version}; it serves "
+                               f"{', '.join(str(k) for k in route.keys)}.")
+            return key
+        sticky = headers.get(route.spec.sticky_header.lower()) if route.spec.sticky_header else None
+        return route.choose(sticky)
+
     def predict(self, columns: Mapping[str, list[Any]], *, endpoint: str | None, headers: Mapping[str, str],
                 protocol: str, version: int | None = None, request_id: str | None = None,
-                authorized: bool = False) -> Prediction:
-        """Validate and predict; log and measure. Raises ConveyorError subclasses for 4xx answers."""
+                authorized: bool = False, key: ModelKey | None = None) -> Prediction:
+        """Validate against the chosen version's signature and predict; log and measure.
+
+        ``key`` is the version a protocol already chose (to read its signature); else it is chosen
+        here. Raises ConveyorError subclasses: 4xx for bad requests, PredictionFailed when the model raises.
+        """
         start = time.perf_counter()
         route = self.route(endpoint)
         name = route.spec.name
         if not authorized:
             self.authorize(headers, name)
         rid = request_id or headers.get("x-request-id") or self._request_id()
-        if version is not None:
-            key = next((k for k in route.keys if k.version == version), None)
-            if key is None:
-                raise NotFound(f"Endpoint '{name}' does not serve version {version}; it serves "
-                               f"{', '.join(str(k) for k in route.keys)}.")
-        else:
-            sticky = headers.get(route.spec.sticky_header.lower()) if route.spec.sticky_header else None
-            key = route.choose(sticky)
+        if key is None:
+            key = self.choose(route, headers, version)
         loaded = self.models.get(key)
         batch = validate(columns, loaded.signature)
-        values = np.asarray(loaded.model.predict(batch.to_model_input(loaded.model)))
+        try:
+            values = np.asarray(loaded.model.predict(batch.to_model_input(loaded.model)))
+        except Exception as exc:
+            raise PredictionFailed(f"Model {key} raised {type(exc).__name__}: {str(exc)[:300]}",
+                                   version=key.version) from exc
         elapsed = time.perf_counter() - start
         series = self._series.get((name, key.version, protocol))
         if series is None:
@@ -216,13 +266,24 @@ class ServingService:
                                        shadow=True, latency_ms=(time.perf_counter() - start) * 1000,
                                        batch=batch, prediction=values)
 
-    def count_error(self, endpoint: str | None, protocol: str, code: int, kind: str) -> None:
-        name = endpoint or self.table.default or "-"
-        self.metrics.requests.labels(name, "-", protocol, str(code)).inc()
-        self.metrics.errors.labels(name, "-", kind).inc()
+    def new_request_id(self) -> str:
+        return self._request_id()
+
+    def count_error(self, endpoint: str | None, protocol: str, code: int, kind: str, request_id: str | None = None,
+                    version: int | None = None) -> None:
+        """Count a failed request in /metrics and write its access-log line.
+
+        Only endpoints of the table label the series: a caller inventing names must not grow the metrics.
+        """
+        table = self.table
+        name = endpoint if endpoint in table.routes or endpoint in table.broken else (
+            table.default if endpoint is None and table.default else "-")
+        v = "-" if version is None else str(version)
+        self.metrics.requests.labels(name, v, protocol, str(code)).inc()
+        self.metrics.errors.labels(name, v, kind).inc()
         if self.access_log is not None:
-            self.access_log.write(ts=time.time(), request_id=None, endpoint=name, protocol=protocol, status=code,
-                                  error=kind)
+            self.access_log.write(ts=time.time(), request_id=request_id, endpoint=name, protocol=protocol,
+                                  status=code, error=kind)
 
 
 def _presented_key(headers: Mapping[str, str]) -> str | None:

@@ -71,3 +71,77 @@ def fitted_pipeline(seed: int = 0) -> tuple[Any, Any]:
     X, y = training_data(seed)
     pre = ColumnTransformer([("plan", OneHotEncoder(), ["plan"])], remainder="passthrough")
     return Pipeline([("pre", pre), ("clf", LogisticRegression())]).fit(X, y), X
+
+
+class ServeProcess:
+    """A real ``conveyor serve`` in a subprocess (its own process group), on a free port."""
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+        import os
+        import subprocess
+        import sys
+        from pathlib import Path
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        exe = str(Path(sys.executable).parent / "conveyor")
+        import tempfile
+
+        # stderr to a file, not a pipe nobody reads: a full pipe would stall the server's logging.
+        self.log = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen([exe, "serve", "--host", "127.0.0.1", "--port", str(self.port), *args],
+                                     env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL,
+                                     stderr=self.log, start_new_session=True)
+
+    def output(self) -> str:
+        """What the server wrote on stderr so far."""
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")
+
+    def wait_healthy(self, timeout: float = 90) -> ServeProcess:
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, f"server exited: {self.output()[-2000:]}"
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError("server did not become healthy")
+
+    def kill(self, sig: int) -> None:
+        import os
+
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig)
+        self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        import signal
+
+        if self.proc.poll() is None:
+            self.kill(signal.SIGTERM)
+        self.log.close()
+
+    def rss_bytes(self) -> int:
+        """The server process's resident memory, from /proc."""
+        with open(f"/proc/{self.proc.pid}/status") as fh:
+            line = next(x for x in fh if x.startswith("VmRSS:"))
+        return int(line.split()[1]) * 1024
+
+
+@pytest.fixture
+def serve_process() -> Iterator[Callable[..., ServeProcess]]:
+    started: list[ServeProcess] = []
+
+    def start(*args: str, env: dict[str, str] | None = None) -> ServeProcess:
+        p = ServeProcess(*args, env=env)
+        started.append(p)
+        return p.wait_healthy()
+
+    yield start
+    for p in started:
+        p.stop()

@@ -123,11 +123,15 @@ def test_health_ready_and_metrics(deployed) -> None:
         assert http.get("/readyz").json()["endpoints"] == ["churn-api"]
         for _ in range(3):
             http.post("/invocations", json={"dataframe_records": _records(X)})
-        http.post("/invocations", json={"dataframe_records": [{"x0": 1}]})
+        bad = http.post("/invocations", json={"dataframe_records": [{"x0": 1}]})
         text = http.get("/metrics").text
+    assert bad.status_code == 400 and bad.json()["field"] == "x1" and "Missing column 'x1'" in bad.json()["error"]
+    assert bad.json()["request_id"] == bad.headers["x-request-id"]
     assert 'conveyor_requests_total{code="200",endpoint="churn-api",protocol="sagemaker",version="1"} 3.0' in text
     assert 'conveyor_predicted_rows_total{endpoint="churn-api",version="1"} 24.0' in text
-    assert 'code="400"' in text and "conveyor_model_load_seconds_count" in text
+    assert 'conveyor_requests_total{code="400",endpoint="churn-api",protocol="sagemaker",version="-"} 1.0' in text
+    assert 'conveyor_request_errors_total{endpoint="churn-api",kind="InvalidRequest",version="-"} 1.0' in text
+    assert "conveyor_model_load_seconds_count" in text
 
 
 def test_alias_move_and_new_key_reach_a_running_server(client, run_server) -> None:

@@ -106,7 +106,7 @@ def test_auth_missing_wrong_scope_and_endpoint(run_server) -> None:
                       {"name": "b", "shape": [1], "datatype": "FP64", "data": [1.0]}]}
     with httpx.Client(base_url=server.url) as http:
         r = http.post("/v2/models/ep/infer", json=body)
-        assert r.status_code == 401 and "No API key" in r.json()["error"]
+        assert r.status_code == 401 and "No API key" in r.json()["error"] and r.json()["field"] == "authorization"
         r = http.post("/v2/models/ep/infer", json=body, headers={"Authorization": "Bearer cvk_nope_nope"})
         assert r.status_code == 401
         r = http.post("/v2/models/other/infer", json=body, headers={"X-API-Key": key})
@@ -146,7 +146,9 @@ def test_bad_requests_name_the_field_and_never_reach_the_model(run_server, body,
         bad_shape = http.post("/v2/models/ep/infer", json={"inputs": [
             {"name": "a", "shape": [2], "datatype": "FP64", "data": [1.0]}]})
     assert r.status_code == 400 and r.json()["field"] == field and message in r.json()["error"]
-    assert bad_json.status_code == 400 and bad_shape.status_code == 400
+    assert bad_json.status_code == 400 and bad_json.json()["field"] == "body"
+    assert "not valid JSON" in bad_json.json()["error"]
+    assert bad_shape.status_code == 400 and bad_shape.json()["field"] == "inputs[0].shape"
     assert "shape [2] needs 2" in bad_shape.json()["error"]
     assert models[1].calls == 0
 

@@ -12,17 +12,22 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from conveyor.serving.openapi import FRAME_BODY, describe
 from conveyor.serving.protocols.base import frame_from_json, guarded, json_response, load_json, signature_names
 
 
 def routes(service: Any, settings: Any) -> list[Route]:
     guard = guarded(service, "azureml", lambda r: None)
 
+    @describe(FRAME_BODY)
     @guard
     async def score(request: Request) -> Response:
-        service.authorize(request.headers, service.route(None).spec.name)
-        columns = frame_from_json(load_json(await request.body()), signature_names(service, None))
-        pred = service.predict(columns, endpoint=None, headers=request.headers, protocol="azureml", authorized=True)
+        headers = request.headers
+        route = service.route(None)
+        service.authorize(headers, route.spec.name)
+        key = service.choose(route, headers)
+        columns = frame_from_json(load_json(await request.body()), signature_names(service, key))
+        pred = service.predict(columns, endpoint=None, headers=headers, protocol="azureml", authorized=True, key=key)
         return json_response(pred.values.tolist(), headers={"X-Request-ID": pred.request_id})
 
     return [Route("/score", score, methods=["POST"])]

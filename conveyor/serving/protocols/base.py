@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import math
+import struct
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -9,12 +12,17 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from conveyor.errors import (ConveyorError, InvalidRequest, NotFound, PermissionDenied, RateLimited,
-                             Unauthenticated)
+from conveyor.errors import (ConveyorError, InvalidRequest, NotFound, PayloadTooLarge, PermissionDenied,
+                             PredictionFailed, RateLimited, Unauthenticated, Unavailable)
 from conveyor.serving.schema import from_columns, from_records, from_rows
 
-STATUS = [(InvalidRequest, 400), (Unauthenticated, 401), (PermissionDenied, 403), (NotFound, 404),
-          (RateLimited, 429)]
+log = logging.getLogger("conveyor.serving")
+
+STATUS = [(PayloadTooLarge, 413), (InvalidRequest, 400), (Unauthenticated, 401), (PermissionDenied, 403),
+          (NotFound, 404), (RateLimited, 429), (Unavailable, 503), (PredictionFailed, 500)]
+# The part of the request each kind of error is about, for errors that name no field themselves.
+FIELD = [(Unauthenticated, "authorization"), (PermissionDenied, "authorization"), (RateLimited, "authorization"),
+         (NotFound, "path"), (Unavailable, "server"), (PredictionFailed, "model")]
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -22,17 +30,31 @@ def json_response(data: Any, status: int = 200, headers: dict[str, str] | None =
                     media_type="application/json", headers=headers)
 
 
-def error_response(exc: ConveyorError) -> Response:
+def error_response(exc: ConveyorError, request_id: str | None = None) -> Response:
+    """The JSON answer to an error: ``{"error", "field", "request_id"}`` and the status its class maps to."""
     status = next((code for cls, code in STATUS if isinstance(exc, cls)), 500)
-    body: dict[str, Any] = {"error": exc.message}
+    field = getattr(exc, "field", None) or next((f for cls, f in FIELD if isinstance(exc, cls)), "request")
+    body: dict[str, Any] = {"error": exc.message, "field": field}
     headers = {}
-    if isinstance(exc, InvalidRequest) and exc.field:
-        body["field"] = exc.field
-    if isinstance(exc, RateLimited):
-        headers["Retry-After"] = str(max(1, round(exc.retry_after + 0.5)))
+    if request_id:
+        body["request_id"] = request_id
+        headers["X-Request-ID"] = request_id
+    retry_after = getattr(exc, "retry_after", None)
+    if retry_after is not None:
+        headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
     if status == 401:
         headers["WWW-Authenticate"] = "Bearer"
     return json_response(body, status, headers)
+
+
+def answer_error(service: Any, exc: ConveyorError, headers: Any, protocol: str, endpoint: str | None) -> Response:
+    """Answer, log and count one failed request (the request id is the caller's, else a new one)."""
+    rid = headers.get("x-request-id") or service.new_request_id()
+    resp = error_response(exc, rid)
+    if isinstance(exc, PredictionFailed):
+        log.error("request %s: %s", rid, exc.message, exc_info=exc.__cause__ or exc)
+    service.count_error(endpoint, protocol, resp.status_code, type(exc).__name__, rid, getattr(exc, "version", None))
+    return resp
 
 
 def load_json(body: bytes) -> Any:
@@ -74,10 +96,9 @@ def frame_from_json(obj: Any, names: list[str] | None) -> dict[str, list[Any]]:
     raise InvalidRequest("The JSON body must be an object or a list.", field="body")
 
 
-def signature_names(service: Any, endpoint: str | None) -> list[str] | None:
-    """Column names of the version an endpoint would use, for bodies that send bare rows."""
-    route = service.route(endpoint)
-    sig = service.model(route.keys[0]).signature
+def signature_names(service: Any, key: Any) -> list[str] | None:
+    """Column names of the version ``key`` (the one that will answer), for bodies that send bare rows."""
+    sig = service.model(key).signature
     return [c.name for c in sig.inputs] if sig else None
 
 
@@ -85,17 +106,47 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 
 def guarded(service: Any, protocol: str, endpoint_of: Callable[[Request], str | None]) -> Callable[[Handler], Handler]:
-    """Turn ConveyorErrors raised by a handler into JSON answers and count them."""
+    """Turn ConveyorErrors raised by a handler into JSON answers, logged and counted.
+
+    Anything else escapes to the edge (``edge.py``), which answers a JSON 500; the protocol is left
+    in the scope so that answer is counted under it.
+    """
     def wrap(fn: Handler) -> Handler:
         async def handler(request: Request) -> Response:
             try:
                 return await fn(request)
             except ConveyorError as exc:
-                resp = error_response(exc)
-                service.count_error(endpoint_of(request), protocol, resp.status_code, type(exc).__name__)
-                return resp
+                return answer_error(service, exc, request.headers, protocol, endpoint_of(request))
+            except BaseException:
+                request.scope["conveyor.protocol"] = protocol
+                raise
+        handler.__doc__ = fn.__doc__
         return handler
     return wrap
+
+
+class parsing:   # noqa: N801  (used as a context manager: ``with parsing("inputs"):``)
+    """Inside it, a stray ValueError/TypeError… from decoding a body becomes a 400 naming ``field``.
+
+    Decoders check what they know by name; this is the net under them, so a shape nobody foresaw
+    still answers 400 and never reaches the model or a 500.
+    """
+
+    __slots__ = ("field",)
+
+    def __init__(self, field: str) -> None:
+        self.field = field
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: Any, exc: Any, tb: Any) -> bool:
+        if kind is not None and issubclass(kind, (ValueError, TypeError, KeyError, IndexError, AttributeError,
+                                                  OverflowError, UnicodeError, struct.error, RecursionError)) \
+                and not issubclass(kind, ConveyorError):
+            raise InvalidRequest(f"'{self.field}' could not be read: {type(exc).__name__}: {str(exc)[:200]}.",
+                                 field=self.field) from None
+        return False
 
 
 def predictions_list(values: Any) -> list[Any]:

@@ -10,11 +10,12 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 import conveyor
+from conveyor.serving.protocols.base import json_response
 
 
 def routes(service: Any, settings: Any) -> list[Route]:
     async def health(request: Request) -> Response:
-        return Response("\n", status_code=200 if service.ready else 503)
+        return json_response(*service.readiness())
 
     async def version(request: Request) -> Response:
         return Response(conveyor.__version__, media_type="text/plain")

@@ -7,6 +7,7 @@ input (``Inference-Header-Content-Length``) and produced for outputs that ask fo
 
 from __future__ import annotations
 
+import math
 import struct
 from typing import Any
 
@@ -18,7 +19,8 @@ from starlette.routing import Route
 
 import conveyor
 from conveyor.errors import InvalidRequest, NotFound
-from conveyor.serving.protocols.base import guarded, json_response
+from conveyor.serving.openapi import OIP_BODY, describe
+from conveyor.serving.protocols.base import guarded, json_response, parsing, signature_names
 from conveyor.serving.schema import RowBlock
 
 TO_NUMPY = {"BOOL": "bool", "UINT8": "uint8", "UINT16": "uint16", "UINT32": "uint32", "UINT64": "uint64",
@@ -32,22 +34,72 @@ def datatype_of(dtype: str) -> str:
     return FROM_DTYPE.get(dtype, "BYTES")
 
 
-def _decode_binary(raw: bytes, datatype: str) -> np.ndarray:
+def _decode_binary(raw: bytes, datatype: str, field: str) -> np.ndarray:
     if datatype != "BYTES":
+        itemsize = np.dtype(TO_NUMPY[datatype]).itemsize
+        if len(raw) % itemsize:
+            raise InvalidRequest(f"{len(raw)} bytes of binary data are not whole {datatype} values "
+                                 f"({itemsize} bytes each).", field=field)
         return np.frombuffer(raw, dtype=TO_NUMPY[datatype])
     out, i = [], 0
-    while i < len(raw):
-        (n,) = struct.unpack_from("<I", raw, i)
-        out.append(raw[i + 4:i + 4 + n].decode())
-        i += 4 + n
+    with parsing(field):
+        while i < len(raw):
+            (n,) = struct.unpack_from("<I", raw, i)
+            if i + 4 + n > len(raw):
+                raise InvalidRequest("A BYTES element runs past the end of the binary data.", field=field)
+            out.append(raw[i + 4:i + 4 + n].decode())
+            i += 4 + n
     return np.asarray(out, dtype=object)
 
 
+def _from_json_data(data: Any, dtype: str, name: str, field: str) -> np.ndarray:
+    """A tensor's JSON ``data`` as an array of its datatype; a value of another type is a 400, never a cast.
+
+    One conversion with NumPy's own type detection: text, null, objects or booleans in a numeric
+    tensor come out as a non-numeric array and are refused by name.
+    """
+    if not isinstance(data, list):
+        data = [data]
+    with parsing(field):
+        arr = np.asarray(data)
+    kind = arr.dtype.kind
+    if dtype == "BYTES":
+        return arr.astype(object) if kind in "US" else arr
+    if dtype == "BOOL":
+        if kind != "b":
+            raise InvalidRequest(f"Input '{name}' is BOOL: 'data' must hold true/false values.", field=field)
+        return arr
+    if kind not in "iuf":
+        flat = arr.reshape(-1).tolist()
+        bad = next((v for v in flat if v is None or isinstance(v, bool | str | dict | list)), flat[0] if flat
+                   else None)
+        what = "null" if bad is None else f"{type(bad).__name__} {bad!r}"[:80]
+        raise InvalidRequest(f"Input '{name}' is {dtype}: 'data' must hold numbers only, got {what}.", field=field)
+    target = np.dtype(TO_NUMPY[dtype])
+    if target.kind in "iu" and kind == "f":
+        if not np.all(np.isfinite(arr)) or not np.all(arr == np.floor(arr)):
+            raise InvalidRequest(f"Input '{name}' is {dtype}: 'data' must hold whole numbers.", field=field)
+    if target.kind in "iu":
+        info = np.iinfo(target)
+        if arr.size and (arr.min() < info.min or arr.max() > info.max):
+            raise InvalidRequest(f"Input '{name}' has values outside the range of {dtype}.", field=field)
+    return arr.astype(target, copy=False)
+
+
+def _header_length(value: str | None, body: bytes) -> int | None:
+    if value is None:
+        return None
+    if not value.strip().isdigit() or int(value) > len(body):
+        raise InvalidRequest(f"Inference-Header-Content-Length {value[:40]!r} must be a whole number of bytes, at "
+                             f"most the body's {len(body)}.", field="inference-header-content-length")
+    return int(value)
+
+
 def parse_request(body: bytes, header_length: str | None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """The JSON header and each input as an array (shaped)."""
+    """The JSON header and each input as an array (shaped); every malformed part is a 400 naming it."""
     binary = b""
-    if header_length:
-        n = int(header_length)
+    n = _header_length(header_length, body)
+    if n is not None:
         head, binary = body[:n], body[n:]
     else:
         head = body
@@ -55,35 +107,67 @@ def parse_request(body: bytes, header_length: str | None) -> tuple[dict[str, Any
         req = orjson.loads(head)
     except orjson.JSONDecodeError as exc:
         raise InvalidRequest(f"The inference request is not valid JSON: {exc}.", field="body") from None
+    if not isinstance(req, dict):
+        raise InvalidRequest("An inference request is a JSON object with an 'inputs' list.", field="body")
+    if req.get("id") is not None and not isinstance(req["id"], str):
+        raise InvalidRequest("'id' must be a string.", field="id")
+    _check_outputs(req)
     inputs = req.get("inputs")
     if not isinstance(inputs, list) or not inputs:
         raise InvalidRequest("An inference request needs a non-empty 'inputs' list.", field="inputs")
     arrays: dict[str, np.ndarray] = {}
     offset = 0
     for i, t in enumerate(inputs):
+        where = f"inputs[{i}]"
+        if not isinstance(t, dict):
+            raise InvalidRequest(f"Input {i} must be an object with name, shape, datatype and data.", field=where)
         for key in ("name", "shape", "datatype"):
             if key not in t:
-                raise InvalidRequest(f"Input {i} lacks '{key}'.", field=f"inputs[{i}].{key}")
+                raise InvalidRequest(f"Input {i} lacks '{key}'.", field=f"{where}.{key}")
         name, shape, dtype = t["name"], t["shape"], t["datatype"]
-        if dtype not in TO_NUMPY:
-            raise InvalidRequest(f"Input '{name}' has unknown datatype {dtype!r}.", field=f"inputs[{i}].datatype")
-        size = (t.get("parameters") or {}).get("binary_data_size")
+        if not isinstance(name, str) or not name:
+            raise InvalidRequest(f"Input {i}: 'name' must be a non-empty string.", field=f"{where}.name")
+        if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape) or len(shape) > 8:
+            raise InvalidRequest(f"Input '{name}': 'shape' must be a list of whole numbers >= 0.",
+                                 field=f"{where}.shape")
+        if not isinstance(dtype, str) or dtype not in TO_NUMPY:
+            raise InvalidRequest(f"Input '{name}' has unknown datatype {str(dtype)[:40]!r}; use one of "
+                                 f"{', '.join(TO_NUMPY)}.", field=f"{where}.datatype")
+        params = t.get("parameters") or {}
+        if not isinstance(params, dict):
+            raise InvalidRequest(f"Input '{name}': 'parameters' must be an object.", field=f"{where}.parameters")
+        size = params.get("binary_data_size")
         if size is not None:
-            arr = _decode_binary(binary[offset:offset + size], dtype)
+            if type(size) is not int or size < 0 or offset + size > len(binary):
+                raise InvalidRequest(f"Input '{name}': binary_data_size {size!r} does not fit the "
+                                     f"{len(binary) - offset} binary bytes left.",
+                                     field=f"{where}.parameters.binary_data_size")
+            arr = _decode_binary(binary[offset:offset + size], dtype, f"{where}.data")
             offset += size
         else:
             data = t.get("data")
             if data is None:
-                raise InvalidRequest(f"Input '{name}' has no 'data'.", field=f"inputs[{i}].data")
-            arr = np.asarray(data, dtype=None if dtype == "BYTES" else TO_NUMPY[dtype])
-            if arr.dtype.kind in "US":
-                arr = arr.astype(object)
-        expected = int(np.prod(shape)) if shape else 1
+                raise InvalidRequest(f"Input '{name}' has no 'data'.", field=f"{where}.data")
+            arr = _from_json_data(data, dtype, name, f"{where}.data")
+        expected = math.prod(shape)
         if arr.size != expected:
             raise InvalidRequest(f"Input '{name}' has {arr.size} values but shape {shape} needs {expected}.",
-                                 field=f"inputs[{i}].shape")
+                                 field=f"{where}.shape")
         arrays[name] = arr.reshape(shape)
     return req, arrays
+
+
+def _check_outputs(req: dict[str, Any]) -> None:
+    """``outputs`` and ``parameters`` are read after predicting: check their shape before."""
+    outputs = req.get("outputs")
+    if outputs is not None and (not isinstance(outputs, list) or not all(isinstance(o, dict) for o in outputs)
+                                or not all(isinstance(o.get("parameters") or {}, dict) for o in outputs)):
+        raise InvalidRequest("'outputs' must be a list of objects ({\"name\": ..., \"parameters\": {...}}).",
+                             field="outputs")
+    if outputs and "name" in outputs[0] and not isinstance(outputs[0]["name"], str):
+        raise InvalidRequest("'outputs[0].name' must be a string.", field="outputs[0].name")
+    if not isinstance(req.get("parameters") or {}, dict):
+        raise InvalidRequest("'parameters' must be an object.", field="parameters")
 
 
 def to_columns(arrays: dict[str, np.ndarray], names: list[str] | None) -> dict[str, list[Any]] | RowBlock:
@@ -150,16 +234,18 @@ def routes(service: Any, settings: Any) -> list[Route]:
             raise InvalidRequest(f"Version {v!r} must be a number.", field="version")
         return int(v)
 
+    @describe(OIP_BODY)
     @guard
     async def infer(request: Request) -> Response:
         name = endpoint_of(request)
-        service.authorize(request.headers, name)
-        req, arrays = parse_request(await request.body(), request.headers.get("inference-header-content-length"))
+        headers = request.headers
+        service.authorize(headers, name)
         route = service.route(name)
-        sig = service.model(route.keys[0]).signature
-        columns = to_columns(arrays, [c.name for c in sig.inputs] if sig else None)
-        pred = service.predict(columns, endpoint=name, headers=request.headers, protocol="oip_v2",
-                               version=version_of(request), request_id=req.get("id"), authorized=True)
+        key = service.choose(route, headers, version_of(request))     # the version first, then its signature
+        req, arrays = parse_request(await request.body(), headers.get("inference-header-content-length"))
+        columns = to_columns(arrays, signature_names(service, key))
+        pred = service.predict(columns, endpoint=name, headers=headers, protocol="oip_v2", key=key,
+                               request_id=req.get("id"), authorized=True)
         return render(req, pred)
 
     @guard
@@ -186,7 +272,7 @@ def routes(service: Any, settings: Any) -> list[Route]:
         return json_response({"live": True})
 
     async def ready(request: Request) -> Response:
-        return json_response({"ready": service.ready}, 200 if service.ready else 503)
+        return json_response(*service.readiness())
 
     async def server(request: Request) -> Response:
         return json_response({"name": "conveyor", "version": conveyor.__version__,

@@ -19,12 +19,21 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from conveyor.errors import InvalidRequest
+from conveyor.serving.openapi import CSV_BODY, FRAME_BODY, describe
 from conveyor.serving.protocols.base import frame_from_json, guarded, json_response, load_json, signature_names
+
+
+# Clients that send JSON without saying so (curl -d, some SDKs) are accepted as JSON too.
+JSON_TYPES = frozenset({"application/json", "", "application/x-www-form-urlencoded", "text/plain",
+                        "application/octet-stream"})
 
 
 def parse_csv(body: bytes, names: list[str] | None) -> dict[str, list[Any]]:
     text = body.decode("utf-8", errors="replace")
-    rows = [r for r in csv.reader(io.StringIO(text)) if r]
+    try:
+        rows = [r for r in csv.reader(io.StringIO(text, newline=""), strict=True) if r]
+    except csv.Error as exc:
+        raise InvalidRequest(f"The CSV body could not be read: {exc}.", field="body") from None
     if not rows:
         raise InvalidRequest("The CSV body holds no rows.", field="body")
     if names and [c.strip() for c in rows[0]] == names:
@@ -44,19 +53,26 @@ def routes(service: Any, settings: Any) -> list[Route]:
 
     guard = guarded(service, "sagemaker", endpoint_of)
 
+    @describe({**FRAME_BODY, **CSV_BODY})
     @guard
     async def invocations(request: Request) -> Response:
         name = endpoint_of(request)
         headers = request.headers
-        service.authorize(headers, service.route(name).spec.name)
+        route = service.route(name)
+        service.authorize(headers, route.spec.name)
+        key = service.choose(route, headers)
         body = await request.body()
-        names = signature_names(service, name)
+        names = signature_names(service, key)
         ctype = headers.get("content-type", "application/json").split(";")[0].strip().lower()
         if ctype == "text/csv":
             columns = parse_csv(body, names)
-        else:
+        elif ctype in JSON_TYPES or ctype.endswith("+json"):
             columns = frame_from_json(load_json(body), names)
-        pred = service.predict(columns, endpoint=name, headers=headers, protocol="sagemaker", authorized=True)
+        else:
+            raise InvalidRequest(f"Content-Type {ctype[:60]!r} is not accepted; send application/json or text/csv.",
+                                 field="content-type")
+        pred = service.predict(columns, endpoint=name, headers=headers, protocol="sagemaker", authorized=True,
+                               key=key)
         values = pred.values.tolist()
         accept = headers.get("accept", "")
         out_headers = {"X-Request-ID": pred.request_id, "X-Conveyor-Model": str(pred.model)}
@@ -66,7 +82,7 @@ def routes(service: Any, settings: Any) -> list[Route]:
         return json_response({"predictions": values}, headers=out_headers)
 
     async def ping(request: Request) -> Response:
-        return Response(status_code=200 if service.ready else 503)
+        return json_response(*service.readiness())
 
     return [Route("/ping", ping, methods=["GET"]),
             Route("/invocations", invocations, methods=["POST"]),
