@@ -69,12 +69,17 @@ def test_pipeline_caches_registers_and_loads_on_every_root(artifact_root: Artifa
 
 
 def test_a_changed_object_is_refused_on_every_root(artifact_root: ArtifactRoot, root_client) -> None:
+    import fsspec
+
     from conveyor.errors import ArtifactIntegrityError
+    from conveyor.store.artifacts.hashing import digest
 
     store = root_client.artifacts
     stored = store.put(np.arange(50_000, dtype=float))             # too large to stay inline
     assert stored.uri is not None and stored.uri.split("://", 1)[-1].endswith(stored.content_hash.split(":")[-1])
     assert store.get(stored).tolist() == list(range(50_000))
+    with fsspec.open(stored.uri, "rb") as fh:                      # the recorded URI opens as it is
+        assert digest(fh.read()) == stored.content_hash
     assert store.put(np.arange(50_000, dtype=float)).uri == stored.uri   # same bytes: the same object
     hexpart = stored.content_hash.split(":")[-1]
     artifact_root.other.pipe(artifact_root.path("artifacts", "objects", hexpart[:2], hexpart), b"tampered")
