@@ -45,7 +45,7 @@ ROOTS: dict[str, tuple[str | None, str]] = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ArtifactRoot:
     """A fresh, empty place on one store: ``url`` as a user writes it, ``bucket`` its first segment.
 
@@ -80,7 +80,8 @@ def artifact_root(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: p
     if fixture is None:
         folder = tmp_path / "store"
         folder.mkdir()
-        return ArtifactRoot("local", str(folder), str(folder), fsspec.filesystem("file", auto_mkdir=True, skip_instance_cache=True))
+        other = fsspec.filesystem("file", auto_mkdir=True, skip_instance_cache=True)
+        return ArtifactRoot("local", str(folder), str(folder), other)
     emulator: emulators.Emulator = request.getfixturevalue(fixture)
     for key, value in emulator.environment.items():
         monkeypatch.setenv(key, value)
