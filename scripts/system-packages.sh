@@ -1,14 +1,23 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the test suite starts for real (PostgreSQL, wrk), if missing.
+# Installs what the test suite starts for real, if missing: Debian packages (PostgreSQL, wrk,
+# Node.js and npm) and Azurite, the Azure Blob emulator, from npm into .cache/azurite.
 set -euo pipefail
 need=()
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 command -v wrk >/dev/null 2>&1 || need+=(wrk)
-[ ${#need[@]} -eq 0 ] && exit 0
-if [ "$(id -u)" -ne 0 ]; then
-  echo "Missing Debian packages: ${need[*]}. Install them: sudo apt-get install -y ${need[*]}" >&2
-  exit 1
+command -v node >/dev/null 2>&1 || need+=(nodejs)
+command -v npm >/dev/null 2>&1 || need+=(npm)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "Missing Debian packages: ${need[*]}. Install them: sudo apt-get install -y ${need[*]}" >&2
+    exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+# Keep the version in step with AZURITE_VERSION in tests/store/emulators.py.
+prefix="$(cd "$(dirname "$0")/.." && pwd)/.cache/azurite"
+if [ ! -x "$prefix/node_modules/.bin/azurite-blob" ]; then
+  npm install --prefix "$prefix" --no-audit --no-fund --loglevel=error azurite@3.35.0 >/dev/null
+fi

@@ -134,8 +134,14 @@ def _fingerprint(fs: Any, path: str, uri: str) -> dict[str, Any]:
         info = fs.info(path)
     except FileNotFoundError:
         raise InvalidRequest(f"Input {uri} does not exist.", field="input") from None
-    return {"uri": uri, "size": info.get("size"), "mtime": str(info.get("mtime") or info.get("LastModified") or
-                                                              info.get("ETag") or "")}
+    # Each filesystem names its version marker differently: local and GCS "mtime", S3
+    # "LastModified"/"ETag", Azure Blob "etag"/"last_modified". Without one a replaced input of the
+    # same size would pass for the recorded one.
+    version = next((info[k] for k in _VERSION_KEYS if info.get(k)), "")
+    return {"uri": uri, "size": info.get("size"), "mtime": str(version)}
+
+
+_VERSION_KEYS = ("mtime", "LastModified", "ETag", "etag", "last_modified")
 
 
 def _csv_chunks(fs: Any, path: str, chunk_rows: int) -> Iterator[bytes]:
