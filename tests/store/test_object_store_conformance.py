@@ -188,3 +188,33 @@ def test_agent_sees_each_new_object_once_on_every_root(artifact_root: ArtifactRo
     seen = sorted((tmp_path / "seen.txt").read_text().splitlines())
     assert seen == [artifact_root.join("inbox", "a.csv"), artifact_root.join("inbox", "b.csv")]
     assert [f.status for f in store.firings("on-data")] == ["succeeded", "succeeded"]
+
+
+
+import conveyor as cv  # noqa: E402  (the process executor imports the steps below by module)
+
+
+@cv.step
+def _block(seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).normal(size=20_000)      # too large to stay inline
+
+
+@cv.step
+def _total(blocks: list) -> float:
+    return float(sum(b.sum() for b in blocks))
+
+
+@cv.pipeline
+def _blocks(seeds: list = [1, 2, 3]):  # noqa: B006
+    return _total(_block.map(seed=seeds))
+
+
+@pytest.mark.timeout(180)
+def test_process_executor_stores_outputs_on_every_root(artifact_root: ArtifactRoot, root_client) -> None:
+    # each attempt's child process opens its own client of the store: outputs are written from the
+    # children and read back whole by the next step's child
+    run = root_client.run_pipeline(_blocks, {"seeds": [1, 2, 3]}, executor="process")
+    expected = sum(np.random.default_rng(s).normal(size=20_000).sum() for s in (1, 2, 3))
+    assert run.status == "succeeded" and run.output("_total") == pytest.approx(expected)
+    objects = [k for k in artifact_root.keys() if k.startswith("artifacts/objects/")]
+    assert len(objects) == 3                                    # the three blocks, each written once
