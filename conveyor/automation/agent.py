@@ -25,6 +25,7 @@ import time
 from typing import Any
 
 from conveyor.errors import InvalidRequest
+from conveyor.runtime.processes import pid_alive
 
 log = logging.getLogger("conveyor.automation")
 
@@ -49,21 +50,6 @@ def substitute(params: dict[str, Any], cause: dict[str, Any]) -> dict[str, str]:
                 text = text.replace("{" + name + "}", str(value))
         out[k] = text
     return out
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether process ``pid`` runs on this host (a zombie, dead but not reaped, counts as gone)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True                       # someone else's process: it exists
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
-            return fh.read().rpartition(")")[2].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True                       # no /proc (macOS): the signal check is all there is
 
 
 class Agent:

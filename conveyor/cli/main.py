@@ -82,7 +82,42 @@ def main(argv: list[str] | None = None) -> None:
 
     Exit codes: a ConveyorError's own (2 for definition and parameter errors), 2 for a usage error
     (unknown command or option, a bad or missing value), 1 for an unexpected error, 130 for Ctrl-C.
+    As the program itself (``argv`` taken from the command line), it exits when the command is
+    done even if a step body left threads running (see ``_exit_past_stray_threads``).
     """
+    if argv is not None:
+        _main(argv)
+        return
+    try:
+        _main(None)
+        code: object = 0
+    except SystemExit as exc:
+        code = exc.code
+    _exit_past_stray_threads(code)
+    sys.exit(code)
+
+
+def _exit_past_stray_threads(code: object) -> None:
+    """Leave at once when non-daemon threads outlive the command, instead of waiting for them.
+
+    Python joins every non-daemon thread at exit, so a step body that left one running (a client's
+    keep-alive loop, a forgotten worker) would keep ``conveyor run`` alive after the run is over,
+    possibly for ever. The run is fully recorded by then; say which threads were left and go.
+    """
+    import threading
+
+    stray = [t.name for t in threading.enumerate()
+             if t is not threading.main_thread() and not t.daemon and t.is_alive()]
+    if not stray:
+        return
+    print(f"[conveyor] not waiting for {len(stray)} thread(s) left running by step code: "
+          f"{', '.join(sorted(stray)[:5])}{' …' if len(stray) > 5 else ''}", file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code if isinstance(code, int) else (0 if code is None else 1))
+
+
+def _main(argv: list[str] | None) -> None:
     from conveyor.errors import ConveyorError, RunCancelled
 
     try:

@@ -57,11 +57,11 @@ def tie_to_parent(owner_pid: int, *, watchdog: bool = False, interval: float = 0
     """
     parent = os.getppid()
     enforced = _prctl(_PR_SET_PDEATHSIG, int(signum))
-    if os.getppid() != parent or not _alive(owner_pid):   # the parent died before prctl took effect
+    if os.getppid() != parent or not pid_alive(owner_pid):   # the parent died before prctl took effect
         os._exit(1)
     if watchdog or not enforced:
         def watch() -> None:
-            while os.getppid() == parent and _alive(owner_pid):
+            while os.getppid() == parent and pid_alive(owner_pid):
                 time.sleep(interval)
             os._exit(1)
 
@@ -83,14 +83,19 @@ def become_subreaper() -> bool:
     return _subreaper
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this host (a zombie, dead but not reaped, counts as gone)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        return True                       # someone else's process: it exists
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+            return fh.read().rpartition(")")[2].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True                       # no /proc (macOS): the signal check is all there is
 
 
 def children_of(pids: set[int]) -> set[int]:

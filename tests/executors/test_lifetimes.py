@@ -65,6 +65,22 @@ def test_process_executor_returns_promptly_and_leaves_no_process_or_semaphore(se
             os.kill(pid, 9)
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_cli_run_on_threads_exits_though_a_step_left_a_thread_running(settings, tmp_path: Path) -> None:
+    """A non-daemon thread left by a step body (it waits 1000 s) would keep ``conveyor run`` alive at
+    interpreter exit; the command says so and exits with the run's own code."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "CVTEST_PIDS": str(tmp_path / "pids")}
+    proc = subprocess.run([sys.executable, "-m", "conveyor.cli.main", "run",
+                           f"{Path(p.__file__)}:leaves_threads_and_pools", "--executor", "thread"],
+                          capture_output=True, text=True, env=env, timeout=100)
+    assert proc.returncode == 0, proc.stderr
+    assert "not waiting for 1 thread(s) left running by step code: left-behind" in proc.stderr
+    listing = subprocess.run([sys.executable, "-m", "conveyor.cli.main", "runs", "list", "--json"],
+                             capture_output=True, text=True, env=env, timeout=60)
+    assert '"succeeded"' in listing.stdout, listing.stdout + listing.stderr
+
+
 @pytest.mark.timeout(180)
 def test_thread_executor_returns_with_pools_and_threads_left_running(client, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("CVTEST_PIDS", str(tmp_path / "pids"))

@@ -45,6 +45,16 @@ def test_arrow_numpy_bytes_round_trip(store) -> None:
     assert store.get(store.put(b"\x00\x01raw")) == b"\x00\x01raw"
 
 
+def test_numpy_scalars_come_back_as_themselves_without_pickle(store) -> None:
+    # numpy.float64 is a float subclass: it used to pass as plain JSON and then fail to encode
+    for value in (np.float64(0.25), np.int64(-3), np.bool_(True), np.float32(1.5)):
+        stored = store.put(value)
+        assert stored.materializer == "numpy.npy"
+        out = store.get(stored)
+        assert type(out) is type(value) and out == value
+    assert store.put(0.25).materializer == "json"
+
+
 def test_sklearn_model_uses_skops_and_predicts_the_same(store) -> None:
     from sklearn.ensemble import RandomForestClassifier
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import sqlite3
+import subprocess
 import threading
+from pathlib import Path
 
 import pytest
 from sqlalchemy import inspect, text
@@ -33,7 +35,9 @@ def test_run_records_pipeline_version_environment_and_git(client) -> None:
     assert rec.pipeline_name == "chain" and rec.pipeline_ref == "tests.runtime.pipelines:chain"
     env = client.metadata.runs.environment(rec.environment_hash)
     assert env["python"].count(".") == 2 and "sqlalchemy" in env["packages"]
-    assert rec.git_commit is None or len(rec.git_commit) == 40
+    head = subprocess.run(["git", "-C", str(Path(__file__).parent), "rev-parse", "HEAD"], capture_output=True,
+                          text=True)
+    assert rec.git_commit == (head.stdout.strip() if head.returncode == 0 else None)   # the pipeline's checkout
     pid1, v1 = client.metadata.runs.ensure_pipeline("chain", "other-code", None)
     assert v1 == 2   # a new code hash is a new pipeline version
 

@@ -10,7 +10,7 @@ def default_registry() -> MaterializerRegistry:
     reg = MaterializerRegistry()
     reg.register("pandas.arrow", f"{_M}.pandas_arrow:PandasArrowMaterializer", ["pandas.core.frame.DataFrame", "pandas.DataFrame"])
     reg.register("arrow.ipc", f"{_M}.arrow_table:ArrowTableMaterializer", ["pyarrow.lib.Table"])
-    reg.register("numpy.npy", f"{_M}.numpy_npy:NumpyMaterializer", ["numpy.ndarray"])
+    reg.register("numpy.npy", f"{_M}.numpy_npy:NumpyMaterializer", ["numpy.ndarray", "numpy.generic"])
     reg.register("model", f"{_M}.model:ModelMaterializer",
                  ["sklearn.base.BaseEstimator", "xgboost.sklearn.XGBModel", "xgboost.core.Booster",
                   "lightgbm.sklearn.LGBMModel", "lightgbm.basic.Booster"])

@@ -16,7 +16,7 @@ def is_plain_json(value: Any) -> bool:
         return True
     if isinstance(value, int):
         return -MAX_INT <= value < MAX_INT
-    if isinstance(value, float):
+    if type(value) is float:      # not numpy.float64, a float subclass that JSON would turn into float
         return math.isfinite(value)
     if type(value) is list:
         return all(is_plain_json(v) for v in value)

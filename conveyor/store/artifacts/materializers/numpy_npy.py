@@ -1,4 +1,4 @@
-"""NumPy arrays as ``.npy`` (never with pickled objects)."""
+"""NumPy arrays and scalars as ``.npy`` (never with pickled objects)."""
 
 from __future__ import annotations
 
@@ -17,10 +17,12 @@ class NumpyMaterializer:
     def save(self, value: Any, out: BinaryIO) -> dict[str, Any]:
         import numpy as np
 
-        np.save(out, value, allow_pickle=False)
-        return {"shape": list(value.shape), "dtype": str(value.dtype)}
+        scalar = isinstance(value, np.generic)      # numpy.float64 and friends come back as themselves
+        np.save(out, np.asarray(value), allow_pickle=False)
+        return {"shape": list(np.shape(value)), "dtype": str(value.dtype), **({"scalar": True} if scalar else {})}
 
     def load(self, data: bytes, meta: dict[str, Any]) -> Any:
         import numpy as np
 
-        return np.load(io.BytesIO(data), allow_pickle=False)
+        array = np.load(io.BytesIO(data), allow_pickle=False)
+        return array[()] if meta.get("scalar") else array
