@@ -34,29 +34,20 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from conveyor.errors import (Conflict, ConveyorError, InvalidRequest, NotFound, PermissionDenied,
-                             Unauthenticated)
+from conveyor.errors import ConveyorError, InvalidRequest, PermissionDenied, Unauthenticated
 from conveyor.serving.auth import allows, hash_secret, split_key
+from conveyor.serving.openapi import describe
+from conveyor.serving.protocols.base import answer_error
 
 log = logging.getLogger("conveyor.serving.governance")
 
 PREFIX = "/v1/registry"
 NEEDED_SCOPE = "deploy"
 MAX_BODY = 64 * 1024
-_STATUS = [(InvalidRequest, 400), (Unauthenticated, 401), (PermissionDenied, 403), (NotFound, 404),
-           (Conflict, 409)]
 
 
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(orjson.dumps(data), status_code=status, media_type="application/json", headers=headers)
-
-
-def _error(exc: ConveyorError) -> Response:
-    status = next((code for cls, code in _STATUS if isinstance(exc, cls)), 500)
-    body: dict[str, Any] = {"error": exc.message}
-    if isinstance(exc, InvalidRequest) and exc.field:
-        body["field"] = exc.field
-    return _json(body, status, {"WWW-Authenticate": "Bearer"} if status == 401 else None)
 
 
 def _presented(request: Request) -> str:
@@ -141,13 +132,12 @@ def governance_routes(service: Any) -> list[Route]:
                 result = await run_in_threadpool(action, registry, request, body)
                 return _json(result)
             except ConveyorError as exc:
-                resp = _error(exc)
+                # the same JSON answer, log line and count as every other route; anything else
+                # goes up to the edge, which answers it as a JSON 500 with the traceback logged
+                resp = answer_error(service, exc, request.headers, "governance", None)
                 log.info("governance %s %s -> %d: %s", request.method, request.url.path, resp.status_code,
                          exc.message)
                 return resp
-            except Exception:   # a bug or an outage: still one JSON answer, with the traceback in the log
-                log.exception("governance %s %s failed", request.method, request.url.path)
-                return _json({"error": "The registry action failed on the server; see its log."}, 500)
         return handler
 
     def whoami(reg: Any, _r: Request, _b: dict[str, Any]) -> Any:
@@ -204,16 +194,31 @@ def governance_routes(service: Any) -> list[Route]:
         reg.revoke(actor, role)
         return {"actor": actor, "role": role, "revoked": True}
 
+    # bodies described for /openapi.json (and so for the fuzzing suite, which reads it)
+    def body(properties: dict[str, Any], required: tuple[str, ...] = ()) -> dict[str, Any]:
+        schema: dict[str, Any] = {"type": "object", "properties": properties}
+        if required:
+            schema["required"] = list(required)
+        return {"application/json": {"schema": schema}}
+
+    comment = body({"comment": {"type": "string"}})
+    approve_h = describe(comment, "Approve a model version")(endpoint(approve, reads_body=True))
+    reject_h = describe(comment, "Reject a model version")(endpoint(reject, reads_body=True))
+    grant_h = describe(body({"actor": {"type": "string"}, "role": {"type": "string"}}, ("actor", "role")),
+                       "Grant a role")(endpoint(grant, reads_body=True))
+    move_h = describe(body({"version": {"type": "integer", "minimum": 1}}, ("version",)),
+                      "Move an alias to a version")(endpoint(move_alias, reads_body=True))
+    rollback_h = describe(body({}), "Move an alias back to its previous version")(endpoint(rollback))
     m = f"{PREFIX}/models/{{name:path}}"
     return [
         Route(f"{PREFIX}/whoami", endpoint(whoami), methods=["GET"]),
         Route(f"{PREFIX}/roles", endpoint(list_roles), methods=["GET"]),
-        Route(f"{PREFIX}/roles", endpoint(grant, reads_body=True), methods=["POST"]),
+        Route(f"{PREFIX}/roles", grant_h, methods=["POST"]),
         Route(f"{PREFIX}/roles/{{actor}}/{{role}}", endpoint(revoke), methods=["DELETE"]),
-        Route(f"{m}/versions/{{version}}/approve", endpoint(approve, reads_body=True), methods=["POST"]),
-        Route(f"{m}/versions/{{version}}/reject", endpoint(reject, reads_body=True), methods=["POST"]),
-        Route(f"{m}/aliases/{{alias}}/rollback", endpoint(rollback), methods=["POST"]),
-        Route(f"{m}/aliases/{{alias}}", endpoint(move_alias, reads_body=True), methods=["PUT"]),
+        Route(f"{m}/versions/{{version}}/approve", approve_h, methods=["POST"]),
+        Route(f"{m}/versions/{{version}}/reject", reject_h, methods=["POST"]),
+        Route(f"{m}/aliases/{{alias}}/rollback", rollback_h, methods=["POST"]),
+        Route(f"{m}/aliases/{{alias}}", move_h, methods=["PUT"]),
         Route(f"{m}/aliases/{{alias}}", endpoint(remove_alias), methods=["DELETE"]),
         Route(m, endpoint(show), methods=["GET"]),
     ]

@@ -161,7 +161,7 @@ def test_batch_scoring_streams_and_resumes_on_every_root(artifact_root: Artifact
     _write_parquet(artifact_root, "in/data.parquet", pa.table({"a": np.arange(n, dtype=float) + 0.5,
                                                                "b": np.ones(n)}))
     assert artifact_root.other.size(artifact_root.path("in/data.parquet")) == size
-    with pytest.raises(Conflict, match="holds a batch run of other inputs"):
+    with pytest.raises(Conflict, match="holds parts of another batch run; its output would differ in: input"):
         score_batch(linear_loader, src, out, model_version="lin:1", workers=2, chunk_rows=1000, progress=False)
 
 

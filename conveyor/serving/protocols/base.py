@@ -12,14 +12,14 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from conveyor.errors import (ConveyorError, InvalidRequest, NotFound, PayloadTooLarge, PermissionDenied,
+from conveyor.errors import (Conflict, ConveyorError, InvalidRequest, NotFound, PayloadTooLarge, PermissionDenied,
                              PredictionFailed, RateLimited, Unauthenticated, Unavailable)
 from conveyor.serving.schema import from_columns, from_records, from_rows
 
 log = logging.getLogger("conveyor.serving")
 
 STATUS = [(PayloadTooLarge, 413), (InvalidRequest, 400), (Unauthenticated, 401), (PermissionDenied, 403),
-          (NotFound, 404), (RateLimited, 429), (Unavailable, 503), (PredictionFailed, 500)]
+          (NotFound, 404), (Conflict, 409), (RateLimited, 429), (Unavailable, 503), (PredictionFailed, 500)]
 # The part of the request each kind of error is about, for errors that name no field themselves.
 FIELD = [(Unauthenticated, "authorization"), (PermissionDenied, "authorization"), (RateLimited, "authorization"),
          (NotFound, "path"), (Unavailable, "server"), (PredictionFailed, "model")]
