@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -217,3 +218,18 @@ def exit_code(pid: int) -> int:
 
 def child_output(home: Home) -> str:
     return "\n".join(p.read_text(errors="replace") for p in sorted(home.root.glob("cli-*.log")))
+
+
+def first_connection(port: int) -> None:
+    """Stand in for a dead server on its port until a client tries to connect, then hang up on it.
+
+    An outage that is sure to be met: the client's first attempt fails, and what happens next
+    (its retries, the real server coming back) is what the test watches.
+    """
+    with socket.socket() as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", port))
+        listener.listen()
+        listener.settimeout(120)
+        conn, _ = listener.accept()
+        conn.close()

@@ -39,11 +39,13 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
     # As root, mount directly; elsewhere (a CI runner) through password-less sudo if there is one.
     as_root = [] if os.geteuid() == 0 else ["sudo", "-n"] if shutil.which("sudo") else None
     if as_root is None:
-        pytest.skip("mounting a tmpfs needs root or password-less sudo")
+        pytest.fail("The full-disk suite mounts a small tmpfs: run it as root (as CI does) or with "
+                    "password-less sudo.")
     done = subprocess.run([*as_root, "mount", "-t", "tmpfs", "-o", "size=16m,mode=1777", "tmpfs", str(mnt)],
                           capture_output=True, text=True)
     if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+        pytest.fail(f"Cannot mount a tmpfs for the full-disk suite: {done.stderr.strip()}. Run it as root "
+                    "on a machine that allows mounts (as CI does).")
     try:
         yield mnt
     finally:

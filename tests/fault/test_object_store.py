@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import uuid
@@ -30,8 +29,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import free_port
-from tests.fault.harness import (Home, check_artifacts, conveyor, final_outputs, only_run, query,
-                                 spawn_run, wait_for)
+from tests.fault.harness import (Home, check_artifacts, conveyor, final_outputs, first_connection, only_run,
+                                 query, spawn_run, wait_for)
 
 pytestmark = pytest.mark.slow
 
@@ -94,24 +93,13 @@ def _step(db: Path, run_id: str, name: str) -> list[dict]:
                                        "ORDER BY started_at", run_id, name)]
 
 
-def _first_connection(port: int) -> None:
-    """Stand in for the dead store on its port until a client tries to connect, then hang up on it."""
-    with socket.socket() as listener:
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", port))
-        listener.listen()
-        listener.settimeout(120)
-        conn, _ = listener.accept()
-        conn.close()
-
-
 def test_a_short_outage_is_ridden_out_by_retries(tmp_path: Path, s3: S3Emulator) -> None:
     home, env = _home(tmp_path, s3, CONVEYOR_ARTIFACT_RETRIES="12", CONVEYOR_ARTIFACT_BACKOFF_S="0.2")
     proc = spawn_run(home, env=env)
     wait_for(lambda: "big" in home.ledger_counts(), "step big to compute its output", proc)
     s3.kill()                                  # the store dies just before big writes its output
     (tmp_path / "gate").write_text("go")
-    _first_connection(s3.port)                 # big's write reached the dead store and failed
+    first_connection(s3.port)                 # big's write reached the dead store and failed
     s3.start()                                 # the store comes back, empty, within the retry budget
     _out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err

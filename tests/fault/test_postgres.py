@@ -10,14 +10,13 @@ while is waited for with bounded, logged reconnects; one that stays down gives a
 from __future__ import annotations
 
 import hashlib
-import socket
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.fault.conftest import PostgresServer
-from tests.fault.harness import Home, conveyor, spawn_run, wait_for
+from tests.fault.harness import Home, conveyor, first_connection, spawn_run, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -73,24 +72,13 @@ def test_a_restart_between_operations_is_absorbed(tmp_path: Path, postgres: Post
     assert set(home.ledger_counts().values()) == {1}
 
 
-def _first_connection(port: int) -> None:
-    """Stand in for the stopped server on its port until a client tries to connect; hang up on it."""
-    with socket.socket() as listener:
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", port))
-        listener.listen()
-        listener.settimeout(120)
-        conn, _ = listener.accept()
-        conn.close()
-
-
 def test_a_server_that_is_down_for_a_while_is_waited_for(tmp_path: Path, postgres: PostgresServer) -> None:
     home, env = _setup(tmp_path, postgres, CONVEYOR_METADATA_RETRIES="10", CONVEYOR_METADATA_BACKOFF_S="0.2")
     proc = spawn_run(home, env=env)
     run_id = _held_in_big(home, postgres, proc)
     postgres.stop()
     (tmp_path / "gate").write_text("go")
-    _first_connection(postgres.port)         # the run tried to reconnect and was cut off ...
+    first_connection(postgres.port)         # the run tried to reconnect and was cut off ...
     postgres.start()                         # ... so only a later, retried connection can succeed
     _out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
