@@ -13,26 +13,7 @@ import time
 from pathlib import Path
 
 import conveyor as cv
-
-
-def descendants(root: int) -> set[int]:
-    """Live (non-zombie) descendants of ``root``, read from /proc."""
-    parents = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            fields = stat[stat.rfind(")") + 2:].split()
-            if fields[0] != "Z":
-                parents[int(entry.name)] = int(fields[1])
-    found: set[int] = set()
-    frontier = {root}
-    while frontier:
-        frontier = {p for p, pp in parents.items() if pp in frontier and p not in found}
-        found |= frontier
-    return found
+from tests.processes import descendants
 
 
 def record(name: str) -> None:

@@ -15,6 +15,7 @@ import pytest
 from conveyor.errors import StepFailed
 from tests.conftest import REPO
 from tests.executors import pipelines as p
+from tests.processes import alive
 
 EXECUTORS = ["thread", "process"]
 
@@ -34,13 +35,6 @@ def _marked(marker: str) -> list[int]:
     return found
 
 
-def _alive(pid: int) -> bool:
-    try:
-        return b") Z" not in Path(f"/proc/{pid}/stat").read_bytes()
-    except OSError:
-        return False
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_process_executor_returns_promptly_and_leaves_no_process_or_semaphore(settings, tmp_path: Path) -> None:
@@ -58,7 +52,7 @@ def test_process_executor_returns_promptly_and_leaves_no_process_or_semaphore(se
         assert "leaked" not in proc.stderr and "resource_tracker" not in proc.stderr, proc.stderr
         recorded = {name: [int(x) for x in (pids / name).read_text().split()] for name in ("loky", "pool", "sleep")}
         assert all(recorded.values()), recorded        # each step really had processes of its own running
-        assert [pid for pids_ in recorded.values() for pid in pids_ if _alive(pid)] == []
+        assert [pid for pids_ in recorded.values() for pid in pids_ if alive(pid)] == []
         assert _marked(marker) == []                   # no process started under the run survives
     finally:
         for pid in _marked(marker):
@@ -117,7 +111,7 @@ def test_timed_out_attempt_never_overlaps_its_retry(client, tmp_path: Path, monk
     else:                      # the first attempt was stopped (its own process): it never wrote its end marker
         first_pid, second_pid = int(lines[0].split()[2]), int(lines[1].split()[2])
         assert events == ["start 1", "start 2", "end 2"]
-        assert first_pid != second_pid and not _alive(first_pid)
+        assert first_pid != second_pid and not alive(first_pid)
 
 
 @pytest.mark.parametrize("executor", EXECUTORS)
@@ -169,7 +163,7 @@ def test_killed_or_interrupted_run_takes_its_workers_and_their_children_along(se
         if signum == 2:   # Ctrl-C: the run is cancelled, the CLI says so and exits 130
             assert proc.returncode == 130 and "cancelled" in err.decode(), err.decode()
         _wait_for(lambda: _marked(marker) == [], "every process of the run to exit", timeout=30)
-        assert not _alive(attempt_pid) and not _alive(sleep_pid)
+        assert not alive(attempt_pid) and not alive(sleep_pid)
     finally:
         for pid in _marked(marker):
             os.kill(pid, 9)

@@ -16,6 +16,7 @@ import pytest
 
 from conveyor.errors import Conflict, ConveyorError
 from conveyor.serving.batch import MANIFEST, score_batch
+from tests.processes import alive, children
 
 
 class Killer:
@@ -203,28 +204,6 @@ def test_input_missing_a_feature_fails_before_any_worker(tmp_path: Path, kind: s
     assert not out.exists() or not list(out.glob("part-*"))
 
 
-def _children(pid: int) -> set[int]:
-    """Live, non-zombie children of ``pid``, from /proc."""
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            fields = stat[stat.rfind(")") + 2:].split()
-            if fields[0] != "Z" and int(fields[1]) == pid:
-                found.add(int(entry.name))
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return b") Z" not in Path(f"/proc/{pid}/stat").read_bytes()
-    except OSError:
-        return False
-
-
 def _wait_for(condition, what: str, timeout: float = 60.0) -> None:
     import time
 
@@ -262,18 +241,18 @@ def test_sigkilled_cli_leaves_no_worker(client, tmp_path: Path) -> None:
                 done = json.loads((out / MANIFEST).read_text())["done"]
             except (OSError, ValueError, KeyError):
                 return False
-            workers.update(pid for pid in _children(proc.pid)
+            workers.update(pid for pid in children(proc.pid)
                            if b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes())
             return len(workers) >= 2 and len(done) >= 1
 
         _wait_for(scoring, "the CLI to be scoring with two workers")
         proc.send_signal(signal.SIGKILL)
         proc.wait(30)
-        _wait_for(lambda: not any(_alive(pid) for pid in workers), "the orphaned workers to exit", timeout=30)
+        _wait_for(lambda: not any(alive(pid) for pid in workers), "the orphaned workers to exit", timeout=30)
         assert len(json.loads((out / MANIFEST).read_text())["done"]) < rows // 10   # it really was mid-run
     finally:
         for pid in workers:
-            if _alive(pid):
+            if alive(pid):
                 os.kill(pid, signal.SIGKILL)
         if proc.poll() is None:
             proc.kill()
