@@ -110,23 +110,14 @@ def _int(name: str, raw: object) -> int:
     return value
 
 
-def _seconds(name: str, raw: object) -> float:
+def _seconds(name: str, raw: object, *, zero: bool = False) -> float:
+    """A number of seconds: more than 0 (or, with ``zero``, at least 0, e.g. a backoff)."""
     try:
         value = float(str(raw))
     except ValueError:
         raise ConfigurationError(f"{name}={raw!r} is not a number of seconds.") from None
-    if not value > 0:
-        raise ConfigurationError(f"{name}={raw!r} must be more than 0 seconds.")
-    return value
-
-
-def _float(name: str, raw: object) -> float:
-    try:
-        value = float(str(raw))
-    except ValueError:
-        raise ConfigurationError(f"{name}={raw!r} is not a number.") from None
-    if not value >= 0:
-        raise ConfigurationError(f"{name}={raw!r} must not be negative.")
+    if not (value >= 0 if zero else value > 0):
+        raise ConfigurationError(f"{name}={raw!r} must be {'0 or more' if zero else 'more than 0'} seconds.")
     return value
 
 
@@ -180,9 +171,9 @@ def load_settings(env: Mapping[str, str] | None = None, cwd: Path | None = None)
                     agent_max_attempts=max(1, _int("CONVEYOR_AGENT_MAX_ATTEMPTS", get("agent_max_attempts", 3))),
                     allow_pickle=allow_pickle,
                     artifact_retries=_int("CONVEYOR_ARTIFACT_RETRIES", get("artifact_retries", 4)),
-                    artifact_backoff_s=_float("CONVEYOR_ARTIFACT_BACKOFF_S", get("artifact_backoff_s", 0.5)),
+                    artifact_backoff_s=_seconds("CONVEYOR_ARTIFACT_BACKOFF_S", get("artifact_backoff_s", 0.5), zero=True),
                     metadata_retries=_int("CONVEYOR_METADATA_RETRIES", get("metadata_retries", 4)),
-                    metadata_backoff_s=_float("CONVEYOR_METADATA_BACKOFF_S", get("metadata_backoff_s", 0.25)),
+                    metadata_backoff_s=_seconds("CONVEYOR_METADATA_BACKOFF_S", get("metadata_backoff_s", 0.25), zero=True),
                     serve_max_body_bytes=max(1, _int("CONVEYOR_SERVE_MAX_BODY_BYTES",
                                                      get("serve_max_body_bytes", 32 << 20))),
                     serve_max_in_flight=max(1, _int("CONVEYOR_SERVE_MAX_IN_FLIGHT", get("serve_max_in_flight", 64))),

@@ -28,7 +28,6 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import orjson
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
@@ -37,17 +36,13 @@ from starlette.routing import Route
 from conveyor.errors import ConveyorError, InvalidRequest, PermissionDenied, Unauthenticated
 from conveyor.serving.auth import allows, hash_secret, split_key
 from conveyor.serving.openapi import describe
-from conveyor.serving.protocols.base import answer_error
+from conveyor.serving.protocols.base import answer_error, json_response, load_json
 
 log = logging.getLogger("conveyor.serving.governance")
 
 PREFIX = "/v1/registry"
 NEEDED_SCOPE = "deploy"
 MAX_BODY = 64 * 1024
-
-
-def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(data), status_code=status, media_type="application/json", headers=headers)
 
 
 def _presented(request: Request) -> str:
@@ -83,10 +78,7 @@ async def _body(request: Request) -> dict[str, Any]:
         return {}
     if len(raw) > MAX_BODY:
         raise InvalidRequest(f"The body is larger than {MAX_BODY} bytes.", field="body")
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"The body is not valid JSON: {exc}.", field="body") from None
+    data = load_json(raw)
     if not isinstance(data, dict):
         raise InvalidRequest("The body must be a JSON object.", field="body")
     return data
@@ -130,7 +122,7 @@ def governance_routes(service: Any) -> list[Route]:
 
                 registry = ModelRegistry(metadata, artifacts, actor)
                 result = await run_in_threadpool(action, registry, request, body)
-                return _json(result)
+                return json_response(result)
             except ConveyorError as exc:
                 # the same JSON answer, log line and count as every other route; anything else
                 # goes up to the edge, which answers it as a JSON 500 with the traceback logged
