@@ -85,3 +85,7 @@ def postgres_url(postgres_server: str) -> str:
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(f"CREATE DATABASE {name}")
     return f"{postgres_server}/{name}"
+
+
+# A real `conveyor serve` for any test that needs one (imported last: it uses free_port above).
+from tests.servers import serve_process  # noqa: E402,F401

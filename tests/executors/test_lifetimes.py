@@ -15,7 +15,7 @@ import pytest
 from conveyor.errors import StepFailed
 from tests.conftest import REPO
 from tests.executors import pipelines as p
-from tests.processes import alive
+from tests.processes import alive, wait_until
 
 EXECUTORS = ["thread", "process"]
 
@@ -130,15 +130,6 @@ def test_step_timeout_is_public() -> None:
     assert conveyor.StepTimeout is StepTimeout is FromWorker
 
 
-def _wait_for(condition, what: str, timeout: float = 60.0) -> None:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"gave up waiting for {what}"
-        time.sleep(0.05)
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize("signum", [9, 2], ids=["SIGKILL", "SIGINT"])
@@ -155,14 +146,14 @@ def test_killed_or_interrupted_run_takes_its_workers_and_their_children_along(se
             assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
             return journal.exists() and journal.read_text().startswith("running")
 
-        _wait_for(running, "the step to be running")
+        wait_until(running, "the step to be running")
         attempt_pid, sleep_pid = (int(x) for x in journal.read_text().split()[1:3])
         assert len(_marked(marker)) >= 4          # the CLI, a worker, the attempt and its sleep child
         proc.send_signal(signum)
         _out, err = proc.communicate(timeout=60)
         if signum == 2:   # Ctrl-C: the run is cancelled, the CLI says so and exits 130
             assert proc.returncode == 130 and "cancelled" in err.decode(), err.decode()
-        _wait_for(lambda: _marked(marker) == [], "every process of the run to exit", timeout=30)
+        wait_until(lambda: _marked(marker) == [], "every process of the run to exit", timeout=30)
         assert not alive(attempt_pid) and not alive(sleep_pid)
     finally:
         for pid in _marked(marker):

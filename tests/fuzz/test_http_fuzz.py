@@ -15,7 +15,8 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.serving.conftest import ServeProcess, fitted_pipeline
+from tests.serving.conftest import fitted_pipeline
+from tests.servers import ServeProcess
 
 EXAMPLES = 8
 ROUNDS = 6

@@ -10,7 +10,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,8 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from tests.conftest import REPO, free_port
+from tests.conftest import REPO
+from tests.servers import ServeProcess
 
 pytestmark = pytest.mark.slow
 
@@ -72,28 +72,11 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     keys = {"alice": issue_key(home, "alice", "alice"), "mallory": issue_key(home, "alice", "mallory"),
             "bob": stored_key("bob", "deploy"), "anonymous": stored_key(None, "admin"),
             "predict": stored_key(None, "predict")}
-    port = free_port()
-    log = open(root / "server.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "conveyor.cli.main", "serve", "--port", str(port),
-                             "--no-prediction-log"], cwd=root, env=_env(home, "server"), stdout=log,
-                            stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while True:
-        assert proc.poll() is None, (root / "server.log").read_text()
-        try:
-            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.2)
+    server = ServeProcess("--no-prediction-log", env=_env(home, "server"), cwd=root).wait_healthy()
     try:
-        yield {"url": url, "keys": keys, "client": client, "home": home, "root": root}
+        yield {"url": server.url, "keys": keys, "client": client, "home": home, "root": root}
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        log.close()
+        server.stop()
         client.close()
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from tests.conftest import REPO, free_port
+from tests.servers import ServeProcess
 
 pytestmark = pytest.mark.slow
 
@@ -98,40 +99,26 @@ def test_no_secret_reaches_outputs_logs_metrics_or_records(secret_user: str, tmp
     down = cli("runs", "list", ok=False, CONVEYOR_METADATA_URL=broken)
     assert down.returncode == 5 and "***" in down.stderr
 
-    port = free_port()
-    log_path = tmp_path / "server.log"
-    with open(log_path, "w") as log:
-        server = subprocess.Popen([sys.executable, "-m", "conveyor.cli.main", "serve", "--port", str(port)],
-                                  cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            url = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 90
-            while True:
-                assert server.poll() is None, log_path.read_text()
-                try:
-                    if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                assert time.monotonic() < deadline, "server did not start"
-                time.sleep(0.2)
-            good = {"Authorization": f"Bearer {api_key}"}
-            body = {"inputs": [{"name": "x0", "shape": [1], "datatype": "FP64", "data": [0.5]},
-                               {"name": "x1", "shape": [1], "datatype": "FP64", "data": [0.1]}]}
-            answers = [httpx.post(f"{url}/v2/models/api/infer", json=body, headers=good, timeout=30),
-                       httpx.post(f"{url}/v2/models/api/infer", json=body, timeout=30),
-                       httpx.post(f"{url}/v2/models/api/infer", json=body, timeout=30,
-                                  headers={"Authorization": f"Bearer {api_key[:-4]}abcd"}),
-                       httpx.post(f"{url}/v2/models/api/infer", content=b"{bad", headers=good, timeout=30),
-                       httpx.get(f"{url}/v1/registry/whoami", headers=good, timeout=30),
-                       httpx.get(f"{url}/metrics", timeout=30)]
-            assert answers[0].status_code == 200 and answers[1].status_code == 401
-            for i, r in enumerate(answers):
-                outputs[f"http {i}"] = json.dumps(dict(r.headers)) + r.text
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
-    outputs["server log"] = log_path.read_text()
+    server = ServeProcess(env=env, cwd=tmp_path).wait_healthy()
+    url = server.url
+    try:
+        good = {"Authorization": f"Bearer {api_key}"}
+        body = {"inputs": [{"name": "x0", "shape": [1], "datatype": "FP64", "data": [0.5]},
+                           {"name": "x1", "shape": [1], "datatype": "FP64", "data": [0.1]}]}
+        answers = [httpx.post(f"{url}/v2/models/api/infer", json=body, headers=good, timeout=30),
+                   httpx.post(f"{url}/v2/models/api/infer", json=body, timeout=30),
+                   httpx.post(f"{url}/v2/models/api/infer", json=body, timeout=30,
+                              headers={"Authorization": f"Bearer {api_key[:-4]}abcd"}),
+                   httpx.post(f"{url}/v2/models/api/infer", content=b"{bad", headers=good, timeout=30),
+                   httpx.get(f"{url}/v1/registry/whoami", headers=good, timeout=30),
+                   httpx.get(f"{url}/metrics", timeout=30)]
+        assert answers[0].status_code == 200 and answers[1].status_code == 401
+        for i, r in enumerate(answers):
+            outputs[f"http {i}"] = json.dumps(dict(r.headers)) + r.text
+    finally:
+        server.kill(signal.SIGTERM)                 # its shutdown lines are searched too
+        outputs["server log"] = server.output()
+        server.stop()
 
     secrets = {"database password": DB_PASSWORD, "API key": api_key,
                "API key secret": api_key.rsplit("_", 1)[1], **CLOUD}

@@ -16,7 +16,7 @@ import pytest
 
 from conveyor.errors import Conflict, ConveyorError
 from conveyor.serving.batch import MANIFEST, score_batch
-from tests.processes import alive, children
+from tests.processes import alive, children, wait_until
 
 
 class Killer:
@@ -204,15 +204,6 @@ def test_input_missing_a_feature_fails_before_any_worker(tmp_path: Path, kind: s
     assert not out.exists() or not list(out.glob("part-*"))
 
 
-def _wait_for(condition, what: str, timeout: float = 60.0) -> None:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"gave up waiting for {what}"
-        time.sleep(0.05)
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_sigkilled_cli_leaves_no_worker(client, tmp_path: Path) -> None:
@@ -245,10 +236,10 @@ def test_sigkilled_cli_leaves_no_worker(client, tmp_path: Path) -> None:
                            if b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes())
             return len(workers) >= 2 and len(done) >= 1
 
-        _wait_for(scoring, "the CLI to be scoring with two workers")
+        wait_until(scoring, "the CLI to be scoring with two workers")
         proc.send_signal(signal.SIGKILL)
         proc.wait(30)
-        _wait_for(lambda: not any(alive(pid) for pid in workers), "the orphaned workers to exit", timeout=30)
+        wait_until(lambda: not any(alive(pid) for pid in workers), "the orphaned workers to exit", timeout=30)
         assert len(json.loads((out / MANIFEST).read_text())["done"]) < rows // 10   # it really was mid-run
     finally:
         for pid in workers:
