@@ -52,8 +52,10 @@ def _options(debug: Annotated[bool, typer.Option("--debug", help="Print the full
 
 
 def _is(exc: BaseException, class_name: str) -> bool:
-    """True when ``exc`` is a click exception of that name, whichever click (typer may bundle its own)."""
-    return any(c.__name__ == class_name and "click" in c.__module__ for c in type(exc).__mro__)
+    """True when ``exc`` is a click exception of that name, whichever click (typer may bundle its own
+    copy, and re-export some classes, such as ``Abort``, from ``typer.exceptions``)."""
+    return any(c.__name__ == class_name and ("click" in c.__module__ or c.__module__.startswith("typer"))
+               for c in type(exc).__mro__)
 
 
 def _command_path(argv: list[str]) -> str:
@@ -155,7 +157,8 @@ def _main(argv: list[str] | None) -> None:
             exc.show()  # type: ignore[attr-defined]
             sys.exit(getattr(exc, "exit_code", 2))
         if _is(exc, "Abort"):
-            print("Aborted.", file=sys.stderr)
+            hint = "" if sys.stdin.isatty() else " There is no terminal to confirm on: pass --yes to go ahead."
+            print(f"Aborted; nothing was changed.{hint}", file=sys.stderr)
             sys.exit(1)
         if _debug():
             raise

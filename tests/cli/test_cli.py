@@ -203,7 +203,7 @@ def entry(tmp_path: Path):
 
     def run(*args: str, extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run([str(ENTRY), *args], cwd=tmp_path, env={**env, **(extra_env or {})},
-                              capture_output=True, text=True, timeout=120)
+                              stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
 
     return run
 
@@ -223,6 +223,13 @@ def test_usage_errors_are_one_message_with_a_usage_hint_and_exit_2(entry, args, 
     assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout
     assert message in proc.stderr
     assert "Usage: conveyor" in proc.stderr and "--help" in proc.stderr
+
+
+def test_a_confirmation_without_a_terminal_aborts_with_the_fix(entry) -> None:
+    proc = entry("models", "delete", "churn:1")          # stdin is not a terminal: the prompt reads EOF
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr and "Unexpected error" not in proc.stderr
+    assert "Aborted; nothing was changed. There is no terminal to confirm on: pass --yes" in proc.stderr
 
 
 @pytest.mark.parametrize(("source", "expected"), [
