@@ -229,3 +229,9 @@ class PredictionFailed(ConveyorError):
     def __init__(self, message: str, *, version: int | None = None) -> None:
         super().__init__(message)
         self.version = version
+
+
+class ExportError(PipelineDefinitionError):
+    """A pipeline cannot be exported to a target as it is: the message names the step, the construct and the way out."""
+
+    headline = "Export error"

@@ -11,6 +11,7 @@ import typer
 from conveyor.cli import artifacts as artifacts_cmd
 from conveyor.cli import automation as automation_cmd
 from conveyor.cli import batch as batch_cmd
+from conveyor.cli import export as export_cmd
 from conveyor.cli import models as models_cmd
 from conveyor.cli import monitor as monitor_cmd
 from conveyor.cli import runs as runs_cmd
@@ -39,6 +40,7 @@ app.add_typer(automation_cmd.schedules_app, name="schedules", help="Pipelines on
 app.add_typer(automation_cmd.triggers_app, name="triggers", help="Pipelines started by monitors or new data.")
 app.add_typer(automation_cmd.firings_app, name="firings", help="What schedules and triggers started, and why.")
 app.command("agent")(automation_cmd.agent)
+app.command("export")(export_cmd.export)
 
 
 _state = {"debug": False}
