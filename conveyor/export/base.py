@@ -106,12 +106,6 @@ def export(pipeline: Any, target_name: str, *, image: str, out: str | os.PathLik
 
     if isinstance(pipeline, str):
         pipeline = load_pipeline(pipeline)
-    tgt = target(target_name)
-    opts = ExportOptions(dict(options or {}))
-    unknown = sorted(set(opts.options) - set(tgt.option_names))
-    if unknown:
-        raise ExportError(f"Target {target_name} has no option {', '.join(unknown)}. Its options: "
-                          f"{', '.join(tgt.option_names) or '(none)'}.")
     full_ref = pipeline_ref(pipeline)
     if full_ref is None:
         raise ExportError(f"Pipeline '{pipeline.name}' has no importable reference. Define it at the top level "
@@ -128,6 +122,12 @@ def export(pipeline: Any, target_name: str, *, image: str, out: str | os.PathLik
         env["CONVEYOR_METADATA_URL"] = metadata_url
     if allow_pickle:
         env["CONVEYOR_ALLOW_PICKLE"] = "true"
+    tgt = target(target_name)
+    opts = ExportOptions(dict(options or {}))
+    unknown = sorted(set(opts.options) - set(tgt.option_names))
+    if unknown:
+        raise ExportError(f"Target {target_name} has no option {', '.join(unknown)}. Its options: "
+                          f"{', '.join(tgt.option_names) or '(none)'}.")
     plan = lower(pipeline, params, ref=ref, project_dir=workdir or IMAGE_PROJECT_DIR, image=image,
                  from_text=from_text, resume_from=resume or "", env=env, instance_types=instance_types,
                  python=python)
