@@ -240,7 +240,7 @@ class _Compiler:
                 raise ExportError(f"Pipeline '{plan.pipeline}' has a parameter named {p.name}, a name the KFP export "
                                   "uses for the run id or the element index. Rename that parameter.")
         self.params = [*plan.params, ParamSpec(RESUME_PARAM, "string", plan.resume_from)]
-        self.ids = _task_ids(plan)
+        self.ids = task_ids(plan)
         self.gates = {g.output: g for t in plan for g in t.gates}
         self.paths = {t.name: tuple(sorted({g.output for g in t.gates}, key=_gate_number)) for t in plan}
         self.dags: dict[tuple[str, ...], _Dag] = {(): _Dag("root")}
@@ -481,7 +481,7 @@ class _Compiler:
 
 # --- names, values and text ---------------------------------------------------------------------------
 
-def _task_ids(plan: Plan) -> dict[str, str]:
+def task_ids(plan: Plan) -> dict[str, str]:
     """Each node's name as KFP names tasks (lowercase letters, digits, dashes), unique in the plan."""
     ids: dict[str, str] = {}
     for t in plan:
