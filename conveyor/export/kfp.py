@@ -174,7 +174,7 @@ class VertexTarget(KfpTarget):
             if (cpus or 0) > machine.cpus or (memory or 0) > machine.memory:
                 raise ExportError(
                     f"Step '{task.name}' asks for {cpus or 0} CPUs and {task.memory or 0} of memory, more than the "
-                    f"machine type {task.instance_type} has ({machine.cpus} CPUs, {machine.memory // 2**30}Gi). "
+                    f"machine type {task.instance_type} has ({machine.cpus} CPUs, {machine.memory / 2**30:g}Gi). "
                     "Name a larger machine type with --instance-type, or lower the step's cpus/memory.")
             cpus, memory = machine.cpus, machine.memory
             if task.gpus and machine.gpus and task.gpus > machine.gpus:

@@ -34,7 +34,9 @@ def inspect(path: Path) -> dict[str, Any]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def validate(result: ExportResult, *, platform: bool = True) -> dict[str, Any]:
+def validate(result: ExportResult) -> dict[str, Any]:
+    """Check ``result`` with KFP's own libraries; the Kubernetes platform spec only for the kfp target."""
+    platform = result.target == "kfp"
     ir = next(f for f in result.files if f.name == IR_FILE)
     got = inspect(ir)
     plan = result.plan

@@ -7,4 +7,4 @@ from tests.export import validate_kfp
 
 
 def validate(result: ExportResult) -> None:
-    validate_kfp.validate(result, platform=False)
+    validate_kfp.validate(result)
