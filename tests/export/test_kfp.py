@@ -207,3 +207,29 @@ def test_branchy_runs_end_to_end_under_kfp_local_and_imports_with_lineage(settin
     assert statuses == {n: "cached" for n in ("make_shards", "score[0]", "score[1]", "score[2]", "total", "report")}
     assert result.plan.tasks["publish"].gates[0].decider == "total"
     client.close()
+
+
+@pytest.mark.slow
+def test_nested_conditions_and_fan_outs_run_under_kfp_local(settings, tmp_path: Path) -> None:
+    root = tmp_path / "shared-root"
+    _export(NESTED, "kfp", tmp_path / "export", artifact_root=str(root), workdir=str(REPO), python=sys.executable,
+            options={"install_kfp": "false"})
+    _run_kfp_local(tmp_path / "export" / IR_FILE, _task_env(tmp_path), tmp_path, "n=2")
+    (run_id,) = [p.name for p in (root / "runs").iterdir()]
+    from conveyor.runtime.client import Client
+    from conveyor.runtime.imports import import_run
+
+    client = Client()
+    import_run(client, run_id, str(root))
+    run = client.get_run(run_id)
+    statuses = {n: s.status for n, s in run.steps.items()}
+    # n=2: 1+4 clears the outer condition (>= 5); the inner one (>= 14) is not met, so 'tag' is skipped
+    assert statuses.pop("tag") == "skipped"
+    assert set(statuses.values()) <= {"succeeded", "cached"}, statuses
+    assert statuses["numbers_2"] == "cached"          # the same step on the same inputs, earlier in this run
+    assert sorted(statuses) == sorted([
+        "numbers", "square[0]", "square[1]", "square_2[0]", "square_2[1]", "add", "add_2", "tag_3", "numbers_2",
+        "square_3[0]", "square_3[1]", "square_4[0]", "square_4[1]", "add_3", "add_4", "tag_2"])
+    assert run.output("add_2") == 41 and run.output("tag_3") == "fixed:41"        # the static fan-out [4, 5]
+    assert run.output("add_4") == 5 and run.output("tag_2") == "outside:5"        # sourced outside the condition
+    client.close()
