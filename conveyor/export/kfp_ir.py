@@ -53,7 +53,7 @@ _LAUNCH = ('program_path=$(mktemp -d)\n\nprintf "%s" "$0" > "$program_path/ephem
 
 # Runs inside the component: fills the entry point's argv with the task's inputs, runs it, returns
 # what it emitted. Its own failure (exit status 1 after the step's retries) fails the KFP task.
-_RUNNER = '''
+RUNNER_SOURCE = '''
 def _conveyor_step(argv, values, emits):
     import json
     import os
@@ -147,7 +147,7 @@ class _Compiler:
         self.params = [*plan.params, ParamSpec(RESUME_PARAM, "string", plan.resume_from)]
         self.ids = task_ids(plan)
         self.gates = {g.output: g for t in plan for g in t.gates}
-        self.paths = {t.name: tuple(sorted({g.output for g in t.gates}, key=_gate_number)) for t in plan}
+        self.paths = self._paths()
         self.dags: dict[tuple[str, ...], _Dag] = {(): _Dag("root")}
         for t in plan:
             path = self.paths[t.name]
@@ -162,7 +162,6 @@ class _Compiler:
 
     def build(self) -> tuple[dict[str, Any], dict[str, Any]]:
         plan = self.plan
-        self._check_nesting()
         for t in plan:
             self._component(t)
             self._place(t)
@@ -192,18 +191,28 @@ class _Compiler:
             platform = {"platforms": {self.target.platform: {"deploymentSpec": {"executors": _sorted(self.platform)}}}}
         return spec, platform
 
-    def _check_nesting(self) -> None:
-        """A task's conditions extend those of every task it waits for (KFP nests dsl.If blocks)."""
-        for t in self.plan:
-            mine = self.paths[t.name]
-            for up in t.upstream:
-                theirs = self.paths[up]
-                if mine[:len(theirs)] != theirs:
+    def _paths(self) -> dict[str, tuple[str, ...]]:
+        """Each task's conditions, nested as KFP nests ``dsl.If`` blocks: those of what it waits for, then its own.
+
+        A task that waits for a task under a ``dsl.If`` must run inside that ``dsl.If``, so the conditions of
+        everything a task waits for must nest in one another (a chain); a task waiting for two tasks under
+        different conditions, neither inside the other, has no place in KFP's DAGs and is refused.
+        """
+        paths: dict[str, tuple[str, ...]] = {}
+        for t in self.plan:           # topological: every upstream's path is known
+            ups = sorted(t.upstream, key=lambda u: len(paths[u]))
+            base = paths[ups[-1]] if ups else ()
+            for up in ups:
+                if base[:len(paths[up])] != paths[up]:
                     raise ExportError(
-                        f"Step '{t.name}' waits for '{up}', and their conditions ({self._describe(mine)}; "
-                        f"{self._describe(theirs)}) do not nest: KFP runs a task that waits for one under a dsl.If "
-                        "only inside that dsl.If. Put both steps' shared conditions in one `with cv.when(...)` "
-                        "block, entered in the same order.")
+                        f"Step '{t.name}' waits for '{up}' (under {self._describe(paths[up])}) and '{ups[-1]}' (under "
+                        f"{self._describe(base)}), and neither condition holds the other: KFP runs a task that "
+                        "waits for one under a dsl.If only inside that dsl.If, so it has no place for this step. "
+                        f"Call '{up}' and '{ups[-1]}' inside the same nested `with cv.when(...)` blocks, or compute "
+                        "what the step needs from them in one step under one condition.")
+            own = sorted({g.output for g in t.gates} - set(base), key=_gate_number)
+            paths[t.name] = (*base, *own)
+        return paths
 
     def _describe(self, path: tuple[str, ...]) -> str:
         return " and ".join(f"`{self.gates[g].describe}`" for g in path) or "none"
@@ -297,7 +306,7 @@ class _Compiler:
                 f"    argv = {json.dumps(argv)}\n"
                 f"    values = {{{', '.join(f'{k!r}: {v}' for k, v in values)}}}\n"
                 f"    return _conveyor_step(argv, values, {[e.name for e in t.emits]!r})\n")
-        source = f"import kfp\nfrom kfp import dsl\nfrom kfp.dsl import *\nfrom typing import *\n{_RUNNER}\n\n{body}\n"
+        source = f"import kfp\nfrom kfp import dsl\nfrom kfp.dsl import *\nfrom typing import *\n{RUNNER_SOURCE}\n\n{body}\n"
         install = (self.options.get("install_kfp") or "true").lower() not in ("false", "0", "no")
         return [*(["sh", "-c", _INSTALL] if install else []), "sh", "-ec", _LAUNCH, source]
 

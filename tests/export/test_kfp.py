@@ -17,6 +17,7 @@ from conveyor.export import ExportOptions, export, target
 from conveyor.export.kfp import IR_FILE, task_ids, vertex_machine
 from conveyor.export.plan import lower
 from conveyor.runtime.loader import load_pipeline
+from tests.export.pipelines.nested import add, numbers
 from tests.export.validate_kfp import inspect, kfp_venv, validate
 from tests.export.venvs import run_in
 
@@ -24,6 +25,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 BRANCHY = f"{HERE / 'pipelines' / 'branchy.py'}:branchy"
 NESTED = f"{HERE / 'pipelines' / 'nested.py'}:nested"
+QUICKSTART = "conveyor.examples.quickstart:training"
 
 
 def _export(ref, name: str, out: Path, **kw):
@@ -44,6 +46,29 @@ def evaluate(model: int) -> float:
 @cv.pipeline
 def heavy(rows: int = 10, tags: dict | None = None):
     evaluate(train(rows))
+
+
+@cv.pipeline
+def crossed(n: int = 3):
+    base = numbers(n)
+    size = add(base)
+    with cv.when(size >= 3):
+        left = add(base)
+    with cv.when(size >= 4):
+        right = add(base)
+    add([left, right])
+
+
+@cv.pipeline
+def reordered(n: int = 3):
+    base = numbers(n)
+    size = add(base)
+    with cv.when(size >= 3):
+        numbers(1)
+    with cv.when(size >= 4):
+        inner = add(base)
+        with cv.when(size >= 3):
+            add([inner])
 
 
 @cv.pipeline
@@ -107,12 +132,12 @@ def test_vertex_takes_machine_types_and_needs_an_accelerator_type(tmp_path: Path
 def test_refusals_name_the_step_the_construct_and_the_way_out(tmp_path: Path) -> None:
     with pytest.raises(ExportError, match="parameter named conveyor_run_id.*Rename"):
         _export(f"{__file__}:clashing", "kfp", tmp_path, options={"accelerator_type": "x"})
-    # conditions that do not nest (hand-made plan: tag_2 waits for a task under a condition it is not under)
-    plan = lower(load_pipeline(NESTED), {}, ref="nested.py:nested", project_dir="/p", image="i")
-    tasks = dict(plan.tasks)
-    tasks["tag_3"] = dataclasses.replace(tasks["tag_3"], upstream=("add_2", "add_3"))
-    with pytest.raises(ExportError, match=r"Step 'tag_3' waits for 'add_3'.*do not nest.*cv.when"):
-        target("kfp").compile(dataclasses.replace(plan, tasks=tasks), ExportOptions({}))
+    # a step waiting for two steps under different conditions, neither inside the other
+    with pytest.raises(ExportError, match=r"Step 'add_4' waits for 'add_2'.*'add_3'.*neither condition holds the "
+                                          r"other.*dsl.If.*nested `with cv.when"):
+        _export(f"{__file__}:crossed", "kfp", tmp_path / "crossed")
+    # the same conditions entered in another order nest as the steps that wait for each other need
+    validate(_export(f"{__file__}:reordered", "kfp", tmp_path / "reordered"))
 
 
 def test_the_ir_is_deterministic_and_each_component_is_python(tmp_path: Path) -> None:
@@ -127,15 +152,36 @@ def test_nested_conditions_and_fan_outs_compile_to_nested_dags(tmp_path: Path) -
     got = validate(result)
     ids = task_ids(result.plan)
     # a loop whose source runs in the same DAG iterates inside a group that takes the list as its input
-    assert "fan-out-square" in got["dags"]["root"] and "for-loop-square-2" in got["dags"]["root"]
+    assert "fan-out-square" in got["dags"]["root"]
     cond = got["dags"]["root"]["condition-1"]
     assert cond["condition"] == "inputs.parameter_values['pipelinechannel--add--cond_0'] == true"
     inner = got["dags"]["comp-condition-1"]
-    assert "for-loop-square-4" in inner and "fan-out-square-3" in inner and "condition-2" in inner
-    assert inner["for-loop-square-4"]["inputs"]["pipelinechannel--numbers--fanout_square_4"] == {
-        "componentInputParameter": "pipelinechannel--numbers--fanout_square_4"}
-    assert cond["inputs"]["pipelinechannel--numbers--fanout_square_4"]["taskOutputParameter"]["producerTask"] == \
+    # sourced outside the condition: the list comes down as the condition's input, the loop iterates over it
+    assert "for-loop-square-3" in inner and "fan-out-square-2" in inner and "condition-2" in inner
+    assert inner["for-loop-square-3"]["inputs"]["pipelinechannel--numbers--fanout_square_3"] == {
+        "componentInputParameter": "pipelinechannel--numbers--fanout_square_3"}
+    assert cond["inputs"]["pipelinechannel--numbers--fanout_square_3"]["taskOutputParameter"]["producerTask"] == \
         ids["numbers"]
+    assert got["dags"]["comp-condition-1"]["condition-2"]["condition"] == \
+        "inputs.parameter_values['pipelinechannel--add-2--cond_1'] == true"
+
+
+def test_the_component_function_fills_the_argv_and_returns_what_was_emitted(tmp_path: Path) -> None:
+    from conveyor.export.kfp_ir import RUNNER_SOURCE
+
+    scope: dict = {}
+    exec(RUNNER_SOURCE, scope)      # the function every component's module defines, run as KFP's executor would
+    step = scope["_conveyor_step"]
+    script = ("import json, sys; a = sys.argv[1:]; json.dump({'cond_0': '--resume-from' in a, 'fanout_x': a[:4]}, "
+              "open(a[a.index('--emit-json') + 1], 'w'))")
+    argv = [sys.executable, "-c", script, "-p", "n={conveyor:n}", "-p", "on={conveyor:on}", "--resume-from",
+            "{conveyor:resume}", "--emit-json", "{conveyor:emit}"]
+    cond, seen = step(argv, {"{conveyor:n}": 3, "{conveyor:on}": True, "{conveyor:resume}": ""}, ["cond_0", "fanout_x"])
+    assert cond is False and seen == ["-p", "n=3", "-p", "on=true"]          # no run to resume: the flag is dropped
+    cond, _ = step(argv, {"{conveyor:n}": 3, "{conveyor:on}": False, "{conveyor:resume}": "run-1"}, ["cond_0", "fanout_x"])
+    assert cond is True
+    with pytest.raises(RuntimeError, match="exited with status 1.*conveyor runs import"):
+        step([sys.executable, "-c", "raise SystemExit(1)"], {}, [])
 
 
 def _run_kfp_local(ir: Path, env: dict[str, str], cwd: Path, *args: str) -> str:
@@ -227,9 +273,30 @@ def test_nested_conditions_and_fan_outs_run_under_kfp_local(settings, tmp_path: 
     assert statuses.pop("tag") == "skipped"
     assert set(statuses.values()) <= {"succeeded", "cached"}, statuses
     assert statuses["numbers_2"] == "cached"          # the same step on the same inputs, earlier in this run
-    assert sorted(statuses) == sorted([
-        "numbers", "square[0]", "square[1]", "square_2[0]", "square_2[1]", "add", "add_2", "tag_3", "numbers_2",
-        "square_3[0]", "square_3[1]", "square_4[0]", "square_4[1]", "add_3", "add_4", "tag_2"])
-    assert run.output("add_2") == 41 and run.output("tag_3") == "fixed:41"        # the static fan-out [4, 5]
-    assert run.output("add_4") == 5 and run.output("tag_2") == "outside:5"        # sourced outside the condition
+    assert sorted(statuses) == sorted(["numbers", "square[0]", "square[1]", "add", "numbers_2", "square_2[0]",
+                                       "square_2[1]", "square_3[0]", "square_3[1]", "add_2", "add_3", "tag_2"])
+    assert run.output("add_3") == 5 and run.output("tag_2") == "outside:5"        # sourced outside the condition
+    client.close()
+
+
+@pytest.mark.slow
+def test_the_quickstart_runs_end_to_end_under_kfp_local(settings, tmp_path: Path) -> None:
+    root = tmp_path / "shared-root"
+    _export(QUICKSTART, "kfp", tmp_path / "export", artifact_root=str(root), workdir=str(REPO), python=sys.executable,
+            allow_pickle=True, options={"install_kfp": "false"})
+    _run_kfp_local(tmp_path / "export" / IR_FILE, _task_env(tmp_path), tmp_path, "rows=1000")
+    (run_id,) = [p.name for p in (root / "runs").iterdir()]
+    from conveyor.runtime.client import Client
+    from conveyor.runtime.imports import import_run
+
+    client = Client()
+    import_run(client, run_id, str(root))
+    run = client.get_run(run_id)
+    assert {n: s.status for n, s in run.steps.items()} == {
+        n: "succeeded" for n in ("load", "validate", "split", "features", "train[0]", "train[1]", "train[2]",
+                                 "evaluate", "pick_best", "publish")}          # the static fan-out: three candidates
+    assert run.output("evaluate")["auc"] >= 0.7 and run.parameters["rows"] == 1000
+    edges = client.metadata.artifacts.step_edges(run.steps["evaluate"].id)
+    trained = client.metadata.steps.outputs([run.steps[f"train[{i}]"].id for i in range(3)])
+    assert {o["output"].id for o in trained.values()} <= {e.artifact_id for e in edges if e.direction == "input"}
     client.close()
