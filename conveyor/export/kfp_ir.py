@@ -106,7 +106,6 @@ class _Dag:
     inputs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
-
 class Platform(Protocol):
     """What differs between Kubeflow and Vertex AI in the IR: resources and the platform spec."""
 
@@ -129,10 +128,11 @@ def compile_ir(plan: Plan, options: ExportOptions, target: Platform) -> str:
 
 _HEADER = "# PIPELINE DEFINITION\n# Name: {name}\n# Written by conveyor export: one Conveyor step per task.\n"
 
+
 class _Compiler:
     """Lowers a plan to the IR: components and executors per task, the root DAG and its sub-DAGs.
 
-    A task's *path* is the tuple of conditions it runs under (ordered by when they were made); it lives
+    A task's *path* is the tuple of conditions it runs under (those of what it waits for first); it lives
     in the DAG of that path: the root, or the ``dsl.If`` sub-DAG nested once per condition. A mapped
     task lives in a ``dsl.ParallelFor`` sub-DAG of its own inside that DAG. Values a DAG needs from an
     enclosing one (parameters, a decider's boolean, a source's list) come down as pipeline channels.
@@ -455,6 +455,7 @@ def _duration(seconds: float) -> str:
 
 
 def cpu_text(cpus: float) -> str:
+    """CPUs as a Kubernetes quantity ("2", "500m")."""
     return str(int(cpus)) if float(cpus).is_integer() else f"{round(cpus * 1000)}m"
 
 
