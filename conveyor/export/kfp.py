@@ -34,7 +34,7 @@ class KfpTarget:
 
     name: ClassVar[str] = "kfp"
     extra: ClassVar[str] = "kfp"
-    option_names: ClassVar[tuple[str, ...]] = ("accelerator_type", "pipeline_root", "install_kfp")
+    option_names: ClassVar[tuple[str, ...]] = ("accelerator_type", "pipeline_root", "install_kfp", "metadata_secret")
     platform: ClassVar[str] = "kubernetes"
 
     def compile(self, plan: Plan, options: ExportOptions) -> dict[str, str]:
@@ -65,9 +65,20 @@ class KfpTarget:
                                   "resourceType": kind}
         return res
 
-    def platform_executor(self, task: Task) -> dict[str, Any]:
-        """The Kubernetes executor config of a task: its deadline and its instance type's node selector."""
+    def platform_executor(self, task: Task, options: ExportOptions) -> dict[str, Any]:
+        """The Kubernetes executor config of a task: deadline, instance type, the metadata URL's secret.
+
+        ``--option metadata_secret=NAME[:KEY]`` sets ``CONVEYOR_METADATA_URL`` in every task from the
+        Kubernetes Secret ``NAME`` (key ``KEY``, default ``url``), as ``kfp.kubernetes.use_secret_as_env``
+        does: the database password never enters the definition.
+        """
         config: dict[str, Any] = {}
+        secret = options.get("metadata_secret")
+        if secret:
+            name, _, key = secret.partition(":")
+            config["secretAsEnv"] = [{"keyToEnv": [{"envVar": "CONVEYOR_METADATA_URL", "secretKey": key or "url"}],
+                                      "optional": False, "secretName": name,
+                                      "secretNameParameter": {"runtimeValue": {"constant": name}}}]
         if task.deadline_s is not None:
             config["activeDeadlineSeconds"] = str(task.deadline_s)
         if task.instance_type:
@@ -116,7 +127,7 @@ class VertexTarget(KfpTarget):
                                   "resourceType": accelerator}
         return res
 
-    def platform_executor(self, task: Task) -> dict[str, Any]:
+    def platform_executor(self, task: Task, options: ExportOptions) -> dict[str, Any]:
         # Vertex AI reads no Kubernetes platform spec: a step's timeout is enforced per attempt by the
         # entry point inside the task, and the machine type is chosen from the resource limits.
         return {}

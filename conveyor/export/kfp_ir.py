@@ -113,7 +113,7 @@ class Platform(Protocol):
 
     def resources(self, task: Task, options: ExportOptions) -> dict[str, Any]: ...
 
-    def platform_executor(self, task: Task) -> dict[str, Any]: ...
+    def platform_executor(self, task: Task, options: ExportOptions) -> dict[str, Any]: ...
 
 
 def compile_ir(plan: Plan, options: ExportOptions, target: Platform) -> str:
@@ -278,7 +278,7 @@ class _Compiler:
         if resources:
             container["resources"] = resources
         self.executors[f"exec-{ident}"] = {"container": container}
-        platform = self.target.platform_executor(t)
+        platform = self.target.platform_executor(t, self.options)
         if platform:
             self.platform[f"exec-{ident}"] = platform
 

@@ -106,6 +106,14 @@ def test_resources_retries_and_deadlines_map_to_kfp_and_kubernetes_fields(tmp_pa
     assert k8s["exec-train"] == {"activeDeadlineSeconds": str(result.plan.tasks["train"].deadline_s),
                                  "nodeSelector": {"labels": {"node.kubernetes.io/instance-type": "m5.xlarge"}}}
     assert "exec-evaluate" not in k8s
+    # the database URL (with its password) comes from a Kubernetes Secret, never from the definition
+    secret = validate(_export(f"{__file__}:heavy", "kfp", tmp_path / "secret",
+                              options={"metadata_secret": "conveyor-db:dsn"}))["platforms"]["kubernetes"]
+    assert secret["exec-evaluate"]["secretAsEnv"][0]["keyToEnv"] == [{"secretKey": "dsn",
+                                                                      "envVar": "CONVEYOR_METADATA_URL"}]
+    assert secret["exec-evaluate"]["secretAsEnv"][0]["secretName"] == "conveyor-db"
+    with pytest.raises(ExportError, match="no option metadata_secret"):
+        _export(f"{__file__}:heavy", "vertex", tmp_path / "v", options={"metadata_secret": "x"})
     assert got["dags"]["root"]["evaluate"]["after"] == ["train"]
 
 
