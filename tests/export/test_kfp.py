@@ -260,6 +260,15 @@ def test_branchy_runs_end_to_end_under_kfp_local_and_imports_with_lineage(settin
     assert statuses.pop("publish") == "skipped"
     assert statuses == {n: "cached" for n in ("make_shards", "score[0]", "score[1]", "score[2]", "total", "report")}
     assert result.plan.tasks["publish"].gates[0].decider == "total"
+
+    # resuming through the KFP run's own parameter: every step that finished in the first run is reused
+    _run_kfp_local(ir, env, tmp_path, f'conveyor_resume_from="{first}"')
+    third = next(p.name for p in (root / "runs").iterdir() if p.name not in (first, second))
+    assert _conveyor("runs", "import", third, "--from", str(root), env=home).returncode == 0
+    resumed = client.get_run(third).steps
+    assert {n: (s.status, s.reason) for n, s in resumed.items()} == {
+        n: ("cached", f"resumed from run {first}") for n in ("make_shards", "score[0]", "score[1]", "score[2]",
+                                                             "total", "publish", "report")}
     client.close()
 
 
