@@ -317,3 +317,20 @@ def test_the_quickstart_runs_end_to_end_under_kfp_local(settings, tmp_path: Path
     trained = client.metadata.steps.outputs([run.steps[f"train[{i}]"].id for i in range(3)])
     assert {o["output"].id for o in trained.values()} <= {e.artifact_id for e in edges if e.direction == "input"}
     client.close()
+
+
+def test_the_yaml_writer_round_trips_through_pyyaml(tmp_path: Path) -> None:
+    from conveyor.export.yaml_text import to_yaml
+
+    tricky = ["yes", "No", "n", "on", "null", "~", "1e3", "0x1F", "12:30", "- a", "a: b", "#x", "'q'", '"dq"', "",
+              " lead", "trail ", "tab\there", "ünï €", "emoji \U0001F600", "del\x7f", "nel\x85", "bom\ufeff",
+              "a\nb", "a\n", "a\n\n", "\nlead", "  a\n  b", "x\r\ny", "{{$}}", "[x]", "%x", "@x", "`x`", "!x", "&a", "*a"]
+    value = {"strings": tricky, "keys": {t: i for i, t in enumerate(tricky)}, "nested": [[1, 2.5, True, None], {}],
+             "items": [{"name": "A", "value": "b\nc\n"}, []], "n": 3, "f": 0.1}
+    path = tmp_path / "doc.yaml"
+    path.write_text(to_yaml(value))
+    (tmp_path / "doc.json").write_text(json.dumps(value))
+    check = ("import json, sys, yaml; a = yaml.safe_load(open(sys.argv[1])); b = json.load(open(sys.argv[2])); "
+             "print(json.dumps([k for k in b if a.get(k) != b[k]])); sys.exit(a != b)")
+    done = run_in(kfp_venv(), ["-c", check, str(path), str(tmp_path / "doc.json")])
+    assert done.returncode == 0, f"PyYAML read another value for {done.stdout}{done.stderr}\n{path.read_text()}"
