@@ -45,9 +45,9 @@ class KfpTarget:
         """Build and push the image, then submit the IR with the KFP SDK's client."""
         ir = _ir_path(files)
         out_dir = ir.parent
+        # parameters as KEY=VALUE after the file; conveyor_resume_from=RUN_ID resumes a run
         return [*build_commands(plan, out_dir),
-                f"python -c \"import kfp; kfp.Client().create_run_from_pipeline_package('{ir}', arguments={{}})\"",
-                f"kfp run create --experiment-name {plan.pipeline} --package-file {ir}"]
+                f"kfp --endpoint $KFP_ENDPOINT run create --experiment-name {plan.pipeline} --package-file {ir}"]
 
     # --- what differs between Kubeflow and Vertex AI --------------------------------------------------
 
@@ -144,11 +144,11 @@ class VertexTarget(KfpTarget):
                   f"pipeline_root='{root}', enable_caching=False).submit("
                   + (f"service_account='{account}'" if account else "") + ")")
         image_host = plan.image.split("/")[0]
-        return [f"gcloud auth configure-docker {image_host}" if "docker.pkg.dev" in image_host or "gcr.io" in image_host
-                else f"gcloud auth configure-docker {region}-docker.pkg.dev",
+        registry = image_host if image_host.endswith(("docker.pkg.dev", "gcr.io")) else f"{region}-docker.pkg.dev"
+        return [f"gcloud auth configure-docker {registry}",
                 *build_commands(plan, ir.parent),
-                f"python -c \"{submit}\"",
-                f"gcloud ai custom-jobs list --region={region} --project={project}   # the pipeline's tasks as they run"]
+                "pip install google-cloud-aiplatform",
+                f"python -c \"{submit}\""]
 
 
 def _ir_path(files: Sequence[Path]) -> Path:
