@@ -187,6 +187,7 @@ def vertex_machine(name: str, step: str) -> Machine:
         if family == "g2":
             return Machine(cpus, int(4 * cpus * 2**30), _G2_GPUS.get(cpus, 1), "NVIDIA_L4")
         return Machine(cpus, int(per_cpu * cpus * 2**30))
-    raise ExportError(f"Step '{step}': {name!r} is not a Vertex AI machine type this export knows (e2, n1, n2, n2d, c2, "
-                      "c2d, c3 and g2 -standard/-highmem/-highcpu-N, a2-highgpu-Ng, a2-ultragpu-Ng, a3-highgpu-Ng). "
+    raise ExportError(f"Step '{step}': {name!r} is not a Vertex AI machine type this export knows (e2, n1, n2, n2d, "
+                      "c2, c2d, c3 and g2 -standard/-highmem/-highcpu-N, a2-highgpu-Ng, a2-ultragpu-Ng, "
+                      "a3-highgpu-Ng). "
                       "Name one of those, or set the step's cpus and memory and let Vertex pick the machine.")

@@ -306,7 +306,8 @@ class _Compiler:
                 f"    argv = {json.dumps(argv)}\n"
                 f"    values = {{{', '.join(f'{k!r}: {v}' for k, v in values)}}}\n"
                 f"    return _conveyor_step(argv, values, {[e.name for e in t.emits]!r})\n")
-        source = f"import kfp\nfrom kfp import dsl\nfrom kfp.dsl import *\nfrom typing import *\n{RUNNER_SOURCE}\n\n{body}\n"
+        imports = "import kfp\nfrom kfp import dsl\nfrom kfp.dsl import *\nfrom typing import *\n"   # as the SDK writes
+        source = f"{imports}{RUNNER_SOURCE}\n\n{body}\n"
         install = (self.options.get("install_kfp") or "true").lower() not in ("false", "0", "no")
         return [*(["sh", "-c", _INSTALL] if install else []), "sh", "-ec", _LAUNCH, source]
 
@@ -391,6 +392,7 @@ class _Compiler:
         }
         for producer in sorted(producers):
             self._depend(parent, dag.name, producer)
+
 
 # --- names, values and text ---------------------------------------------------------------------------
 

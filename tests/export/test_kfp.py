@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import subprocess
@@ -130,7 +129,8 @@ def test_vertex_takes_machine_types_and_needs_an_accelerator_type(tmp_path: Path
         _export(f"{__file__}:heavy", "vertex", tmp_path / "no-gpu-type")
     with pytest.raises(ExportError, match=r"Step 'train'.*'m5.xlarge' is not a Vertex AI machine type"):
         _export(f"{__file__}:heavy", "vertex", tmp_path / "aws", instance_types={"*": "m5.xlarge"})
-    with pytest.raises(ExportError, match=r"Step 'train' asks for 2 CPUs.*n1-standard-1 has \(1 CPUs, 3.75Gi\).*larger machine type"):
+    with pytest.raises(ExportError, match=r"Step 'train' asks for 2 CPUs.*n1-standard-1 has \(1 CPUs, 3.75Gi\).*"
+                                          r"larger machine type"):
         _export(f"{__file__}:heavy", "vertex", tmp_path / "small", instance_types={"train": "n1-standard-1"},
                 options={"accelerator_type": "NVIDIA_TESLA_T4"})
     assert vertex_machine("n1-highmem-8", "s").memory == 52 * 2**30
@@ -186,7 +186,8 @@ def test_the_component_function_fills_the_argv_and_returns_what_was_emitted(tmp_
             "{conveyor:resume}", "--emit-json", "{conveyor:emit}"]
     cond, seen = step(argv, {"{conveyor:n}": 3, "{conveyor:on}": True, "{conveyor:resume}": ""}, ["cond_0", "fanout_x"])
     assert cond is False and seen == ["-p", "n=3", "-p", "on=true"]          # no run to resume: the flag is dropped
-    cond, _ = step(argv, {"{conveyor:n}": 3, "{conveyor:on}": False, "{conveyor:resume}": "run-1"}, ["cond_0", "fanout_x"])
+    values = {"{conveyor:n}": 3, "{conveyor:on}": False, "{conveyor:resume}": "run-1"}
+    cond, _ = step(argv, values, ["cond_0", "fanout_x"])
     assert cond is True
     with pytest.raises(RuntimeError, match="exited with status 1.*conveyor runs import"):
         step([sys.executable, "-c", "raise SystemExit(1)"], {}, [])
@@ -201,8 +202,8 @@ def _run_kfp_local(ir: Path, env: dict[str, str], cwd: Path, *args: str) -> str:
 
 
 def _conveyor(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "conveyor", *args], check=False, capture_output=True, text=True, env=env,
-                          timeout=300)
+    return subprocess.run([sys.executable, "-m", "conveyor", *args], check=False, capture_output=True, text=True,
+                          env=env, timeout=300)
 
 
 def _task_env(tmp_path: Path, **extra: str) -> dict[str, str]:
@@ -324,7 +325,8 @@ def test_the_yaml_writer_round_trips_through_pyyaml(tmp_path: Path) -> None:
 
     tricky = ["yes", "No", "n", "on", "null", "~", "1e3", "0x1F", "12:30", "- a", "a: b", "#x", "'q'", '"dq"', "",
               " lead", "trail ", "tab\there", "ünï €", "emoji \U0001F600", "del\x7f", "nel\x85", "bom\ufeff",
-              "a\nb", "a\n", "a\n\n", "\nlead", "  a\n  b", "x\r\ny", "{{$}}", "[x]", "%x", "@x", "`x`", "!x", "&a", "*a"]
+              "a\nb", "a\n", "a\n\n", "\nlead", "  a\n  b", "x\r\ny", "{{$}}", "[x]", "%x", "@x", "`x`", "!x", "&a",
+              "*a"]
     value = {"strings": tricky, "keys": {t: i for i, t in enumerate(tricky)}, "nested": [[1, 2.5, True, None], {}],
              "items": [{"name": "A", "value": "b\nc\n"}, []], "n": 3, "f": 0.1}
     path = tmp_path / "doc.yaml"
