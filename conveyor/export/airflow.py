@@ -35,7 +35,9 @@ from conveyor.export.plan import RESUME_PARAM, ParamSpec, Plan, Task
 OPERATORS = ("kubernetes", "local")
 DEFAULT_OPERATOR = "kubernetes"
 XCOM_FILE = "/airflow/xcom/return.json"     # where KubernetesPodOperator's sidecar reads the task's XCom
-RUN_ID = "{{ run_id }}"
+# Airflow's run_id is unique per DAG only (every daily DAG has "scheduled__2026-12-02T00:00:00+00:00"):
+# the Conveyor run id puts the dag_id first and turns ':' and '+' into '-' (what a plain run id allows)
+RUN_ID = "{{ conveyor_run_id(dag.dag_id, run_id) }}"
 GPU_RESOURCE = "nvidia.com/gpu"
 INSTANCE_TYPE_LABEL = "node.kubernetes.io/instance-type"
 _ID = re.compile(r"^[A-Za-z0-9_.-]{1,250}$")   # what Airflow accepts as a dag_id or task_id
@@ -52,6 +54,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import re
 '''
 
 _PARAM_TEXT = '''
@@ -63,6 +66,11 @@ def param_text(value, kind):
     if kind == "boolean":
         return "true" if value else "false"
     return "" if value is None else str(value)
+
+
+def conveyor_run_id(dag_id, run_id):
+    """The Conveyor run of one DAG run: `conveyor runs import` takes this id (dag_id first: run_ids repeat across DAGs)."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "-", f"{dag_id}__{run_id}")
 
 
 @task(task_id="elements")
@@ -137,6 +145,13 @@ class AirflowTarget:
         return [*commands,
                 f'cp {dag_file} "${{AIRFLOW__CORE__DAGS_FOLDER:-$AIRFLOW_HOME/dags}}/"',
                 f"airflow dags trigger {plan.pipeline}"]
+
+
+def conveyor_run_id(dag_id: str, run_id: str) -> str:
+    """The Conveyor run id the exported DAG gives Airflow's run ``run_id`` (what ``conveyor runs import`` takes)."""
+    from conveyor.runtime.entry import run_id_of
+
+    return run_id_of(re.sub(r"[^A-Za-z0-9_.-]", "-", f"{dag_id}__{run_id}"))
 
 
 def dag_path(plan: Plan) -> str:
@@ -245,7 +260,7 @@ class DagWriter:
                "    start_date=datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc),",
                "    catchup=False,",
                "    tags=['conveyor'],",
-               "    user_defined_macros={'param_text': param_text},",
+               "    user_defined_macros={'param_text': param_text, 'conveyor_run_id': conveyor_run_id},",
                "    params={"]
         for spec in p.params:
             out.append(f"        {spec.name!r}: {_param(spec)},")

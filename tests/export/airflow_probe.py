@@ -46,7 +46,9 @@ def _task(t: Any) -> dict[str, Any]:
         "execution_timeout": t.execution_timeout.total_seconds() if t.execution_timeout is not None else None,
     }
     if mapped:
-        info["expand"] = {k: _value(v) for k, v in t.expand_input.value.items()}
+        # a decorated task keeps what it expands over apart from the operator's own expand input
+        expand = getattr(t, "op_kwargs_expand_input", None) or t.expand_input
+        info["expand"] = {k: _value(v) for k, v in expand.value.items()}
     if "KubernetesPodOperator" in info["type"]:
         for name in ("image", "cmds", "arguments", "env_vars", "node_selector", "do_xcom_push", "container_resources"):
             value = kwargs.get(name) if mapped else getattr(t, name, None)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -125,7 +126,7 @@ def check_dag(plan: Plan, found: dict[str, Any]) -> dict[str, Any]:
 
 
 def _check_argv(t: Any, argv: list[str], plan: Plan) -> None:
-    assert "{{ run_id }}" in argv and argv[argv.index("--run-id") + 1] == "{{ run_id }}", argv
+    assert argv[argv.index("--run-id") + 1] == "{{ conveyor_run_id(dag.dag_id, run_id) }}", argv
     assert argv[argv.index("--node") + 1] == t.name and argv[argv.index("--shape") + 1] == plan.shape, argv
     assert argv[argv.index("--resume-from") + 1] == f"{{{{ params.{RESUME_PARAM} }}}}", argv
     for spec in plan.params:
@@ -153,3 +154,34 @@ def _check_pod(t: Any, got: dict[str, Any], plan: Plan) -> None:
         assert resources["limits"]["nvidia.com/gpu"] == str(t.gpus), resources
     if t.instance_type:
         assert got["node_selector"] == {"node.kubernetes.io/instance-type": t.instance_type}, got["node_selector"]
+
+
+def airflow_home(home: Path, dags: Path, **extra: str) -> dict[str, str]:
+    """An Airflow home under ``home`` with a migrated SQLite database, and the environment that uses it.
+
+    ``airflow db migrate`` runs once per venv (a template database beside it); each home gets a copy.
+    """
+    import fcntl
+    import shutil
+
+    venv = airflow_venv()
+    template = venv / "migrated-airflow.db"
+    with open(venv / ".migrate.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not template.exists():
+            with tempfile.TemporaryDirectory(prefix="airflow-migrate-") as tmp:
+                env = airflow_env(Path(tmp), Path(tmp))
+                done = subprocess.run([str(venv / "bin" / "airflow"), "db", "migrate"], env=env, capture_output=True,
+                                      text=True, timeout=600)
+                if done.returncode != 0:
+                    raise AssertionError(f"airflow db migrate failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+                shutil.copy(Path(tmp) / "airflow.db", template.with_suffix(".tmp"))
+                template.with_suffix(".tmp").rename(template)
+    home.mkdir(parents=True, exist_ok=True)
+    shutil.copy(template, home / "airflow.db")
+    return airflow_env(home, dags, **extra)
+
+
+def run_dag_test(env: dict[str, str], dags: Path, dag_id: str, conf: dict[str, Any]) -> dict[str, Any]:
+    """``dag.test(run_conf=conf)`` in the Airflow venv: the run id, its state and every task instance's state."""
+    return probe(["test", str(dags), dag_id, json.dumps(conf)], env, timeout=900)
