@@ -133,6 +133,8 @@ class AirflowTarget:
         plan.check()
         operator = _operator(options)
         _check_ids(plan)
+        if operator == "local":
+            _check_local(plan)
         return {dag_path(plan): DagWriter(plan, operator).text()}
 
     def next_commands(self, plan: Plan, files: Sequence[Path], options: ExportOptions) -> list[str]:
@@ -176,6 +178,19 @@ def _operator(options: ExportOptions) -> str:
                           "--option operator=kubernetes (KubernetesPodOperator runs the image) or "
                           "--option operator=local (the Airflow worker runs the entry point itself).")
     return operator
+
+
+def _check_local(plan: Plan) -> None:
+    """An instance type asks for a machine, which a task on the Airflow worker cannot choose.
+
+    (CPU, memory and GPUs stay hints there, as in a local run, which does not enforce them either.)
+    """
+    for t in plan:
+        if t.instance_type:
+            raise ExportError(f"Step '{t.name}': instance type {t.instance_type!r} cannot be chosen with "
+                              "operator=local, whose tasks run on the Airflow worker itself. Export with "
+                              "--option operator=kubernetes (the instance type becomes a node selector), or "
+                              "without --instance-type.")
 
 
 def _check_ids(plan: Plan) -> None:

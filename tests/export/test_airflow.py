@@ -69,6 +69,17 @@ def test_the_dag_file_is_deterministic_python_that_never_imports_conveyor(operat
     assert ("KubernetesPodOperator" in text) == (operator == "kubernetes")
 
 
+def test_an_instance_type_is_refused_on_the_worker_and_a_node_selector_on_pods(tmp_path: Path) -> None:
+    with pytest.raises(ExportError, match="Step 'fit': instance type 'g5.xlarge' .*operator=local.*"
+                                          "operator=kubernetes"):
+        export(f"{Path(__file__)}:shapes", "airflow", image="i", out=tmp_path, project_dir=REPO, build_context=False,
+               artifact_root="s3://b/a", instance_types={"fit": "g5.xlarge"}, options={"operator": "local"})
+    assert not list(tmp_path.rglob("*.py"))
+    pod = export(f"{Path(__file__)}:shapes", "airflow", image="i", out=tmp_path, project_dir=REPO,
+                 build_context=False, artifact_root="s3://b/a", instance_types={"fit": "g5.xlarge"})
+    assert "node_selector={'node.kubernetes.io/instance-type': 'g5.xlarge'}" in pod.files[0].read_text()
+
+
 def test_a_step_named_like_a_task_the_export_adds_is_refused() -> None:
     plan = _plan()
     tasks = {("score__elements" if n == "total" else n): dataclasses.replace(
