@@ -46,8 +46,9 @@ SCHEMA_TYPES = {"integer": "integer", "number": "number", "string": "string", "b
 
 _HEADER = '''"""Airflow DAG of the Conveyor pipeline {pipeline!r}, written by `conveyor export --target airflow`.
 
-Every task runs Conveyor's entry point (`python -m conveyor step exec`) {how}. Export the pipeline
-again instead of editing this file: the entry point refuses a graph whose shape differs ({shape}).
+Every task runs Conveyor's entry point (`python -m conveyor step exec`)
+{how}. Export the pipeline again instead of editing this file: the entry point refuses a
+graph whose shape differs from the exported one ({shape}).
 """
 
 from __future__ import annotations
