@@ -70,7 +70,7 @@ def param_text(value, kind):
 
 
 def conveyor_run_id(dag_id, run_id):
-    """The Conveyor run of one DAG run: `conveyor runs import` takes this id (dag_id first: run_ids repeat across DAGs)."""
+    """The Conveyor run of one DAG run, the id `conveyor runs import` takes (run_ids repeat across DAGs)."""
     return re.sub(r"[^A-Za-z0-9_.-]", "-", f"{dag_id}__{run_id}")
 
 

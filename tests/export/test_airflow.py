@@ -96,8 +96,8 @@ def test_the_next_commands_build_the_image_only_for_pods(tmp_path: Path) -> None
                  artifact_root="s3://b/a", build_context=False)
     assert pod.commands[0].startswith("docker build -t registry.example/c:1")
     assert pod.commands[-1] == "airflow dags trigger branchy" and "dags/branchy.py" in pod.commands[-2]
-    local = export(BRANCHY_FILE, "airflow", image="unused", out=tmp_path / "l", project_dir=REPO, artifact_root="s3://b/a",
-                   build_context=False, options={"operator": "local"})
+    local = export(BRANCHY_FILE, "airflow", image="unused", out=tmp_path / "l", project_dir=REPO,
+                   artifact_root="s3://b/a", build_context=False, options={"operator": "local"})
     assert not any("docker" in c for c in local.commands) and local.commands[-1] == "airflow dags trigger branchy"
 
 
@@ -149,7 +149,8 @@ def test_both_operators_and_every_construct_load_into_airflow_s_dagbag(tmp_path:
     assert fit_task["container_resources"]["requests"] == {"cpu": "500m", "memory": str(2 * 2**30)}
     assert fit_task["container_resources"]["limits"] == {"memory": str(2 * 2**30), "nvidia.com/gpu": "1"}
     assert fit_task["node_selector"] == {"node.kubernetes.io/instance-type": "g5.xlarge"}
-    assert fit_task["retries"] == 1 and fit_task["retry_delay"] == 2 and fit_task["execution_timeout"] == 60 * 2 + 2 + 600
+    assert fit_task["retries"] == 1 and fit_task["retry_delay"] == 2
+    assert fit_task["execution_timeout"] == 60 * 2 + 2 + 600      # two attempts, one backoff, start-up
     assert s["tasks"]["square__elements"]["op_kwargs"]["emitted"] == {"static": [0, 1, 2]}
     assert s["tasks"]["square"]["mapped"] and "square" in fit_task["upstream"]
 
