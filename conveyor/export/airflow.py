@@ -236,9 +236,12 @@ class DagWriter:
     def _imports(self) -> str:
         lines = [
             "",
-            "from airflow import DAG",
-            "from airflow.decorators import task",
-            "from airflow.models.param import Param",
+            "try:  # Airflow 3",
+            "    from airflow.sdk import DAG, Param, task",
+            "except ImportError:  # Airflow 2.10",
+            "    from airflow import DAG",
+            "    from airflow.decorators import task",
+            "    from airflow.models.param import Param",
         ]
         if self.kubernetes:
             lines += ["from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator",
