@@ -19,16 +19,19 @@ from conveyor.export.airflow import XCOM_FILE, condition_task, dag_path, element
 from conveyor.export.plan import RESUME_PARAM, Plan
 from tests.export.venvs import run_in, target_venv
 
+# the Airflow the conformance suite and dag.test() use, and the newer line Cloud Composer 3 and MWAA also run
 AIRFLOW_REQUIREMENTS = ["apache-airflow==2.10.5", "apache-airflow-providers-cncf-kubernetes==10.10.0"]
+AIRFLOW_3_REQUIREMENTS = ["apache-airflow==3.1.8", "apache-airflow-providers-cncf-kubernetes==10.25.0"]
+VERSIONS = {"2": AIRFLOW_REQUIREMENTS, "3": AIRFLOW_3_REQUIREMENTS}
 PROBE = Path(__file__).resolve().parent / "airflow_probe.py"
 KPO = "KubernetesPodOperator"
 PYTHON_TASK = "_PythonDecoratedOperator"
 SHORT_CIRCUIT = "_ShortCircuitDecoratedOperator"
 
 
-def airflow_venv() -> Path:
-    """The venv with Airflow and the Kubernetes provider (made once, under .cache/venvs)."""
-    return target_venv("airflow", AIRFLOW_REQUIREMENTS)
+def airflow_venv(major: str = "2") -> Path:
+    """The venv with Airflow ``major`` and the Kubernetes provider (made once, under .cache/venvs)."""
+    return target_venv("airflow" if major == "2" else f"airflow{major}", VERSIONS[major])
 
 
 def airflow_env(home: Path, dags: Path, **extra: str) -> dict[str, str]:
@@ -41,9 +44,9 @@ def airflow_env(home: Path, dags: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def probe(args: list[str], env: dict[str, str], timeout: float = 600) -> dict[str, Any]:
+def probe(args: list[str], env: dict[str, str], timeout: float = 600, major: str = "2") -> dict[str, Any]:
     """Run the probe in the Airflow venv; its JSON, or an AssertionError with Airflow's output."""
-    done = run_in(airflow_venv(), [str(PROBE), *args], env=env, timeout=timeout)
+    done = run_in(airflow_venv(major), [str(PROBE), *args], env=env, timeout=timeout)
     lines = done.stdout.strip().splitlines()
     if done.returncode != 0 or not lines:
         raise AssertionError(f"Airflow probe {args[0]} failed ({done.returncode}):\n{done.stdout[-4000:]}\n"
@@ -55,10 +58,10 @@ def probe(args: list[str], env: dict[str, str], timeout: float = 600) -> dict[st
             from None
 
 
-def describe(dags: Path) -> dict[str, Any]:
-    """What the DagBag made of the DAG folder ``dags`` (import errors, params, tasks)."""
+def describe(dags: Path, major: str = "2") -> dict[str, Any]:
+    """What Airflow ``major``'s DagBag made of the DAG folder ``dags`` (import errors, params, tasks)."""
     with tempfile.TemporaryDirectory(prefix="airflow-home-") as home:
-        return probe(["describe", str(dags)], airflow_env(Path(home), dags))
+        return probe(["describe", str(dags)], airflow_env(Path(home), dags), major=major)
 
 
 def validate(result: ExportResult) -> None:
