@@ -29,12 +29,15 @@ def describe(folder: str) -> dict[str, Any]:
 
 
 def _task(t: Any) -> dict[str, Any]:
-    from airflow.models.mappedoperator import MappedOperator
+    try:   # Airflow 3: the DAG author's classes live in the task SDK
+        from airflow.sdk.definitions.mappedoperator import MappedOperator
+    except ImportError:
+        from airflow.models.mappedoperator import MappedOperator
 
     mapped = isinstance(t, MappedOperator)
     kwargs = dict(t.partial_kwargs) if mapped else {}
     info: dict[str, Any] = {
-        "type": t.task_type if not mapped else t._task_type,
+        "type": t.task_type,
         "mapped": mapped,
         "upstream": sorted(t.upstream_task_ids),
         "downstream": sorted(t.downstream_task_ids),
@@ -63,7 +66,10 @@ def _task(t: Any) -> dict[str, Any]:
 
 def _value(v: Any) -> Any:
     """JSON for what a task holds: an XCom reference becomes {"xcom": task_id, "key": key}."""
-    from airflow.models.xcom_arg import XComArg
+    try:
+        from airflow.sdk.definitions.xcom_arg import XComArg
+    except ImportError:
+        from airflow.models.xcom_arg import XComArg
 
     if isinstance(v, XComArg):
         ref = next(iter(v.iter_references()))
