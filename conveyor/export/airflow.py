@@ -24,6 +24,7 @@ over it. Retries, backoff and the task's deadline become ``retries``, ``retry_de
 from __future__ import annotations
 
 import re
+import shlex
 from collections.abc import Sequence
 from pathlib import Path
 from typing import ClassVar
@@ -146,7 +147,7 @@ class AirflowTarget:
         out_dir = dag_file.parent.parent
         commands = build_commands(plan, out_dir) if _operator(options) == "kubernetes" else []
         return [*commands,
-                f'cp {dag_file} "${{AIRFLOW__CORE__DAGS_FOLDER:-$AIRFLOW_HOME/dags}}/"',
+                f'cp {shlex.quote(str(dag_file))} "${{AIRFLOW__CORE__DAGS_FOLDER:-$AIRFLOW_HOME/dags}}/"',
                 f"airflow dags trigger {plan.pipeline}"]
 
 
