@@ -40,11 +40,19 @@ def hera_venv() -> Path:
 
 def check_file(path: Path) -> dict[str, Any]:
     """Run the check in hera's venv on one file; return what it parsed, or fail with its output."""
+    (found,) = check_files([path])
+    if isinstance(found, str):
+        raise AssertionError(f"hera's check rejected {path}: {found}")
+    return found
+
+
+def check_files(paths: list[Path]) -> list[dict[str, Any] | str]:
+    """Check several files in one run of hera's venv: each one's summary, or the text of why it failed."""
     from tests.export.venvs import run_in
 
-    done = run_in(hera_venv(), [__file__, str(path)], timeout=300)
-    assert done.returncode == 0, f"hera rejected {path}:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
-    return json.loads(done.stdout)
+    done = run_in(hera_venv(), [__file__, *map(str, paths)], timeout=300)
+    assert done.returncode == 0, f"the check could not run on {paths}:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
+    return [r.get("parsed", r.get("error")) for r in json.loads(done.stdout)]
 
 
 def validate(result: Any) -> None:
@@ -206,9 +214,15 @@ def _ancestors(upstream: dict[str, list[str]]) -> dict[str, set[str]]:
 def main(argv: list[str]) -> int:
     import yaml
 
-    docs = list(yaml.safe_load_all(Path(argv[1]).read_text()))
-    assert len(docs) == 1, f"{argv[1]} holds {len(docs)} documents; one is expected"
-    print(json.dumps(check(docs[0])))
+    results = []
+    for name in argv[1:]:
+        try:
+            docs = list(yaml.safe_load_all(Path(name).read_text()))
+            assert len(docs) == 1, f"{name} holds {len(docs)} documents; one is expected"
+            results.append({"parsed": check(docs[0])})
+        except (AssertionError, ValueError) as exc:    # pydantic's ValidationError is a ValueError
+            results.append({"error": f"{type(exc).__name__}: {exc}"})
+    print(json.dumps(results))
     return 0
 
 
