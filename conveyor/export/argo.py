@@ -169,7 +169,8 @@ def container_template(plan: Plan, task: Task, name: str, run_id: str) -> dict[s
     out: dict[str, Any] = {"name": name}
     if task.fan_out is not None:
         out["inputs"] = {"parameters": [{"name": MAP_INDEX}]}
-    container: dict[str, Any] = {"image": plan.image, "command": argv[:1], "args": argv[1:]}
+    # Argo names a template's container "main" itself; Kubernetes' schema requires the name
+    container: dict[str, Any] = {"name": "main", "image": plan.image, "command": argv[:1], "args": argv[1:]}
     if plan.env:
         container["env"] = [{"name": k, "value": v} for k, v in plan.env.items()]
     res = resources(task)

@@ -15,7 +15,7 @@ from conveyor.export import ExportOptions, export
 from conveyor.export.argo import ArgoTarget, dns_name, task_names
 from conveyor.export.plan import Emit, Plan, lower
 from conveyor.runtime.loader import load_pipeline
-from tests.export.validate_argo import check_file, check_files
+from tests.export.validate_argo import check_file, check_files, schema_errors
 
 HERE = Path(__file__).resolve().parent
 BRANCHY = f"{HERE / 'pipelines' / 'branchy.py'}:branchy"
@@ -336,6 +336,20 @@ def test_the_validator_rejects_what_argo_would_not_run(tmp_path: Path) -> None:
     for (case, (_, message)), found in zip(BROKEN.items(), broken):
         assert isinstance(found, str) and message in found, f"{case}: {found}"
     assert isinstance(intact, dict) and set(intact["tasks"]) == {"make-shards", "score", "total", "publish", "report"}
+
+
+def test_argos_schema_accepts_the_export_and_rejects_wrong_types() -> None:
+    plan = lower(load_pipeline(BRANCHY), {}, ref="b.py:branchy", project_dir="/p", image="i")
+    intact = _compile(plan)
+    wrong_type = _compile(plan)
+    _templates(wrong_type)["score"]["retryStrategy"]["limit"] = [2]
+    unnamed = _compile(plan)
+    del _templates(unnamed)["total"]["container"]["name"]
+    template = _compile(dataclasses.replace(plan), kind="WorkflowTemplate")
+    ok, bad_type, bad_name, ok_template = schema_errors([intact, wrong_type, unnamed, template])
+    assert ok is None and ok_template is None
+    assert bad_type and "retryStrategy/limit" in bad_type
+    assert bad_name and "container must have required property name" in bad_name
 
 
 def _drop_none(v):

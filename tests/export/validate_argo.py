@@ -8,20 +8,25 @@ It then checks what Argo's controller would resolve at run time: the entry templ
 task's template, every task named in ``depends``, ``when`` and ``withParam`` (an ancestor, with the
 output parameter declared), every ``{{inputs.parameters.*}}`` and ``{{workflow.parameters.*}}``,
 DNS-1123 names, no cycle. It prints what it parsed as JSON, on which ``validate`` asserts against
-the plan.
+the plan. Then node checks the same document against Argo's published schema (types, required
+fields), as compiled by the npm package @kubernetes-models/argo-workflows (``argo_schema.mjs``).
 
 The script part imports only the standard library, PyYAML and hera (the venv's).
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import re
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 HERA = ["hera[yaml]==7.1.0"]   # the range of the `argo` extra in pyproject.toml includes it
+SCHEMA_PACKAGE = "@kubernetes-models/argo-workflows@2.0.0"   # Argo's schema, compiled to validators
 DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 OPERAND = re.compile(r"([A-Za-z0-9][-A-Za-z0-9]*)\.(Succeeded|Failed|Errored|Skipped|Omitted|Daemoned|AnySucceeded"
                      r"|AllFailed)")
@@ -55,12 +60,45 @@ def check_files(paths: list[Path]) -> list[dict[str, Any] | str]:
     return [r.get("parsed", r.get("error")) for r in json.loads(done.stdout)]
 
 
+def schema_package() -> Path:
+    """The npm package with Argo's schema, under .cache/npm (installed once; a marker tells it finished)."""
+    from tests.export.venvs import ROOT
+
+    folder = ROOT / ".cache" / "npm" / "argo-workflows"
+    marker = folder / ".complete"
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(folder.parent / ".argo-workflows.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not marker.exists():
+            if folder.exists():
+                shutil.rmtree(folder)
+            done = subprocess.run(["npm", "install", "--prefix", str(folder), "--no-audit", "--no-fund",
+                                   "--loglevel=error", SCHEMA_PACKAGE], capture_output=True, text=True, timeout=600)
+            assert done.returncode == 0, f"npm install {SCHEMA_PACKAGE} failed:\n{done.stdout}\n{done.stderr}"
+            marker.write_text(SCHEMA_PACKAGE + "\n")
+    return folder / "node_modules" / "@kubernetes-models" / "argo-workflows"
+
+
+def schema_errors(documents: list[dict[str, Any]]) -> list[str | None]:
+    """Each document checked against Argo's schema by node: None when valid, else the schema's errors.
+
+    The schema checks types and required fields; it allows unknown keys, which hera's check catches.
+    """
+    script = Path(__file__).with_name("argo_schema.mjs")
+    done = subprocess.run(["node", str(script), str(schema_package())], input=json.dumps(documents),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, f"the schema check could not run:\n{done.stdout}\n{done.stderr}"
+    return json.loads(done.stdout)
+
+
 def validate(result: Any) -> None:
-    """The conformance suite's hook: every plan task is in the Workflow as the plan says."""
+    """The conformance suite's hook: hera and Argo's schema accept it; every plan task is there as planned."""
     from conveyor.export.argo import task_names
 
     path = next(f for f in result.files if f.name in ("workflow.yaml", "workflowtemplate.yaml"))
     parsed = check_file(path)
+    (errors,) = schema_errors([parsed["document"]])
+    assert errors is None, f"Argo's schema rejects {path}: {errors}"
     plan = result.plan
     names = task_names(plan)
     tasks = parsed["tasks"]
@@ -180,7 +218,7 @@ def check(doc: dict[str, Any]) -> dict[str, Any]:
         summary[t.name] = {"template": t.template, "node": node, "upstream": upstream[t.name], "gates": gates,
                            "loop": loop, "retries": _int(retry.limit) if retry else None,
                            "retry_policy": retry.retry_policy if retry else None}
-    return {"kind": kind, "entrypoint": spec.entrypoint, "tasks": summary,
+    return {"kind": kind, "entrypoint": spec.entrypoint, "tasks": summary, "document": doc,
             "parameters": [{"name": p.name, "value": p.value, "enum": p.enum, "description": p.description}
                            for p in (spec.arguments.parameters if spec.arguments else None) or []]}
 
