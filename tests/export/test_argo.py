@@ -80,6 +80,7 @@ def nested(x: int = 7):
         deploy(model)          # under the outer gate only
 
 
+@pytest.mark.slow   # runs hera in its venv
 def test_a_gated_task_carries_the_when_of_every_gate_it_is_under(tmp_path: Path) -> None:
     plan = _plan(nested)
     doc = _compile(plan)
@@ -133,6 +134,7 @@ def static_fan():
     add(square.map(v=[1, 2, 3]))
 
 
+@pytest.mark.slow   # runs hera in its venv
 def test_a_list_known_at_export_is_with_items(tmp_path: Path) -> None:
     plan = _plan(static_fan)
     doc = _compile(plan)
@@ -152,6 +154,7 @@ def test_a_fanned_out_task_that_emits_is_refused() -> None:
 
 # --- names --------------------------------------------------------------------------------------
 
+@pytest.mark.slow   # runs hera in its venv
 def test_names_become_dns_labels_and_a_clash_gets_a_digest_of_its_own_name(tmp_path: Path) -> None:
     plan = _plan(static_fan)
     base = plan.tasks["add"]
@@ -198,6 +201,7 @@ def typed(lr: float = 0.1, depth: int = 3, mode: Literal["fast", "full"] = "fast
     fit(lr, depth, mode, warm, grid)
 
 
+@pytest.mark.slow   # runs hera in its venv
 def test_parameters_are_typed_texts_with_defaults_and_choices(tmp_path: Path) -> None:
     plan = _plan(typed, {"depth": "5"})
     doc = _compile(plan)
@@ -250,6 +254,7 @@ def sized(x: int = 1):
     light(heavy(x))
 
 
+@pytest.mark.slow   # runs hera in its venv
 def test_resources_retries_and_deadlines_map_to_kubernetes_and_argo(tmp_path: Path) -> None:
     plan = _plan(sized, instance_types={"heavy": "p3.2xlarge", "*": "m5.large"})
     doc = _compile(plan)
@@ -271,6 +276,7 @@ def test_resources_retries_and_deadlines_map_to_kubernetes_and_argo(tmp_path: Pa
 
 # --- kinds and options --------------------------------------------------------------------------
 
+@pytest.mark.slow   # runs hera in its venv
 def test_a_workflow_template_loads_into_heras_model(tmp_path: Path) -> None:
     result = export(BRANCHY, "argo", image="i", out=tmp_path, artifact_root="s3://b/a", project_dir=HERE.parents[1],
                     build_context=False, options={"kind": "WorkflowTemplate", "namespace": "ml",
@@ -322,6 +328,7 @@ BROKEN = {
 }
 
 
+@pytest.mark.slow   # runs hera in its venv
 def test_the_validator_rejects_what_argo_would_not_run(tmp_path: Path) -> None:
     plan = lower(load_pipeline(BRANCHY), {}, ref="b.py:branchy", project_dir="/p", image="i")
     paths = []
