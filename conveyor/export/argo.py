@@ -142,7 +142,8 @@ def dag_task(plan: Plan, task: Task, names: Mapping[str, str]) -> dict[str, Any]
     fan = task.fan_out
     if fan is not None:
         if task.emits:
-            raise ExportError(f"Step '{task.name}' is fanned out and also emits {', '.join(e.name for e in task.emits)}; "
+            emitted = ", ".join(e.name for e in task.emits)
+            raise ExportError(f"Step '{task.name}' is fanned out and also emits {emitted}; "
                               "Argo gathers a fan-out's outputs into one list, which no gate or fan-out can read. "
                               "Add a join step after the fan-out and decide on its output.")
         if fan.source is not None:

@@ -181,7 +181,7 @@ def _pod(argv: list[str], template: Mapping[str, Any], container: Mapping[str, A
         path = Path(own_tmp(p["valueFrom"]["path"]))
         if not path.exists():
             return "Error", f"{logs}\noutput parameter {p['name']}: {p['valueFrom']['path']} does not exist", {}
-        outputs[p["name"]] = path.read_text().strip()
+        outputs[p["name"]] = path.read_text()      # as written: "true\n" would not equal true
     return "Succeeded", logs, outputs
 
 
