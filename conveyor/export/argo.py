@@ -42,6 +42,8 @@ GPU_RESOURCE = "nvidia.com/gpu"
 MAX_NAME = 40                            # Argo adds the workflow's name and a hash to make pod names (63 at most)
 KINDS = ("Workflow", "WorkflowTemplate")
 RUN_IDS = {"uid": "{{workflow.uid}}", "name": "{{workflow.name}}"}
+# words of the expression language Argo evaluates `depends` in: a task named so would not parse there
+EXPR_WORDS = {"and", "or", "not", "in", "matches", "contains", "true", "false", "nil", "let", "if", "else"}
 
 
 class ArgoTarget:
@@ -230,6 +232,8 @@ def dns_name(text: str) -> str:
     name = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "task"
     if not name[0].isalpha():      # a name must not read as a number in a depends expression
         name = f"t-{name}"
+    if name in EXPR_WORDS:
+        name = f"{name}-step"
     if len(name) > MAX_NAME:
         name = f"{name[:MAX_NAME - 9].rstrip('-')}-{_digest(text)}"
     return name
@@ -272,8 +276,13 @@ def _scalar(v: Any) -> str:
         return "true" if v else "false"
     if v is None:
         return "null"
-    if isinstance(v, int | float):
-        return json.dumps(v)
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        if v != v or v in (float("inf"), float("-inf")):
+            return ".nan" if v != v else ("-.inf" if v < 0 else ".inf")
+        text = repr(v)      # YAML 1.1 reads an exponent as a number only after a dot: 1.0e-09, not 1e-09
+        return text.replace("e", ".0e", 1) if "e" in text and "." not in text else text
     if isinstance(v, dict):
         return "{}"
     if isinstance(v, list):

@@ -12,7 +12,7 @@ import yaml
 import conveyor as cv
 from conveyor.errors import ExportError
 from conveyor.export import ExportOptions, export
-from conveyor.export.argo import ArgoTarget, dns_name, task_names
+from conveyor.export.argo import ArgoTarget, dns_name, task_names, to_yaml
 from conveyor.export.plan import Emit, Plan, lower
 from conveyor.runtime.loader import load_pipeline
 from tests.export.validate_argo import check_file, check_files, schema_errors
@@ -173,6 +173,7 @@ def test_names_become_dns_labels_and_a_clash_gets_a_digest_of_its_own_name(tmp_p
     parsed = check_file(_written(clashing, tmp_path))
     assert {t["node"] for t in parsed["tasks"].values()} == set(tasks)
     assert dns_name("score[0]") == "score-0" and dns_name("__x__") == "x" and dns_name("_2") == "t-2"
+    assert dns_name("true") == "true-step" and dns_name("Not") == "not-step"   # words of Argo's depends language
 
 
 def test_two_tasks_that_still_share_a_name_are_refused() -> None:
@@ -305,6 +306,17 @@ def test_an_option_argo_export_does_not_know_is_refused(options: dict, match: st
 def test_the_export_is_deterministic() -> None:
     plan = lower(load_pipeline(BRANCHY), {}, ref="b.py:branchy", project_dir="/p", image="i")
     assert ArgoTarget().compile(plan, ExportOptions({})) == ArgoTarget().compile(plan, ExportOptions({}))
+
+
+TRICKY = ["yes", "No", "on", "y", "N", "null", "~", "", " lead", "trail ", "1.5", "010", "0x1F", "1e3", ".inf", "true",
+          "a: b", "#x", "- x", "{{workflow.uid}}", "[1,2]", "@x", "*x", "&x", "!x", "%x", "`x", "'x'", '"x"', "a\nb",
+          "tab\t", "é ünïcode", "back\\slash", "2026-12-02", "plain-name_1.2/x"]
+
+
+def test_the_yaml_writer_keeps_every_value_as_it_is() -> None:
+    data = {"strings": TRICKY, "numbers": [0, -3, 2.5, 1e-9, 3e20, float("inf")], "flags": [True, False], "none": None,
+            "nested": [{"a": [], "b": {}, "c": [{"d": "x"}, [1, [2]]]}], "yes": {"on": "off"}}
+    assert yaml.safe_load(to_yaml(data)) == data
 
 
 # --- the validator itself fails on what Argo would not accept ------------------------------------
