@@ -50,12 +50,14 @@ class ArgoTarget:
     """Argo Workflows: ``argo submit workflow.yaml`` (or a WorkflowTemplate with ``kind=WorkflowTemplate``).
 
     Options: ``kind`` (Workflow | WorkflowTemplate), ``namespace``, ``service_account`` (the pods'
-    service account), ``run_id`` (``uid``, the default, or ``name``: what ``--run-id`` gets).
+    service account), ``run_id`` (``uid``, the default, or ``name``: what ``--run-id`` gets),
+    ``secrets`` (Kubernetes Secrets, comma-separated, whose keys become every container's
+    environment: where ``CONVEYOR_METADATA_URL`` with its password and cloud credentials belong).
     """
 
     name: ClassVar[str] = "argo"
     extra: ClassVar[str] = "argo"
-    option_names: ClassVar[tuple[str, ...]] = ("kind", "namespace", "service_account", "run_id")
+    option_names: ClassVar[tuple[str, ...]] = ("kind", "namespace", "service_account", "run_id", "secrets")
 
     def compile(self, plan: Plan, options: ExportOptions) -> dict[str, str]:
         """The Workflow (or WorkflowTemplate) as YAML text, under ``workflow.yaml``."""
@@ -111,7 +113,8 @@ def manifest(plan: Plan, options: ExportOptions) -> dict[str, Any]:
     if options.get("service_account"):
         spec["serviceAccountName"] = options.get("service_account")
     dag = {"name": entry, "dag": {"tasks": [dag_task(plan, t, names) for t in plan]}}
-    spec["templates"] = [dag, *(container_template(plan, t, names[t.name], run_id) for t in plan)]
+    secrets = [dns_subdomain(s) for s in (options.get("secrets") or "").split(",") if s.strip()]
+    spec["templates"] = [dag, *(container_template(plan, t, names[t.name], run_id, secrets) for t in plan)]
     return {"apiVersion": "argoproj.io/v1alpha1", "kind": kind, "metadata": metadata, "spec": spec}
 
 
@@ -163,7 +166,8 @@ def _upstream_done(up: Task, names: Mapping[str, str]) -> str:
     return f"({name}.Succeeded || {name}.Skipped)" if up.fan_out is not None else f"{name}.Succeeded"
 
 
-def container_template(plan: Plan, task: Task, name: str, run_id: str) -> dict[str, Any]:
+def container_template(plan: Plan, task: Task, name: str, run_id: str,
+                       secrets: Sequence[str] = ()) -> dict[str, Any]:
     """The task's template: the entry point in the image, with the task's resources, retries and deadline."""
     argv = plan.command(
         task, run_id=run_id, params={p.name: f"{{{{workflow.parameters.{p.name}}}}}" for p in plan.params},
@@ -176,6 +180,8 @@ def container_template(plan: Plan, task: Task, name: str, run_id: str) -> dict[s
     container: dict[str, Any] = {"name": "main", "image": plan.image, "command": argv[:1], "args": argv[1:]}
     if plan.env:
         container["env"] = [{"name": k, "value": v} for k, v in plan.env.items()]
+    if secrets:
+        container["envFrom"] = [{"secretRef": {"name": s}} for s in secrets]
     res = resources(task)
     if res:
         container["resources"] = res
@@ -236,6 +242,15 @@ def dns_name(text: str) -> str:
         name = f"{name}-step"
     if len(name) > MAX_NAME:
         name = f"{name[:MAX_NAME - 9].rstrip('-')}-{_digest(text)}"
+    return name
+
+
+def dns_subdomain(text: str) -> str:
+    """A Kubernetes object's name as given (a Secret's), refused when Kubernetes would refuse it."""
+    name = text.strip()
+    if not re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", name) or len(name) > 253:
+        raise ExportError(f"Argo option secrets: {name!r} is not a Kubernetes object name (lower-case letters, digits, "
+                          "'-' and '.'). Give the Secrets' names, comma-separated: secrets=conveyor-db,aws-creds.")
     return name
 
 

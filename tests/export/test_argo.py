@@ -281,7 +281,8 @@ def test_resources_retries_and_deadlines_map_to_kubernetes_and_argo(tmp_path: Pa
 def test_a_workflow_template_loads_into_heras_model(tmp_path: Path) -> None:
     result = export(BRANCHY, "argo", image="i", out=tmp_path, artifact_root="s3://b/a", project_dir=HERE.parents[1],
                     build_context=False, options={"kind": "WorkflowTemplate", "namespace": "ml",
-                                                  "service_account": "runner", "run_id": "name"})
+                                                  "service_account": "runner", "run_id": "name",
+                                                  "secrets": "conveyor-db, aws-creds"})
     path = tmp_path / "workflowtemplate.yaml"
     doc = yaml.safe_load(path.read_text())
     assert doc["kind"] == "WorkflowTemplate"
@@ -289,6 +290,9 @@ def test_a_workflow_template_loads_into_heras_model(tmp_path: Path) -> None:
     assert doc["spec"]["serviceAccountName"] == "runner"
     args = _templates(doc)["total"]["container"]["args"]
     assert args[args.index("--run-id") + 1] == "{{workflow.name}}"
+    for tmpl in doc["spec"]["templates"][1:]:     # the password and credentials come from the Secrets
+        assert tmpl["container"]["envFrom"] == [{"secretRef": {"name": "conveyor-db"}},
+                                                {"secretRef": {"name": "aws-creds"}}]
     assert check_file(path)["kind"] == "WorkflowTemplate"
     assert result.commands[-2:] == [f"argo template create -n ml {path}",
                                     "argo submit -n ml --from workflowtemplate/branchy --watch"]
@@ -296,6 +300,7 @@ def test_a_workflow_template_loads_into_heras_model(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("options", "match"), [({"kind": "CronWorkflow"}, "kind=Workflow"),
                                                 ({"run_id": "pod"}, "run_id=uid"),
+                                                ({"secrets": "Conveyor_DB"}, "not a Kubernetes object name"),
                                                 ({"parallelism": "2"}, "has no option parallelism")])
 def test_an_option_argo_export_does_not_know_is_refused(options: dict, match: str, tmp_path: Path) -> None:
     with pytest.raises(ExportError, match=match):
@@ -364,7 +369,7 @@ def test_argos_schema_accepts_the_export_and_rejects_wrong_types() -> None:
     _templates(wrong_type)["score"]["retryStrategy"]["limit"] = [2]
     unnamed = _compile(plan)
     del _templates(unnamed)["total"]["container"]["name"]
-    template = _compile(dataclasses.replace(plan), kind="WorkflowTemplate")
+    template = _compile(plan, kind="WorkflowTemplate", secrets="conveyor-db,aws-creds", service_account="runner")
     ok, bad_type, bad_name, ok_template = schema_errors([intact, wrong_type, unnamed, template])
     assert ok is None and ok_template is None
     assert bad_type and "retryStrategy/limit" in bad_type
