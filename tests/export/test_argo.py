@@ -144,6 +144,24 @@ def test_a_list_known_at_export_is_with_items(tmp_path: Path) -> None:
     assert check_file(_written(plan, tmp_path))["tasks"]["square"]["loop"] == ["withItems", [0, 1, 2]]
 
 
+@cv.step
+def count(n: int) -> list[int]:
+    return list(range(n))
+
+
+@cv.pipeline
+def chained(n: int = 3):
+    add(square.map(v=square.map(v=count(n))))
+
+
+def test_a_map_over_a_map_iterates_over_the_first_source() -> None:
+    dag = _dag(_compile(_plan(chained)))
+    assert dag["square"]["withParam"] == dag["square-2"]["withParam"] == \
+        "{{tasks.count.outputs.parameters.fanout_square}}"
+    assert dag["square-2"]["depends"] == "(square.Succeeded || square.Skipped)"
+    assert dag["add"]["depends"] == "(square-2.Succeeded || square-2.Skipped)"
+
+
 def test_a_fanned_out_task_that_emits_is_refused() -> None:
     plan = _plan(static_fan)
     tasks = dict(plan.tasks)
