@@ -104,16 +104,16 @@ def manifest(plan: Plan, options: ExportOptions) -> dict[str, Any]:
     pipeline = dns_name(plan.pipeline)
     metadata: dict[str, Any] = {"name": pipeline} if kind == "WorkflowTemplate" else {"generateName": f"{pipeline}-"}
     if options.get("namespace"):
-        metadata["namespace"] = options.get("namespace")
+        metadata["namespace"] = k8s_name(options.get("namespace") or "", "namespace")
     metadata["labels"] = {"conveyor.dev/pipeline": pipeline}
     metadata["annotations"] = {"conveyor.dev/pipeline-ref": plan.ref, "conveyor.dev/shape": plan.shape,
                                "conveyor.dev/parameter-types": json.dumps({p.name: p.type for p in plan.params},
                                                                           separators=(",", ":"))}
     spec: dict[str, Any] = {"entrypoint": entry, "arguments": {"parameters": parameters(plan)}}
     if options.get("service_account"):
-        spec["serviceAccountName"] = options.get("service_account")
+        spec["serviceAccountName"] = k8s_name(options.get("service_account") or "", "service_account")
     dag = {"name": entry, "dag": {"tasks": [dag_task(plan, t, names) for t in plan]}}
-    secrets = [dns_subdomain(s) for s in (options.get("secrets") or "").split(",") if s.strip()]
+    secrets = [k8s_name(s, "secrets") for s in (options.get("secrets") or "").split(",") if s.strip()]
     spec["templates"] = [dag, *(container_template(plan, t, names[t.name], run_id, secrets) for t in plan)]
     return {"apiVersion": "argoproj.io/v1alpha1", "kind": kind, "metadata": metadata, "spec": spec}
 
@@ -245,12 +245,13 @@ def dns_name(text: str) -> str:
     return name
 
 
-def dns_subdomain(text: str) -> str:
-    """A Kubernetes object's name as given (a Secret's), refused when Kubernetes would refuse it."""
+def k8s_name(text: str, option: str) -> str:
+    """A Kubernetes object's name given in ``option`` (a namespace, Secret...), refused where Kubernetes would."""
     name = text.strip()
     if not re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", name) or len(name) > 253:
-        raise ExportError(f"Argo option secrets: {name!r} is not a Kubernetes object name (lower-case letters, digits, "
-                          "'-' and '.'). Give the Secrets' names, comma-separated: secrets=conveyor-db,aws-creds.")
+        raise ExportError(f"Argo option {option}: {name!r} is not a Kubernetes object name (lower-case letters, "
+                          f"digits, '-' and '.'), e.g. {option}=conveyor-ml. Secrets are comma-separated: "
+                          "secrets=conveyor-db,aws-creds.")
     return name
 
 

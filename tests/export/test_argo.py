@@ -318,7 +318,8 @@ def test_a_workflow_template_loads_into_heras_model(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("options", "match"), [({"kind": "CronWorkflow"}, "kind=Workflow"),
                                                 ({"run_id": "pod"}, "run_id=uid"),
-                                                ({"secrets": "Conveyor_DB"}, "not a Kubernetes object name"),
+                                                ({"secrets": "Conveyor_DB"}, "secrets: 'Conveyor_DB' is not a Kube"),
+                                                ({"namespace": "ML team"}, "namespace: 'ML team' is not a Kube"),
                                                 ({"parallelism": "2"}, "has no option parallelism")])
 def test_an_option_argo_export_does_not_know_is_refused(options: dict, match: str, tmp_path: Path) -> None:
     with pytest.raises(ExportError, match=match):
