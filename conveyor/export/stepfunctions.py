@@ -472,6 +472,8 @@ def task_definition(plan: Plan, cfg: _Config) -> dict[str, Any]:
     """The ECS task definition (``register-task-definition --cli-input-json``) that runs the image."""
     container: dict[str, Any] = {"name": CONTAINER, "image": plan.image, "essential": True,
                                  "entryPoint": [plan.python, *ENTRY[:2]],
+                                 # a soft floor only: the task-level memory (and its overrides) is the limit
+                                 "memoryReservation": 128,
                                  "environment": [{"name": k, "value": v} for k, v in sorted(plan.env.items())]}
     if cfg.log_group:
         container["logConfiguration"] = {"logDriver": "awslogs", "options": {
