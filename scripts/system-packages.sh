@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the test suite starts for real, if missing: Debian packages (PostgreSQL, wrk,
-# Node.js and npm) and Azurite, the Azure Blob emulator, from npm into .cache/azurite.
+# Node.js and npm), Azurite, the Azure Blob emulator, from npm into .cache/azurite, and asl-validator
+# into .cache/npm/asl-validator.
 set -euo pipefail
 need=()
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
@@ -20,4 +21,10 @@ fi
 prefix="$(cd "$(dirname "$0")/.." && pwd)/.cache/azurite"
 if [ ! -x "$prefix/node_modules/.bin/azurite-blob" ]; then
   npm install --prefix "$prefix" --no-audit --no-fund --loglevel=error azurite@3.35.0 >/dev/null
+fi
+# asl-validator checks the Step Functions export; keep the version in step with
+# ASL_VALIDATOR_VERSION in tests/export/validate_stepfunctions.py.
+prefix="$(cd "$(dirname "$0")/.." && pwd)/.cache/npm/asl-validator"
+if [ ! -x "$prefix/node_modules/.bin/asl-validator" ]; then
+  npm install --prefix "$prefix" --no-audit --no-fund --loglevel=error asl-validator@4.0.0 >/dev/null
 fi
