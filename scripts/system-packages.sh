@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the test suite starts for real, if missing: Debian packages (PostgreSQL, wrk,
-# Node.js and npm), Azurite, the Azure Blob emulator, from npm into .cache/azurite, and asl-validator
-# into .cache/npm/asl-validator.
+# Node.js and npm) and Azurite, the Azure Blob emulator, from npm into .cache/azurite.
 set -euo pipefail
 need=()
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
