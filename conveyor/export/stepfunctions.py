@@ -459,6 +459,10 @@ def _escape(text: str) -> str:
 
 
 def _literal(text: str) -> str:
+    if "\\" in text:
+        # the spec escapes it as \\, which asl-validator rejects: no definition that one linter refuses
+        raise ExportError(f"The task command holds a backslash ({text!r}), which Step Functions' intrinsic functions "
+                          "do not carry reliably. Use forward slashes in the pipeline reference and project folder.")
     return f"'{_escape(text)}'"
 
 

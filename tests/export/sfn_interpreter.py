@@ -1,0 +1,166 @@
+"""Executions of an exported state machine in moto's Step Functions interpreter (its ASL parser).
+
+moto runs the definition itself: the Pass, Choice, Parallel and Map states, the intrinsic functions,
+the retriers, and each ECS ``runTask.waitForTaskToken`` against moto's ECS. The caller answers every
+ECS task the machine starts, as the entry point would: with the values it emits (SendTaskSuccess
+through :func:`conveyor.export.sfn_callback.report_to_step_functions`) or an exit status
+(SendTaskFailure).
+
+One gap in moto is filled here: its copy of the interpreter leaves out the step that turns a Task
+state's PascalCase parameters into the service's request and the response back
+(``_normalise_parameters``/``_normalise_response`` are empty), so every ECS call fails with a
+KeyError. The fill-in does that conversion with botocore's own service model, using the converters
+moto's copy already has (``_to_boto_request``/``_from_boto_response``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from conveyor.export import export
+from conveyor.export.sfn_callback import report_failure_to_step_functions, report_to_step_functions
+
+HERE = Path(__file__).resolve().parent
+REGION = "us-east-1"
+GUARD_S = 120     # a stuck execution fails the test with its history instead of hanging it
+
+
+@dataclass
+class TaskRun:
+    """One ECS task the machine started: its command and environment."""
+
+    argv: list[str]
+    env: dict[str, str]
+
+    def arg(self, flag: str) -> str | None:
+        return self.argv[self.argv.index(flag) + 1] if flag in self.argv else None
+
+    @property
+    def node(self) -> str:
+        return self.arg("--node") or ""
+
+    @property
+    def map_index(self) -> str | None:
+        return self.arg("--map-index")
+
+    @property
+    def params(self) -> dict[str, str]:
+        pairs = [self.argv[i + 1] for i, a in enumerate(self.argv) if a == "-p"]
+        return dict(p.split("=", 1) for p in pairs)
+
+
+@dataclass
+class Execution:
+    status: str
+    output: Any
+    failure: tuple[str, str] | None
+    tasks: list[TaskRun] = field(default_factory=list)
+    history: list[str] = field(default_factory=list)
+
+
+Answer = Callable[[TaskRun], "dict[str, Any] | int"]
+
+
+@contextlib.contextmanager
+def _aws() -> Iterator[None]:
+    import botocore.session
+    from moto import mock_aws
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import state_task_service as svc
+
+    def operation(service: str, action: str) -> Any:
+        model = botocore.session.get_session().get_service_model(service)
+        by_lower = {n.lower(): n for n in model.operation_names}
+        return model.operation_model(by_lower[action.replace("_", "").lower()])
+
+    def normalise_parameters(self: Any, parameters: dict, boto_service_name: str | None = None,
+                             service_action_name: str | None = None) -> None:
+        op = operation(boto_service_name or self._get_boto_service_name(),
+                       service_action_name or self.resource.api_action)
+        self._to_boto_request(parameters, op.input_shape)
+
+    def normalise_response(self: Any, response: Any, boto_service_name: str | None = None,
+                           service_action_name: str | None = None) -> None:
+        op = operation(boto_service_name or self._get_boto_service_name(),
+                       service_action_name or self.resource.api_action)
+        self._from_boto_response(response, op.output_shape)
+
+    saved = svc.StateTaskService._normalise_parameters, svc.StateTaskService._normalise_response
+    keys = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}
+    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION=REGION)
+    svc.StateTaskService._normalise_parameters = normalise_parameters
+    svc.StateTaskService._normalise_response = normalise_response
+    try:
+        with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
+            yield
+    finally:
+        svc.StateTaskService._normalise_parameters, svc.StateTaskService._normalise_response = saved
+        for k, v in keys.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def run_machine(ref: Any, tmp_path: Path, execution_input: dict[str, Any], answer: Answer, *,
+                name: str | None = None, options: dict[str, str] | None = None) -> Execution:
+    """Export ``ref``, create its task definition and machine in moto, run one execution to its end."""
+    import boto3
+    from moto.ec2 import utils as ec2_utils
+
+    out = tmp_path / f"sfn-{uuid.uuid4().hex[:8]}"
+    with _aws():
+        result = export(ref, "stepfunctions", image="registry.example/conveyor/demo:1", out=out,
+                        artifact_root="s3://conveyor-demo/artifacts", project_dir=HERE.parents[1],
+                        build_context=False, options=options)
+        files = {f.name: f for f in result.files}
+        ecs, sfn = boto3.client("ecs", region_name=REGION), boto3.client("stepfunctions", region_name=REGION)
+        cluster = ecs.create_cluster(clusterName="conveyor")["cluster"]["clusterName"]
+        # the EC2 launch type places tasks on a container instance
+        instance = boto3.resource("ec2", region_name=REGION).create_instances(
+            ImageId="ami-12c6146b", MinCount=1, MaxCount=1)[0]
+        ecs.register_container_instance(cluster=cluster, instanceIdentityDocument=json.dumps(
+            ec2_utils.generate_instance_identity_document(instance)))
+        ecs.register_task_definition(**json.loads(files["task-definition.json"].read_text()))
+        role = boto3.client("iam", region_name=REGION).create_role(
+            RoleName="conveyor-sfn", AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": []}),
+        )["Role"]["Arn"]
+        machine = sfn.create_state_machine(name="branchy", roleArn=role,
+                                           definition=files["state-machine.asl.json"].read_text())
+        arn = sfn.start_execution(stateMachineArn=machine["stateMachineArn"], name=name or uuid.uuid4().hex,
+                                  input=json.dumps(execution_input))["executionArn"]
+        runs: list[TaskRun] = []
+        seen: set[str] = set()
+        give_up = time.monotonic() + GUARD_S
+        while True:
+            described = sfn.describe_execution(executionArn=arn)
+            if described["status"] != "RUNNING" or time.monotonic() > give_up:
+                break
+            for task_arn in ecs.list_tasks(cluster=cluster)["taskArns"]:
+                if task_arn in seen:
+                    continue
+                seen.add(task_arn)
+                task = ecs.describe_tasks(cluster=cluster, tasks=[task_arn])["tasks"][0]
+                override = task["overrides"]["containerOverrides"][0]
+                env = {e["name"]: e["value"] for e in override.get("environment", [])}
+                run = TaskRun(list(override["command"]), env)
+                runs.append(run)
+                reply = answer(run)
+                task_env = {**env, "AWS_REGION": REGION}
+                if isinstance(reply, int):
+                    report_failure_to_step_functions(reply, f"exit status {reply}", task_env)
+                else:
+                    report_to_step_functions(reply, task_env)
+                ecs.stop_task(cluster=cluster, task=task_arn, reason="the step ended")
+            time.sleep(0.05)
+        history = [e["type"] for e in sfn.get_execution_history(executionArn=arn)["events"]]
+        output = json.loads(described["output"]) if described.get("output") else None
+        failure = (described["error"], described.get("cause", "")) if described.get("error") else None
+        return Execution(described["status"], output, failure, runs, history)

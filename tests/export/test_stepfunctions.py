@@ -1,0 +1,316 @@
+"""Step Functions: the machine's structure, its parameters, resources and refusals, and executions of it
+in moto's ASL interpreter (the Step Functions parser moto ships), where each ECS task the machine starts
+is answered through the task token as the entry point answers it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import pytest
+
+import conveyor as cv
+from conveyor.errors import ConfigurationError, ExportError
+from conveyor.export import ExportOptions, export
+from conveyor.export.plan import lower
+from conveyor.export.sfn_callback import report_to_step_functions
+from conveyor.export.stepfunctions import StepFunctionsTarget, fargate_size
+from conveyor.runtime.loader import load_pipeline
+from tests.export.sfn_interpreter import TaskRun, run_machine
+from tests.export.validate_stepfunctions import check_run_task, check_task_definition, lint, walk
+
+HERE = Path(__file__).resolve().parent
+BRANCHY = f"{HERE / 'pipelines' / 'branchy.py'}:branchy"
+
+
+def _compile(pipeline: Any, options: dict[str, str] | None = None, **kw: Any) -> dict[str, Any]:
+    pipeline = load_pipeline(pipeline) if isinstance(pipeline, str) else pipeline
+    plan = lower(pipeline, kw.pop("params", {}), ref="p.py:x", project_dir="/p", image="img:1", **kw)
+    files = StepFunctionsTarget().compile(plan, ExportOptions(options or {}))
+    return {name: json.loads(text) for name, text in files.items()}
+
+
+def _states(machine: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return dict(walk(machine))
+
+
+def _task(machine: dict[str, Any], name: str) -> dict[str, Any]:
+    states = _states(machine)
+    state = states[name]
+    return states[f"{name} [element]"] if state["Type"] == "Map" else state
+
+
+# --- pipelines with the constructs these tests need --------------------------------------------
+
+@cv.step(cpus=2, memory="3Gi", timeout=60, retries=1, backoff=4)
+def big(x: int) -> int:
+    return x
+
+
+@cv.step(gpus=1)
+def gpu(x: int) -> int:
+    return x
+
+
+@cv.step
+def pair(x: int) -> int:
+    return 2 * x
+
+
+@cv.step
+def seed(mode: str) -> int:
+    return len(mode)
+
+
+@cv.pipeline
+def sized(mode: Literal["fast", "slow"] = "fast", extra: dict | None = None):
+    s = seed(mode)
+    big(s)
+    gpu(s)
+
+
+@cv.pipeline
+def cpu_only(n: int = 1):
+    big(seed("x"))
+
+
+@cv.pipeline
+def chained():
+    first = pair.map(x=[1, 2, 3])      # known at export
+    pair.map(x=first)                  # over the same elements
+
+
+# --- structure --------------------------------------------------------------------------------------
+
+def test_gates_become_choices_on_the_deciders_boolean_and_fan_outs_maps_over_the_emitted_list() -> None:
+    machine = _compile(BRANCHY)["state-machine.asl.json"]
+    states = _states(machine)
+    score = states["score"]
+    assert score["Type"] == "Map" and score["ItemsPath"] == "$.emitted.make_shards.fanout_score"
+    assert score["ItemSelector"] == {"params.$": "$.params", "index.$": "$$.Map.Item.Value"}
+    assert "MaxConcurrency" not in score
+    gate = states["Gate publish"]
+    assert gate["Choices"] == [{"Variable": "$.emitted.total.cond_0", "BooleanEquals": True, "Next": "publish"}]
+    assert states[gate["Default"]] == {"Type": "Pass", "Comment": "a condition is false: what a skipped step emits",
+                                       "Result": {}, "End": True}
+    # publish and report wait only for total: they run side by side
+    parallel = machine["States"]["Parallel 4"]
+    assert [b["StartAt"] for b in parallel["Branches"]] == ["Gate publish", "report"]
+    assert machine["States"]["total"]["Next"] == "Parallel 4"
+    assert _compile(BRANCHY, {"max-concurrency": "5"})["state-machine.asl.json"]["States"]["score"][
+        "MaxConcurrency"] == 5
+
+
+def test_a_skipped_decider_hands_its_dependents_false_and_an_empty_list() -> None:
+    @cv.step
+    def flag(x: int) -> bool:
+        return x > 1
+
+    @cv.step
+    def items(x: int) -> list[int]:
+        return [x]
+
+    @cv.pipeline
+    def nested(n: int = 1):
+        with cv.when(flag(n)):
+            xs = items(n)
+            pair.map(x=xs)
+    machine = _compile(nested)["state-machine.asl.json"]
+    states = _states(machine)
+    assert states["Skip items"]["Result"] == {"fanout_pair": []}
+    assert states["Skip items"]["ResultPath"] == "$.emitted.items"
+    assert states["Gate pair"]["Choices"][0]["Variable"] == "$.emitted.flag.cond_0"
+    assert states["pair"]["ItemsPath"] == "$.emitted.items.fanout_pair"
+
+
+def test_a_list_known_at_export_is_mapped_from_the_input_and_a_map_over_a_map_iterates_the_same_elements() -> None:
+    machine = _compile(chained)["state-machine.asl.json"]
+    assert machine["States"]["Parameters"]["Parameters"]["static"] == {"pair": [0, 1, 2], "pair_2": [0, 1, 2]}
+    assert machine["States"]["pair"]["ItemsPath"] == "$.static.pair"
+    assert machine["States"]["pair_2"]["ItemsPath"] == "$.static.pair_2"
+    assert machine["States"]["pair"]["Next"] == "pair_2"
+
+
+# --- parameters ----------------------------------------------------------------------------------
+
+def test_parameters_are_the_input_merged_over_typed_defaults_and_checked_by_type() -> None:
+    files = _compile(sized, params={"mode": "slow"})
+    machine = files["state-machine.asl.json"]
+    head = machine["States"]["Parameters"]["Parameters"]
+    assert head["defaults"] == {"mode": "slow", "extra": None, "conveyor_resume_from": ""}
+    assert head["input.$"] == "$"
+    assert machine["States"]["Merge parameters"]["Parameters"]["params.$"] == \
+        "States.JsonMerge($.defaults, $.input, false)"
+    assert files["input.json"] == head["defaults"]
+    rules = machine["States"]["Check parameters"]["Choices"]
+    mode = next(r for r in rules if r["Next"] == "Bad parameter mode")
+    assert mode == {"Or": [{"Not": {"Variable": "$.params.mode", "IsString": True}},
+                           {"Not": {"Or": [{"Variable": "$.params.mode", "StringEquals": "fast"},
+                                           {"Variable": "$.params.mode", "StringEquals": "slow"}]}}],
+                    "Next": "Bad parameter mode"}
+    assert not any(r["Next"] == "Bad parameter extra" for r in rules)   # JSON: any value
+    command = _task(machine, "seed")["Parameters"]["Overrides"]["ContainerOverrides"][0]["Command.$"]
+    assert "'-p', States.Format('mode={}', $.params.mode)" in command
+    assert "'-p', States.Format('extra={}', States.JsonToString($.params.extra))" in command
+
+
+def test_the_resume_parameter_defaults_to_the_exported_run_and_reaches_every_task() -> None:
+    machine = _compile(BRANCHY, resume_from="run-41")["state-machine.asl.json"]
+    assert machine["States"]["Parameters"]["Parameters"]["defaults"]["conveyor_resume_from"] == "run-41"
+    for name in ("make_shards", "score", "total", "publish", "report"):
+        command = _task(machine, name)["Parameters"]["Overrides"]["ContainerOverrides"][0]["Command.$"]
+        assert command.endswith("'--resume-from', $.params.conveyor_resume_from)"), name
+
+
+def test_literal_text_is_escaped_for_intrinsic_functions(tmp_path: Path) -> None:
+    plan = lower(load_pipeline(BRANCHY), {}, ref="it's {odd}.py:branchy", project_dir="/p", image="i")
+    text = StepFunctionsTarget().compile(plan, ExportOptions({}))["state-machine.asl.json"]
+    command = _task(json.loads(text), "total")["Parameters"]["Overrides"]["ContainerOverrides"][0]["Command.$"]
+    assert "'--pipeline', 'it\\'s \\{odd\\}.py:branchy'" in command
+    (tmp_path / "m.json").write_text(text)
+    lint(tmp_path / "m.json")
+    windows = lower(load_pipeline(BRANCHY), {}, ref="flows\\b.py:branchy", project_dir="/p", image="i")
+    with pytest.raises(ExportError, match="backslash.*forward slashes"):
+        StepFunctionsTarget().compile(windows, ExportOptions({}))
+
+
+# --- resources ---------------------------------------------------------------------------------
+
+def test_resources_on_ec2_are_exact_overrides_gpus_resource_requirements_and_instance_types_placement() -> None:
+    files = _compile(sized, instance_types={"gpu": "g5.xlarge"})
+    machine = files["state-machine.asl.json"]
+    big_task = _task(machine, "big")
+    assert big_task["Parameters"]["LaunchType"] == "EC2"
+    assert big_task["Parameters"]["Overrides"]["Cpu"] == "2048" and big_task["Parameters"]["Overrides"]["Memory"] == "3072"
+    assert big_task["TimeoutSeconds"] == 60 * 2 + 4 + 600
+    assert big_task["Retry"][1] == {"ErrorEquals": ["States.TaskFailed", "States.Timeout"], "MaxAttempts": 1,
+                                    "IntervalSeconds": 4, "BackoffRate": 2.0, "MaxDelaySeconds": 30}
+    gpu_task = _task(machine, "gpu")
+    assert gpu_task["Parameters"]["Overrides"]["ContainerOverrides"][0]["ResourceRequirements"] == [
+        {"Type": "GPU", "Value": "1"}]
+    assert gpu_task["Parameters"]["PlacementConstraints"] == [
+        {"Type": "memberOf", "Expression": "attribute:ecs.instance-type == g5.xlarge"}]
+    assert "Cpu" not in gpu_task["Parameters"]["Overrides"] and "TimeoutSeconds" not in gpu_task
+    assert _task(machine, "seed")["Retry"] == [{"ErrorEquals": ["Conveyor.StepFailed", "Conveyor.UsageError"],
+                                               "MaxAttempts": 0}]
+    for name in ("big", "gpu"):
+        check_run_task(name, _task(machine, name)["Parameters"])
+
+
+def test_fargate_sizes_each_task_to_a_valid_combination_in_the_given_network(tmp_path: Path) -> None:
+    files = _compile(cpu_only, {"launch-type": "fargate", "subnets": "subnet-a, subnet-b",
+                                "security-groups": "sg-1", "task-role-arn": "arn:aws:iam::1:role/task"})
+    task = _task(files["state-machine.asl.json"], "big")["Parameters"]
+    assert task["LaunchType"] == "FARGATE"
+    assert (task["Overrides"]["Cpu"], task["Overrides"]["Memory"]) == ("2048", "4096")
+    assert task["NetworkConfiguration"] == {"AwsvpcConfiguration": {
+        "Subnets": ["subnet-a", "subnet-b"], "AssignPublicIp": "DISABLED", "SecurityGroups": ["sg-1"]}}
+    td = files["task-definition.json"]
+    assert td["networkMode"] == "awsvpc" and td["requiresCompatibilities"] == ["FARGATE"]
+    assert td["taskRoleArn"] == "arn:aws:iam::1:role/task"
+    assert files["state-machine-policy.json"]["Statement"][2]["Resource"] == ["arn:aws:iam::1:role/task"]
+    check_run_task("big", task)
+    check_task_definition(td)
+    (tmp_path / "m.json").write_text(json.dumps(files["state-machine.asl.json"]))
+    lint(tmp_path / "m.json")
+    assert fargate_size(0.25, 512 * 2**20, "s") == (256, 512)
+    assert fargate_size(None, 9 * 2**30, "s") == (2048, 9216)
+    assert fargate_size(5, None, "s") == (8192, 16384)
+
+
+# --- refusals -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("pipeline", "options", "match"), [
+    (sized, {"launch-type": "FARGATE", "subnets": "s"}, "Step 'gpu' asks for 1 GPU.*launch-type=EC2"),
+    (cpu_only, {"launch-type": "FARGATE"}, "no subnet was given.*subnets=.*launch-type=EC2"),
+    (cpu_only, {"launch-type": "BATCH"}, "not an ECS launch type"),
+    (cpu_only, {"max-concurrency": "lots"}, "max-concurrency='lots' is not a whole number"),
+])
+def test_what_the_target_cannot_run_is_refused_with_the_way_out(pipeline: Any, options: dict[str, str],
+                                                                match: str) -> None:
+    with pytest.raises(ExportError, match=match):
+        _compile(pipeline, options)
+
+
+def test_fargate_refuses_an_instance_type_and_a_task_beyond_its_largest_size() -> None:
+    with pytest.raises(ExportError, match="Step 'big' asks for instance type m5.large.*launch-type=EC2"):
+        _compile(cpu_only, {"launch-type": "FARGATE", "subnets": "s"}, instance_types={"big": "m5.large"})
+    with pytest.raises(ExportError, match="Step 'huge'.*exceed Fargate's largest task.*launch-type=EC2"):
+        fargate_size(32, None, "huge")
+
+
+def test_an_unknown_option_names_the_known_ones(tmp_path: Path) -> None:
+    with pytest.raises(ExportError, match="no option clusterr.*cluster, launch-type"):
+        export(BRANCHY, "stepfunctions", image="i", out=tmp_path, options={"clusterr": "c"},
+               project_dir=HERE.parents[1], build_context=False)
+
+
+def test_the_linters_reject_a_machine_that_names_a_missing_state(tmp_path: Path) -> None:
+    machine = _compile(BRANCHY)["state-machine.asl.json"]
+    machine["States"]["total"]["Next"] = "nowhere"
+    (tmp_path / "m.json").write_text(json.dumps(machine))
+    with pytest.raises(AssertionError, match="nowhere"):
+        lint(tmp_path / "m.json")
+
+
+def test_reporting_needs_the_task_token() -> None:
+    with pytest.raises(ConfigurationError, match="CONVEYOR_SFN_TASK_TOKEN is not set"):
+        report_to_step_functions({"cond_0": True}, {})
+
+
+# --- executions in moto's ASL interpreter ----------------------------------------------------------
+
+def _branchy_answers(cond: bool):
+    def answer(run: TaskRun) -> dict[str, Any]:
+        return {"make_shards": {"fanout_score": [0, 1]}, "total": {"cond_0": cond}}.get(run.node, {})
+    return answer
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cond", [True, False], ids=["gate-true", "gate-false"])
+def test_the_machine_runs_every_task_with_its_parameters_its_elements_and_its_gate(
+        cond: bool, tmp_path: Path) -> None:
+    done = run_machine(BRANCHY, tmp_path, {"n": 2, "label": "nightly"}, _branchy_answers(cond), name="exec-7")
+    assert done.status == "SUCCEEDED", done.failure
+    ran = sorted((t.node, t.map_index) for t in done.tasks)
+    expected = [("make_shards", None), ("report", None), ("score", "0"), ("score", "1"), ("total", None)]
+    assert ran == sorted(expected + ([("publish", None)] if cond else []))
+    for t in done.tasks:
+        assert t.arg("--run-id") == "exec-7" and t.arg("--resume-from") == ""
+        assert t.params == {"n": "2", "scale": "1.5", "threshold": "5.0", "label": "nightly", "verbose": "true"}
+        assert t.env["CONVEYOR_ARTIFACT_ROOT"] == "s3://conveyor-demo/artifacts"
+    assert done.output["emitted"]["total"] == {"cond_0": cond}
+
+
+@pytest.mark.slow
+def test_an_execution_with_a_resume_run_passes_it_and_a_wrongly_typed_parameter_fails_at_once(
+        tmp_path: Path) -> None:
+    done = run_machine(BRANCHY, tmp_path, {"conveyor_resume_from": "run-3", "verbose": False},
+                       _branchy_answers(False))
+    assert done.status == "SUCCEEDED", done.failure
+    assert {t.arg("--resume-from") for t in done.tasks} == {"run-3"}
+    assert {t.params["verbose"] for t in done.tasks} == {"false"}
+    bad = run_machine(BRANCHY, tmp_path, {"n": "three"}, _branchy_answers(False))
+    assert bad.status == "FAILED" and bad.tasks == []
+    assert bad.failure == ("Conveyor.BadParameter", "Parameter 'n' must be an integer (a JSON number).")
+
+
+@pytest.mark.slow
+def test_a_step_that_failed_for_good_is_not_run_again_and_a_lost_task_is(tmp_path: Path) -> None:
+    def failing(code: int):
+        def answer(run: TaskRun) -> dict[str, Any] | int:
+            if run.node == "score" and run.map_index == "1":
+                return code    # the entry point's exit status, reported as a failure
+            return _branchy_answers(True)(run)
+        return answer
+
+    final = run_machine(BRANCHY, tmp_path, {"n": 2}, failing(1))
+    assert final.status == "FAILED" and final.failure[0] == "Conveyor.StepFailed"
+    assert [t.map_index for t in final.tasks if t.node == "score"].count("1") == 1
+    assert not any(t.node == "total" for t in final.tasks)
+    lost = run_machine(BRANCHY, tmp_path, {"n": 2}, failing(137))
+    assert lost.status == "FAILED" and lost.failure[0] == "Conveyor.TaskError"
+    # score has retries=2: Step Functions' own retry starts the element twice more
+    assert [t.map_index for t in lost.tasks if t.node == "score"].count("1") == 3
+
