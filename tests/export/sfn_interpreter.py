@@ -16,6 +16,7 @@ moto's copy already has (``_to_boto_request``/``_from_boto_response``).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import time
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from conveyor.errors import ConveyorError
 from conveyor.export import export
 from conveyor.export.sfn_callback import report_failure_to_step_functions, report_to_step_functions
 
@@ -75,7 +77,8 @@ def _aws() -> Iterator[None]:
     from moto import mock_aws
     from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import state_task_service as svc
 
-    def operation(service: str, action: str) -> Any:
+    @functools.cache
+    def operation(service: str, action: str) -> Any:   # cached: loading a service model costs seconds
         model = botocore.session.get_session().get_service_model(service)
         by_lower = {n.lower(): n for n in model.operation_names}
         return model.operation_model(by_lower[action.replace("_", "").lower()])
@@ -93,8 +96,11 @@ def _aws() -> Iterator[None]:
         self._from_boto_response(response, op.output_shape)
 
     saved = svc.StateTaskService._normalise_parameters, svc.StateTaskService._normalise_response
-    keys = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}
-    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION=REGION)
+    keys = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION",
+                                           "MOTO_EC2_LOAD_DEFAULT_AMIS")}
+    # moto's default AMIs cost seconds to load and the container instance needs none of them
+    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION=REGION,
+                      MOTO_EC2_LOAD_DEFAULT_AMIS="false")
     svc.StateTaskService._normalise_parameters = normalise_parameters
     svc.StateTaskService._normalise_response = normalise_response
     try:
@@ -109,9 +115,10 @@ def _aws() -> Iterator[None]:
                 os.environ[k] = v
 
 
-def run_machine(ref: Any, tmp_path: Path, execution_input: dict[str, Any], answer: Answer, *,
-                name: str | None = None, options: dict[str, str] | None = None) -> Execution:
-    """Export ``ref``, create its task definition and machine in moto, run one execution to its end."""
+def run_machine(ref: Any, tmp_path: Path, executions: dict[str, dict[str, Any]], answer: Answer, *,
+                options: dict[str, str] | None = None) -> dict[str, Execution]:
+    """Export ``ref``, create its task definition and machine in moto, and run ``executions`` (by
+    name: their input) side by side to their ends; ``answer`` tells each task's apart by ``--run-id``."""
     import boto3
     from moto.ec2 import utils as ec2_utils
 
@@ -134,33 +141,48 @@ def run_machine(ref: Any, tmp_path: Path, execution_input: dict[str, Any], answe
         )["Role"]["Arn"]
         machine = sfn.create_state_machine(name="branchy", roleArn=role,
                                            definition=files["state-machine.asl.json"].read_text())
-        arn = sfn.start_execution(stateMachineArn=machine["stateMachineArn"], name=name or uuid.uuid4().hex,
-                                  input=json.dumps(execution_input))["executionArn"]
-        runs: list[TaskRun] = []
+        arns = {name: sfn.start_execution(stateMachineArn=machine["stateMachineArn"], name=name,
+                                          input=json.dumps(given))["executionArn"]
+                for name, given in executions.items()}
+        runs: dict[str, list[TaskRun]] = {name: [] for name in executions}
+        described: dict[str, dict[str, Any]] = {}
         seen: set[str] = set()
         give_up = time.monotonic() + GUARD_S
-        while True:
-            described = sfn.describe_execution(executionArn=arn)
-            if described["status"] != "RUNNING" or time.monotonic() > give_up:
-                break
-            for task_arn in ecs.list_tasks(cluster=cluster)["taskArns"]:
+        while len(described) < len(arns) and time.monotonic() < give_up:
+            for name, arn in arns.items():
+                if name not in described:
+                    state = sfn.describe_execution(executionArn=arn)
+                    if state["status"] != "RUNNING":
+                        described[name] = state
+            for task_arn in ecs.list_tasks(cluster=cluster, desiredStatus="RUNNING")["taskArns"]:
                 if task_arn in seen:
                     continue
-                seen.add(task_arn)
                 task = ecs.describe_tasks(cluster=cluster, tasks=[task_arn])["tasks"][0]
                 override = task["overrides"]["containerOverrides"][0]
                 env = {e["name"]: e["value"] for e in override.get("environment", [])}
                 run = TaskRun(list(override["command"]), env)
-                runs.append(run)
                 reply = answer(run)
                 task_env = {**env, "AWS_REGION": REGION}
-                if isinstance(reply, int):
-                    report_failure_to_step_functions(reply, f"exit status {reply}", task_env)
-                else:
-                    report_to_step_functions(reply, task_env)
+                try:
+                    if isinstance(reply, int):
+                        report_failure_to_step_functions(reply, f"exit status {reply}", task_env)
+                    else:
+                        report_to_step_functions(reply, task_env)
+                except ConveyorError as exc:
+                    # moto's interpreter registers the token just after RunTask returns: a task seen in
+                    # between is answered again on the next round
+                    if "Invalid Token" in str(exc):
+                        continue
+                    raise
+                seen.add(task_arn)
+                runs[run.arg("--run-id") or ""].append(run)
                 ecs.stop_task(cluster=cluster, task=task_arn, reason="the step ended")
             time.sleep(0.05)
-        history = [e["type"] for e in sfn.get_execution_history(executionArn=arn)["events"]]
-        output = json.loads(described["output"]) if described.get("output") else None
-        failure = (described["error"], described.get("cause", "")) if described.get("error") else None
-        return Execution(described["status"], output, failure, runs, history)
+        done = {}
+        for name, arn in arns.items():
+            state = described.get(name) or sfn.describe_execution(executionArn=arn)
+            history = [e["type"] for e in sfn.get_execution_history(executionArn=arn)["events"]]
+            output = json.loads(state["output"]) if state.get("output") else None
+            failure = (state["error"], state.get("cause", "")) if state.get("error") else None
+            done[name] = Execution(state["status"], output, failure, runs[name], history)
+        return done

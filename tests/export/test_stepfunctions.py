@@ -17,7 +17,7 @@ from conveyor.export.plan import lower
 from conveyor.export.sfn_callback import report_to_step_functions
 from conveyor.export.stepfunctions import StepFunctionsTarget, fargate_size
 from conveyor.runtime.loader import load_pipeline
-from tests.export.sfn_interpreter import TaskRun, run_machine
+from tests.export.sfn_interpreter import Execution, TaskRun, run_machine
 from tests.export.validate_stepfunctions import check_run_task, check_task_definition, lint, walk
 
 HERE = Path(__file__).resolve().parent
@@ -261,56 +261,64 @@ def test_reporting_needs_the_task_token() -> None:
 
 # --- executions in moto's ASL interpreter ----------------------------------------------------------
 
-def _branchy_answers(cond: bool):
-    def answer(run: TaskRun) -> dict[str, Any]:
-        return {"make_shards": {"fanout_score": [0, 1]}, "total": {"cond_0": cond}}.get(run.node, {})
-    return answer
+EXECUTIONS = {
+    "gate-true": {"n": 2, "label": "nightly"},
+    "gate-false": {"n": 2, "label": "nightly", "verbose": False, "conveyor_resume_from": "run-3"},
+    "bad-parameter": {"n": "three"},
+    "step-failed": {"n": 2},
+    "task-lost": {"n": 2},
+}
+
+
+def _answer(run: TaskRun) -> dict[str, Any] | int:
+    """What the entry point would report: the emitted values, or its exit status."""
+    execution = run.arg("--run-id")
+    if run.node == "score" and run.map_index == "1" and execution in ("step-failed", "task-lost"):
+        return 1 if execution == "step-failed" else 137
+    cond = execution != "gate-false"
+    return {"make_shards": {"fanout_score": [0, 1]}, "total": {"cond_0": cond}}.get(run.node, {})
+
+
+@pytest.fixture(scope="module")
+def executions(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Execution]:
+    return run_machine(BRANCHY, tmp_path_factory.mktemp("sfn"), EXECUTIONS, _answer)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("cond", [True, False], ids=["gate-true", "gate-false"])
+@pytest.mark.parametrize("name", ["gate-true", "gate-false"])
 def test_the_machine_runs_every_task_with_its_parameters_its_elements_and_its_gate(
-        cond: bool, tmp_path: Path) -> None:
-    done = run_machine(BRANCHY, tmp_path, {"n": 2, "label": "nightly"}, _branchy_answers(cond), name="exec-7")
-    assert done.status == "SUCCEEDED", done.failure
+        name: str, executions: dict[str, Execution]) -> None:
+    done = executions[name]
+    assert done.status == "SUCCEEDED", (done.failure, done.history)
+    cond = name == "gate-true"
     ran = sorted((t.node, t.map_index) for t in done.tasks)
     expected = [("make_shards", None), ("report", None), ("score", "0"), ("score", "1"), ("total", None)]
     assert ran == sorted(expected + ([("publish", None)] if cond else []))
+    verbose = "true" if cond else "false"
     for t in done.tasks:
-        assert t.arg("--run-id") == "exec-7" and t.arg("--resume-from") == ""
-        assert t.params == {"n": "2", "scale": "1.5", "threshold": "5.0", "label": "nightly", "verbose": "true"}
+        assert t.arg("--run-id") == name
+        assert t.params == {"n": "2", "scale": "1.5", "threshold": "5.0", "label": "nightly", "verbose": verbose}
         assert t.env["CONVEYOR_ARTIFACT_ROOT"] == "s3://conveyor-demo/artifacts"
+        assert t.env["CONVEYOR_SFN_TASK_TOKEN"]
+    assert {t.arg("--resume-from") for t in done.tasks} == {"" if cond else "run-3"}
     assert done.output["emitted"]["total"] == {"cond_0": cond}
+    assert done.output["params"]["conveyor_resume_from"] == ("" if cond else "run-3")
 
 
 @pytest.mark.slow
-def test_an_execution_with_a_resume_run_passes_it_and_a_wrongly_typed_parameter_fails_at_once(
-        tmp_path: Path) -> None:
-    done = run_machine(BRANCHY, tmp_path, {"conveyor_resume_from": "run-3", "verbose": False},
-                       _branchy_answers(False))
-    assert done.status == "SUCCEEDED", done.failure
-    assert {t.arg("--resume-from") for t in done.tasks} == {"run-3"}
-    assert {t.params["verbose"] for t in done.tasks} == {"false"}
-    bad = run_machine(BRANCHY, tmp_path, {"n": "three"}, _branchy_answers(False))
+def test_a_wrongly_typed_parameter_fails_the_execution_before_any_task(executions: dict[str, Execution]) -> None:
+    bad = executions["bad-parameter"]
     assert bad.status == "FAILED" and bad.tasks == []
     assert bad.failure == ("Conveyor.BadParameter", "Parameter 'n' must be an integer (a JSON number).")
 
 
 @pytest.mark.slow
-def test_a_step_that_failed_for_good_is_not_run_again_and_a_lost_task_is(tmp_path: Path) -> None:
-    def failing(code: int):
-        def answer(run: TaskRun) -> dict[str, Any] | int:
-            if run.node == "score" and run.map_index == "1":
-                return code    # the entry point's exit status, reported as a failure
-            return _branchy_answers(True)(run)
-        return answer
-
-    final = run_machine(BRANCHY, tmp_path, {"n": 2}, failing(1))
-    assert final.status == "FAILED" and final.failure[0] == "Conveyor.StepFailed"
+def test_a_step_that_failed_for_good_is_not_run_again_and_a_lost_task_is(executions: dict[str, Execution]) -> None:
+    final = executions["step-failed"]
+    assert final.status == "FAILED" and final.failure is not None and final.failure[0] == "Conveyor.StepFailed"
     assert [t.map_index for t in final.tasks if t.node == "score"].count("1") == 1
     assert not any(t.node == "total" for t in final.tasks)
-    lost = run_machine(BRANCHY, tmp_path, {"n": 2}, failing(137))
-    assert lost.status == "FAILED" and lost.failure[0] == "Conveyor.TaskError"
-    # score has retries=2: Step Functions' own retry starts the element twice more
+    lost = executions["task-lost"]
+    assert lost.status == "FAILED" and lost.failure is not None and lost.failure[0] == "Conveyor.TaskError"
+    # score has retries=2: Step Functions' own retrier starts the lost element twice more
     assert [t.map_index for t in lost.tasks if t.node == "score"].count("1") == 3
-

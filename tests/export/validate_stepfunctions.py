@@ -16,6 +16,7 @@ states of what it waits for, retries and timeouts as the plan says.
 from __future__ import annotations
 
 import fcntl
+import functools
 import json
 import shutil
 import subprocess
@@ -171,6 +172,7 @@ def _emitted_path(machine: dict[str, Any], name: str) -> str:
 
 # --- botocore's ECS model ------------------------------------------------------------------------
 
+@functools.cache
 def _ecs_shape(operation: str) -> Any:
     import botocore.session
 
