@@ -1,16 +1,24 @@
 """Handing a task's result back to AWS Step Functions (the task token of ``.waitForTaskToken``).
 
 A Step Functions export starts each task with ``CONVEYOR_SFN_TASK_TOKEN`` in its environment and
-waits until the task reports: the entry point calls :func:`report_to_step_functions` with what it
-emitted (the state's result, read by Choice and Map states) after the step succeeded, was reused
-or was skipped, and :func:`report_failure_to_step_functions` when it failed, so the execution
-does not wait for the state's timeout. boto3 (``conveyor[stepfunctions]``) is imported only here.
+waits until the task reports. The task definition's entry point is this module
+(``python -m conveyor.export.sfn_callback step exec ...``): it runs the step entry point as a child
+process with ``--emit-json``, then sends what it emitted (the state's result, read by Choice and
+Map states) when it exited 0, or fails the state at once with an error named by its exit status,
+so the execution never waits for the state's timeout on a task that ended. The child does not see
+the token. The two report functions can also be called by an entry point that reports itself.
+boto3 (``conveyor[stepfunctions]``, in the image) is imported only here.
 """
 
 from __future__ import annotations
 
+import collections
 import json
-from collections.abc import Mapping
+import subprocess
+import sys
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from conveyor.errors import ConfigurationError, ConveyorError
@@ -18,6 +26,33 @@ from conveyor.errors import ConfigurationError, ConveyorError
 TOKEN_ENV = "CONVEYOR_SFN_TASK_TOKEN"
 CAUSE_LIMIT = 32768          # SendTaskFailure's cause is at most 32,768 characters
 ERRORS = {1: "Conveyor.StepFailed", 2: "Conveyor.UsageError"}   # by the entry point's exit status
+CAUSE_LINES = 40             # the end of the child's stderr, as the failure's cause
+
+
+def run_and_report(argv: Sequence[str], env: Mapping[str, str], *, python: str | None = None) -> int:
+    """Run ``python -m conveyor ARGV --emit-json F`` and report its outcome with the task token.
+
+    Returns the child's exit status (128 + the signal when a signal ended it). Its stderr passes
+    through, and its last lines become the cause of a failure.
+    """
+    child_env = {k: v for k, v in env.items() if k != TOKEN_ENV}
+    with tempfile.TemporaryDirectory(prefix="conveyor-sfn-") as tmp:
+        emitted_file = Path(tmp) / "emitted.json"
+        proc = subprocess.Popen([python or sys.executable, "-m", "conveyor", *argv, "--emit-json", str(emitted_file)],
+                                env=child_env, stderr=subprocess.PIPE, text=True, errors="replace")
+        tail: collections.deque[str] = collections.deque(maxlen=CAUSE_LINES)
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            sys.stderr.write(line)
+            tail.append(line)
+        code = proc.wait()
+        code = 128 - code if code < 0 else code
+        if code == 0:
+            emitted = json.loads(emitted_file.read_text()) if emitted_file.exists() else {}
+            report_to_step_functions(emitted, env)
+        else:
+            report_failure_to_step_functions(code, "".join(tail) or f"exit status {code}", env)
+    return code
 
 
 def report_to_step_functions(emitted: dict[str, Any], env: Mapping[str, str]) -> None:
@@ -59,3 +94,15 @@ def _client(env: Mapping[str, str]) -> tuple[Any, str]:
     region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
     endpoint = env.get("AWS_ENDPOINT_URL_SFN") or env.get("AWS_ENDPOINT_URL")
     return boto3.client("stepfunctions", region_name=region, endpoint_url=endpoint), token
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """The task's process: run the step entry point with this process's environment and report."""
+    import os
+
+    # the process edge: the task's whole environment is handed to the child as ECS set it
+    sys.exit(run_and_report(sys.argv[1:] if argv is None else argv, dict(os.environ)))
+
+
+if __name__ == "__main__":
+    main()

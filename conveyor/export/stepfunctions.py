@@ -2,9 +2,10 @@
 
 Every task is an ECS ``RunTask`` with ``.waitForTaskToken``: Step Functions starts the image with
 the task token in the container's environment (``CONVEYOR_SFN_TASK_TOKEN``) and waits until the
-entry point hands back what it emitted (``SendTaskSuccess``, see
-:mod:`conveyor.export.sfn_callback`). The emitted JSON becomes the state's result, so Choice states
-read the gates' booleans and Map states iterate over the fan-outs' lists natively.
+task hands back what the entry point emitted (``SendTaskSuccess``) or why it failed
+(``SendTaskFailure``); the task definition runs the entry point under
+:mod:`conveyor.export.sfn_callback`, which does that. The emitted JSON becomes the state's result,
+so Choice states read the gates' booleans and Map states iterate over the fan-outs' lists natively.
 
 The shape of the machine:
 
@@ -39,10 +40,11 @@ from typing import Any, ClassVar
 
 from conveyor.errors import ExportError
 from conveyor.export.base import ExportOptions, build_commands
-from conveyor.export.plan import ENTRY, RESUME_PARAM, ParamSpec, Plan, Task
+from conveyor.export.plan import RESUME_PARAM, ParamSpec, Plan, Task
 
 CONTAINER = "conveyor"
 TOKEN_ENV = "CONVEYOR_SFN_TASK_TOKEN"
+CALLBACK_MODULE = "conveyor.export.sfn_callback"
 RUN_TASK = "arn:aws:states:::ecs:runTask.waitForTaskToken"
 STEP_FAILED = "Conveyor.StepFailed"      # the entry point's own verdicts: a new attempt would fail the same way
 USAGE_ERROR = "Conveyor.UsageError"
@@ -330,8 +332,8 @@ class _Machine:
             map_index=None if map_index is None else "\x00index\x00",
             resume_from=f"\x00{RESUME_PARAM}\x00")
         paths = {**placeholders, "\x00run\x00": "$$.Execution.Name", "\x00index\x00": map_index or ""}
-        # the image's ENTRYPOINT is `python -m conveyor`: the command override is what follows it
-        command = [_intrinsic_arg(a, paths, jsons) for a in argv[len(ENTRY) - 1:]]
+        # the task definition's entry point (sfn_callback) runs `python -m conveyor` with what follows
+        command = [_intrinsic_arg(a, paths, jsons) for a in argv[3:]]   # past "python -m conveyor"
         env = [{"Name": TOKEN_ENV, "Value.$": "$$.Task.Token"},
                *({"Name": k, "Value": v} for k, v in sorted(self.plan.env.items()))]
         container: dict[str, Any] = {"Name": CONTAINER, "Command.$": f"States.Array({', '.join(command)})",
@@ -475,7 +477,8 @@ def _slug(name: str) -> str:
 def task_definition(plan: Plan, cfg: _Config) -> dict[str, Any]:
     """The ECS task definition (``register-task-definition --cli-input-json``) that runs the image."""
     container: dict[str, Any] = {"name": CONTAINER, "image": plan.image, "essential": True,
-                                 "entryPoint": [plan.python, *ENTRY[:2]],
+                                 # runs the step entry point, then reports to Step Functions with the token
+                                 "entryPoint": [plan.python, "-m", CALLBACK_MODULE],
                                  # a soft floor only: the task-level memory (and its overrides) is the limit
                                  "memoryReservation": 128,
                                  "environment": [{"name": k, "value": v} for k, v in sorted(plan.env.items())]}

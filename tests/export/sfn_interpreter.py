@@ -1,10 +1,11 @@
 """Executions of an exported state machine in moto's Step Functions interpreter (its ASL parser).
 
 moto runs the definition itself: the Pass, Choice, Parallel and Map states, the intrinsic functions,
-the retriers, and each ECS ``runTask.waitForTaskToken`` against moto's ECS. The caller answers every
-ECS task the machine starts, as the entry point would: with the values it emits (SendTaskSuccess
-through :func:`conveyor.export.sfn_callback.report_to_step_functions`) or an exit status
-(SendTaskFailure).
+the retriers, and each ECS ``runTask.waitForTaskToken`` against moto's ECS. Every ECS task the
+machine starts is answered either by the caller, as the entry point would (the values it emits,
+through SendTaskSuccess, or an exit status, through SendTaskFailure), or for real: the task
+definition's entry point runs the step entry point on this machine with the container's command
+and environment and reports with the task token.
 
 One gap in moto is filled here: its copy of the interpreter leaves out the step that turns a Task
 state's PascalCase parameters into the service's request and the response back
@@ -22,13 +23,15 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from conveyor.errors import ConveyorError
 from conveyor.export import export
-from conveyor.export.sfn_callback import report_failure_to_step_functions, report_to_step_functions
+from conveyor.export.sfn_callback import report_failure_to_step_functions, report_to_step_functions, run_and_report
+from conveyor.export.stepfunctions import CALLBACK_MODULE
 
 HERE = Path(__file__).resolve().parent
 REGION = "us-east-1"
@@ -115,19 +118,25 @@ def _aws() -> Iterator[None]:
                 os.environ[k] = v
 
 
-def run_machine(ref: Any, tmp_path: Path, executions: dict[str, dict[str, Any]], answer: Answer, *,
-                options: dict[str, str] | None = None) -> dict[str, Execution]:
+def run_machine(ref: Any, tmp_path: Path, executions: dict[str, dict[str, Any]], answer: Answer | None, *,
+                options: dict[str, str] | None = None, **export_args: Any) -> dict[str, Execution]:
     """Export ``ref``, create its task definition and machine in moto, and run ``executions`` (by
-    name: their input) side by side to their ends; ``answer`` tells each task's apart by ``--run-id``."""
+    name: their input) side by side to their ends.
+
+    ``answer`` replies for each task (it tells executions apart by ``--run-id``); without one, each
+    task runs for real: the task definition's entry point (:mod:`conveyor.export.sfn_callback`)
+    with the container's command and environment, on this machine, a few at a time.
+    """
     import boto3
     from moto.ec2 import utils as ec2_utils
 
     out = tmp_path / f"sfn-{uuid.uuid4().hex[:8]}"
-    with _aws():
+    args = {"artifact_root": "s3://conveyor-demo/artifacts", "project_dir": HERE.parents[1], **export_args}
+    with _aws(), ThreadPoolExecutor(max_workers=3) as pool:
         result = export(ref, "stepfunctions", image="registry.example/conveyor/demo:1", out=out,
-                        artifact_root="s3://conveyor-demo/artifacts", project_dir=HERE.parents[1],
-                        build_context=False, options=options)
+                        build_context=False, options=options, **args)
         files = {f.name: f for f in result.files}
+        definition = json.loads(files["task-definition.json"].read_text())
         ecs, sfn = boto3.client("ecs", region_name=REGION), boto3.client("stepfunctions", region_name=REGION)
         cluster = ecs.create_cluster(clusterName="conveyor")["cluster"]["clusterName"]
         # the EC2 launch type places tasks on a container instance
@@ -135,7 +144,7 @@ def run_machine(ref: Any, tmp_path: Path, executions: dict[str, dict[str, Any]],
             ImageId="ami-12c6146b", MinCount=1, MaxCount=1)[0]
         ecs.register_container_instance(cluster=cluster, instanceIdentityDocument=json.dumps(
             ec2_utils.generate_instance_identity_document(instance)))
-        ecs.register_task_definition(**json.loads(files["task-definition.json"].read_text()))
+        ecs.register_task_definition(**definition)
         role = boto3.client("iam", region_name=REGION).create_role(
             RoleName="conveyor-sfn", AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": []}),
         )["Role"]["Arn"]
@@ -147,6 +156,7 @@ def run_machine(ref: Any, tmp_path: Path, executions: dict[str, dict[str, Any]],
         runs: dict[str, list[TaskRun]] = {name: [] for name in executions}
         described: dict[str, dict[str, Any]] = {}
         seen: set[str] = set()
+        running: list[Future[int]] = []
         give_up = time.monotonic() + GUARD_S
         while len(described) < len(arns) and time.monotonic() < give_up:
             for name, arn in arns.items():
@@ -161,22 +171,16 @@ def run_machine(ref: Any, tmp_path: Path, executions: dict[str, dict[str, Any]],
                 override = task["overrides"]["containerOverrides"][0]
                 env = {e["name"]: e["value"] for e in override.get("environment", [])}
                 run = TaskRun(list(override["command"]), env)
-                reply = answer(run)
-                task_env = {**env, "AWS_REGION": REGION}
-                try:
-                    if isinstance(reply, int):
-                        report_failure_to_step_functions(reply, f"exit status {reply}", task_env)
-                    else:
-                        report_to_step_functions(reply, task_env)
-                except ConveyorError as exc:
-                    # moto's interpreter registers the token just after RunTask returns: a task seen in
-                    # between is answered again on the next round
-                    if "Invalid Token" in str(exc):
-                        continue
-                    raise
+                if answer is None:
+                    running.append(pool.submit(_run_task, definition, run, tmp_path))
+                elif not _reply(answer(run), {**env, "AWS_REGION": REGION}):
+                    continue   # moto has not registered the token yet: answered on the next round
                 seen.add(task_arn)
                 runs[run.arg("--run-id") or ""].append(run)
                 ecs.stop_task(cluster=cluster, task=task_arn, reason="the step ended")
+            for f in [f for f in running if f.done()]:
+                f.result()   # a task whose report failed fails the test with its error
+                running.remove(f)
             time.sleep(0.05)
         done = {}
         for name, arn in arns.items():
@@ -186,3 +190,30 @@ def run_machine(ref: Any, tmp_path: Path, executions: dict[str, dict[str, Any]],
             failure = (state["error"], state.get("cause", "")) if state.get("error") else None
             done[name] = Execution(state["status"], output, failure, runs[name], history)
         return done
+
+
+def _reply(reply: dict[str, Any] | int, env: dict[str, str]) -> bool:
+    """Report a scripted answer; False when moto's interpreter has not registered the token yet
+    (it does so just after RunTask returns, while Step Functions does before)."""
+    try:
+        if isinstance(reply, int):
+            report_failure_to_step_functions(reply, f"exit status {reply}", env)
+        else:
+            report_to_step_functions(reply, env)
+    except ConveyorError as exc:
+        if "Invalid Token" in str(exc):
+            return False
+        raise
+    return True
+
+
+def _run_task(definition: dict[str, Any], run: TaskRun, tmp_path: Path) -> int:
+    """What the container does: the task definition's entry point with the overridden command."""
+    container = definition["containerDefinitions"][0]
+    python, flag, module = container["entryPoint"]
+    assert (flag, module) == ("-m", CALLBACK_MODULE), container["entryPoint"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CONVEYOR_", "AWS_"))}
+    env.update({e["name"]: e["value"] for e in container.get("environment", [])})
+    env.update(run.env)
+    env.update(AWS_REGION=REGION, CONVEYOR_HOME=str(tmp_path / "task-home"))
+    return run_and_report(run.argv, env, python=python)

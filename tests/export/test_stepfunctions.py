@@ -5,6 +5,7 @@ is answered through the task token as the entry point answers it."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,11 +17,13 @@ from conveyor.export import ExportOptions, export
 from conveyor.export.plan import lower
 from conveyor.export.sfn_callback import report_to_step_functions
 from conveyor.export.stepfunctions import StepFunctionsTarget, fargate_size
+from conveyor.runtime.imports import import_run
 from conveyor.runtime.loader import load_pipeline
 from tests.export.sfn_interpreter import Execution, TaskRun, run_machine
 from tests.export.validate_stepfunctions import check_run_task, check_task_definition, lint, walk
 
 HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
 BRANCHY = f"{HERE / 'pipelines' / 'branchy.py'}:branchy"
 
 
@@ -322,3 +325,24 @@ def test_a_step_that_failed_for_good_is_not_run_again_and_a_lost_task_is(executi
     assert lost.status == "FAILED" and lost.failure is not None and lost.failure[0] == "Conveyor.TaskError"
     # score has retries=2: Step Functions' own retrier starts the lost element twice more
     assert [t.map_index for t in lost.tasks if t.node == "score"].count("1") == 3
+
+
+@pytest.mark.slow
+def test_the_exported_machine_runs_the_real_steps_and_imports_as_a_run(client: Any, tmp_path: Path) -> None:
+    shared = tmp_path / "shared-root"
+    runs = run_machine(BRANCHY, tmp_path, {"sfn-high": {"n": 2}, "sfn-low": {"n": 3, "threshold": 100}}, None,
+                       artifact_root=str(shared), workdir=str(REPO), python=sys.executable)
+    high, low = runs["sfn-high"], runs["sfn-low"]
+    assert high.status == "SUCCEEDED", (high.failure, high.history)
+    # n=2, scale 1.5: the scores are 3.0 and 6.0, their total 9.0 clears 5.0; n=3 totals 18.0, short of 100
+    # (different n, so neither execution reuses the other's cached steps)
+    assert high.output["emitted"] == {"make_shards": {"fanout_score": [0, 1]}, "total": {"cond_0": True}}
+    assert low.status == "SUCCEEDED" and low.output["emitted"]["total"] == {"cond_0": False}
+    assert sorted(t.node for t in low.tasks) == ["make_shards", "report", "score", "score", "score", "total"]
+    report = import_run(client, "sfn-high", str(shared))
+    assert report.status == "succeeded"
+    run = client.get_run("sfn-high")
+    assert {name: s.status for name, s in run.steps.items()} == {
+        "make_shards": "succeeded", "score[0]": "succeeded", "score[1]": "succeeded", "total": "succeeded",
+        "publish": "succeeded", "report": "succeeded"}
+    assert run.output("publish") == "run:9.0" and run.parameters["n"] == 2
