@@ -330,12 +330,12 @@ def test_a_step_that_failed_for_good_is_not_run_again_and_a_lost_task_is(executi
 @pytest.mark.slow
 def test_the_exported_machine_runs_the_real_steps_and_imports_as_a_run(client: Any, tmp_path: Path) -> None:
     shared = tmp_path / "shared-root"
-    runs = run_machine(BRANCHY, tmp_path, {"sfn-high": {"n": 2}, "sfn-low": {"n": 3, "threshold": 100}}, None,
+    runs = run_machine(BRANCHY, tmp_path, {"sfn-high": {"n": 2}, "sfn-low": {"n": 3, "scale": 2.0, "threshold": 100}}, None,
                        artifact_root=str(shared), workdir=str(REPO), python=sys.executable)
     high, low = runs["sfn-high"], runs["sfn-low"]
     assert high.status == "SUCCEEDED", (high.failure, high.history)
-    # n=2, scale 1.5: the scores are 3.0 and 6.0, their total 9.0 clears 5.0; n=3 totals 18.0, short of 100
-    # (different n, so neither execution reuses the other's cached steps)
+    # n=2, scale 1.5: the scores are 3.0 and 6.0, their total 9.0 clears 5.0; n=3 at scale 2.0
+    # totals 24.0, short of 100 (other inputs everywhere, so neither execution reuses the other's steps)
     assert high.output["emitted"] == {"make_shards": {"fanout_score": [0, 1]}, "total": {"cond_0": True}}
     assert low.status == "SUCCEEDED" and low.output["emitted"]["total"] == {"cond_0": False}
     assert sorted(t.node for t in low.tasks) == ["make_shards", "report", "score", "score", "score", "total"]
