@@ -185,7 +185,8 @@ def test_resources_on_ec2_are_exact_overrides_gpus_resource_requirements_and_ins
     machine = files["state-machine.asl.json"]
     big_task = _task(machine, "big")
     assert big_task["Parameters"]["LaunchType"] == "EC2"
-    assert big_task["Parameters"]["Overrides"]["Cpu"] == "2048" and big_task["Parameters"]["Overrides"]["Memory"] == "3072"
+    overrides = big_task["Parameters"]["Overrides"]
+    assert (overrides["Cpu"], overrides["Memory"]) == ("2048", "3072")
     assert big_task["TimeoutSeconds"] == 60 * 2 + 4 + 600
     assert big_task["Retry"][1] == {"ErrorEquals": ["States.TaskFailed", "States.Timeout"], "MaxAttempts": 1,
                                     "IntervalSeconds": 4, "BackoffRate": 2.0, "MaxDelaySeconds": 30}
@@ -330,8 +331,9 @@ def test_a_step_that_failed_for_good_is_not_run_again_and_a_lost_task_is(executi
 @pytest.mark.slow
 def test_the_exported_machine_runs_the_real_steps_and_imports_as_a_run(client: Any, tmp_path: Path) -> None:
     shared = tmp_path / "shared-root"
-    runs = run_machine(BRANCHY, tmp_path, {"sfn-high": {"n": 2}, "sfn-low": {"n": 3, "scale": 2.0, "threshold": 100}}, None,
-                       artifact_root=str(shared), workdir=str(REPO), python=sys.executable)
+    inputs = {"sfn-high": {"n": 2}, "sfn-low": {"n": 3, "scale": 2.0, "threshold": 100}}
+    runs = run_machine(BRANCHY, tmp_path, inputs, None, artifact_root=str(shared), workdir=str(REPO),
+                       python=sys.executable)
     high, low = runs["sfn-high"], runs["sfn-low"]
     assert high.status == "SUCCEEDED", (high.failure, high.history)
     # n=2, scale 1.5: the scores are 3.0 and 6.0, their total 9.0 clears 5.0; n=3 at scale 2.0
