@@ -32,6 +32,9 @@ class EcsConfig:
     def __init__(self, plan: Plan, options: ExportOptions) -> None:
         o = options.get
         self.name = o("name") or re.sub(r"[^A-Za-z0-9_-]", "-", plan.pipeline)[:80]
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,80}", self.name):
+            raise ExportError(f"Option name={self.name!r} cannot name a state machine and its task definition: use "
+                              "up to 80 letters, digits, '-' and '_'.")
         self.cluster = o("cluster") or "conveyor"
         self.launch_type = (o("launch-type") or "EC2").upper()
         if self.launch_type not in ("EC2", "FARGATE"):

@@ -308,23 +308,23 @@ def retriers(t: Task) -> list[dict[str, Any]]:
 def task_levels(plan: Plan) -> list[list[Task]]:
     """The tasks grouped by level: each after every task it waits for, decides by or iterates over."""
     level: dict[str, int] = {}
-    for t in plan:   # plan order is topological
-        deps = [*t.upstream, *(g.decider for g in t.gates)]
-        if t.fan_out is not None and t.fan_out.source is not None:
-            deps.append(t.fan_out.source)
-        level[t.name] = 1 + max((_level_of(d, level, plan) for d in deps), default=-1)
+
+    def level_of(name: str) -> int:
+        if name not in level:   # Plan.check has ruled out cycles
+            level[name] = 1 + max((level_of(d) for d in _waits_for(plan.tasks[name])), default=-1)
+        return level[name]
+
     groups: dict[int, list[Task]] = {}
     for t in plan:
-        groups.setdefault(level[t.name], []).append(t)
+        groups.setdefault(level_of(t.name), []).append(t)
     return [groups[k] for k in sorted(groups)]
 
 
-def _level_of(name: str, level: dict[str, int], plan: Plan) -> int:
-    if name not in level:   # a hand-made plan out of order: Plan.check has ruled out cycles
-        t = plan.tasks[name]
-        deps = [*t.upstream, *(g.decider for g in t.gates)]
-        level[name] = 1 + max((_level_of(d, level, plan) for d in deps), default=-1)
-    return level[name]
+def _waits_for(t: Task) -> list[str]:
+    deps = [*t.upstream, *(g.decider for g in t.gates)]
+    if t.fan_out is not None and t.fan_out.source is not None:
+        deps.append(t.fan_out.source)
+    return deps
 
 
 # --- parameters ----------------------------------------------------------------------------------

@@ -135,6 +135,34 @@ def test_a_list_known_at_export_is_mapped_from_the_input_and_a_map_over_a_map_it
     assert machine["States"]["pair"]["Next"] == "pair_2"
 
 
+@cv.step
+def halve(x: int) -> float:
+    return x / 2
+
+
+@cv.step
+def listing(n: int) -> list[int]:
+    return list(range(n))
+
+
+@cv.pipeline
+def two_maps(n: int = 2):
+    xs = listing(n)
+    pair.map(x=xs)
+    halve.map(x=xs)
+
+
+def test_independent_fan_outs_run_as_maps_in_one_parallel_state(tmp_path: Path) -> None:
+    machine = _compile(two_maps)["state-machine.asl.json"]
+    parallel = machine["States"]["Parallel 2"]
+    maps = [b["States"][b["StartAt"]] for b in parallel["Branches"]]
+    assert [m["Type"] for m in maps] == ["Map", "Map"]
+    assert [m["ItemsPath"] for m in maps] == ["$.emitted.listing.fanout_pair", "$.emitted.listing.fanout_halve"]
+    assert all(m["OutputPath"] is None for m in maps) and parallel["ResultPath"] is None
+    (tmp_path / "m.json").write_text(json.dumps(machine))
+    lint(tmp_path / "m.json")
+
+
 # --- parameters ----------------------------------------------------------------------------------
 
 def test_parameters_are_the_input_merged_over_typed_defaults_and_checked_by_type() -> None:
@@ -230,6 +258,7 @@ def test_fargate_sizes_each_task_to_a_valid_combination_in_the_given_network(tmp
     (cpu_only, {"launch-type": "FARGATE"}, "no subnet was given.*subnets=.*launch-type=EC2"),
     (cpu_only, {"launch-type": "BATCH"}, "not an ECS launch type"),
     (cpu_only, {"max-concurrency": "lots"}, "max-concurrency='lots' is not a whole number"),
+    (cpu_only, {"name": "my machine"}, "cannot name a state machine.*letters, digits"),
 ])
 def test_what_the_target_cannot_run_is_refused_with_the_way_out(pipeline: Any, options: dict[str, str],
                                                                 match: str) -> None:
