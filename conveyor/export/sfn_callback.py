@@ -35,6 +35,9 @@ def run_and_report(argv: Sequence[str], env: Mapping[str, str], *, python: str |
     Returns the child's exit status (128 + the signal when a signal ended it). Its stderr passes
     through, and its last lines become the cause of a failure.
     """
+    if not env.get(TOKEN_ENV):   # refused before the step runs: nobody could be told its outcome
+        raise ConfigurationError(f"{TOKEN_ENV} is not set: this task was not started by a Step Functions export. "
+                                 "Run `python -m conveyor step exec ...` itself outside Step Functions.")
     child_env = {k: v for k, v in env.items() if k != TOKEN_ENV}
     with tempfile.TemporaryDirectory(prefix="conveyor-sfn-") as tmp:
         emitted_file = Path(tmp) / "emitted.json"
@@ -101,7 +104,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     import os
 
     # the process edge: the task's whole environment is handed to the child as ECS set it
-    sys.exit(run_and_report(sys.argv[1:] if argv is None else argv, dict(os.environ)))
+    try:
+        code = run_and_report(sys.argv[1:] if argv is None else argv, dict(os.environ))
+    except ConveyorError as exc:
+        print(f"{exc.headline}: {exc.message}", file=sys.stderr)
+        code = exc.exit_code
+    sys.exit(code)
 
 
 if __name__ == "__main__":

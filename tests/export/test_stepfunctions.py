@@ -5,6 +5,8 @@ is answered through the task token as the entry point answers it."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any, Literal
@@ -16,7 +18,7 @@ from conveyor.errors import ConfigurationError, ExportError
 from conveyor.export import ExportOptions, export
 from conveyor.export.plan import lower
 from conveyor.export.sfn_callback import report_to_step_functions
-from conveyor.export.stepfunctions import StepFunctionsTarget, fargate_size
+from conveyor.export.stepfunctions import CALLBACK_MODULE, StepFunctionsTarget, fargate_size
 from conveyor.runtime.imports import import_run
 from conveyor.runtime.loader import load_pipeline
 from tests.export.sfn_interpreter import Execution, TaskRun, run_machine
@@ -287,9 +289,16 @@ def test_the_linters_reject_a_machine_that_names_a_missing_state(tmp_path: Path)
         lint(tmp_path / "m.json")
 
 
-def test_reporting_needs_the_task_token() -> None:
+def test_reporting_needs_the_task_token_and_without_one_the_step_does_not_run(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="CONVEYOR_SFN_TASK_TOKEN is not set"):
         report_to_step_functions({"cond_0": True}, {})
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
+    done = subprocess.run([sys.executable, "-m", CALLBACK_MODULE, "step", "exec", "--project", str(REPO),
+                           "--pipeline", "tests/export/pipelines/branchy.py:branchy", "--node", "make_shards",
+                           "--run-id", "r1"], env={**env, "CONVEYOR_ARTIFACT_ROOT": str(tmp_path / "root")},
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "CONVEYOR_SFN_TASK_TOKEN is not set" in done.stderr, done.stderr
+    assert not (tmp_path / "root").exists()
 
 
 # --- executions in moto's ASL interpreter ----------------------------------------------------------
