@@ -87,8 +87,14 @@ class StepFunctionsTarget:
         out = where[DEFINITION].parent
         region = f" --region {cfg.region}" if cfg.region else ""
         role = cfg.role_arn or "$STATE_MACHINE_ROLE_ARN"
+        machine_role = cfg.role_arn.rpartition("/")[2] if cfg.role_arn else "$STATE_MACHINE_ROLE_NAME"
+        task_role = cfg.task_role_arn.rpartition("/")[2] if cfg.task_role_arn else "$TASK_ROLE_NAME"
         return [
             *build_commands(plan, out),
+            f"aws iam put-role-policy --role-name {machine_role} --policy-name conveyor-{cfg.name}-machine "
+            f"--policy-document file://{where[MACHINE_POLICY]}",
+            f"aws iam put-role-policy --role-name {task_role} --policy-name conveyor-{cfg.name}-report "
+            f"--policy-document file://{where[TASK_ROLE_POLICY]}",
             f"aws ecs register-task-definition{region} --cli-input-json file://{where[TASK_DEFINITION]}",
             f"aws stepfunctions create-state-machine{region} --name {cfg.name} "
             f"--definition file://{where[DEFINITION]} --role-arn {role}",

@@ -275,6 +275,23 @@ def test_fargate_refuses_an_instance_type_and_a_task_beyond_its_largest_size() -
         fargate_size(32, None, "huge")
 
 
+def test_the_next_commands_attach_the_policies_register_create_and_start(tmp_path: Path) -> None:
+    result = export(BRANCHY, "stepfunctions", image="reg.example/demo:2", out=tmp_path, project_dir=REPO,
+                    build_context=False, options={"role-arn": "arn:aws:iam::1:role/sfn", "region": "eu-west-1",
+                                                  "name": "nightly"})
+    commands = result.commands
+    assert commands[0] == f"docker build -t reg.example/demo:2 {tmp_path / 'image'}"
+    assert f"--role-name sfn --policy-name conveyor-nightly-machine --policy-document " \
+           f"file://{tmp_path / 'state-machine-policy.json'}" in commands[2]
+    assert "--role-name $TASK_ROLE_NAME" in commands[3]
+    assert commands[4] == f"aws ecs register-task-definition --region eu-west-1 --cli-input-json " \
+                          f"file://{tmp_path / 'task-definition.json'}"
+    assert commands[5] == (f"aws stepfunctions create-state-machine --region eu-west-1 --name nightly --definition "
+                           f"file://{tmp_path / 'state-machine.asl.json'} --role-arn arn:aws:iam::1:role/sfn")
+    assert commands[6].endswith(f"stateMachine:nightly --input file://{tmp_path / 'input.json'}")
+    assert json.loads((tmp_path / "task-definition.json").read_text())["family"] == "nightly"
+
+
 def test_an_unknown_option_names_the_known_ones(tmp_path: Path) -> None:
     with pytest.raises(ExportError, match="no option clusterr.*cluster, launch-type"):
         export(BRANCHY, "stepfunctions", image="i", out=tmp_path, options={"clusterr": "c"},
