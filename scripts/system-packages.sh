@@ -21,3 +21,9 @@ prefix="$(cd "$(dirname "$0")/.." && pwd)/.cache/azurite"
 if [ ! -x "$prefix/node_modules/.bin/azurite-blob" ]; then
   npm install --prefix "$prefix" --no-audit --no-fund --loglevel=error azurite@3.35.0 >/dev/null
 fi
+# asl-validator checks the Step Functions export; keep the version in step with
+# ASL_VALIDATOR_VERSION in tests/export/validate_stepfunctions.py.
+prefix="$(cd "$(dirname "$0")/.." && pwd)/.cache/npm/asl-validator"
+if [ ! -x "$prefix/node_modules/.bin/asl-validator" ]; then
+  npm install --prefix "$prefix" --no-audit --no-fund --loglevel=error asl-validator@4.0.0 >/dev/null
+fi
