@@ -396,5 +396,5 @@ aws sagemaker start-pipeline-execution --pipeline-name {name}{params} "$@"
 """
 
 
-if __name__ == "__main__":   # `python -m conveyor.export.sagemaker`: this host's shard, for the sharded entry point
-    sys.stdout.write(map_shard() + "\n")
+if __name__ == "__main__":   # `python -m conveyor.export.sagemaker [CONFIG]`: this host's shard, for the wrapper
+    sys.stdout.write(map_shard(*sys.argv[1:2]) + "\n")
