@@ -295,8 +295,8 @@ def map_shard(resource_config: str | os.PathLike[str] = RESOURCE_CONFIG) -> str:
 
 def _sharded(entrypoint: list[Any]) -> list[Any]:
     # a shell sets the shard, then becomes the entry point (its words follow as "$@")
-    script = (f'CONVEYOR_MAP_SHARD="$({entrypoint[0]} -m conveyor.export.sagemaker)" && export CONVEYOR_MAP_SHARD '
-              '&& exec "$@"')
+    script = (f'CONVEYOR_MAP_SHARD="$({entrypoint[0]} -m conveyor.export.sagemaker {RESOURCE_CONFIG})" && '
+              'export CONVEYOR_MAP_SHARD && exec "$@"')
     return ["/bin/sh", "-c", script, "conveyor", *entrypoint]
 
 

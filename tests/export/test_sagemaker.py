@@ -18,7 +18,7 @@ import pytest
 import conveyor as cv
 from conveyor.errors import ExportError
 from conveyor.export import ExportOptions, export, lower
-from conveyor.export.sagemaker import EMIT_DIR, INSTANCES, SageMakerTarget, map_shard
+from conveyor.export.sagemaker import EMIT_DIR, INSTANCES, RESOURCE_CONFIG, SageMakerTarget, map_shard
 from tests.export.validate_sagemaker import (
     flatten,
     processing_instance_types,
@@ -209,17 +209,16 @@ def test_the_sharded_entry_point_sets_the_hosts_share_then_runs_the_step(tmp_pat
     assert map_shard(config) == "1/3"
     result = _export(fanned, tmp_path / "out", options={"map_instances": "2"})
     entry = _steps(result)["square"]["Arguments"]["AppSpecification"]["ContainerEntrypoint"]
-    # the real wrapper, with the interpreter of this test and the config path given to the module
-    script = entry[2].replace("python -m conveyor.export.sagemaker)",
-                              f"{sys.executable} -m conveyor.export.sagemaker {config})")
-    shown = subprocess.run(["/bin/sh", "-c", script, "conveyor", sys.executable, "-c",
-                            "import os, sys; print(os.environ['CONVEYOR_MAP_SHARD'], sys.argv[1:])", "--node", "x"],
-                           capture_output=True, text=True, cwd=REPO, timeout=60)
+    # the real wrapper, with this test's interpreter and the config where this test wrote it
+    wrapper = entry[2].replace("python -m", f"{sys.executable} -m")
+    shown = subprocess.run(["/bin/sh", "-c", wrapper.replace(RESOURCE_CONFIG, str(config)), "conveyor",
+                            sys.executable, "-c", "import os, sys; print(os.environ['CONVEYOR_MAP_SHARD'], sys.argv[1:])",
+                            "--node", "x"], capture_output=True, text=True, cwd=REPO, timeout=60)
     assert shown.returncode == 0, shown.stderr
     assert shown.stdout.strip() == "1/3 ['--node', 'x']"
-    missing = subprocess.run(["/bin/sh", "-c", entry[2].replace("python -m", f"{sys.executable} -m").replace(
-        "sagemaker)", f"sagemaker {tmp_path / 'none.json'})"), "conveyor", sys.executable, "-c", "print('ran')"],
-        capture_output=True, text=True, cwd=REPO, timeout=60)
+    missing = subprocess.run(["/bin/sh", "-c", wrapper.replace(RESOURCE_CONFIG, str(tmp_path / "none.json")),
+                              "conveyor", sys.executable, "-c", "print('ran')"],
+                             capture_output=True, text=True, cwd=REPO, timeout=60)
     assert missing.returncode != 0 and "ran" not in missing.stdout   # no config: the step does not run unsharded
 
 
@@ -347,3 +346,34 @@ def test_the_submit_script_creates_and_starts_the_pipeline_on_moto(tmp_path: Pat
         given = client.list_pipeline_parameters_for_execution(
             PipelineExecutionArn=executions[0]["PipelineExecutionArn"])["PipelineParameters"]
         assert given == [{"Name": "conveyor_role_arn", "Value": role}]
+
+
+# --- running the definition --------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_the_definition_runs_end_to_end_with_two_hosts_sharing_the_fan_out(client, tmp_path: Path) -> None:
+    from conveyor.runtime.imports import import_run
+    from tests.export.sagemaker_local import LocalPipeline
+
+    shared = tmp_path / "root"
+    result = export(BRANCHY, "sagemaker", image="unused", out=tmp_path / "out", project_dir=REPO, workdir=str(REPO),
+                    python=sys.executable, artifact_root=str(shared), params={"n": 5}, build_context=False,
+                    options={"emit_root": "s3://conveyor-demo/emits", "map_instances": "2"})
+    definition = _definition(result)
+    role = {"conveyor_role_arn": "arn:aws:iam::123456789012:role/pipelines"}
+    env = {"CONVEYOR_HOME": str(tmp_path / "task-home")}
+    ex = LocalPipeline(definition, "smexec-1", tmp_path / "work", parameters=role, env=env).run()
+    assert ex.ok, ex.output
+    assert ex.codes["score"] == [0, 0]                      # one job, two hosts, each its share
+    assert ex.conditions == {"when_cond_0": True} and ex.not_executed == []
+    import_run(client, "smexec-1", str(shared))
+    run = client.get_run("smexec-1")
+    assert run.status == "succeeded" and run.parameters["n"] == 5
+    assert sorted(run.steps) == sorted(["make_shards", *[f"score[{i}]" for i in range(5)], "total", "publish",
+                                        "report"])
+    assert run.output("total") == {"total": 45.0, "count": 5}
+    # a parameter given at start changes what the condition decides; the finished steps are cache hits
+    again = LocalPipeline(definition, "smexec-2", tmp_path / "work2", parameters={**role, "threshold": "1000"},
+                          env=env).run()
+    assert again.ok, again.output
+    assert again.conditions == {"when_cond_0": False} and again.not_executed == ["publish"]
