@@ -211,9 +211,10 @@ def test_the_sharded_entry_point_sets_the_hosts_share_then_runs_the_step(tmp_pat
     entry = _steps(result)["square"]["Arguments"]["AppSpecification"]["ContainerEntrypoint"]
     # the real wrapper, with this test's interpreter and the config where this test wrote it
     wrapper = entry[2].replace("python -m", f"{sys.executable} -m")
+    show = "import os, sys; print(os.environ['CONVEYOR_MAP_SHARD'], sys.argv[1:])"
     shown = subprocess.run(["/bin/sh", "-c", wrapper.replace(RESOURCE_CONFIG, str(config)), "conveyor",
-                            sys.executable, "-c", "import os, sys; print(os.environ['CONVEYOR_MAP_SHARD'], sys.argv[1:])",
-                            "--node", "x"], capture_output=True, text=True, cwd=REPO, timeout=60)
+                            sys.executable, "-c", show, "--node", "x"], capture_output=True, text=True, cwd=REPO,
+                           timeout=60)
     assert shown.returncode == 0, shown.stderr
     assert shown.stdout.strip() == "1/3 ['--node', 'x']"
     missing = subprocess.run(["/bin/sh", "-c", wrapper.replace(RESOURCE_CONFIG, str(tmp_path / "none.json")),
