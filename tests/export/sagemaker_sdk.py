@@ -1,6 +1,6 @@
 """Run inside the sagemaker SDK's venv: rebuild an exported definition with the SDK and compare.
 
-``python sagemaker_sdk.py pipeline.json NAME`` reads the exported definition, builds the same
+``python sagemaker_sdk.py pipeline.json NAME [...]`` reads the exported definition, builds the same
 pipeline with the SDK's own classes (ParameterInteger/Float/String/Boolean, Processor.run under a
 PipelineSession, ProcessingOutput, PropertyFile, retry policies, ConditionStep with ConditionEquals
 on JsonGet, Join and ExecutionVariables for the placeholders), checks it with the SDK's
@@ -168,4 +168,5 @@ def main(path: str, name: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    for i in range(1, len(sys.argv), 2):   # PATH NAME [PATH NAME ...]: one report line each
+        main(sys.argv[i], sys.argv[i + 1])

@@ -20,9 +20,10 @@ from conveyor.errors import ExportError
 from conveyor.export import ExportOptions, export, lower
 from conveyor.export.sagemaker import EMIT_DIR, INSTANCES, RESOURCE_CONFIG, SageMakerTarget, map_shard
 from tests.export.validate_sagemaker import (
+    check_definition,
+    check_with_sdk,
     flatten,
     processing_instance_types,
-    validate,
     validate_processing_arguments,
 )
 
@@ -127,16 +128,19 @@ def test_parameters_are_typed_with_their_defaults(tmp_path: Path) -> None:
     assert {"Std:Join": {"On": "", "Values": ["n=", {"Get": "Parameters.n"}]}} in argv
 
 
-@pytest.mark.slow
-def test_literal_and_json_parameters_become_strings_and_the_sdk_agrees(tmp_path: Path) -> None:
-    result = _export(typed, tmp_path, options={"role": "arn:aws:iam::123456789012:role/pipelines"})
+ROLE_OPTION = {"role": "arn:aws:iam::123456789012:role/pipelines"}
+FANNED_OPTIONS = {"map_instances": "square=3"}
+
+
+def test_literal_and_json_parameters_become_strings(tmp_path: Path) -> None:
+    result = _export(typed, tmp_path, options=ROLE_OPTION)
     params = {p["Name"]: p for p in _definition(result)["Parameters"]}
     assert params["mode"] == {"Name": "mode", "Type": "String", "DefaultValue": "fast", "EnumValues": ["fast", "slow"]}
     assert params["config"] == {"Name": "config", "Type": "String", "DefaultValue": "null"}
     assert "conveyor_role_arn" not in params     # the role is given at export
     step = _steps(result)["pick"]
     assert step["Arguments"]["RoleArn"] == "arn:aws:iam::123456789012:role/pipelines"
-    validate(result)
+    check_definition(result)
 
 
 def test_the_resume_parameter_reaches_every_step(tmp_path: Path) -> None:
@@ -172,8 +176,7 @@ def test_the_condition_reads_the_deciders_property_file_with_json_get(tmp_path: 
         top["make_shards"]["Arguments"]["AppSpecification"]["ContainerArguments"]
 
 
-@pytest.mark.slow
-def test_nested_conditions_nest_condition_steps_and_the_sdk_agrees(tmp_path: Path) -> None:
+def test_nested_conditions_nest_condition_steps(tmp_path: Path) -> None:
     result = _export(nested, tmp_path)
     top = {s["Name"]: s for s in _definition(result)["Steps"]}
     outer = top["when_cond_0"]["Arguments"]
@@ -182,12 +185,11 @@ def test_nested_conditions_nest_condition_steps_and_the_sdk_agrees(tmp_path: Pat
     assert inner["Conditions"][0]["LeftValue"]["Std:JsonGet"]["PropertyFile"] == {
         "Get": "Steps.big.PropertyFiles.big_emits"}
     assert [s["Name"] for s in inner["IfSteps"]] == ["gpu"]
-    validate(result)
+    check_definition(result)
 
 
-@pytest.mark.slow
 def test_a_fan_out_is_one_step_over_every_element_and_a_join_and_condition_follow(tmp_path: Path) -> None:
-    result = _export(fanned, tmp_path, options={"map_instances": "square=3"})
+    result = _export(fanned, tmp_path, options=FANNED_OPTIONS)
     steps = _steps(result)
     square_args = steps["square"]["Arguments"]
     argv = square_args["AppSpecification"]["ContainerArguments"]
@@ -199,7 +201,15 @@ def test_a_fan_out_is_one_step_over_every_element_and_a_join_and_condition_follo
     for name in ("count", "add", "check"):   # one host each: a step that is not mapped runs once
         assert steps[name]["Arguments"]["ProcessingResources"]["ClusterConfig"]["InstanceCount"] == 1
     assert steps["add"]["DependsOn"] == ["square"]
-    validate(result)   # the join and the condition on it, after the mapped step, as the SDK builds them
+    check_definition(result)
+
+
+@pytest.mark.slow
+def test_the_sdk_builds_the_same_definitions(tmp_path: Path) -> None:
+    """Enum and json parameters, a literal role, nested conditions, a sharded fan-out with a join and a
+    condition after it: the SDK's classes write each definition exactly as exported (one SDK process)."""
+    check_with_sdk([_export(typed, tmp_path / "typed", options=ROLE_OPTION), _export(nested, tmp_path / "nested"),
+                    _export(fanned, tmp_path / "fanned", options=FANNED_OPTIONS)])
 
 
 def test_the_sharded_entry_point_sets_the_hosts_share_then_runs_the_step(tmp_path: Path) -> None:

@@ -33,8 +33,13 @@ SAMPLE_EXECUTION = {"Execution.PipelineExecutionId": SAMPLE_EXECUTION_ID, "Execu
 
 
 def validate(result: ExportResult) -> None:
-    path = next(f for f in result.files if f.name == "pipeline.json")
-    definition = json.loads(path.read_text())
+    check_definition(result)
+    check_with_sdk([result])
+
+
+def check_definition(result: ExportResult) -> None:
+    """The API model's and the plan's checks, without the SDK."""
+    definition = json.loads(_definition_path(result).read_text())
     check_structure(definition)
     steps = flatten(definition["Steps"])
     for step, _ in steps.values():
@@ -42,11 +47,25 @@ def validate(result: ExportResult) -> None:
             errors = validate_processing_arguments(step["Arguments"], definition["Parameters"])
             assert not errors, f"step {step['Name']}: CreateProcessingJob refuses its arguments:\n" + "\n".join(errors)
     check_plan_mapping(result.plan, definition, steps)
-    report = sdk_round_trip(path, name=result.commands[-1].split("--pipeline-name ")[1].split()[0])
-    assert report["differences"] == [], "the SDK writes this pipeline differently:\n" + "\n".join(report["differences"])
-    for task in result.plan:
-        for up in task.upstream:
-            assert task.name in report["adjacency"][up], (up, task.name, report["adjacency"])
+
+
+def check_with_sdk(results: list[ExportResult]) -> None:
+    """The SDK rebuilds each definition identically, and its graph has the plan's edges (one SDK process for all)."""
+    reports = sdk_round_trip([(_definition_path(r), _pipeline_name(r)) for r in results])
+    for result, report in zip(results, reports):
+        assert report["differences"] == [], f"the SDK writes {result.plan.pipeline} differently:\n" + "\n".join(
+            report["differences"])
+        for task in result.plan:
+            for up in task.upstream:
+                assert task.name in report["adjacency"][up], (up, task.name, report["adjacency"])
+
+
+def _definition_path(result: ExportResult) -> Path:
+    return next(f for f in result.files if f.name == "pipeline.json")
+
+
+def _pipeline_name(result: ExportResult) -> str:
+    return result.commands[-1].split("--pipeline-name ")[1].split()[0]
 
 
 def check_structure(definition: dict[str, Any]) -> None:
@@ -178,10 +197,12 @@ def processing_instance_types() -> list[str]:
 
 # --- the SDK ----------------------------------------------------------------------------------
 
-def sdk_round_trip(path: Path, *, name: str) -> dict[str, Any]:
-    """The SDK's rebuild of the definition at ``path``: its adjacency list and its differences from the export."""
+def sdk_round_trip(definitions: list[tuple[Path, str]]) -> list[dict[str, Any]]:
+    """The SDK's rebuild of each (definition, pipeline name): its adjacency list and its differences from the export."""
     venv = target_venv("sagemaker", SDK)
-    done = run_in(venv, [str(SDK_SCRIPT), str(path), name], timeout=300)
-    assert done.returncode == 0, f"the sagemaker SDK could not rebuild {path}:\n{done.stdout[-3000:]}\n" \
+    args = [a for path, name in definitions for a in (str(path), name)]
+    done = run_in(venv, [str(SDK_SCRIPT), *args], timeout=300)
+    assert done.returncode == 0, f"the sagemaker SDK could not rebuild {args}:\n{done.stdout[-3000:]}\n" \
                                  f"{done.stderr[-5000:]}"
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    lines = done.stdout.strip().splitlines()[-len(definitions):]
+    return [json.loads(line) for line in lines]
