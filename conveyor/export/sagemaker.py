@@ -8,9 +8,9 @@ The definition is generated as text from the plan; the ``sagemaker`` SDK is not 
   ``Environment``, the execution id (``ExecutionVariables.PIPELINE_EXECUTION_ID``) as ``--run-id``.
 - A task that emits a value writes ``emits.json`` into a ProcessingOutput uploaded to S3 under the
   artifact root, declared as a PropertyFile, so a ConditionStep reads a gate with ``JsonGet``.
-- Gates: one ConditionStep per distinct set of gates, ``ConditionEquals(JsonGet(...), True)``, the
-  gated steps in its IfSteps; a task under several gates sits in nested ConditionSteps, outermost
-  first, so each condition is evaluated only once the steps it reads have run.
+- Gates: a ConditionStep ``ConditionEquals(JsonGet(...), True)`` with the gated steps in its
+  IfSteps; a task under several gates sits in nested ConditionSteps, outermost first, so each
+  condition is evaluated only once the step that decides it has run.
 - Fan-outs: SageMaker Pipelines has no run-time fan-out. A mapped task is one ProcessingStep running
   ``--map-index all`` (the entry point runs every element); with ``--option map_instances=N`` the
   job has N hosts and each runs its share, ``CONVEYOR_MAP_SHARD=K/N`` derived from the job's
@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -153,7 +154,7 @@ def processing_step(plan: Plan, task: Task, options: ExportOptions, role: Any) -
     entrypoint, arguments = words[:entry_len], words[entry_len:]
     if count > 1:
         entrypoint = _sharded(entrypoint)
-    _check_words(task, [*entrypoint, *arguments])
+    _check_words(task, entrypoint, arguments)
     args: dict[str, Any] = {
         "ProcessingResources": {"ClusterConfig": {"InstanceType": instance_type(task), "InstanceCount": count,
                                                   "VolumeSizeInGB": _volume(options)}},
@@ -295,7 +296,8 @@ def map_shard(resource_config: str | os.PathLike[str] = RESOURCE_CONFIG) -> str:
 
 def _sharded(entrypoint: list[Any]) -> list[Any]:
     # a shell sets the shard, then becomes the entry point (its words follow as "$@")
-    script = (f'CONVEYOR_MAP_SHARD="$({entrypoint[0]} -m conveyor.export.sagemaker {RESOURCE_CONFIG})" && '
+    python = shlex.quote(entrypoint[0])
+    script = (f'CONVEYOR_MAP_SHARD="$({python} -m conveyor.export.sagemaker {RESOURCE_CONFIG})" && '
               'export CONVEYOR_MAP_SHARD && exec "$@"')
     return ["/bin/sh", "-c", script, "conveyor", *entrypoint]
 
@@ -315,11 +317,12 @@ def _join(on: str, *values: Any) -> dict[str, Any]:
     return {"Std:Join": {"On": on, "Values": list(values)}}
 
 
-def _check_words(task: Task, words: list[Any]) -> None:
-    if len(words) - 1 - len(ENTRY) > MAX_ARGUMENTS:
-        raise ExportError(f"Step '{task.name}': its job would take {len(words)} arguments, over the {MAX_ARGUMENTS} "
-                          "a processing job takes. Group parameters into one json parameter.")
-    for w in words:
+def _check_words(task: Task, entrypoint: list[Any], arguments: list[Any]) -> None:
+    if len(arguments) > MAX_ARGUMENTS:
+        raise ExportError(f"Step '{task.name}': its job would take {len(arguments)} arguments, over the "
+                          f"{MAX_ARGUMENTS} a processing job takes (each parameter is two). Group parameters into "
+                          "one json parameter.")
+    for w in [*entrypoint, *arguments]:
         if isinstance(w, str) and len(w) > MAX_TEXT:
             raise ExportError(f"Step '{task.name}': the argument {w[:40]!r}... has {len(w)} characters, over the "
                               f"{MAX_TEXT} a processing job takes. Use a shorter project folder or pipeline path.")

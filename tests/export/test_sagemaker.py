@@ -316,6 +316,17 @@ def test_a_gpu_count_no_default_instance_has_is_refused() -> None:
         SageMakerTarget().compile(dataclasses.replace(plan, tasks=tasks), ExportOptions({}))
 
 
+def test_more_parameters_than_a_job_takes_arguments_are_refused() -> None:
+    import dataclasses
+
+    from conveyor.export import ParamSpec
+
+    plan = lower(nested, {}, ref="t.py:nested", project_dir="/p", image="i", env={"CONVEYOR_ARTIFACT_ROOT": ROOT})
+    many = dataclasses.replace(plan, params=tuple(ParamSpec(f"p{i}", "integer", i) for i in range(50)))
+    with pytest.raises(ExportError, match=r"Step 'pick'.*over the 100 a processing job takes.*one json parameter"):
+        SageMakerTarget().compile(many, ExportOptions({}))
+
+
 def test_a_condition_whose_decider_runs_outside_its_branch_is_refused() -> None:
     """A hand-made plan whose gate order would read a step that has not run: no ConditionStep can."""
     import dataclasses
