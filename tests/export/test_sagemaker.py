@@ -97,6 +97,7 @@ def fanned(k: int = 3):
     total = add(square.map(i=count(k)))
     with cv.when(total > 4):
         check({"t": total})
+    add(square.map(i=[5, 6]))     # a list known when the pipeline is built
 
 
 def _export(pipeline: Any, tmp_path: Path, **kw: Any):
@@ -201,6 +202,8 @@ def test_a_fan_out_is_one_step_over_every_element_and_a_join_and_condition_follo
     for name in ("count", "add", "check"):   # one host each: a step that is not mapped runs once
         assert steps[name]["Arguments"]["ProcessingResources"]["ClusterConfig"]["InstanceCount"] == 1
     assert steps["add"]["DependsOn"] == ["square"]
+    static = steps["square_2"]["Arguments"]["AppSpecification"]["ContainerArguments"]
+    assert static[static.index("--map-index") + 1] == "all"
     check_definition(result)
 
 
