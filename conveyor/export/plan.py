@@ -270,7 +270,7 @@ def _decider(graph: Graph, node: Node, cond: Condition) -> str:
         if graph.nodes[r].is_map:
             raise ExportError(
                 f"Step '{node.name}': its condition `{cond.describe()}` reads the fanned-out step '{r}'. Exported "
-                "targets decide a condition in one task, and a fan-out is many tasks. Add a step that takes the "
+                "targets decide a condition in one task, and a fan-out is many tasks. Add a join step that takes the "
                 f"list of '{r}' outputs and returns the value to compare, and use cv.when() on that.")
     for candidate in readers:
         if all(other == candidate or other in ancestors(graph, candidate) for other in readers):
