@@ -41,6 +41,17 @@ app.add_typer(automation_cmd.triggers_app, name="triggers", help="Pipelines star
 app.add_typer(automation_cmd.firings_app, name="firings", help="What schedules and triggers started, and why.")
 app.command("agent")(automation_cmd.agent)
 app.command("export")(export_cmd.export)
+step_app = typer.Typer(no_args_is_help=True)
+app.add_typer(step_app, name="step", help="Run one step of an exported pipeline (what its tasks run).")
+
+
+@step_app.command("exec", context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+                  add_help_option=False)
+def _step_exec(ctx: typer.Context) -> None:
+    """One step of a run an orchestrator schedules: `conveyor step exec --help` lists the options."""
+    from conveyor.runtime.entry import main as step_exec
+
+    step_exec(ctx.args)
 
 
 _state = {"debug": False}

@@ -169,3 +169,21 @@ def delete(run_id: str, yes: Annotated[bool, typer.Option("--yes", "-y", help="D
         raise typer.Abort()
     client.delete_run(run.id)
     console().print(f"Deleted run {run.id}.")
+
+
+@app.command("import")
+def import_(run_id: str,
+            source: Annotated[Optional[str], typer.Option("--from", help="The artifact root the run's tasks wrote to (default: CONVEYOR_ARTIFACT_ROOT).")] = None,  # noqa: UP007
+            no_copy: Annotated[bool, typer.Option("--no-copy", help="Keep the artifacts where they are (this store must read that root).")] = False,
+            as_json: JsonOpt = False) -> None:
+    """Import a run whose tasks recorded beside their outputs (an exported pipeline without a database)."""
+    from conveyor.runtime.imports import import_run
+
+    client = _client()
+    report = import_run(client, run_id, source or client.settings.artifact_root, copy=not no_copy)
+    if as_json:
+        print_json(report.__dict__)
+        return
+    console().print(f"Imported run {report.run_id} ({report.status}): {report.steps} step runs, "
+                    f"{report.copied} artifacts copied, {report.skipped_existing} already here. "
+                    f"See it with `conveyor runs show {report.run_id}`.")

@@ -213,6 +213,19 @@ def lower(pipeline: Any, params: Mapping[str, Any] | None = None, *, ref: str, p
                 shape=shape_of(graph), resume_from=resume_from, env=dict(env or {}), python=python)
 
 
+def decisions(graph: Graph) -> dict[str, tuple[Condition, str]]:
+    """Each gate's emitted name -> (the condition, its decider), numbered as ``lower_graph`` numbers them."""
+    out: dict[str, tuple[Condition, str]] = {}
+    seen: set[Condition] = set()
+    for name in topological(graph):
+        node = graph.nodes[name]
+        for cond in node.conditions:
+            if cond not in seen:
+                seen.add(cond)
+                out[f"cond_{len(out)}"] = (cond, _decider(graph, node, cond))
+    return out
+
+
 def lower_graph(graph: Graph, instance_types: Mapping[str, str]) -> dict[str, Task]:
     """One task per node, in a topological order, with gates and fan-outs resolved to their sources."""
     order = topological(graph)

@@ -68,8 +68,13 @@ class Client:
         return registry.create(name, max_workers=self.settings.max_workers)
 
     def _engine(self, executor: Any, observer: Observer | None) -> Engine:
+        # keep the cache index beside the artifacts too, so runs elsewhere on this root (exported tasks
+        # without a database) hit what ran here, and the other way round
+        from conveyor.runtime.records import SharedCache
+
+        shared = None if self.settings.artifact_root.startswith("memory://") else SharedCache(self.artifacts)
         return Engine(self.metadata, self.artifacts, executor, inline_max_bytes=self.settings.inline_max_bytes,
-                      observer=observer, actor=self.settings.actor)
+                      observer=observer, actor=self.settings.actor, shared_cache=shared)
 
     def run_pipeline(self, pipeline: Any, params: Mapping[str, Any] | None = None, *, cache: bool = True,
                      executor: str | None = None, run_name: str | None = None,

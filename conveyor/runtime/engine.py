@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import traceback
 from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, wait
@@ -15,7 +16,8 @@ from conveyor.runtime.cache import KeyParts, key_parts, parts_key
 from conveyor.runtime.hooks import HookContext, call_hook
 from conveyor.runtime.slots import MISSING, Slot, const_fingerprint, json_param, stored_from_record
 from conveyor.runtime.worker import FromStore, FunctionRef, StepResult, StepTask
-from conveyor.store.metadata import NewArtifact, StepOutcome
+from conveyor.runtime.records import artifact_doc
+from conveyor.store.metadata.records import NewArtifact, StepOutcome, new_artifact_id
 
 DONE_OK = ("succeeded", "cached", "resumed")
 Observer = Callable[[str, str, dict[str, Any]], None]
@@ -50,8 +52,9 @@ class Engine:
     """Runs graphs against a metadata store, an artifact store and an executor."""
 
     def __init__(self, metadata: Any, artifacts: Any, executor: Any, *, inline_max_bytes: int = 65536,
-                 observer: Observer | None = None, actor: str = "unknown") -> None:
+                 observer: Observer | None = None, actor: str = "unknown", shared_cache: Any = None) -> None:
         self.metadata = metadata
+        self.shared_cache = shared_cache   # the cache index under a shared artifact root (runtime.records)
         self.artifacts = artifacts
         self.executor = executor
         self.inline_max_bytes = inline_max_bytes
@@ -61,15 +64,28 @@ class Engine:
     # --- the walk -----------------------------------------------------------------------------
 
     def execute(self, graph: Graph, run_id: str, *, cache: bool = True,
-                prior: Mapping[str, tuple[Any, dict[str, Any]]] | None = None) -> Execution:
-        """Run every node once; return the final state. Raises RunCancelled on Ctrl-C."""
+                prior: Mapping[str, tuple[Any, dict[str, Any]]] | None = None,
+                done: Mapping[str, tuple[str, Any]] | None = None, only: str | None = None,
+                map_index: int | None = None, select: Callable[[int], bool] | None = None) -> Execution:
+        """Run every node once; return the final state. Raises RunCancelled on Ctrl-C.
+
+        ``done`` and ``only`` run one node of a run that others execute (an exported task): ``done``
+        holds the finished upstream nodes as (status, slots), ``only`` the node to run, and
+        ``map_index`` the one element of a mapped node to run, or ``select`` the elements to run
+        (this host's share); all of them when neither is given.
+        """
         self._run_id, self._cache, self._prior = run_id, cache, dict(prior or {})
+        self._only_index = map_index
+        self._select = (lambda i: i == map_index) if map_index is not None else select
+        self._partial = map_index is not None or select is not None
         ex = self._ex = Execution()
-        pending = dict(graph.nodes)
+        for name, (status, slots) in (done or {}).items():
+            ex.status[name], ex.slots[name] = status, slots
+        pending = dict(graph.nodes) if only is None else {only: graph.nodes[only]}
         running: dict[Future[StepResult], _Call] = {}
         maps: dict[str, list[Slot | None]] = {}
         self._graph = graph
-        for name in graph.nodes:
+        for name in pending:
             self.observer("pending", name, {})
         try:
             while pending or running:
@@ -129,20 +145,26 @@ class Engine:
             if node.name_by is not None else None
         maps[node.name] = [None] * n
         ex.status[node.name] = "running"
-        if n == 0:   # recorded, so the run's record says it succeeded (a resume may follow a skip)
+        if n == 0 and not self._partial:   # recorded, so the run's record says it succeeded (a resume may follow a skip)
             self.metadata.steps.record(self._run_id, node.name, node.spec.name, StepOutcome(
                 status="succeeded", attempts=0, reason="fan-out over an empty list: no elements ran"))
             self._complete_map(node.name, maps)
             return []
         calls = []
         for i in range(n):
+            if self._select is not None and not self._select(i):
+                continue
             inputs: dict[str, Any] = {k: (v if k not in items else items[k][i]) for k, v in node.inputs.items()}
             call = self._prepare(node, f"{node.name}[{labels[i] if labels else i}]", inputs, i)
             if self._reuse(call):
                 maps[node.name][i] = self._ex.slots.pop(call.name)[node.spec.outputs[0]]
             else:
                 calls.append(call)
-        if all(s is not None for s in maps[node.name]):
+        if self._partial:
+            if self._only_index is not None and self._only_index >= n:
+                raise IndexError(f"element {self._only_index} of '{node.name}' does not exist: it has {n} elements")
+            ex.status[node.name] = "succeeded" if not calls else "running"   # these elements are this task's part
+        elif all(s is not None for s in maps[node.name]):
             self._complete_map(node.name, maps)
         return calls
 
@@ -246,20 +268,29 @@ class Engine:
         if not (self._cache and spec.cache):
             return False
         hit = self.metadata.steps.find_cached(call.cache_key)
-        if hit is None or not set(spec.outputs) <= set(hit[1]) or not self._intact(hit[1], spec.outputs):
+        shared = False
+        if (hit is None or not self._usable(hit, spec.outputs)) and self.shared_cache is not None:
+            hit, shared = self.shared_cache.find(call.cache_key), True   # written by a run elsewhere on this root
+        if hit is None or not self._usable(hit, spec.outputs):
             return False
         record, outputs = hit
+        if shared:   # that run's artifacts are not in this database: record them as this step run's outputs
+            outputs = {n: dataclasses.replace(outputs[n], id=new_artifact_id()) for n in spec.outputs}
         self.metadata.steps.record(
             self._run_id, call.name, spec.name,
             StepOutcome(status="cached", attempts=0, cache_hit=True, cached_from=record.id,
-                        reused_outputs=[(n, outputs[n].id) for n in spec.outputs], inputs=call.inputs,
-                        params=call.params),
+                        reused_outputs=[] if shared else [(n, outputs[n].id) for n in spec.outputs],
+                        new_outputs=[_new_artifact(n, outputs[n]) for n in spec.outputs] if shared else (),
+                        inputs=call.inputs, params=call.params),
             cache_key=call.cache_key, code_hash=call.parts.code_digest if call.parts else spec.code_hash,
             map_index=call.map_index, cache_parts=call.parts.to_json() if call.parts else None)
         self._adopt(call, outputs, "cached")
         if call.map_index is None:
             self._hook(call.node, "on_success", "cached")
         return True
+
+    def _usable(self, hit: tuple[Any, dict[str, Any]], names: tuple[str, ...]) -> bool:
+        return set(names) <= set(hit[1]) and self._intact(hit[1], names)
 
     def _intact(self, outputs: dict[str, Any], names: tuple[str, ...]) -> bool:
         """Reuse outputs only while their bytes are in the artifact store: lost ones are recomputed."""
@@ -313,6 +344,11 @@ class Engine:
             self._fail_node(call.node, result.error or "failed", result.traceback or "", record=False)
             self.observer("failed", call.name, {**info, "error": result.error})
             return
+        if self.shared_cache is not None and spec.cache:
+            self.shared_cache.add(call.cache_key, {"id": call.step_run_id, "run_id": self._run_id, "name": call.name,
+                                                   "step": spec.name, "status": "succeeded", "cache_key": call.cache_key,
+                                                   "ended_at": result.ended_at},
+                                  {a.name: artifact_doc(a) for a in new})
         values = result.values or {}
         slots = {a.name: Slot(a.id, result.outputs[a.name], values.get(a.name, MISSING)) for a in new}
         if call.map_index is None:
@@ -322,7 +358,11 @@ class Engine:
         else:
             holder = maps[call.node.name]
             holder[call.map_index] = slots[spec.outputs[0]]
-            if all(s is not None for s in holder) and self._ex.status.get(call.node.name) == "running":
+            if self._partial:
+                self._ex.slots[call.name] = slots
+                if self._ex.status.get(call.node.name) != "failed":
+                    self._ex.status[call.node.name] = "succeeded"
+            elif all(s is not None for s in holder) and self._ex.status.get(call.node.name) == "running":
                 self._complete_map(call.node.name, maps)
         self.observer("succeeded", call.name, info)
 
@@ -355,3 +395,10 @@ class Engine:
         self.metadata.steps.record(self._run_id, node.name, node.spec.name,
                                    StepOutcome(status="skipped", reason=reason, attempts=0))
         self.observer("skipped", node.name, {"reason": reason})
+
+
+def _new_artifact(name: str, a: Any) -> NewArtifact:
+    """An artifact record of another store as a new output of this step run (same bytes, new id)."""
+    return NewArtifact(name=name, content_hash=a.content_hash, materializer=a.materializer,
+                       materializer_version=a.materializer_version, type_name=a.type_name, size=a.size, uri=a.uri,
+                       inline=a.inline, meta=a.meta or {}, id=a.id)

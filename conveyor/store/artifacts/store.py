@@ -166,6 +166,72 @@ class ArtifactStore:
                 raise translated(exc, what=what, where=where, root=self.root) from None
             raise
 
+    def put_verified_bytes(self, stored: StoredArtifact, data: bytes) -> None:
+        """Place another store's bytes of ``stored`` here, after checking they hash to its recorded hash."""
+        actual = digest(data)
+        if actual != stored.content_hash:
+            raise ArtifactIntegrityError(
+                f"Artifact {stored.uri} does not match its recorded hash (expected {stored.content_hash}, found "
+                f"{actual}); it was not copied. Re-run the step that produced it with --no-cache.")
+        final = self._object_path(stored.content_hash)
+
+        def place() -> None:
+            self._mkdir(f"{self._base}/tmp")
+            tmp = f"{self._base}/tmp/{uuid.uuid4().hex}"
+            self.fs.pipe_file(tmp, data)
+            self._mkdir(final.rsplit("/", 1)[0])
+            if self._local:
+                os.replace(tmp, final)
+            else:
+                self.fs.mv(tmp, final)
+
+        self._io(place, "copying an artifact", self.uri_of(final))
+
+    # --- documents: small named files beside the objects (run records, the shared cache index) -
+
+    def write_document(self, name: str, data: bytes) -> None:
+        """Write ``<root>/<name>`` whole: readers see the old or the new bytes, never a part."""
+        path = f"{self._base}/{name}"
+
+        def write() -> None:
+            self._mkdir(path.rsplit("/", 1)[0])
+            if self._local:
+                tmp = f"{path}.{uuid.uuid4().hex}.tmp"
+                with open(tmp, "wb") as fh:
+                    fh.write(data)
+                os.replace(tmp, path)
+            else:
+                self.fs.pipe_file(path, data)   # an object store's put is atomic
+
+        self._io(write, "writing a record", self.uri_of(path))
+
+    def read_document(self, name: str) -> bytes | None:
+        """The bytes of ``<root>/<name>``, or None when there is none."""
+        path = f"{self._base}/{name}"
+
+        def read() -> bytes | None:
+            try:
+                return self.fs.cat_file(path)
+            except FileNotFoundError:
+                return None
+
+        return self._io(read, "reading a record", self.uri_of(path))
+
+    def list_documents(self, folder: str) -> list[str]:
+        """Names (relative to the root) of the documents directly under ``<root>/<folder>``."""
+        path = f"{self._base}/{folder}"
+
+        def listing() -> list[str]:
+            try:
+                self.fs.invalidate_cache(path)   # other machines write here: never answer from a listing cache
+                found = self.fs.ls(path, detail=False)
+            except FileNotFoundError:
+                return []
+            return sorted(f"{folder}/{str(p).rstrip('/').rsplit('/', 1)[-1]}" for p in found
+                          if not str(p).endswith(".tmp"))
+
+        return self._io(listing, "listing records", self.uri_of(path))
+
     # --- reading ------------------------------------------------------------------------------
 
     def read_verified(self, stored: StoredArtifact) -> bytes:

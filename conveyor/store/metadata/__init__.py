@@ -1,44 +1,43 @@
-"""The metadata store: runs, steps, artifacts, lineage and metrics in any SQLAlchemy database."""
+"""The metadata store: runs, steps, artifacts, lineage and metrics in any SQLAlchemy database.
+
+Names are imported on first use (PEP 562), so code that needs only the plain records, such as a
+task that writes its record beside its outputs, never pays for SQLAlchemy.
+"""
 
 from __future__ import annotations
 
-from sqlalchemy.engine import Engine
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from conveyor.store.metadata.artifacts import Artifacts, LineageEdge
-from conveyor.store.metadata.automation import Automation
-from conveyor.store.metadata.connection import Reconnect, create_db_engine, migrate, redact
-from conveyor.store.metadata.endpoints import EndpointRecord, Endpoints, KeyRecord
-from conveyor.store.metadata.models import AuditRecord, Models, VersionRecord
-from conveyor.store.metadata.records import ArtifactRecord, MetricRecord, RunRecord, StepRunRecord
-from conveyor.store.metadata.runs import Runs
-from conveyor.store.metadata.steps import NewArtifact, StepOutcome, Steps
-from conveyor.store.metadata.tracking import Tracking
+from conveyor.store.metadata.records import ArtifactRecord, MetricRecord, NewArtifact, RunRecord, StepOutcome, StepRunRecord
 
+if TYPE_CHECKING:
+    from conveyor.store.metadata.artifacts import LineageEdge
+    from conveyor.store.metadata.connection import Reconnect, redact
+    from conveyor.store.metadata.endpoints import EndpointRecord, KeyRecord
+    from conveyor.store.metadata.models import AuditRecord, VersionRecord
+    from conveyor.store.metadata.store import MetadataStore
 
-class MetadataStore:
-    """One database, one repository per entity: ``store.runs``, ``.steps``, ``.artifacts``, ``.tracking``, ``.models``."""
-
-    def __init__(self, url: str, *, engine: Engine | None = None, auto_migrate: bool = True,
-                 reconnect: Reconnect | None = None) -> None:
-        self.url = url
-        self.engine = engine or create_db_engine(url, reconnect=reconnect)
-        if auto_migrate:
-            migrate(self.engine)
-        self.runs = Runs(self.engine)
-        self.steps = Steps(self.engine)
-        self.artifacts = Artifacts(self.engine)
-        self.tracking = Tracking(self.engine)
-        self.models = Models(self.engine)
-        self.endpoints = Endpoints(self.engine)
-        self.automation = Automation(self.engine)
-
-    def __repr__(self) -> str:
-        return f"MetadataStore({redact(self.url)!r})"
-
-    def close(self) -> None:
-        """Release pooled connections."""
-        self.engine.dispose()
+_LAZY = {
+    "MetadataStore": "conveyor.store.metadata.store", "Reconnect": "conveyor.store.metadata.connection",
+    "redact": "conveyor.store.metadata.connection", "create_db_engine": "conveyor.store.metadata.connection",
+    "migrate": "conveyor.store.metadata.connection", "LineageEdge": "conveyor.store.metadata.artifacts",
+    "Artifacts": "conveyor.store.metadata.artifacts", "EndpointRecord": "conveyor.store.metadata.endpoints",
+    "KeyRecord": "conveyor.store.metadata.endpoints", "AuditRecord": "conveyor.store.metadata.models",
+    "VersionRecord": "conveyor.store.metadata.models", "Steps": "conveyor.store.metadata.steps",
+    "Runs": "conveyor.store.metadata.runs",
+}
 
 
-__all__ = ["EndpointRecord", "KeyRecord", "ArtifactRecord", "AuditRecord", "VersionRecord", "LineageEdge", "MetadataStore", "MetricRecord", "NewArtifact", "Reconnect", "RunRecord",
-           "StepOutcome", "StepRunRecord", "redact"]
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+__all__ = ["EndpointRecord", "KeyRecord", "ArtifactRecord", "AuditRecord", "VersionRecord", "LineageEdge",
+           "MetadataStore", "MetricRecord", "NewArtifact", "Reconnect", "RunRecord", "StepOutcome", "StepRunRecord",
+           "redact"]

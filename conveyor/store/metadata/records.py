@@ -2,8 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+
+def new_artifact_id() -> str:
+    """A new random identifier, as the store makes them (16 hex characters)."""
+    return _new_id()
+
+
+def _new_id() -> str:
+    import uuid
+
+    return uuid.uuid4().hex[:16]
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,3 +96,40 @@ class MetricRecord:
     step: int | None
     at: float
     step_run_id: str | None = None
+
+
+@dataclass(slots=True)
+class NewArtifact:
+    """An artifact to insert: the store's description plus its output name."""
+
+    name: str
+    content_hash: str
+    materializer: str
+    materializer_version: str
+    type_name: str | None
+    size: int | None
+    uri: str | None
+    inline: Any
+    meta: dict[str, Any] = field(default_factory=dict)
+    id: str = field(default_factory=_new_id)
+
+
+@dataclass(slots=True)
+class StepOutcome:
+    """Everything a finished step run writes, in one transaction."""
+
+    status: str
+    attempts: int = 1
+    cache_hit: bool = False
+    cached_from: str | None = None
+    error: str | None = None
+    traceback: str | None = None
+    logs: str | None = None
+    reason: str | None = None
+    new_outputs: Sequence[NewArtifact] = ()
+    reused_outputs: Sequence[tuple[str, str]] = ()        # (output name, existing artifact id)
+    inputs: Sequence[tuple[str, str, int | None]] = ()    # (input name, artifact id, list position)
+    metrics: Sequence[tuple[str, float, int | None, float]] = ()
+    params: Sequence[tuple[str, Any]] = ()
+    started_at: float | None = None
+    ended_at: float | None = None

@@ -61,9 +61,10 @@ class Runs(Repository):
                pipeline_name: str | None = None, pipeline_ref: str | None = None,
                parameters: dict[str, Any] | None = None, tags: dict[str, Any] | None = None,
                environment_hash: str | None = None, git_commit: str | None = None, git_dirty: bool | None = None,
-               options: dict[str, Any] | None = None, pid: int | None = None, host: str | None = None) -> str:
-        """Insert a run in state ``running`` and its ``started`` event."""
-        run_id = new_id()
+               options: dict[str, Any] | None = None, pid: int | None = None, host: str | None = None,
+               run_id: str | None = None) -> str:
+        """Insert a run in state ``running`` and its ``started`` event (``run_id``: a given id, e.g. a task's)."""
+        run_id = run_id or new_id()
         ts = now()
         with self.write() as conn:
             conn.execute(insert(t.runs).values(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import insert, select, update
@@ -11,44 +10,7 @@ from sqlalchemy import insert, select, update
 from conveyor.store.metadata import tables as t
 from conveyor.store.metadata.artifacts import artifact_record
 from conveyor.store.metadata.base import Repository, new_id, now
-from conveyor.store.metadata.records import ArtifactRecord, StepRunRecord
-
-
-@dataclass(slots=True)
-class NewArtifact:
-    """An artifact to insert: the store's description plus its output name."""
-
-    name: str
-    content_hash: str
-    materializer: str
-    materializer_version: str
-    type_name: str | None
-    size: int | None
-    uri: str | None
-    inline: Any
-    meta: dict[str, Any] = field(default_factory=dict)
-    id: str = field(default_factory=new_id)
-
-
-@dataclass(slots=True)
-class StepOutcome:
-    """Everything a finished step run writes, in one transaction."""
-
-    status: str
-    attempts: int = 1
-    cache_hit: bool = False
-    cached_from: str | None = None
-    error: str | None = None
-    traceback: str | None = None
-    logs: str | None = None
-    reason: str | None = None
-    new_outputs: Sequence[NewArtifact] = ()
-    reused_outputs: Sequence[tuple[str, str]] = ()        # (output name, existing artifact id)
-    inputs: Sequence[tuple[str, str, int | None]] = ()    # (input name, artifact id, list position)
-    metrics: Sequence[tuple[str, float, int | None, float]] = ()
-    params: Sequence[tuple[str, Any]] = ()
-    started_at: float | None = None
-    ended_at: float | None = None
+from conveyor.store.metadata.records import ArtifactRecord, NewArtifact, StepOutcome, StepRunRecord
 
 
 def _step(row: Any) -> StepRunRecord:
@@ -130,6 +92,27 @@ class Steps(Repository):
                 cache_key=cache_key, cache_hit=False, code_hash=code_hash, cache_parts=cache_parts, started_at=ts))
         self.finish(sid, run_id, outcome)
         return sid
+
+    def adopt(self, record: StepRunRecord, outcome: StepOutcome, *, code_hash: str | None = None,
+              cache_parts: dict[str, Any] | None = None) -> bool:
+        """Insert a step run recorded elsewhere (an imported run) under its own id; False if it is here already."""
+        with self.read() as conn:
+            if conn.execute(select(t.step_runs.c.id).where(t.step_runs.c.id == record.id)).first() is not None:
+                return False
+        with self.write() as conn:
+            conn.execute(insert(t.step_runs).values(
+                id=record.id, run_id=record.run_id, name=record.name, step=record.step, map_index=record.map_index,
+                status="pending", attempts=0, cache_key=record.cache_key, cache_hit=False, code_hash=code_hash,
+                cache_parts=cache_parts, started_at=record.started_at or now()))
+        self.finish(record.id, record.run_id, outcome)
+        return True
+
+    def existing_artifacts(self, ids: Sequence[str]) -> set[str]:
+        """Which of these artifact ids this store holds."""
+        if not ids:
+            return set()
+        with self.read() as conn:
+            return {r.id for r in conn.execute(select(t.artifacts.c.id).where(t.artifacts.c.id.in_(list(ids))))}
 
     def find_cached(self, cache_key: str) -> tuple[StepRunRecord, dict[str, ArtifactRecord]] | None:
         """The newest succeeded step run with this cache key, and its outputs by name."""

@@ -1,0 +1,112 @@
+"""Importing a run that tasks recorded beside their outputs: it becomes a run like any other.
+
+``conveyor runs import RUN_ID --from ROOT`` reads ``<ROOT>/runs/<RUN_ID>/`` (see
+``runtime.records``), writes the run, its step runs, artifacts, lineage, metrics, parameters and
+logs into this store, and copies the artifact bytes this store's root lacks (hash-verified).
+Importing twice adds nothing the second time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from conveyor.errors import NotFound
+from conveyor.runtime.records import RunRecords, step_from_doc
+from conveyor.store.metadata.records import NewArtifact, StepOutcome
+
+
+@dataclass(frozen=True)
+class ImportReport:
+    """What an import wrote."""
+
+    run_id: str
+    status: str
+    steps: int
+    skipped_existing: int
+    copied: int
+
+
+def import_run(client: Any, run_id: str, source_root: str, *, copy: bool = True) -> ImportReport:
+    """Bring run ``run_id`` recorded under ``source_root`` into ``client``'s stores."""
+    from conveyor.runtime.worker import artifact_store
+
+    src = artifact_store(source_root, client.settings.inline_max_bytes)
+    records = RunRecords(src)
+    run = records.run(run_id)
+    if run is None:
+        raise NotFound(f"No run {run_id} under {source_root}/runs/. Check the run id (the orchestrator's execution "
+                       "id the tasks were given) and the artifact root the tasks wrote to.")
+    docs = sorted(records.steps(run_id), key=lambda d: (d.get("started_at") or 0, d.get("ended_at") or 0))
+    md = client.metadata
+    status = _status(docs)
+    try:
+        md.runs.get(run_id)
+    except NotFound:
+        pid, _ = md.runs.ensure_pipeline(run["pipeline"], "imported", run.get("pipeline_ref"))
+        md.runs.create(kind="pipeline", pipeline_id=pid, pipeline_name=run["pipeline"],
+                       pipeline_ref=run.get("pipeline_ref"), parameters=run.get("parameters") or {},
+                       tags={"imported_from": source_root}, options={"cache": True, "executor": "export"},
+                       run_id=run_id)
+    dst = client.artifacts
+    copied = added = 0
+    for d in docs:
+        if d.get("status") in ("running", "pending"):
+            continue
+        outputs = d.get("outputs") or {}
+        here = md.steps.existing_artifacts([a["id"] for a in outputs.values()])
+        new, reused = [], []
+        for name, a in outputs.items():
+            if a["id"] in here:
+                reused.append((name, a["id"]))
+                continue
+            if copy and a.get("uri") and _copy(src, dst, a):
+                copied += 1
+            new.append(NewArtifact(name=name, content_hash=a["content_hash"], materializer=a["materializer"],
+                                   materializer_version=a["materializer_version"], type_name=a.get("type_name"),
+                                   size=a.get("size"), uri=_uri_here(dst, a) if copy else a.get("uri"),
+                                   inline=a.get("inline"), meta=a.get("meta") or {}, id=a["id"]))
+        inputs = [(n, aid, pos) for n, aid, pos in d.get("inputs") or []]
+        known = md.steps.existing_artifacts([aid for _n, aid, _p in inputs]) | {a.id for a in new}
+        outcome = StepOutcome(
+            status=d["status"], attempts=d.get("attempts", 0), cache_hit=bool(d.get("cache_hit")),
+            cached_from=d.get("cached_from"), error=d.get("error"), traceback=d.get("traceback"), logs=d.get("logs"),
+            reason=d.get("reason"), new_outputs=new, reused_outputs=reused,
+            inputs=[i for i in inputs if i[1] in known],
+            metrics=[tuple(m) for m in d.get("metrics") or []], params=[tuple(p) for p in d.get("params") or []],
+            started_at=d.get("started_at"), ended_at=d.get("ended_at"))
+        if md.steps.adopt(step_from_doc(d), outcome, code_hash=d.get("code_hash"), cache_parts=d.get("cache_parts")):
+            added += 1
+    if md.runs.get(run_id).status != status:
+        md.runs.set_status(run_id, status, error=next((f"Step '{d['name']}' failed: {d.get('error')}" for d in docs
+                                                       if d.get("status") == "failed"), None))
+    return ImportReport(run_id, status, added, len(docs) - added, copied)
+
+
+def _status(docs: list[dict[str, Any]]) -> str:
+    statuses = {d.get("status") for d in docs}
+    if "failed" in statuses:
+        return "failed"
+    if statuses & {"running", "pending"} or not docs:
+        return "running"
+    return "succeeded"
+
+
+def _uri_here(dst: Any, a: dict[str, Any]) -> str:
+    return dst.uri_of(dst._object_path(a["content_hash"]))
+
+
+def _copy(src: Any, dst: Any, a: dict[str, Any]) -> bool:
+    """Copy one object's verified bytes into ``dst`` unless it is there already; True when copied."""
+    from conveyor.runtime.slots import stored_from_record
+    from conveyor.store.metadata.records import ArtifactRecord
+
+    record = ArtifactRecord(id=a["id"], content_hash=a["content_hash"], materializer=a["materializer"],
+                            materializer_version=a["materializer_version"], type_name=a.get("type_name"),
+                            size=a.get("size"), uri=a.get("uri"), inline=a.get("inline"), meta=a.get("meta") or {},
+                            name=a.get("name"), run_id=None, step_run_id=None, created_at=0.0)
+    stored = stored_from_record(record)
+    if src.root == dst.root or dst.exists(stored):
+        return False
+    dst.put_verified_bytes(stored, src.read_verified(stored))
+    return True
