@@ -50,7 +50,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from conveyor.errors import ExportError
+from conveyor.errors import ConfigurationError, ExportError, Unavailable
 from conveyor.export.base import ExportOptions, build_commands
 from conveyor.export.plan import RESUME_PARAM, ParamSpec, Plan, Task
 
@@ -327,13 +327,14 @@ def _empty(v: dict | list) -> str:
 
 # --- inside a task: publishing control outputs ------------------------------------------------------
 
-def publish_control_outputs(emit_json: str | Path) -> dict[str, Any]:
+def publish_control_outputs(emit_json: str | Path) -> dict[str, bool]:
     """Set this job's ``azureml.pipeline.control`` property to the booleans the entry point emitted.
 
-    Azure ML reads a command component's control outputs (``is_control: true``) from that run
-    property, a JSON object of output name -> value; it is written through the run-history API
-    the job's MLflow tracking URI points to, with the job's own credentials. Needs ``mlflow`` and
-    ``azureml-mlflow`` in the image.
+    Azure ML reads a command component's control outputs from that run property: a JSON object
+    of output name -> value. Run properties are written through the workspace's run-history API,
+    which sits beside the MLflow API the job's tracking URI points to and takes the same token,
+    so the job's own MLflow client (``mlflow`` and ``azureml-mlflow`` in the image) supplies the
+    host and credentials.
     """
     values = json.loads(Path(emit_json).read_text())
     controls = {k: v for k, v in values.items() if isinstance(v, bool)}
@@ -344,18 +345,18 @@ def publish_control_outputs(emit_json: str | Path) -> dict[str, Any]:
         from mlflow.tracking import MlflowClient
         from mlflow.utils.rest_utils import http_request
     except ImportError:
-        raise ExportError("Publishing a condition to Azure ML needs mlflow and azureml-mlflow in the image. Add them "
-                          "to the project's requirements and build the image again.") from None
-    run = mlflow.active_run() or mlflow.start_run()
+        raise ConfigurationError("Publishing a condition to Azure ML needs mlflow and azureml-mlflow in the image. "
+                                 "Add them to the project's requirements and build the image again.") from None
+    run = (mlflow.active_run() or mlflow.start_run()).info   # in a job, MLFLOW_RUN_ID makes this the job's run
     creds = MlflowClient()._tracking_client.store.get_host_creds()
-    # the run-history API sits beside the MLflow one, under the same workspace URL and token
-    creds.host = creds.host.replace("mlflow/v2.0", "mlflow/v1.0").replace("mlflow/v1.0", "history/v1.0")
-    response = http_request(host_creds=creds, endpoint=f"/experimentids/{run.info.experiment_id}/runs/{run.info.run_id}",
-                            method="PATCH", json={"runId": run.info.run_id,
-                                                  "properties": {CONTROL_PROPERTY: json.dumps(controls)}})
+    creds.host = re.sub(r"/mlflow/v[12]\.0", "/history/v1.0", creds.host)
+    body = {"runId": run.run_id, "properties": {CONTROL_PROPERTY: json.dumps(controls)}}
+    response = http_request(host_creds=creds, endpoint=f"/experimentids/{run.experiment_id}/runs/{run.run_id}",
+                            method="PATCH", json=body)
     if response.status_code != 200:
-        raise ExportError(f"Azure ML refused the control outputs {controls} of run {run.info.run_id} "
-                          f"({response.status_code}): {response.text[:500]}")
+        raise Unavailable(f"Azure ML did not take the control outputs {controls} of run {run.run_id} "
+                          f"({response.status_code} {response.text[:300]}). The if_else nodes after this step "
+                          "cannot decide; submit the pipeline again once the workspace answers.")
     return controls
 
 
@@ -366,8 +367,8 @@ def main(argv: Sequence[str]) -> int:
         return 2
     try:
         published = publish_control_outputs(argv[1])
-    except ExportError as exc:
-        print(str(exc), file=sys.stderr)
+    except (ConfigurationError, Unavailable) as exc:
+        print(f"{exc.headline}: {exc}", file=sys.stderr)
         return 1
     print(f"control outputs: {json.dumps(published)}")
     return 0
