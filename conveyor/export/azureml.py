@@ -28,7 +28,8 @@ How the plan's constructs map (docs/portability.md, "Azure ML", says the same fo
   job is submitted), so the mapped step is one node running ``--map-index all``: every element in
   that one job, each recorded and cached on its own. With ``map_shards=N`` that node runs on N
   instances (``distribution: pytorch``, one process each) and each instance takes its share
-  through ``CONVEYOR_MAP_SHARD=RANK/N``;
+  through ``CONVEYOR_MAP_SHARD=RANK/N``. Such a node has no ``limits.timeout`` (how long it runs
+  depends on the list); each attempt's timeout is the entry point's;
 - retries: Azure ML command nodes have no retry setting (``limits`` has only ``timeout``), so the
   step's ``retries`` are the entry point's, within the one job;
 - components are not deterministic (``is_deterministic: false``): Azure ML would otherwise reuse
@@ -195,7 +196,9 @@ def task_nodes(plan: Plan, task: Task, names: Mapping[str, str], shards: int) ->
     node: dict[str, Any] = {"type": "command", "display_name": task.name, "inputs": inputs, "component": component}
     if plan.env:
         node["environment_variables"] = dict(plan.env)
-    if task.deadline_s is not None:
+    if task.deadline_s is not None and map_index != "all":
+        # a node running every element of a run-time list has no deadline known at export; each attempt's
+        # timeout is still the entry point's
         node["limits"] = {"timeout": task.deadline_s}
     resources = _resources(task, shards if sharded else 1)
     if resources:

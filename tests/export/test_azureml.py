@@ -23,7 +23,7 @@ from conveyor.export import ExportOptions, export, target
 from conveyor.export.azureml import EMIT_FILE
 from conveyor.export.plan import RESUME_PARAM, lower
 from conveyor.runtime.loader import load_pipeline
-from tests.export.validate_azureml import check, load
+from tests.export.validate_azureml import check, load_many
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -36,21 +36,46 @@ def _export(pipeline: Any, tmp_path: Path, **kw: Any):
                   project_dir=ROOT, build_context=False, **kw)
 
 
-def _loaded(result) -> dict[str, Any]:
-    loaded = load(result.files[0])
-    check(loaded, result.plan)
-    return loaded
+@pytest.fixture(scope="module")
+def loaded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Any, dict[str, Any]]]:
+    """Every export these tests read, loaded by azure-ai-ml in one interpreter: name -> (result, what it loaded)."""
+    tmp = tmp_path_factory.mktemp("azureml")
+    results = {
+        "params": _export(BRANCHY, tmp / "params", params={"n": 4, "label": "nightly"}, resume="run-0042"),
+        "resources": _export(BRANCHY, tmp / "resources", instance_types={"score": "Standard_D4s_v3"},
+                             options={"compute": "cpu-cluster", "experiment": "nightly", "map_shards": "3"},
+                             metadata_url="postgresql://db.internal/conveyor"),
+        "nested": _export(nested, tmp / "nested"),
+        "static": _export(static_fan, tmp / "static"),
+        "tampered": _export(BRANCHY, tmp / "tampered"),
+        "rebound": _export(BRANCHY, tmp / "rebound"),
+        "local": export(BRANCHY, "azureml", image="registry.example/conveyor/demo:1", out=tmp / "local" / "azureml",
+                        artifact_root=str(tmp / "local" / "artifacts"), project_dir=ROOT, workdir=str(ROOT),
+                        python=sys.executable, build_context=False),
+    }
+    tampered = results["tampered"].files[0]
+    tampered.write_text(tampered.read_text().replace("type: integer", "type: int", 1))
+    rebound = results["rebound"].files[0]
+    rebound.write_text(rebound.read_text().replace("${{parent.jobs.publish}}", "${{parent.jobs.report}}"))
+    by_path = load_many([r.files[0] for r in results.values()], strict=False)
+    return {name: (r, by_path[str(r.files[0])]) for name, r in results.items()}
+
+
+def _checked(loaded: dict[str, tuple[Any, dict[str, Any]]], name: str) -> tuple[Any, dict[str, Any]]:
+    result, job = loaded[name]
+    assert "error" not in job, job.get("error")
+    check(job, result.plan)
+    return result, job
 
 
 # --- what azure-ai-ml loads -------------------------------------------------------------------------
 
 @pytest.mark.slow
-def test_parameters_are_typed_inputs_with_the_exported_defaults_and_the_resume_parameter(tmp_path: Path) -> None:
-    result = _export(BRANCHY, tmp_path, params={"n": 4, "label": "nightly"}, resume="run-0042")
-    loaded = _loaded(result)
-    assert loaded["inputs"] == {"n": 4, "scale": 1.5, "threshold": 5.0, "label": "nightly", "verbose": True,
+def test_parameters_are_typed_inputs_with_the_exported_defaults_and_the_resume_parameter(loaded) -> None:
+    _, job = _checked(loaded, "params")
+    assert job["inputs"] == {"n": 4, "scale": 1.5, "threshold": 5.0, "label": "nightly", "verbose": True,
                                 RESUME_PARAM: "run-0042"}
-    score = loaded["jobs"]["score"]
+    score = job["jobs"]["score"]
     assert {k: v["type"] for k, v in score["component_inputs"].items() if not k.startswith("after_")} == {
         "n": "integer", "scale": "number", "threshold": "number", "label": "string", "verbose": "boolean",
         RESUME_PARAM: "string"}
@@ -62,21 +87,18 @@ def test_parameters_are_typed_inputs_with_the_exported_defaults_and_the_resume_p
 
 
 @pytest.mark.slow
-def test_resources_compute_deadline_environment_and_sharded_fan_out(tmp_path: Path) -> None:
-    result = _export(BRANCHY, tmp_path, instance_types={"score": "Standard_D4s_v3"},
-                     options={"compute": "cpu-cluster", "experiment": "nightly", "map_shards": "3"},
-                     metadata_url="postgresql://db.internal/conveyor")
-    loaded = _loaded(result)
-    assert loaded["default_compute"] == "cpu-cluster" and loaded["experiment_name"] == "nightly"
+def test_resources_compute_deadline_environment_and_sharded_fan_out(loaded) -> None:
+    result, job = _checked(loaded, "resources")
+    assert job["default_compute"] == "cpu-cluster" and job["experiment_name"] == "nightly"
     assert "  default_compute: azureml:cpu-cluster\n" in result.files[0].read_text()
-    score = loaded["jobs"]["score"]
+    score = job["jobs"]["score"]
     assert score["instance_type"] == "Standard_D4s_v3" and score["instance_count"] == 3
     assert score["docker_args"] == f"--cpus=1 --memory={256 * 2**20}"
     assert score["distribution"] == "PyTorchDistribution"
     assert score["command"].startswith('CONVEYOR_MAP_SHARD="$RANK/3" ') and "--map-index all" in score["command"]
-    assert score["timeout"] == result.plan.tasks["score"].deadline_s
+    assert score["timeout"] is None       # every element in one job: no deadline is known at export
     assert score["environment_variables"]["CONVEYOR_METADATA_URL"] == "postgresql://db.internal/conveyor"
-    total = loaded["jobs"]["total"]
+    total = job["jobs"]["total"]
     assert total["instance_type"] is None and total["timeout"] is None and total["distribution"] is None
 
 
@@ -111,28 +133,36 @@ def nested(x: int = 2, limit: int = 10):
 
 
 @pytest.mark.slow
-def test_nested_conditions_put_a_step_in_the_true_block_of_each(tmp_path: Path) -> None:
-    loaded = _loaded(_export(nested, tmp_path))
-    blocks = {n: sorted(j["true_block"]) for n, j in loaded["jobs"].items() if j["type"] == "if_else"}
+def test_nested_conditions_put_a_step_in_the_true_block_of_each(loaded) -> None:
+    _, job = _checked(loaded, "nested")
+    blocks = {n: sorted(j["true_block"]) for n, j in job["jobs"].items() if j["type"] == "if_else"}
     assert blocks == {"if_cond_0": ["refine", "ship"], "if_cond_1": ["ship"]}
-    assert loaded["jobs"]["if_cond_1"]["condition"] == "refine.cond_1"
+    assert job["jobs"]["if_cond_1"]["condition"] == "refine.cond_1"
+
+
+@cv.step(timeout=30, retries=1, backoff=1)
+def timed(x: int) -> int:
+    return x * 2
 
 
 @cv.pipeline
 def static_fan(scale: float = 2.0):
-    doubled = measure.map(x=[1, 2, 3])
+    doubled = timed.map(x=[1, 2, 3])
     ship(doubled)
 
 
 @pytest.mark.slow
-def test_a_static_fan_out_is_a_parallel_for_over_the_element_indices(tmp_path: Path) -> None:
-    loaded = _loaded(_export(static_fan, tmp_path))
-    loop = loaded["jobs"]["measure"]
-    assert loop == {"type": "parallel_for", "body": "measure_element",
+def test_a_static_fan_out_is_a_parallel_for_over_the_element_indices(loaded) -> None:
+    result, job = _checked(loaded, "static")
+    loop = job["jobs"]["timed"]
+    assert loop == {"type": "parallel_for", "body": "timed_element",
                     "items": [{"map_index": 0}, {"map_index": 1}, {"map_index": 2}]}
-    assert loaded["jobs"]["measure_element"]["component_inputs"]["map_index"]["type"] == "integer"
+    body = job["jobs"]["timed_element"]
+    assert body["component_inputs"]["map_index"]["type"] == "integer"
+    # one element per job: its deadline is every attempt, the backoff and start-up
+    assert body["timeout"] == result.plan.tasks["timed"].deadline_s == 30 * 2 + 1 + 600
     # the join waits for the loop's aggregated output
-    assert loaded["jobs"]["ship"]["component_inputs"]["after_measure"]["type"] == "mltable"
+    assert job["jobs"]["ship"]["component_inputs"]["after_timed"]["type"] == "mltable"
 
 
 @cv.pipeline
@@ -276,38 +306,39 @@ def run_like_azure_ml(loaded: dict[str, Any], overrides: dict[str, Any], tmp: Pa
 
 
 @pytest.mark.slow
-def test_the_exported_commands_run_the_pipeline_as_azure_ml_orders_them(tmp_path: Path) -> None:
-    root = tmp_path / "artifacts"
-    result = export(BRANCHY, "azureml", image="registry.example/conveyor/demo:1", out=tmp_path / "azureml",
-                    artifact_root=str(root), project_dir=ROOT, workdir=str(ROOT), python=sys.executable,
-                    build_context=False)
-    loaded = _loaded(result)
+def test_the_exported_commands_run_the_pipeline_as_azure_ml_orders_them(loaded, tmp_path: Path) -> None:
+    result, job = _checked(loaded, "local")
+    root = Path(result.plan.env["CONVEYOR_ARTIFACT_ROOT"])
     # the gate: an if_else on the decider's boolean control output, which its command emits and publishes
-    conditions = {n: j for n, j in loaded["jobs"].items() if j["type"] == "if_else"}
+    conditions = {n: j for n, j in job["jobs"].items() if j["type"] == "if_else"}
     assert conditions == {"if_cond_0": {"type": "if_else", "condition": "total.cond_0", "true_block": ["publish"],
                                         "false_block": []}}
-    assert loaded["jobs"]["total"]["component_outputs"]["cond_0"] == {"type": "boolean", "is_control": True}
-    assert loaded["jobs"]["total"]["command"].endswith(f"&& {sys.executable} -m conveyor.export.azureml publish "
+    assert job["jobs"]["total"]["component_outputs"]["cond_0"] == {"type": "boolean", "is_control": True}
+    assert job["jobs"]["total"]["command"].endswith(f"&& {sys.executable} -m conveyor.export.azureml publish "
                                                        f"{EMIT_FILE}")
-    state = run_like_azure_ml(loaded, {}, tmp_path, "azml-run-7")
+    state = run_like_azure_ml(job, {}, tmp_path, "azml-run-7")
     assert state == {"make_shards": "ran", "score": "ran", "total": "ran", "publish": "ran", "report": "ran"}
     steps = {p.stem: json.loads(p.read_text()) for p in (root / "runs" / "azml-run-7" / "steps").glob("*.json")}
     assert {s["name"] for s in steps.values() if s["status"] == "succeeded"} >= {"make_shards", "total", "publish",
                                                                                 "report"}
     # a second submission with the threshold set higher: Azure ML skips publish, the rest is the entry point's cache
-    again = run_like_azure_ml(loaded, {"threshold": 100.0}, tmp_path, "azml-run-8")
+    again = run_like_azure_ml(job, {"threshold": 100.0}, tmp_path, "azml-run-8")
     assert again["publish"] == "skipped" and again["report"] == "ran"
     second = {p.stem: json.loads(p.read_text()) for p in (root / "runs" / "azml-run-8" / "steps").glob("*.json")}
     # the decider records what its false condition skips, as a local run does
     assert second["make_shards"]["status"] == "cached" and second["publish"]["status"] == "skipped"
 
 
-def test_what_azure_ml_would_refuse_fails_the_validation(tmp_path: Path) -> None:
-    result = _export(BRANCHY, tmp_path)
-    path = result.files[0]
-    path.write_text(path.read_text().replace("${{parent.jobs.publish}}", "${{parent.jobs.nowhere}}"))
-    with pytest.raises(AssertionError, match="nowhere"):
-        check(load(path), result.plan)
+@pytest.mark.slow
+def test_what_azure_ml_would_refuse_fails_the_validation(loaded) -> None:
+    # the SDK's schema refuses a type it does not know
+    _, job = loaded["tampered"]
+    assert "Value 'int' passed is not in set" in job["error"], job
+    # the SDK loads a gate on the wrong node, and the check against the plan refuses it
+    result, rebound = loaded["rebound"]
+    assert "error" not in rebound
+    with pytest.raises(AssertionError, match="if_cond_0"):
+        check(rebound, result.plan)
 
 
 # --- inside a task: the publisher of control outputs -------------------------------------------------
