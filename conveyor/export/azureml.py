@@ -24,7 +24,8 @@ How the plan's constructs map (docs/portability.md, "Azure ML", says the same fo
   command component sets a control output. Every task under a gate is in that ``if_else``'s
   ``true_block`` (the plan's gates include the inherited ones);
 - a fan-out over a list known at export is a ``parallel_for`` whose items give each element its
-  ``map_index``. A run-time list cannot drive ``parallel_for`` here (its items are fixed when the
+  ``map_index`` (under a gate, one node running ``--map-index all``: an ``if_else`` controls plain
+  nodes, not a ``parallel_for``). A run-time list cannot drive ``parallel_for`` here (its items are fixed when the
   job is submitted), so the mapped step is one node running ``--map-index all``: every element in
   that one job, each recorded and cached on its own. With ``map_shards=N`` that node runs on N
   instances (``distribution: pytorch``, one process each) and each instance takes its share
@@ -154,7 +155,7 @@ def task_nodes(plan: Plan, task: Task, names: Mapping[str, str], shards: int) ->
     """The node(s) of one task: a command node, or a parallel_for and its body for a static fan-out."""
     name = names[task.name]
     fan = task.fan_out
-    static = fan is not None and fan.source is None and bool(fan.static)
+    static = uses_parallel_for(task)
     if task.gpus and not task.instance_type:
         raise ExportError(f"Step '{task.name}': gpus={task.gpus}, and Azure ML gives a job GPUs through its VM size "
                           f"only. Export with --instance-type {task.step}=<a GPU size, e.g. Standard_NC6s_v3>.")
@@ -166,7 +167,7 @@ def task_nodes(plan: Plan, task: Task, names: Mapping[str, str], shards: int) ->
     for up in task.upstream:
         key = f"after_{names[up]}"
         inputs[key] = {"path": f"${{{{parent.jobs.{names[up]}.outputs.{DONE}}}}}", "mode": "direct"}
-        declared[key] = {"type": "mltable" if _is_parallel_for(plan.tasks[up]) else "uri_folder",
+        declared[key] = {"type": "mltable" if uses_parallel_for(plan.tasks[up]) else "uri_folder",
                          "description": f"Orders this step after '{up}'."}
     outputs: dict[str, Any] = {DONE: {"type": "uri_folder", "description": "Empty: what waits for this step binds it."}}
     controls = [e for e in task.emits if e.kind == "boolean"]
@@ -213,12 +214,19 @@ def task_nodes(plan: Plan, task: Task, names: Mapping[str, str], shards: int) ->
                                "items": json.dumps(items, separators=(", ", ": "))}}
 
 
-def _is_parallel_for(task: Task) -> bool:
-    return task.fan_out is not None and task.fan_out.source is None and bool(task.fan_out.static)
+def uses_parallel_for(task: Task) -> bool:
+    """Whether the task is a parallel_for: a fan-out over a list known at export, under no gate.
+
+    An if_else controls command nodes; a parallel_for in its true_block is not something Azure ML
+    runs (its SDK builds condition blocks of plain nodes only), so a gated fan-out is one node
+    running every element instead.
+    """
+    fan = task.fan_out
+    return fan is not None and fan.source is None and bool(fan.static) and not task.gates
 
 
 def _has_control_flow(plan: Plan) -> bool:
-    return any(t.gates or _is_parallel_for(t) for t in plan)
+    return any(t.gates or uses_parallel_for(t) for t in plan)
 
 
 def _resources(task: Task, instances: int) -> dict[str, Any]:

@@ -47,6 +47,7 @@ def loaded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Any, dic
                              metadata_url="postgresql://db.internal/conveyor"),
         "nested": _export(nested, tmp / "nested"),
         "static": _export(static_fan, tmp / "static"),
+        "gated_fan": _export(gated_fan, tmp / "gated_fan"),
         "tampered": _export(BRANCHY, tmp / "tampered"),
         "rebound": _export(BRANCHY, tmp / "rebound"),
         "local": export(BRANCHY, "azureml", image="registry.example/conveyor/demo:1", out=tmp / "local" / "azureml",
@@ -163,6 +164,20 @@ def test_a_static_fan_out_is_a_parallel_for_over_the_element_indices(loaded) -> 
     assert body["timeout"] == result.plan.tasks["timed"].deadline_s == 30 * 2 + 1 + 600
     # the join waits for the loop's aggregated output
     assert job["jobs"]["ship"]["component_inputs"]["after_timed"]["type"] == "mltable"
+
+
+@cv.pipeline
+def gated_fan():
+    flag = refine(1)
+    with cv.when(flag > 1):
+        ship(timed.map(x=[1, 2]))
+
+
+@pytest.mark.slow
+def test_a_gated_static_fan_out_is_one_node_in_the_true_block(loaded) -> None:
+    _, job = _checked(loaded, "gated_fan")
+    assert "timed_element" not in job["jobs"] and "--map-index all" in job["jobs"]["timed"]["command"]
+    assert sorted(job["jobs"]["if_cond_0"]["true_block"]) == ["ship", "timed"]
 
 
 @cv.pipeline

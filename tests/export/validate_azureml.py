@@ -54,7 +54,7 @@ def validate(result: Any) -> None:
 
 def check(loaded: dict[str, Any], plan: Any) -> None:
     """What the SDK loaded is what the plan says: nodes, dependencies, parameters, gates, fan-outs."""
-    from conveyor.export.azureml import node_names
+    from conveyor.export.azureml import node_names, uses_parallel_for
     from conveyor.export.plan import RESUME_PARAM
 
     names = node_names(plan)
@@ -63,7 +63,7 @@ def check(loaded: dict[str, Any], plan: Any) -> None:
     for task in plan:
         name = names[task.name]
         node = jobs[name]
-        static = task.fan_out is not None and task.fan_out.source is None and bool(task.fan_out.static)
+        static = uses_parallel_for(task)
         if static:
             assert node["type"] == "parallel_for", node
             assert node["body"] == f"{name}_element", node
