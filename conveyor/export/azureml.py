@@ -11,7 +11,9 @@ How the plan's constructs map (docs/portability.md, "Azure ML", says the same fo
 - parameters are the pipeline job's ``inputs`` with the exported values as defaults (override
   them with ``--set inputs.NAME=VALUE``); each component declares them with their Azure ML type
   (integer, number, string, boolean; a json parameter is a string holding JSON text) and binds
-  them to ``${{parent.inputs.NAME}}``. ``conveyor_resume_from`` is an optional string input whose
+  them to ``${{parent.inputs.NAME}}``. Azure ML pastes values into the command text unescaped, so
+  the command quotes them in single quotes and a value holding one is refused at export (and
+  must not be submitted). ``conveyor_resume_from`` is an optional string input whose
   ``--resume-from`` is left out of the command when it is empty (``$[[...]]``);
 - Azure ML orders nodes by data bindings only, so every task writes an empty ``done`` folder and
   every task that waits for it takes that folder as an input (``mode: direct``: nothing is
@@ -105,6 +107,11 @@ def pipeline_job(plan: Plan, options: ExportOptions) -> dict[str, Any]:
     if experiment:
         job["experiment_name"] = experiment
     job["description"] = f"Conveyor pipeline {plan.pipeline} ({plan.ref}), exported for Azure ML."
+    for p in plan.params:
+        if p.type in ("string", "json") and "'" in p.text():
+            raise ExportError(f"Parameter '{p.name}': its value {p.text()!r} holds a single quote. Azure ML pastes "
+                              "input values into a task's shell command as they are, inside single quotes, so the "
+                              "command would break. Export (and submit) a value without a single quote.")
     job["inputs"] = {**{p.name: _default(p) for p in plan.params}, RESUME_PARAM: plan.resume_from}
     settings: dict[str, Any] = {"continue_on_step_failure": False}
     compute = options.get("compute") or SERVERLESS

@@ -13,7 +13,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
@@ -48,6 +48,7 @@ def loaded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Any, dic
         "nested": _export(nested, tmp / "nested"),
         "static": _export(static_fan, tmp / "static"),
         "gated_fan": _export(gated_fan, tmp / "gated_fan"),
+        "kinds": _export(kinds, tmp / "kinds"),
         "tampered": _export(BRANCHY, tmp / "tampered"),
         "rebound": _export(BRANCHY, tmp / "rebound"),
         "local": export(BRANCHY, "azureml", image="registry.example/conveyor/demo:1", out=tmp / "local" / "azureml",
@@ -178,6 +179,47 @@ def test_a_gated_static_fan_out_is_one_node_in_the_true_block(loaded) -> None:
     _, job = _checked(loaded, "gated_fan")
     assert "timed_element" not in job["jobs"] and "--map-index all" in job["jobs"]["timed"]["command"]
     assert sorted(job["jobs"]["if_cond_0"]["true_block"]) == ["ship", "timed"]
+
+
+@cv.step
+def pick(mode: str, sizes: list) -> int:
+    return len(sizes) if mode == "fast" else 0
+
+
+@cv.pipeline
+def kinds(mode: Literal["fast", "slow"] = "fast", sizes: list = [1, 2], note: str = 'say "hi" & $HOME'):  # noqa: B006
+    pick(mode, sizes)
+
+
+@pytest.mark.slow
+def test_a_json_parameter_is_json_text_and_a_literal_one_an_enum(loaded) -> None:
+    _, job = _checked(loaded, "kinds")
+    assert job["inputs"]["sizes"] == "[1,2]" and job["inputs"]["note"] == 'say "hi" & $HOME'
+    inputs = job["jobs"]["pick"]["component_inputs"]
+    assert inputs["sizes"]["type"] == "string" and inputs["mode"]["type"] == "string"
+    assert inputs["mode"]["enum"] == ["fast", "slow"]
+
+
+def test_a_string_parameter_holding_a_single_quote_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ExportError, match=r"Parameter 'note'.*single quote.*without a single quote"):
+        _export(kinds, tmp_path, params={"note": "it's"})
+
+
+@cv.step(name="if_cond_0")
+def clash_gate(x: int) -> int:
+    return x
+
+
+@cv.pipeline
+def gate_clash(x: int = 1):
+    m = measure(x)
+    with cv.when(m > 1):
+        clash_gate(m)
+
+
+def test_a_step_named_like_a_condition_node_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ExportError, match=r"Step 'if_cond_0'.*if_else node of condition cond_0.*Rename"):
+        _export(gate_clash, tmp_path)
 
 
 @cv.pipeline

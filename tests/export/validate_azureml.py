@@ -144,7 +144,9 @@ def _describe(job: Any, raw: dict[str, Any]) -> dict[str, Any]:
                 "type": "command", "command": comp.command, "image": comp.environment.image,
                 "is_deterministic": comp.is_deterministic,
                 "inputs": {k: _binding(v) for k, v in node.inputs.items()},
-                "component_inputs": {k: {"type": v.type, "optional": bool(v.optional)} for k, v in comp.inputs.items()},
+                "component_inputs": {k: {"type": v.type, "optional": bool(v.optional),
+                                         **({"enum": list(v.enum)} if getattr(v, "enum", None) else {})}
+                                     for k, v in comp.inputs.items()},
                 # the SDK keeps no is_control (a primitive output is what a condition may read): the raw YAML's
                 "component_outputs": {k: {"type": v.type, **({"is_control": True} if raw["jobs"][name]["component"][
                     "outputs"][k].get("is_control") else {})} for k, v in comp.outputs.items()},
