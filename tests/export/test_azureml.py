@@ -373,7 +373,11 @@ def test_the_exported_commands_run_the_pipeline_as_azure_ml_orders_them(loaded, 
     assert job["jobs"]["total"]["component_outputs"]["cond_0"] == {"type": "boolean", "is_control": True}
     assert job["jobs"]["total"]["command"].endswith(f"&& {sys.executable} -m conveyor.export.azureml publish "
                                                        f"{EMIT_FILE}")
-    state = run_like_azure_ml(job, {}, tmp_path, "azml-run-7")
+    # submitted with inputs set (a string the shell must not touch, a boolean as Azure ML writes it)
+    label = 'say "hi" & $HOME `id`'
+    state = run_like_azure_ml(job, {"label": label, "verbose": False}, tmp_path, "azml-run-7")
+    run = json.loads((root / "runs" / "azml-run-7" / "run.json").read_text())
+    assert run["parameters"] == {"n": 3, "scale": 1.5, "threshold": 5.0, "label": label, "verbose": False}
     assert state == {"make_shards": "ran", "score": "ran", "total": "ran", "publish": "ran", "report": "ran"}
     steps = {p.stem: json.loads(p.read_text()) for p in (root / "runs" / "azml-run-7" / "steps").glob("*.json")}
     assert {s["name"] for s in steps.values() if s["status"] == "succeeded"} >= {"make_shards", "total", "publish",
