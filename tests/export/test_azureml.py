@@ -382,12 +382,15 @@ def test_the_exported_commands_run_the_pipeline_as_azure_ml_orders_them(loaded, 
     steps = {p.stem: json.loads(p.read_text()) for p in (root / "runs" / "azml-run-7" / "steps").glob("*.json")}
     assert {s["name"] for s in steps.values() if s["status"] == "succeeded"} >= {"make_shards", "total", "publish",
                                                                                 "report"}
-    # a second submission with the threshold set higher: Azure ML skips publish, the rest is the entry point's cache
-    again = run_like_azure_ml(job, {"threshold": 100.0}, tmp_path, "azml-run-8")
+    # a second submission resuming the first, with the threshold set higher: Azure ML skips publish
+    again = run_like_azure_ml(job, {"threshold": 100.0, "label": label, "verbose": False,
+                                    RESUME_PARAM: "azml-run-7"}, tmp_path, "azml-run-8")
     assert again["publish"] == "skipped" and again["report"] == "ran"
     second = {p.stem: json.loads(p.read_text()) for p in (root / "runs" / "azml-run-8" / "steps").glob("*.json")}
-    # the decider records what its false condition skips, as a local run does
-    assert second["make_shards"]["status"] == "cached" and second["publish"]["status"] == "skipped"
+    # every step that finished is reused from the resumed run; the decider records what its condition skips
+    for name in ("make_shards", "total", "report"):
+        assert second[name]["reason"] == "resumed from run azml-run-7", second[name]
+    assert second["publish"]["status"] == "skipped"
 
 
 @pytest.mark.slow
