@@ -13,7 +13,9 @@ How the plan's constructs map (docs/portability.md, "Azure ML", says the same fo
   (integer, number, string, boolean; a json parameter is a string holding JSON text) and binds
   them to ``${{parent.inputs.NAME}}``. Azure ML pastes values into the command text unescaped, so
   the command quotes them in single quotes and a value holding one is refused at export (and
-  must not be submitted). ``conveyor_resume_from`` is an optional string input whose
+  must not be submitted). A parameter whose value is None has no pipeline input (Azure ML's
+  cannot be null): its ``-p`` is optional (``$[[...]]``) and the entry point takes the declared
+  default. ``conveyor_resume_from`` is an optional string input whose
   ``--resume-from`` is left out of the command when it is empty (``$[[...]]``);
 - Azure ML orders nodes by data bindings only, so every task writes an empty ``done`` folder and
   every task that waits for it takes that folder as an input (``mode: direct``: nothing is
@@ -112,7 +114,7 @@ def pipeline_job(plan: Plan, options: ExportOptions) -> dict[str, Any]:
             raise ExportError(f"Parameter '{p.name}': its value {p.text()!r} holds a single quote. Azure ML pastes "
                               "input values into a task's shell command as they are, inside single quotes, so the "
                               "command would break. Export (and submit) a value without a single quote.")
-    job["inputs"] = {**{p.name: _default(p) for p in plan.params}, RESUME_PARAM: plan.resume_from}
+    job["inputs"] = {**{p.name: _default(p) for p in plan.params if _has_value(p)}, RESUME_PARAM: plan.resume_from}
     settings: dict[str, Any] = {"continue_on_step_failure": False}
     compute = options.get("compute") or SERVERLESS
     settings["default_compute"] = (compute if compute == SERVERLESS or compute.startswith("azureml:")
@@ -166,7 +168,7 @@ def task_nodes(plan: Plan, task: Task, names: Mapping[str, str], shards: int) ->
     if task.gpus and not task.instance_type:
         raise ExportError(f"Step '{task.name}': gpus={task.gpus}, and Azure ML gives a job GPUs through its VM size "
                           f"only. Export with --instance-type {task.step}=<a GPU size, e.g. Standard_NC6s_v3>.")
-    inputs: dict[str, Any] = {p.name: f"${{{{parent.inputs.{p.name}}}}}" for p in plan.params}
+    inputs: dict[str, Any] = {p.name: f"${{{{parent.inputs.{p.name}}}}}" for p in plan.params if _has_value(p)}
     inputs[RESUME_PARAM] = f"${{{{parent.inputs.{RESUME_PARAM}}}}}"
     declared: dict[str, Any] = {p.name: _declare(p) for p in plan.params}
     declared[RESUME_PARAM] = {"type": "string", "optional": True,
@@ -189,7 +191,12 @@ def task_nodes(plan: Plan, task: Task, names: Mapping[str, str], shards: int) ->
         map_index = None
     argv = plan.command(task, run_id=RUN_ID, params={p.name: f"${{{{inputs.{p.name}}}}}" for p in plan.params},
                         map_index=map_index, emit_json=EMIT_FILE if controls else None)
-    command = _shell(argv) + f" $[[--resume-from '${{{{inputs.{RESUME_PARAM}}}}}']]"
+    unset = [p.name for p in plan.params if not _has_value(p)]
+    for param in unset:   # no value: left out, so the entry point takes the declared default
+        at = argv.index(f"{param}=${{{{inputs.{param}}}}}")
+        del argv[at - 1:at + 1]
+    command = _shell(argv) + "".join(f" $[[-p '{n}=${{{{inputs.{n}}}}}']]" for n in unset)
+    command += f" $[[--resume-from '${{{{inputs.{RESUME_PARAM}}}}}']]"
     if controls:
         command += f" && {shlex.quote(plan.python)} -m conveyor.export.azureml publish {EMIT_FILE}"
     sharded = fan is not None and not static and shards > 1
@@ -262,6 +269,11 @@ def _map_shards(options: ExportOptions) -> int:
         raise ExportError(f"Option map_shards={text!r} is not a positive integer. Give the number of instances "
                           "each run-time fan-out runs on, e.g. --option map_shards=4.")
     return shards
+
+
+def _has_value(p: ParamSpec) -> bool:
+    """Whether the parameter has a value at export: Azure ML's pipeline inputs cannot hold null."""
+    return p.default is not None or p.type == "json"
 
 
 def _default(p: ParamSpec) -> Any:

@@ -187,7 +187,8 @@ def pick(mode: str, sizes: list) -> int:
 
 
 @cv.pipeline
-def kinds(mode: Literal["fast", "slow"] = "fast", sizes: list = [1, 2], note: str = 'say "hi" & $HOME'):  # noqa: B006
+def kinds(mode: Literal["fast", "slow"] = "fast", sizes: list = [1, 2], note: str = 'say "hi" & $HOME',  # noqa: B006
+          limit: int = None):  # noqa: RUF013
     pick(mode, sizes)
 
 
@@ -198,6 +199,9 @@ def test_a_json_parameter_is_json_text_and_a_literal_one_an_enum(loaded) -> None
     inputs = job["jobs"]["pick"]["component_inputs"]
     assert inputs["sizes"]["type"] == "string" and inputs["mode"]["type"] == "string"
     assert inputs["mode"]["enum"] == ["fast", "slow"]
+    # no value: no pipeline input (Azure ML's cannot be null), an optional -p, the declared default at run time
+    assert "limit" not in job["inputs"] and inputs["limit"] == {"type": "integer", "optional": True}
+    assert "$[[-p 'limit=${{inputs.limit}}']]" in job["jobs"]["pick"]["command"]
 
 
 def test_a_string_parameter_holding_a_single_quote_is_refused(tmp_path: Path) -> None:

@@ -59,7 +59,8 @@ def check(loaded: dict[str, Any], plan: Any) -> None:
 
     names = node_names(plan)
     jobs = loaded["jobs"]
-    assert set(loaded["inputs"]) == {p.name for p in plan.params} | {RESUME_PARAM}, loaded["inputs"]
+    valued = {p.name for p in plan.params if p.default is not None or p.type == "json"}
+    assert set(loaded["inputs"]) == valued | {RESUME_PARAM}, loaded["inputs"]
     for task in plan:
         name = names[task.name]
         node = jobs[name]
@@ -75,7 +76,10 @@ def check(loaded: dict[str, Any], plan: Any) -> None:
         assert f"$[[--resume-from '${{{{inputs.{RESUME_PARAM}}}}}']]" in cmd, cmd
         for p in plan.params:
             assert f"{p.name}=${{{{inputs.{p.name}}}}}" in cmd, (p.name, cmd)
-            assert node["inputs"][p.name] == f"${{{{parent.inputs.{p.name}}}}}", node["inputs"]
+            if p.name in valued:
+                assert node["inputs"][p.name] == f"${{{{parent.inputs.{p.name}}}}}", node["inputs"]
+            else:
+                assert node["inputs"].get(p.name) is None and node["component_inputs"][p.name]["optional"], node
         if task.fan_out is not None:
             assert ("--map-index '${{inputs.map_index}}'" if static else "--map-index all") in cmd, cmd
         waits = {k.removeprefix("after_"): v for k, v in node["inputs"].items() if k.startswith("after_")}
