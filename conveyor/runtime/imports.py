@@ -64,7 +64,7 @@ def import_run(client: Any, run_id: str, source_root: str, *, copy: bool = True)
                 copied += 1
             new.append(NewArtifact(name=name, content_hash=a["content_hash"], materializer=a["materializer"],
                                    materializer_version=a["materializer_version"], type_name=a.get("type_name"),
-                                   size=a.get("size"), uri=_uri_here(dst, a) if copy else a.get("uri"),
+                                   size=a.get("size"), uri=_uri_here(dst, a) if copy and a.get("uri") else a.get("uri"),
                                    inline=a.get("inline"), meta=a.get("meta") or {}, id=a["id"]))
         inputs = [(n, aid, pos) for n, aid, pos in d.get("inputs") or []]
         known = md.steps.existing_artifacts([aid for _n, aid, _p in inputs]) | {a.id for a in new}
