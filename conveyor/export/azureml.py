@@ -122,7 +122,12 @@ def pipeline_job(plan: Plan, options: ExportOptions) -> dict[str, Any]:
     job["settings"] = settings
     jobs: dict[str, Any] = {}
     for task in plan:
-        jobs.update(task_nodes(plan, task, names, shards))
+        for node_name, node in task_nodes(plan, task, names, shards).items():
+            if node_name in jobs:   # a step named like another's parallel_for body
+                raise ExportError(f"Step '{task.name}': the Azure ML node '{node_name}' it needs is already the "
+                                  "name of another step's node (a fan-out's body is '<step>_element'). Rename "
+                                  "one of the steps.")
+            jobs[node_name] = node
     for gate_output, (decider, gated) in gates(plan).items():
         node = f"if_{gate_output}"
         if node in jobs:

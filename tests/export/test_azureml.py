@@ -290,6 +290,22 @@ def test_steps_whose_node_names_differ_only_in_case_are_refused(tmp_path: Path) 
         _export(clashing, tmp_path)
 
 
+@cv.step
+def timed_element(x: int) -> int:
+    return x
+
+
+@cv.pipeline
+def body_clash():
+    timed.map(x=[1, 2])
+    timed_element(1)
+
+
+def test_a_step_named_like_a_fan_outs_body_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ExportError, match=r"Step 'timed_element': the Azure ML node 'timed_element'.*Rename"):
+        _export(body_clash, tmp_path)
+
+
 @pytest.mark.parametrize("value", ["0", "many"])
 def test_a_bad_map_shards_option_is_refused(value: str, tmp_path: Path) -> None:
     with pytest.raises(ExportError, match=rf"map_shards={value!r}.*positive integer"):
