@@ -1,4 +1,5 @@
-"""Azure ML's own SDK on an exported pipeline: ``azure.ai.ml.load_job`` loads it, ``_validate()`` passes.
+"""Azure ML's own SDK on an exported pipeline: ``azure.ai.ml.load_job`` loads it, ``_validate()`` passes,
+and it converts to the request body ``az ml job create`` would send.
 
 ``validate(result)`` runs this file as a script in a venv with the pinned azure-ai-ml (no
 workspace: local validation only); the script prints what the SDK loaded (nodes, their inputs,
@@ -94,6 +95,7 @@ def check(loaded: dict[str, Any], plan: Any) -> None:
         assert node["timeout"] == (None if every else task.deadline_s), (task.name, node["timeout"])
         assert node["environment_variables"] == dict(plan.env), node["environment_variables"]
         assert node["image"] == plan.image, node
+    assert loaded["rest_types"] == {n: j["type"] for n, j in jobs.items()}, loaded["rest_types"]
     conditions = {n: j for n, j in jobs.items() if j["type"] == "if_else"}
     wanted: dict[str, set[str]] = {}
     for task in plan:
@@ -180,7 +182,13 @@ def _load_one(path: str) -> dict[str, Any]:
     validation = job._validate()
     if not validation.passed:
         return {"error": str(validation)}
-    return _describe(job, yaml.safe_load(Path(path).read_text()))
+    try:   # the request body az ml job create would send: every node converts to the service's model
+        rest = job._to_rest_object().as_dict()["properties"]["jobs"]
+    except Exception as exc:
+        return {"error": f"REST conversion: {type(exc).__name__}: {exc}"}
+    described = _describe(job, yaml.safe_load(Path(path).read_text()))
+    described["rest_types"] = {name: node.get("type") for name, node in rest.items()}
+    return described
 
 
 def _main(paths: list[str]) -> int:
