@@ -235,8 +235,13 @@ def _is_remote(fs: Any) -> bool:
 def _unpack(fs: Any, tarball: str, scratch: Path) -> Path:
     """Unpack a ``model.tar.gz`` (local or remote) into ``scratch``; members may not leave it."""
     scratch.mkdir(parents=True, exist_ok=True)
-    with fs.open(tarball, "rb") as raw, tarfile.open(fileobj=raw, mode="r|gz") as tar:
-        tar.extractall(scratch, filter="data")       # refuses absolute paths, '..' and links out of the folder
+    try:
+        with fs.open(tarball, "rb") as raw, tarfile.open(fileobj=raw, mode="r|gz") as tar:
+            tar.extractall(scratch, filter="data")       # refuses absolute paths, '..' and links out of the folder
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        raise ArtifactIntegrityError(f"The model tarball {fs.unstrip_protocol(tarball)} could not be unpacked "
+                                     f"safely ({type(exc).__name__}: {exc}); nothing from it was loaded. Export it "
+                                     "again with `conveyor models export MODEL_REF DEST.tar.gz`.") from None
     return scratch
 
 
