@@ -156,3 +156,23 @@ def test_the_schema_check_can_fail_and_bad_options_are_refused() -> None:
     with pytest.raises(ConfigurationError, match=r"1 <= min \(3\) <= max \(2\)"):
         manifests("churn", "img:1", min_replicas=3, max_replicas=2)
     assert kubernetes_name("Churn_Model.v2") == "churn-model-v2"
+
+
+KSERVE = ["kserve==0.21.0"]
+KSERVE_CHECK = Path(__file__).parent / "scripts" / "kserve_check.py"
+
+
+@pytest.mark.slow
+def test_the_inference_service_loads_into_kserve_models(tmp_path: Path) -> None:
+    from tests.export.venvs import run_in, target_venv
+
+    venv = target_venv("kserve", KSERVE)
+    write_manifests(tmp_path, "registry.example.com/churn:1", "gs://models/churn", name="churn",
+                    secret_name="churn-store", min_replicas=2, max_replicas=4)
+    good = tmp_path / "kserve" / "inferenceservice.yaml"
+    done = run_in(venv, [str(KSERVE_CHECK), str(good)])
+    assert done.returncode == 0, done.stdout + done.stderr
+    bad = tmp_path / "bad.yaml"                          # the check can fail: a field KServe does not have
+    bad.write_text(good.read_text().replace("minReplicas", "minReplica"))
+    done = run_in(venv, [str(KSERVE_CHECK), str(bad)])
+    assert done.returncode == 1 and "$.spec.predictor.minReplica: not a field of V1beta1PredictorSpec" in done.stdout
