@@ -167,7 +167,8 @@ def to_yaml(obj: Any, indent: int = 0) -> str:
             if isinstance(value, dict | list) and value:
                 out.append(f"{pad}{key}:\n{to_yaml(value, indent + 2)}")
             else:
-                out.append(f"{pad}{key}: {to_yaml(value).strip() if isinstance(value, dict | list) else _scalar(value)}\n")
+                text = to_yaml(value).strip() if isinstance(value, dict | list) else _scalar(value)
+                out.append(f"{pad}{key}: {text}\n")
         return "".join(out)
     if isinstance(obj, list):
         if not obj:

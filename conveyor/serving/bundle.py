@@ -93,7 +93,8 @@ def manifest_for(version: Any, stored: StoredArtifact, lineage: Any, packages: M
     return {
         "format": FORMAT, "format_version": FORMAT_VERSION, "conveyor_version": conveyor.__version__,
         "model": {"name": version.model, "version": version.version, "aliases": list(version.aliases),
-                  "approval": version.approval, "metrics": dict(version.metrics or {}), "tags": dict(version.tags or {})},
+                  "approval": version.approval, "metrics": dict(version.metrics or {}),
+                  "tags": dict(version.tags or {})},
         "artifact": artifact,
         "signature": version.signature,
         "flavor": flavor_of(stored.type_name, stored.materializer),
@@ -156,7 +157,8 @@ def _marker_holds(marker: str) -> bool:
     except ImportError:   # no packaging: keep the requirement, pip decides at build time
         return True
     try:
-        return Marker(marker.strip()).evaluate({"sys_platform": "linux", "platform_system": "Linux", "os_name": "posix"})
+        linux = {"sys_platform": "linux", "platform_system": "Linux", "os_name": "posix"}
+        return Marker(marker.strip()).evaluate(linux)
     except Exception:   # a marker packaging cannot read: keep the requirement rather than lose a dependency
         return True
 

@@ -70,7 +70,7 @@ def find_bundle(platform: Platform, container: ContainerSettings, scratch: Path)
         return locate_bundle(str(platform.model_location), scratch=scratch, fix=platform.fix)
     if container.model_uri:
         if platform.model_location:
-            log.info("%s provides no model at %s; serving the image's bundle %s", platform.name,
+            log.warning("%s provides no model at %s; serving the image's bundle %s", platform.name,
                      platform.model_location, container.model_uri)
         return locate_bundle(container.model_uri, scratch=scratch, fix=platform.fix)
     where = platform.model_location or "CONVEYOR_MODEL_URI (unset)"
@@ -126,6 +126,6 @@ def serve_container(mode: str | None = None, *, platform: str | None = None, hos
     app = container_app(loaded, found, settings, access_log=access_log)
     listen = port or found.port
     log.info("serving %s (%s, %s) from %s as a %s container on %s:%d", loaded.key,
-             bundle.manifest["artifact"]["content_hash"], bundle.manifest.get("flavor"), bundle.origin or bundle.root, found.name,
-             host, listen)
+             bundle.manifest["artifact"]["content_hash"], bundle.manifest.get("flavor"), bundle.origin or bundle.root,
+             found.name, host, listen)
     uvicorn.run(app, host=host, port=listen, log_level="warning", access_log=False)

@@ -35,7 +35,8 @@ def test_export_writes_verified_bytes_and_a_manifest_that_loads_alone(churn, tmp
     assert manifest["model"]["name"] == "churn" and manifest["model"]["metrics"] == {"auc": 0.9}
     assert manifest["flavor"] == "sklearn" and manifest["artifact"]["materializer"] == "model"
     assert [c["name"] for c in manifest["signature"]["inputs"]] == list(X.columns)
-    assert "scikit-learn" in manifest["environment"]["packages"] and "conveyor" not in manifest["environment"]["packages"]
+    packages = manifest["environment"]["packages"]
+    assert "scikit-learn" in packages and "skops" in packages and "conveyor" not in packages
     on_disk = json.loads((tmp_path / "bundle" / MANIFEST).read_text())
     assert on_disk == json.loads(json.dumps(manifest, default=str))
     client.close()
@@ -90,7 +91,7 @@ def test_a_changed_object_is_refused_with_the_export_command(churn, tmp_path: Pa
     data = obj.read_bytes()
     obj.write_bytes(data[:-1] + bytes([data[-1] ^ 0xFF]))
     bundle = locate_bundle(str(tmp_path / "b"), scratch=tmp_path / "s", fix="FIX")
-    with pytest.raises(ArtifactIntegrityError, match=rf"refused: {obj} hashes to sha256:.*conveyor models export {ref}"):
+    with pytest.raises(ArtifactIntegrityError, match=rf"refused: {obj} hashes to sha256:.*models export {ref}"):
         load_bundle(bundle, allow_pickle="true")
     obj.unlink()
     with pytest.raises(ArtifactIntegrityError, match="is incomplete"):

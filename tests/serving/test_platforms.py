@@ -21,8 +21,8 @@ def test_sagemaker_is_the_serve_argument_on_8080_or_its_bound_port() -> None:
 
 
 def test_vertex_takes_its_port_routes_and_storage_uri() -> None:
-    p = _detect({"AIP_MODE": "PREDICTION", "AIP_HTTP_PORT": "7080", "AIP_HEALTH_ROUTE": "/v1/endpoints/1/deployedModels/2",
-                 "AIP_PREDICT_ROUTE": "/v1/endpoints/1/deployedModels/2:predict", "AIP_STORAGE_URI": "gs://b/m"})
+    p = _detect({"AIP_MODE": "PREDICTION", "AIP_HTTP_PORT": "7080",
+                 "AIP_HEALTH_ROUTE": "/v1/endpoints/1/deployedModels/2", "AIP_PREDICT_ROUTE": "/v1/endpoints/1/deployedModels/2:predict", "AIP_STORAGE_URI": "gs://b/m"})
     assert (p.name, p.port, p.model_location) == ("vertex", 7080, "gs://b/m")
     assert (p.predict_route, p.health_route) == ("/v1/endpoints/1/deployedModels/2:predict",
                                                  "/v1/endpoints/1/deployedModels/2")
