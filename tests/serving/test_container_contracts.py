@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from conveyor.serving.bundle import export_bundle
 from tests.conftest import free_port
 from tests.serving.conftest import fitted_pipeline
 from tests.store.conftest import azure_emulator, gcs_emulator, s3_emulator  # noqa: F401  (session fixtures)
@@ -143,7 +144,7 @@ def test_vertex_reads_the_model_from_aip_storage_uri_on_gcs(registered, gcs_emul
     for key, value in gcs_emulator.environment.items():
         monkeypatch.setenv(key, value)
     fsspec.filesystem("gs", skip_instance_cache=True).mkdir(bucket)
-    _export(client, ref, f"gs://{bucket}/models/churn", gcs_emulator.environment)
+    export_bundle(client, ref, f"gs://{bucket}/models/churn")      # the CLI's own run is the SageMaker test's
     port = free_port()
     # Vertex AI's variables, as it sets them for a deployed model; the emulator's stand in for the
     # credentials a Vertex container gets from its metadata server.
@@ -176,7 +177,7 @@ def test_azureml_serves_the_model_under_azureml_model_dir(registered, azure_emul
         monkeypatch.setenv(key, value)
     az = fsspec.filesystem("az", skip_instance_cache=True)
     az.mkdir(container_name)
-    _export(client, ref, f"az://{container_name}/churn-bundle", azure_emulator.environment)
+    export_bundle(client, ref, f"az://{container_name}/churn-bundle")
     # What Azure ML does with a registered model folder: copy it under AZUREML_MODEL_DIR, one folder down.
     model_dir = tmp_path / "azureml-models" / "churn" / "1"
     az.get(f"{container_name}/churn-bundle", str(model_dir / "churn-bundle"), recursive=True)
@@ -197,8 +198,6 @@ def test_azureml_serves_the_model_under_azureml_model_dir(registered, azure_emul
 
 def test_a_changed_bundle_is_refused_before_anything_is_loaded(registered, container, tmp_path: Path) -> None:
     client, ref, _, _ = registered
-    from conveyor.serving.bundle import export_bundle
-
     bundle = tmp_path / "azureml-models" / "churn" / "1" / "model"
     manifest = export_bundle(client, ref, str(bundle))
     obj = bundle / manifest["artifact"]["path"]
