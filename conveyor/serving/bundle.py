@@ -18,18 +18,20 @@ import logging
 import re
 import tarfile
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import conveyor
-from conveyor.errors import ArtifactIntegrityError, InvalidRequest, NotFound
+from conveyor.errors import ArtifactIntegrityError, ConveyorError, InvalidRequest, NotFound
 from conveyor.serving.catalog import LoadedModel, ModelKey, Signature
 from conveyor.store.artifacts.hashing import digest
+from conveyor.store.artifacts.retry import RetryPolicy, from_backend, translated, with_retries
 from conveyor.store.artifacts.store import ArtifactStore, StoredArtifact
 
 log = logging.getLogger("conveyor.serving")
+T = TypeVar("T")
 
 MANIFEST = "conveyor-model.json"
 FORMAT = "conveyor.model-bundle"
@@ -222,7 +224,8 @@ def export_bundle(client: Any, ref: str, dest: str) -> dict[str, Any]:
         captured = python_environment()
     packages = serving_packages(captured.get("packages") or {}, flavor_of(stored.type_name, stored.materializer))
     manifest = manifest_for(version, stored, lineage, packages, captured.get("python"))
-    write_bundle(manifest, data, dest)
+    remote = "://" in dest and not dest.startswith("file://")
+    _store_io(lambda: write_bundle(manifest, data, dest), "writing the model bundle", dest, remote)
     return manifest
 
 
@@ -259,8 +262,24 @@ def locate_bundle(location: str, *, scratch: Path, fix: str) -> ModelBundle:
     except (ImportError, ValueError) as exc:
         raise NotFound(f"Cannot open the model location {location!r}: {exc}. gs:// needs gcsfs, s3:// s3fs and "
                        "az:// adlfs in the image.") from None
-    base = base.rstrip("/") or base
     remote = _is_remote(fs)
+    return _store_io(lambda: _locate(fs, base.rstrip("/") or base, location, remote, scratch, fix),
+                     "reading the model bundle", location, remote)
+
+
+def _store_io(fn: Callable[[], T], what: str, where: str, remote: bool) -> T:
+    """Run bundle I/O as the artifact store runs its own: transient errors retried, library errors translated."""
+    try:
+        return with_retries(RetryPolicy(), fn, remote=remote, what=what, where=where)
+    except ConveyorError:
+        raise
+    except Exception as exc:
+        if isinstance(exc, OSError) or from_backend(exc):
+            raise translated(exc, what=what, where=where, root=where) from None
+        raise
+
+
+def _locate(fs: Any, base: str, location: str, remote: bool, scratch: Path, fix: str) -> ModelBundle:
     if not fs.exists(base):
         raise NotFound(f"No model at {location}: it does not exist. {fix}")
     if fs.isfile(base):
