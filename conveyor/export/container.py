@@ -1,6 +1,6 @@
 """Container images: a Dockerfile and its build context, for the serving image and any other.
 
-``render_dockerfile`` and ``write_build_context`` know nothing of models: they take the files to
+``render_dockerfile`` and ``write_image_context`` know nothing of models: they take the files to
 copy, the pinned requirements and the entry point, so the pipeline image can be written with them
 too. ``build_serving_context`` fills them in for one model bundle: the bundle, Conveyor's own source,
 pins from the environment the model was trained in, and ``conveyor serve-container`` as ENTRYPOINT.
@@ -77,7 +77,7 @@ def render_dockerfile(spec: ImageSpec) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_build_context(out_dir: str | Path, spec: ImageSpec, sources: Mapping[str, Path]) -> Path:
+def write_image_context(out_dir: str | Path, spec: ImageSpec, sources: Mapping[str, Path]) -> Path:
     """Write ``Dockerfile``, ``requirements.txt`` and every ``sources`` entry (context path -> file or folder).
 
     Every COPY of ``spec`` must name a path ``sources`` provides: a context that cannot build is refused here.
@@ -177,7 +177,7 @@ def build_serving_context(client: Any, ref: str, out_dir: str | Path, image: str
     manifest = export_bundle(client, ref, str(staging / "model"))
     spec = serving_spec(manifest, base_image=base_image, stores=stores)
     sources = {"src/conveyor": Path(conveyor.__file__).resolve().parent, "model": staging / "model"}
-    write_build_context(out, spec, sources)
+    write_image_context(out, spec, sources)
     shutil.rmtree(staging)
     return ServingImage(out, image, manifest, spec)
 
