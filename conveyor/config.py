@@ -36,6 +36,11 @@ variable                        meaning                                   defaul
 ``AIP_PREDICT_ROUTE``           Vertex AI: the prediction path            ``/predict``
 ``AIP_HEALTH_ROUTE``            Vertex AI: the health path                ``/health``
 ==============================  ========================================  ==============================
+
+The serving container (``conveyor serve-container``) reads what each cloud sets, as it sets it
+(``load_container_settings``): ``SAGEMAKER_BIND_TO_PORT``, ``AIP_MODE``, ``AIP_HTTP_PORT``,
+``AIP_STORAGE_URI``, ``AZUREML_MODEL_DIR``, ``PORT`` (Knative, KServe), and
+``CONVEYOR_MODEL_URI``, the bundle baked into the image, served where the platform names none.
 """
 
 from __future__ import annotations
@@ -189,3 +194,41 @@ def debug_enabled(env: Mapping[str, str] | None = None) -> bool:
     """``CONVEYOR_DEBUG=1`` (or true/yes/on): the CLI shows tracebacks, as ``conveyor --debug`` does."""
     env = os.environ if env is None else env
     return env.get("CONVEYOR_DEBUG", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerSettings:
+    """What a cloud tells the serving container through its environment, read as that cloud sets it."""
+
+    sagemaker_bind_to_port: int | None = None     # SAGEMAKER_BIND_TO_PORT (inference pipelines)
+    sagemaker_env: bool = False                   # any SAGEMAKER_* variable a SageMaker host sets
+    aip_mode: str | None = None                   # AIP_MODE=PREDICTION on Vertex AI
+    aip_http_port: int | None = None
+    aip_storage_uri: str | None = None            # gs:// copy of the model's artifactUri
+    aip_predict_route: str | None = None
+    aip_health_route: str | None = None
+    azureml_model_dir: str | None = None          # AZUREML_MODEL_DIR: the mounted model
+    port: int | None = None                       # PORT: Knative and KServe name the container port so
+    model_uri: str | None = None                  # CONVEYOR_MODEL_URI: the image's own bundle (a path or URL)
+
+
+def load_container_settings(env: Mapping[str, str] | None = None) -> ContainerSettings:
+    """The serving container's view of its platform (``conveyor.serving.platforms`` decides from it)."""
+    env = os.environ if env is None else env
+
+    def port(name: str) -> int | None:
+        raw = env.get(name, "").strip()
+        if not raw:
+            return None
+        value = _int(name, raw)
+        if not 0 < value < 65536:
+            raise ConfigurationError(f"{name}={raw!r} is not a TCP port (1-65535).")
+        return value
+
+    return ContainerSettings(
+        sagemaker_bind_to_port=port("SAGEMAKER_BIND_TO_PORT"),
+        sagemaker_env=any(k in env for k in ("SAGEMAKER_BIND_TO_PORT", "SAGEMAKER_SAFE_PORT_RANGE")),
+        aip_mode=env.get("AIP_MODE") or None, aip_http_port=port("AIP_HTTP_PORT"),
+        aip_storage_uri=env.get("AIP_STORAGE_URI") or None, aip_predict_route=env.get("AIP_PREDICT_ROUTE") or None,
+        aip_health_route=env.get("AIP_HEALTH_ROUTE") or None, azureml_model_dir=env.get("AZUREML_MODEL_DIR") or None,
+        port=port("PORT"), model_uri=env.get("CONVEYOR_MODEL_URI") or None)

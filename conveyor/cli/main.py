@@ -12,6 +12,7 @@ from conveyor.cli import artifacts as artifacts_cmd
 from conveyor.cli import automation as automation_cmd
 from conveyor.cli import batch as batch_cmd
 from conveyor.cli import export as export_cmd
+from conveyor.cli import image as image_cmd
 from conveyor.cli import models as models_cmd
 from conveyor.cli import monitor as monitor_cmd
 from conveyor.cli import runs as runs_cmd
@@ -29,6 +30,9 @@ app.command("lineage")(artifacts_cmd.lineage)
 app.add_typer(models_cmd.app, name="models", help="The model registry: versions, aliases, approvals, rollback.")
 app.command("audit")(models_cmd.audit)
 app.command("serve")(serving_cmd.serve)
+models_cmd.app.command("export")(image_cmd.export_model)
+app.command("serve-container")(image_cmd.serve_container)
+app.command("build-image")(image_cmd.build_image)
 app.add_typer(batch_cmd.app, name="batch", help="Batch scoring of large files.")
 app.add_typer(serving_cmd.endpoints_app, name="endpoints", help="Serving endpoints: routes, canaries, shadows.")
 app.add_typer(serving_cmd.keys_app, name="keys", help="API keys for the server.")
