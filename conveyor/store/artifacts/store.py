@@ -8,17 +8,18 @@ errors are retried with backoff (``retry.py``); every library error leaves as an
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 from conveyor.errors import (ArtifactError, ArtifactIntegrityError, ArtifactUntrusted, ConveyorError,
                              MaterializerNotFound)
-from conveyor.store.artifacts.hashing import HashingWriter, canonical_json, digest
+from conveyor.store.artifacts.hashing import ALGORITHM, HashingWriter, canonical_json, digest
 from conveyor.store.artifacts.materializers import MaterializerRegistry
 from conveyor.store.artifacts.materializers import registry as default_materializers
 from conveyor.store.artifacts.materializers.json_value import JsonMaterializer, is_plain_json
@@ -26,6 +27,7 @@ from conveyor.store.artifacts.retry import RetryPolicy, from_backend, translated
 
 log = logging.getLogger("conveyor.artifacts")
 T = TypeVar("T")
+CHUNK_BYTES = 8 << 20       # streamed copies move this much at a time: big enough for multipart uploads
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +79,10 @@ class ArtifactStore:
     def _object_path(self, content_hash: str) -> str:
         hexpart = content_hash.split(":", 1)[-1]
         return f"{self._base}/objects/{hexpart[:2]}/{hexpart}"
+
+    def object_path(self, content_hash: str) -> str:
+        """Where the object of ``content_hash`` lives on this store's filesystem (without the scheme)."""
+        return self._object_path(content_hash)
 
     def _mkdir(self, path: str) -> None:
         if path not in self._made:
@@ -147,6 +153,93 @@ class ArtifactStore:
         return StoredArtifact(content_hash=writer.content_hash, materializer=m.name, materializer_version=m.version,
                               type_name=_type_name(value), size=writer.size, uri=self.uri_of(final), meta=meta)
 
+    # --- moving objects between stores (see transfer.py) ---------------------------------------
+
+    def relocated(self, stored: StoredArtifact) -> StoredArtifact:
+        """The same artifact as this store names it: only the URI changes (inline values have none)."""
+        if stored.uri is None:
+            return stored
+        return replace(stored, uri=self.uri_of(self._object_path(stored.content_hash)))
+
+    def open_object(self, stored: StoredArtifact, *, block_size: int = CHUNK_BYTES) -> BinaryIO:
+        """A binary file reading the stored bytes as they are (not verified: the reader hashes them)."""
+        path = self._object_path(stored.content_hash)
+        where = stored.uri or self.uri_of(path)
+
+        def opened() -> BinaryIO | None:
+            try:
+                return self.fs.open(path, "rb", block_size=block_size)
+            except FileNotFoundError:
+                return None
+
+        fh = self._io(opened, "opening an artifact", where)
+        if fh is None:
+            raise ArtifactIntegrityError(
+                f"Artifact {where} is missing from the store {self.root}. Re-run the step that produced it with "
+                "--no-cache, or copy it from a store that has it.")
+        return fh
+
+    def holds(self, stored: StoredArtifact, *, verify: bool = True) -> bool:
+        """True when this store has the whole object of ``stored`` under its final name.
+
+        With ``verify`` the bytes are read and hashed (a damaged copy counts as absent); without it,
+        a matching size is enough, the rule ``put`` deduplicates by.
+        """
+        if stored.uri is None:
+            return True
+        path = self._object_path(stored.content_hash)
+
+        def look() -> bool:
+            try:
+                size = self.fs.size(path)
+            except FileNotFoundError:
+                return False
+            if size != stored.size:
+                return False
+            if not verify:
+                return True
+            h = hashlib.sha256()
+            with self.fs.open(path, "rb", block_size=CHUNK_BYTES) as fh:
+                while chunk := fh.read(CHUNK_BYTES):
+                    h.update(chunk)
+            return f"{ALGORITHM}:{h.hexdigest()}" == stored.content_hash
+
+        return self._io(look, "checking an artifact", self.uri_of(path))
+
+    def ingest(self, source: BinaryIO, stored: StoredArtifact, *, where: str,
+               on_bytes: Callable[[int], None] | None = None) -> StoredArtifact:
+        """Write the object of ``stored`` from ``source``, streamed, and return it as this store names it.
+
+        The bytes are hashed while they are written to a temporary name; only when they hash to
+        ``stored.content_hash`` (and have its size) are they moved under their final name, so a
+        corrupted source or an interrupted copy never leaves a wrong or partial object there.
+        ``where`` names the source in the error; ``on_bytes`` hears of each chunk written.
+        """
+        self._mkdir(f"{self._base}/tmp")
+        tmp = f"{self._base}/tmp/{uuid.uuid4().hex}"
+        try:
+            with self.fs.open(tmp, "wb", block_size=CHUNK_BYTES) as fh:
+                writer = HashingWriter(fh)
+                while chunk := source.read(CHUNK_BYTES):
+                    writer.write(chunk)
+                    if on_bytes is not None:
+                        on_bytes(len(chunk))
+            if writer.content_hash != stored.content_hash or writer.size != stored.size:
+                raise ArtifactIntegrityError(
+                    f"Artifact {where} is corrupted or was changed: expected {stored.content_hash} ({stored.size} "
+                    f"bytes), found {writer.content_hash} ({writer.size} bytes). It was not copied to {self.root}. "
+                    "Re-run the step that produced it with --no-cache, then copy again.")
+            final = self._object_path(stored.content_hash)
+            self._mkdir(final.rsplit("/", 1)[0])
+            if self._local:
+                os.replace(tmp, final)          # atomic; also repairs a damaged copy
+            else:
+                self.fs.mv(tmp, final)
+        except BaseException:
+            self._discard(tmp)
+            raise
+        return self.relocated(stored)
+
     def _discard(self, path: str) -> None:
         # Best effort: a temporary file left behind is never referenced by any record, and the
         # error that made us discard it is the one the caller must see.
@@ -156,9 +249,21 @@ class ArtifactStore:
             pass
 
     def _io(self, fn: Callable[[], T], what: str, where: str) -> T:
-        """Run one store operation: transient remote errors are retried, library errors translated."""
+        return self.guarded(fn, what, where)
+
+    @property
+    def is_local(self) -> bool:
+        """True when the root is a folder on this machine (its errors are never retried)."""
+        return self._local
+
+    def guarded(self, fn: Callable[[], T], what: str, where: str, *, remote: bool | None = None) -> T:
+        """Run one store operation: transient remote errors are retried, library errors translated.
+
+        ``remote`` says whether a remote store takes part (default: whether this root is remote).
+        """
         try:
-            return with_retries(self.retry, fn, remote=not self._local, what=what, where=where)
+            return with_retries(self.retry, fn, remote=not self._local if remote is None else remote, what=what,
+                                where=where)
         except ConveyorError:
             raise
         except Exception as exc:

@@ -6,6 +6,7 @@ from sqlalchemy.engine import Engine
 
 from conveyor.store.metadata.artifacts import Artifacts, LineageEdge
 from conveyor.store.metadata.automation import Automation
+from conveyor.store.metadata.bundles import AbsorbReport, Bundles, ImportedVersion, RecordBundle
 from conveyor.store.metadata.connection import Reconnect, create_db_engine, migrate, redact
 from conveyor.store.metadata.endpoints import EndpointRecord, Endpoints, KeyRecord
 from conveyor.store.metadata.models import AuditRecord, Models, VersionRecord
@@ -31,6 +32,7 @@ class MetadataStore:
         self.models = Models(self.engine)
         self.endpoints = Endpoints(self.engine)
         self.automation = Automation(self.engine)
+        self.bundles = Bundles(self.engine)
 
     def __repr__(self) -> str:
         return f"MetadataStore({redact(self.url)!r})"
@@ -40,5 +42,5 @@ class MetadataStore:
         self.engine.dispose()
 
 
-__all__ = ["EndpointRecord", "KeyRecord", "ArtifactRecord", "AuditRecord", "VersionRecord", "LineageEdge", "MetadataStore", "MetricRecord", "NewArtifact", "Reconnect", "RunRecord",
+__all__ = ["AbsorbReport", "ImportedVersion", "RecordBundle", "EndpointRecord", "KeyRecord", "ArtifactRecord", "AuditRecord", "VersionRecord", "LineageEdge", "MetadataStore", "MetricRecord", "NewArtifact", "Reconnect", "RunRecord",
            "StepOutcome", "StepRunRecord", "redact"]
