@@ -15,6 +15,7 @@ from conveyor.cli import models as models_cmd
 from conveyor.cli import monitor as monitor_cmd
 from conveyor.cli import runs as runs_cmd
 from conveyor.cli import serving as serving_cmd
+from conveyor.cli import transfer as transfer_cmd
 from conveyor.cli import workflow
 
 app = typer.Typer(name="conveyor", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -27,6 +28,8 @@ app.add_typer(artifacts_cmd.app, name="artifacts", help="Inspect and export arti
 app.command("lineage")(artifacts_cmd.lineage)
 app.add_typer(models_cmd.app, name="models", help="The model registry: versions, aliases, approvals, rollback.")
 app.command("audit")(models_cmd.audit)
+models_cmd.app.command("copy")(transfer_cmd.copy_model)
+runs_cmd.app.command("copy")(transfer_cmd.copy_run)
 app.command("serve")(serving_cmd.serve)
 app.add_typer(batch_cmd.app, name="batch", help="Batch scoring of large files.")
 app.add_typer(serving_cmd.endpoints_app, name="endpoints", help="Serving endpoints: routes, canaries, shadows.")
