@@ -1,7 +1,8 @@
 """The content-addressed artifact store on any fsspec filesystem.
 
-Layout: ``<root>/objects/<hash[:2]>/<hash>``. Bytes are streamed into ``<root>/tmp/<uuid>`` while
-being hashed, then moved into place; an object that already exists is kept (deduplication).
+Layout: ``<root>/objects/<hash[:2]>/<hash>``. Bytes are hashed while they are staged (a temporary
+file, or memory before one upload on an object store: ``staging.py``), then placed under their
+hash; an object that already exists is kept (deduplication).
 Reads load the bytes once, check the hash, and only then deserialise. On a remote store, transient
 errors are retried with backoff (``retry.py``); every library error leaves as an ``ArtifactError``.
 """
@@ -11,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -24,10 +24,10 @@ from conveyor.store.artifacts.materializers import MaterializerRegistry
 from conveyor.store.artifacts.materializers import registry as default_materializers
 from conveyor.store.artifacts.materializers.json_value import JsonMaterializer, is_plain_json
 from conveyor.store.artifacts.retry import RetryPolicy, from_backend, translated, with_retries
+from conveyor.store.artifacts.staging import CHUNK_BYTES, StagedObject
 
 log = logging.getLogger("conveyor.artifacts")
 T = TypeVar("T")
-CHUNK_BYTES = 8 << 20       # streamed copies move this much at a time: big enough for multipart uploads
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,32 +121,17 @@ class ArtifactStore:
         return self._io(lambda: self._write_once(value, m), "writing an artifact", self.root)
 
     def _write_once(self, value: Any, m: Any) -> StoredArtifact:
-        # Bytes go to a fresh temporary name and are moved into place only once complete, so a crash
-        # at any moment leaves either no object or a whole one; a metadata record is written only
-        # after this returns, so it never points at a partial object.
-        self._mkdir(f"{self._base}/tmp")
-        tmp = f"{self._base}/tmp/{uuid.uuid4().hex}"
+        # The bytes are staged (staging.py) and placed under their hash only once complete, so a
+        # crash at any moment leaves either no object or a whole one; a metadata record is written
+        # only after this returns, so it never points at a partial object.
+        staged = self._stage()
         try:
-            with self.fs.open(tmp, "wb") as fh:
-                writer = HashingWriter(fh)
-                meta = m.save(value, writer) or {}
+            writer = HashingWriter(staged)
+            meta = m.save(value, writer) or {}
+            final = self._object_path(writer.content_hash)
+            staged.place(final, writer.size)
         except BaseException:
-            self._discard(tmp)
-            raise
-        final = self._object_path(writer.content_hash)
-        self._mkdir(final.rsplit("/", 1)[0])
-        try:
-            if self._local:
-                if os.path.exists(final) and os.path.getsize(final) == writer.size:
-                    os.unlink(tmp)              # deduplicated
-                else:
-                    os.replace(tmp, final)      # atomic; also repairs a damaged copy
-            elif self.fs.exists(final) and self.fs.size(final) == writer.size:
-                self._discard(tmp)
-            else:
-                self.fs.mv(tmp, final)
-        except BaseException:
-            self._discard(tmp)
+            staged.discard()
             raise
         if m.trusted_only and not hasattr(m, "runs_code"):
             meta = {**meta, "trusted_only": True}
@@ -215,38 +200,27 @@ class ArtifactStore:
         corrupted source or an interrupted copy never leaves a wrong or partial object there.
         ``where`` names the source in the error; ``on_bytes`` hears of each chunk written.
         """
-        self._mkdir(f"{self._base}/tmp")
-        tmp = f"{self._base}/tmp/{uuid.uuid4().hex}"
+        staged = self._stage()
         try:
-            with self.fs.open(tmp, "wb", block_size=CHUNK_BYTES) as fh:
-                writer = HashingWriter(fh)
-                while chunk := source.read(CHUNK_BYTES):
-                    writer.write(chunk)
-                    if on_bytes is not None:
-                        on_bytes(len(chunk))
+            writer = HashingWriter(staged)
+            while chunk := source.read(CHUNK_BYTES):
+                writer.write(chunk)
+                if on_bytes is not None:
+                    on_bytes(len(chunk))
             if writer.content_hash != stored.content_hash or writer.size != stored.size:
                 raise ArtifactIntegrityError(
                     f"Artifact {where} is corrupted or was changed: expected {stored.content_hash} ({stored.size} "
                     f"bytes), found {writer.content_hash} ({writer.size} bytes). It was not copied to {self.root}. "
                     "Re-run the step that produced it with --no-cache, then copy again.")
-            final = self._object_path(stored.content_hash)
-            self._mkdir(final.rsplit("/", 1)[0])
-            if self._local:
-                os.replace(tmp, final)          # atomic; also repairs a damaged copy
-            else:
-                self.fs.mv(tmp, final)
+            # replace: the caller copies because what is there (if anything) is not intact
+            staged.place(self._object_path(stored.content_hash), writer.size, replace=True)
         except BaseException:
-            self._discard(tmp)
+            staged.discard()
             raise
         return self.relocated(stored)
 
-    def _discard(self, path: str) -> None:
-        # Best effort: a temporary file left behind is never referenced by any record, and the
-        # error that made us discard it is the one the caller must see.
-        try:
-            self.fs.rm(path)
-        except Exception:  # noqa: BLE001
-            pass
+    def _stage(self) -> StagedObject:
+        return StagedObject(self.fs, self._base, local=self._local, mkdir=self._mkdir)
 
     def _io(self, fn: Callable[[], T], what: str, where: str) -> T:
         return self.guarded(fn, what, where)

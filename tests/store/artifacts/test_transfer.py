@@ -11,7 +11,7 @@ import pytest
 from conveyor.errors import ArtifactIntegrityError
 from conveyor.store.artifacts import ArtifactStore, StoredArtifact
 from conveyor.store.artifacts.hashing import digest
-from conveyor.store.artifacts.store import CHUNK_BYTES
+from conveyor.store.artifacts.staging import CHUNK_BYTES
 from conveyor.store.artifacts.transfer import transfer
 
 
