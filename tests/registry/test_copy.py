@@ -30,6 +30,8 @@ def train(X: np.ndarray) -> float:
 
     model = LogisticRegression().fit(X, X[:, 0] > 0)
     score = float(model.score(X, X[:, 0] > 0))
+    cv.log_metric("accuracy", score)
+    cv.log_params({"solver": "lbfgs"})
     cv.register_model("churn", model, metrics={"accuracy": score}, tags={"team": "growth"}, data=X)
     return score
 
@@ -109,7 +111,10 @@ def test_a_corrupted_model_is_refused_and_nothing_is_registered(client, destinat
     with pytest.raises(NotFound):
         destination.resolve("churn:1")
     assert table_counts(destination.metadata)["runs"] == 0
-    assert not [p for p in Path(destination.artifacts.root).rglob("*") if p.is_file()]
+    # the profile may have arrived before the model was refused (whole, and unreferenced); the model did not
+    arrived = [p for p in Path(destination.artifacts.root).rglob("*") if p.is_file()]
+    assert model.content_hash.split(":")[1] not in [p.name for p in arrived]
+    assert all(p.parent.parent.name == "objects" for p in arrived)          # nothing left in tmp/
 
 
 def test_a_run_copies_with_its_bytes_and_resumes_there(client, destination) -> None:
@@ -125,3 +130,46 @@ def test_a_run_copies_with_its_bytes_and_resumes_there(client, destination) -> N
     again = there.run_pipeline(churn_flow, {"n": 3000})
     assert again.steps["prepare"].status == "cached" and again.steps["train"].status == "cached"
     assert (again.output("prepare") == run.output("prepare")).all()
+
+
+def test_the_command_says_when_the_number_was_taken(client, tmp_path: Path, capsys) -> None:
+    import json
+
+    from sklearn.dummy import DummyClassifier
+
+    from conveyor.cli.main import main
+
+    client.run_pipeline(churn_flow, {"n": 3000})
+    dest_db, dest_root = f"sqlite:///{tmp_path / 'd' / 'm.db'}", str(tmp_path / "d" / "artifacts")
+    taken = ModelRegistry(MetadataStore(dest_db), ArtifactStore(dest_root), "someone")
+    taken.register("churn", DummyClassifier().fit([[0]], [0]))
+    capsys.readouterr()
+    main(["models", "copy", "churn:1", "--to-metadata", dest_db, "--to-artifacts", dest_root])
+    out = capsys.readouterr().out
+    assert "as churn:2: version 1 was taken there" in out and "2 object(s) copied" in out
+    main(["models", "copy", "churn:1", "--to-metadata", dest_db, "--to-artifacts", dest_root, "--json"])
+    again = json.loads(capsys.readouterr().out)
+    assert again["destination"] == "churn:2" and not again["new"] and again["records"] == {}
+    assert again["bytes"]["copied"] == 0 and again["bytes"]["skipped"] == 2
+    taken.metadata.close()
+
+
+def test_a_bundle_travels_as_json_and_absorbs_the_same(client, destination) -> None:
+    import orjson
+
+    from conveyor.errors import InvalidRequest
+    from conveyor.store.metadata import RecordBundle
+
+    run = client.run_pipeline(churn_flow, {"n": 3000})
+    bundle = client.metadata.bundles.collect(run_ids=[run.id])
+    travelled = RecordBundle.from_dict(orjson.loads(orjson.dumps(bundle.to_dict())))
+    report = destination.metadata.bundles.absorb(travelled, actor="importer")
+    assert report.inserted["step_runs"] == 2 and report.inserted["runs"] == 1
+    assert destination.metadata.runs.get(run.id).parameters == {"n": 3000}
+    metrics = client.metadata.tracking.metrics(run.id)
+    assert [m.key for m in metrics] == ["accuracy"] and destination.metadata.tracking.metrics(run.id) == metrics
+    assert destination.metadata.tracking.params(run.id) == client.metadata.tracking.params(run.id) == {
+        "n": 3000, "solver": "lbfgs"}
+    assert destination.metadata.bundles.absorb(travelled, actor="importer").inserted == {}
+    with pytest.raises(InvalidRequest, match="format 99"):
+        RecordBundle.from_dict({"format": 99, "tables": {}})

@@ -4,7 +4,9 @@
 ``src`` describes it) into ``dst`` under the same content hash, whatever the two filesystems are
 (a local folder, S3, GCS, Azure Blob):
 
-- streamed: an object is read and written in chunks of ``CHUNK_BYTES``, never held whole in memory;
+- streamed: an object is read and written in chunks of ``CHUNK_BYTES``; a big one is never held
+  whole in memory (on an object store, one up to ``IN_MEMORY_MAX_BYTES`` is uploaded in one
+  request once verified: see staging.py);
 - verified on arrival: the bytes are hashed while ``dst`` writes them to a temporary name and
   only moved under their final name when they match the recorded hash, so a corrupted source
   object is refused (``ArtifactIntegrityError``) and never becomes visible at the destination;

@@ -94,7 +94,8 @@ def _select_in(conn: Connection, table: Table, column: str, values: Iterable[Any
     q = select(table).where(table.c[column].in_(wanted))
     if "id" in table.c:
         q = q.order_by(table.c.id)
-    return [dict(r) for r in conn.execute(q).mappings()]
+    # str(): column names are SQLAlchemy's str subclass, which JSON encoders may refuse as keys
+    return [{str(k): v for k, v in r.items()} for r in conn.execute(q).mappings()]
 
 
 class Bundles(Repository):
