@@ -126,3 +126,14 @@ def test_a_damaged_copy_at_the_destination_is_replaced_unless_size_is_trusted(st
     assert transfer(src, dst, [item], verify_existing=False).skipped == 1
     repaired = transfer(src, dst, [item])
     assert repaired.copied == 1 and digest(path.read_bytes()) == item.content_hash
+
+
+def test_a_progress_bar_shows_objects_and_bytes(stores, capsys) -> None:
+    src, dst = stores
+    items = [src.put(np.arange(30_000, dtype=float) + i) for i in range(2)]
+    transfer(src, dst, items[:1])
+    capsys.readouterr()
+    transfer(src, dst, items, progress=True)           # one already there, one copied
+    err = capsys.readouterr().err
+    total = sum(i.size for i in items) / 1000
+    assert "copying 2/2" in err and f"{total:.1f}/{total:.1f} kB" in err
