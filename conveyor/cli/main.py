@@ -17,6 +17,7 @@ from conveyor.cli import models as models_cmd
 from conveyor.cli import monitor as monitor_cmd
 from conveyor.cli import runs as runs_cmd
 from conveyor.cli import serving as serving_cmd
+from conveyor.cli import transfer as transfer_cmd
 from conveyor.cli import workflow
 
 app = typer.Typer(name="conveyor", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -29,6 +30,8 @@ app.add_typer(artifacts_cmd.app, name="artifacts", help="Inspect and export arti
 app.command("lineage")(artifacts_cmd.lineage)
 app.add_typer(models_cmd.app, name="models", help="The model registry: versions, aliases, approvals, rollback.")
 app.command("audit")(models_cmd.audit)
+models_cmd.app.command("copy")(transfer_cmd.copy_model)
+runs_cmd.app.command("copy")(transfer_cmd.copy_run)
 app.command("serve")(serving_cmd.serve)
 models_cmd.app.command("export")(image_cmd.export_model)
 app.command("serve-container")(image_cmd.serve_container)

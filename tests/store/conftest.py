@@ -71,14 +71,15 @@ class ArtifactRoot:
         return sorted(p[len(self.bucket) + 1:] for p in self.other.find(self.bucket))
 
 
-@pytest.fixture(params=list(ROOTS))
-def artifact_root(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ArtifactRoot:
-    """An empty artifact root on each store in turn, the environment set as a user sets it."""
+def open_root(name: str, request: pytest.FixtureRequest, tmp_path: Path,
+              monkeypatch: pytest.MonkeyPatch) -> ArtifactRoot:
+    """A new empty root on store ``name`` (a key of ``ROOTS``), its emulator started and its
+    environment set; a test may open several, on one store or on several."""
     import fsspec
 
-    fixture, scheme = ROOTS[request.param]
+    fixture, scheme = ROOTS[name]
     if fixture is None:
-        folder = tmp_path / "store"
+        folder = tmp_path / f"store-{uuid.uuid4().hex[:8]}"
         folder.mkdir()
         other = fsspec.filesystem("file", auto_mkdir=True, skip_instance_cache=True)
         return ArtifactRoot("local", str(folder), str(folder), other)
@@ -88,4 +89,10 @@ def artifact_root(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: p
     other = fsspec.filesystem(scheme[:-3], skip_instance_cache=True)
     bucket = f"cv-{uuid.uuid4().hex[:12]}"      # valid on all three: lowercase, 3-63 characters
     other.mkdir(bucket)
-    return ArtifactRoot(request.param, scheme + bucket, bucket, other)
+    return ArtifactRoot(name, scheme + bucket, bucket, other)
+
+
+@pytest.fixture(params=list(ROOTS))
+def artifact_root(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ArtifactRoot:
+    """An empty artifact root on each store in turn, the environment set as a user sets it."""
+    return open_root(request.param, request, tmp_path, monkeypatch)

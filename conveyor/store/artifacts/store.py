@@ -1,28 +1,30 @@
 """The content-addressed artifact store on any fsspec filesystem.
 
-Layout: ``<root>/objects/<hash[:2]>/<hash>``. Bytes are streamed into ``<root>/tmp/<uuid>`` while
-being hashed, then moved into place; an object that already exists is kept (deduplication).
+Layout: ``<root>/objects/<hash[:2]>/<hash>``. Bytes are hashed while they are staged (a temporary
+file, or memory before one upload on an object store: ``staging.py``), then placed under their
+hash; an object that already exists is kept (deduplication).
 Reads load the bytes once, check the hash, and only then deserialise. On a remote store, transient
 errors are retried with backoff (``retry.py``); every library error leaves as an ``ArtifactError``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
-import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 from conveyor.errors import (ArtifactError, ArtifactIntegrityError, ArtifactUntrusted, ConveyorError,
                              MaterializerNotFound)
-from conveyor.store.artifacts.hashing import HashingWriter, canonical_json, digest
+from conveyor.store.artifacts.hashing import ALGORITHM, HashingWriter, canonical_json, digest
 from conveyor.store.artifacts.materializers import MaterializerRegistry
 from conveyor.store.artifacts.materializers import registry as default_materializers
 from conveyor.store.artifacts.materializers.json_value import JsonMaterializer, is_plain_json
 from conveyor.store.artifacts.retry import RetryPolicy, from_backend, translated, with_retries
+from conveyor.store.artifacts.staging import CHUNK_BYTES, StagedObject
 
 log = logging.getLogger("conveyor.artifacts")
 T = TypeVar("T")
@@ -78,6 +80,10 @@ class ArtifactStore:
         hexpart = content_hash.split(":", 1)[-1]
         return f"{self._base}/objects/{hexpart[:2]}/{hexpart}"
 
+    def object_path(self, content_hash: str) -> str:
+        """Where the object of ``content_hash`` lives on this store's filesystem (without the scheme)."""
+        return self._object_path(content_hash)
+
     def _mkdir(self, path: str) -> None:
         if path not in self._made:
             self.fs.makedirs(path, exist_ok=True)
@@ -115,50 +121,123 @@ class ArtifactStore:
         return self._io(lambda: self._write_once(value, m), "writing an artifact", self.root)
 
     def _write_once(self, value: Any, m: Any) -> StoredArtifact:
-        # Bytes go to a fresh temporary name and are moved into place only once complete, so a crash
-        # at any moment leaves either no object or a whole one; a metadata record is written only
-        # after this returns, so it never points at a partial object.
-        self._mkdir(f"{self._base}/tmp")
-        tmp = f"{self._base}/tmp/{uuid.uuid4().hex}"
+        # The bytes are staged (staging.py) and placed under their hash only once complete, so a
+        # crash at any moment leaves either no object or a whole one; a metadata record is written
+        # only after this returns, so it never points at a partial object.
+        staged = self._stage()
         try:
-            with self.fs.open(tmp, "wb") as fh:
-                writer = HashingWriter(fh)
-                meta = m.save(value, writer) or {}
+            writer = HashingWriter(staged)
+            meta = m.save(value, writer) or {}
+            final = self._object_path(writer.content_hash)
+            staged.place(final, writer.size)
         except BaseException:
-            self._discard(tmp)
-            raise
-        final = self._object_path(writer.content_hash)
-        self._mkdir(final.rsplit("/", 1)[0])
-        try:
-            if self._local:
-                if os.path.exists(final) and os.path.getsize(final) == writer.size:
-                    os.unlink(tmp)              # deduplicated
-                else:
-                    os.replace(tmp, final)      # atomic; also repairs a damaged copy
-            elif self.fs.exists(final) and self.fs.size(final) == writer.size:
-                self._discard(tmp)
-            else:
-                self.fs.mv(tmp, final)
-        except BaseException:
-            self._discard(tmp)
+            staged.discard()
             raise
         if m.trusted_only and not hasattr(m, "runs_code"):
             meta = {**meta, "trusted_only": True}
         return StoredArtifact(content_hash=writer.content_hash, materializer=m.name, materializer_version=m.version,
                               type_name=_type_name(value), size=writer.size, uri=self.uri_of(final), meta=meta)
 
-    def _discard(self, path: str) -> None:
-        # Best effort: a temporary file left behind is never referenced by any record, and the
-        # error that made us discard it is the one the caller must see.
+    # --- moving objects between stores (see transfer.py) ---------------------------------------
+
+    def relocated(self, stored: StoredArtifact) -> StoredArtifact:
+        """The same artifact as this store names it: only the URI changes (inline values have none)."""
+        if stored.uri is None:
+            return stored
+        return replace(stored, uri=self.uri_of(self._object_path(stored.content_hash)))
+
+    def open_object(self, stored: StoredArtifact, *, block_size: int = CHUNK_BYTES) -> BinaryIO:
+        """A binary file reading the stored bytes as they are (not verified: the reader hashes them)."""
+        path = self._object_path(stored.content_hash)
+        where = stored.uri or self.uri_of(path)
+
+        def opened() -> BinaryIO | None:
+            try:
+                return self.fs.open(path, "rb", block_size=block_size)
+            except FileNotFoundError:
+                return None
+
+        fh = self._io(opened, "opening an artifact", where)
+        if fh is None:
+            raise ArtifactIntegrityError(
+                f"Artifact {where} is missing from the store {self.root}. Re-run the step that produced it with "
+                "--no-cache, or copy it from a store that has it.")
+        return fh
+
+    def holds(self, stored: StoredArtifact, *, verify: bool = True) -> bool:
+        """True when this store has the whole object of ``stored`` under its final name.
+
+        With ``verify`` the bytes are read and hashed (a damaged copy counts as absent); without it,
+        a matching size is enough, the rule ``put`` deduplicates by.
+        """
+        if stored.uri is None:
+            return True
+        path = self._object_path(stored.content_hash)
+
+        def look() -> bool:
+            try:
+                size = self.fs.size(path)
+            except FileNotFoundError:
+                return False
+            if size != stored.size:
+                return False
+            if not verify:
+                return True
+            h = hashlib.sha256()
+            with self.fs.open(path, "rb", block_size=CHUNK_BYTES) as fh:
+                while chunk := fh.read(CHUNK_BYTES):
+                    h.update(chunk)
+            return f"{ALGORITHM}:{h.hexdigest()}" == stored.content_hash
+
+        return self._io(look, "checking an artifact", self.uri_of(path))
+
+    def ingest(self, source: BinaryIO, stored: StoredArtifact, *, where: str,
+               on_bytes: Callable[[int], None] | None = None) -> StoredArtifact:
+        """Write the object of ``stored`` from ``source``, streamed, and return it as this store names it.
+
+        The bytes are hashed while they are written to a temporary name; only when they hash to
+        ``stored.content_hash`` (and have its size) are they moved under their final name, so a
+        corrupted source or an interrupted copy never leaves a wrong or partial object there.
+        ``where`` names the source in the error; ``on_bytes`` hears of each chunk written.
+        """
+        staged = self._stage()
         try:
-            self.fs.rm(path)
-        except Exception:  # noqa: BLE001
-            pass
+            writer = HashingWriter(staged)
+            while chunk := source.read(CHUNK_BYTES):
+                writer.write(chunk)
+                if on_bytes is not None:
+                    on_bytes(len(chunk))
+            if writer.content_hash != stored.content_hash or writer.size != stored.size:
+                raise ArtifactIntegrityError(
+                    f"Artifact {where} is corrupted or was changed: expected {stored.content_hash} ({stored.size} "
+                    f"bytes), found {writer.content_hash} ({writer.size} bytes). It was not copied to {self.root}. "
+                    "Re-run the step that produced it with --no-cache, then copy again.")
+            # replace: the caller copies because what is there (if anything) is not intact
+            staged.place(self._object_path(stored.content_hash), writer.size, replace=True)
+        except BaseException:
+            staged.discard()
+            raise
+        return self.relocated(stored)
+
+    def _stage(self) -> StagedObject:
+        return StagedObject(self.fs, self._base, local=self._local, mkdir=self._mkdir)
 
     def _io(self, fn: Callable[[], T], what: str, where: str) -> T:
-        """Run one store operation: transient remote errors are retried, library errors translated."""
+        return self.guarded(fn, what, where)
+
+    @property
+    def is_local(self) -> bool:
+        """True when the root is a folder on this machine (its errors are never retried)."""
+        return self._local
+
+    def guarded(self, fn: Callable[[], T], what: str, where: str, *, remote: bool | None = None) -> T:
+        """Run one store operation: transient remote errors are retried, library errors translated.
+
+        ``remote`` says whether a remote store takes part (default: whether this root is remote).
+        """
         try:
-            return with_retries(self.retry, fn, remote=not self._local, what=what, where=where)
+            return with_retries(self.retry, fn, remote=not self._local if remote is None else remote, what=what,
+                                where=where)
         except ConveyorError:
             raise
         except Exception as exc:

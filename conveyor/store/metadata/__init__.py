@@ -13,6 +13,7 @@ from conveyor.store.metadata.records import ArtifactRecord, MetricRecord, NewArt
 
 if TYPE_CHECKING:
     from conveyor.store.metadata.artifacts import LineageEdge
+    from conveyor.store.metadata.bundles import AbsorbReport, ImportedVersion, RecordBundle
     from conveyor.store.metadata.connection import Reconnect, redact
     from conveyor.store.metadata.endpoints import EndpointRecord, KeyRecord
     from conveyor.store.metadata.models import AuditRecord, VersionRecord
@@ -25,7 +26,9 @@ _LAZY = {
     "Artifacts": "conveyor.store.metadata.artifacts", "EndpointRecord": "conveyor.store.metadata.endpoints",
     "KeyRecord": "conveyor.store.metadata.endpoints", "AuditRecord": "conveyor.store.metadata.models",
     "VersionRecord": "conveyor.store.metadata.models", "Steps": "conveyor.store.metadata.steps",
-    "Runs": "conveyor.store.metadata.runs",
+    "Runs": "conveyor.store.metadata.runs", "AbsorbReport": "conveyor.store.metadata.bundles",
+    "Bundles": "conveyor.store.metadata.bundles", "ImportedVersion": "conveyor.store.metadata.bundles",
+    "RecordBundle": "conveyor.store.metadata.bundles",
 }
 
 
@@ -38,6 +41,6 @@ def __getattr__(name: str) -> Any:
     return value
 
 
-__all__ = ["EndpointRecord", "KeyRecord", "ArtifactRecord", "AuditRecord", "VersionRecord", "LineageEdge",
+__all__ = ["AbsorbReport", "ImportedVersion", "RecordBundle", "EndpointRecord", "KeyRecord", "ArtifactRecord", "AuditRecord", "VersionRecord", "LineageEdge",
            "MetadataStore", "MetricRecord", "NewArtifact", "Reconnect", "RunRecord", "StepOutcome", "StepRunRecord",
            "redact"]
