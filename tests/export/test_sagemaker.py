@@ -402,3 +402,11 @@ def test_the_definition_runs_end_to_end_with_two_hosts_sharing_the_fan_out(clien
                           env=env).run()
     assert again.ok, again.output
     assert again.conditions == {"when_cond_0": False} and again.not_executed == ["publish"]
+
+
+def test_exporting_imports_neither_the_sdk_nor_botocore() -> None:
+    code = ("import sys, conveyor.export.sagemaker; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'sagemaker', 'botocore', 'boto3'}))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
