@@ -67,6 +67,7 @@ DONE = "done"                            # the output every task writes so that 
 MAP_INDEX = "map_index"                  # the input a parallel_for item sets for each element
 EMIT_FILE = "/tmp/conveyor-emit.json"    # where the entry point writes the values a task hands to Azure ML
 CONTROL_PROPERTY = "azureml.pipeline.control"   # the run property Azure ML reads control outputs from
+PUBLISHER_PACKAGES = ("mlflow", "azureml-mlflow")   # what publish_control_outputs needs in the image
 SERVERLESS = "serverless"               # the default compute when no compute= is given
 PREVIEW_ENV = "AZURE_ML_CLI_PRIVATE_FEATURES_ENABLED"   # the CLI/SDK flag that lets YAML hold if_else, parallel_for
 TYPES = {"integer": "integer", "number": "number", "string": "string", "boolean": "boolean", "json": "string"}
@@ -95,7 +96,13 @@ class AzureMLTarget:
         definition = next(f for f in files if f.name == FILE)
         out_dir = definition.parent
         flag = f"{PREVIEW_ENV}=true " if _has_control_flow(plan) else ""
-        return [*build_commands(plan, out_dir), f"{flag}az ml job create --file {definition}"]
+        notes = []
+        missing = _missing_publisher_packages() if any(t.gates for t in plan) else []
+        if missing:
+            # the image pins this environment's distributions: without these its deciders cannot set a condition
+            notes.append(f"# the image lacks {' and '.join(missing)}, which its if_else conditions need: "
+                         f"pip install {' '.join(missing)} here, then export again")
+        return [*notes, *build_commands(plan, out_dir), f"{flag}az ml job create --file {definition}"]
 
 
 # --- the pipeline job ---------------------------------------------------------------------------
@@ -242,6 +249,19 @@ def uses_parallel_for(task: Task) -> bool:
     """
     fan = task.fan_out
     return fan is not None and fan.source is None and bool(fan.static) and not task.gates
+
+
+def _missing_publisher_packages() -> list[str]:
+    """What the control-output publisher needs and this environment (the image's pins) does not have."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    missing = []
+    for dist in PUBLISHER_PACKAGES:
+        try:
+            version(dist)
+        except PackageNotFoundError:
+            missing.append(dist)
+    return missing
 
 
 def _has_control_flow(plan: Plan) -> bool:
