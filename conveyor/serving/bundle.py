@@ -225,7 +225,7 @@ def export_bundle(client: Any, ref: str, dest: str) -> dict[str, Any]:
     packages = serving_packages(captured.get("packages") or {}, flavor_of(stored.type_name, stored.materializer))
     manifest = manifest_for(version, stored, lineage, packages, captured.get("python"))
     remote = "://" in dest and not dest.startswith("file://")
-    _store_io(lambda: write_bundle(manifest, data, dest), "writing the model bundle", dest, remote)
+    store_io(lambda: write_bundle(manifest, data, dest), "writing the model bundle", dest, remote)
     return manifest
 
 
@@ -263,11 +263,11 @@ def locate_bundle(location: str, *, scratch: Path, fix: str) -> ModelBundle:
         raise NotFound(f"Cannot open the model location {location!r}: {exc}. gs:// needs gcsfs, s3:// s3fs and "
                        "az:// adlfs in the image.") from None
     remote = _is_remote(fs)
-    return _store_io(lambda: _locate(fs, base.rstrip("/") or base, location, remote, scratch, fix),
+    return store_io(lambda: _locate(fs, base.rstrip("/") or base, location, remote, scratch, fix),
                      "reading the model bundle", location, remote)
 
 
-def _store_io(fn: Callable[[], T], what: str, where: str, remote: bool) -> T:
+def store_io(fn: Callable[[], T], what: str, where: str, remote: bool) -> T:
     """Run bundle I/O as the artifact store runs its own: transient errors retried, library errors translated."""
     try:
         return with_retries(RetryPolicy(), fn, remote=remote, what=what, where=where)

@@ -18,7 +18,7 @@ from typing import Any
 
 from conveyor.config import ContainerSettings, Settings, load_container_settings, load_settings
 from conveyor.errors import NotFound
-from conveyor.serving.bundle import ModelBundle, load_bundle, locate_bundle
+from conveyor.serving.bundle import ModelBundle, load_bundle, locate_bundle, store_io
 from conveyor.serving.catalog import ApiKey, EndpointSpec, LoadedModel, ModelKey, WeightedRoute
 from conveyor.serving.platforms import Platform, detect
 
@@ -58,10 +58,14 @@ def _present(location: str | None) -> bool:
         return False
     import fsspec
 
-    fs, path = fsspec.core.url_to_fs(location)
-    if not fs.exists(path):
-        return False
-    return fs.isfile(path) or bool(fs.ls(path))
+    try:
+        fs, path = fsspec.core.url_to_fs(location)
+    except (ImportError, ValueError) as exc:
+        raise NotFound(f"Cannot open the model location {location!r}: {exc}. gs:// needs gcsfs, s3:// s3fs and "
+                       "az:// adlfs in the image.") from None
+    remote = "://" in location and not location.startswith("file://")
+    return store_io(lambda: fs.exists(path) and (fs.isfile(path) or bool(fs.ls(path))),
+                    "looking for the model", location, remote)
 
 
 def find_bundle(platform: Platform, container: ContainerSettings, scratch: Path) -> ModelBundle:
