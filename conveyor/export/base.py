@@ -178,40 +178,41 @@ def write_build_context(dest: Path, project: Path, *, base_image: str | None = N
     """A Dockerfile, the pinned requirements, the project's code and Conveyor's own, under ``dest``.
 
     The pins are this environment's distributions (the environment runs are captured in), without
-    Conveyor itself, which is copied as source so the image runs exactly this version.
+    Conveyor itself, which is copied as source so the image runs exactly this version. The image's
+    entry point is ``python -m conveyor``: tasks run ``step exec``; a bare ``serve`` argument (how
+    SageMaker starts a serving container) serves the platform's model as ``serve-container`` does.
     """
+    import conveyor
+    from conveyor.export.container import ImageSpec, write_image_context
     from conveyor.runtime.environment import python_environment
 
     env = python_environment()
     if dest.exists():
         shutil.rmtree(dest)
-    dest.mkdir(parents=True)
+    import tempfile
+
+    staging = Path(tempfile.mkdtemp(prefix="conveyor-image-"))
+    out_dir = dest.parent.resolve()
+
+    def ignore(folder: str, names: list[str]) -> set[str]:   # never the export's own output inside the project
+        return _ignore(folder, names) | {n for n in names if (Path(folder) / n).resolve() == out_dir}
+
+    shutil.copytree(project, staging / "project", ignore=ignore)
     skip = {"conveyor", "pip", "setuptools", "wheel"}
-    pins = [f"{name}=={version}" for name, version in env["packages"].items() if name not in skip]
-    (dest / "requirements.txt").write_text("\n".join(pins) + "\n")
-    shutil.copytree(project, dest / "project", ignore=_ignore)
-    import conveyor
-
-    shutil.copytree(Path(conveyor.__file__).parent, dest / "lib" / "conveyor", ignore=_ignore)
     version = ".".join(env["python"].split(".")[:2])
-    (dest / "Dockerfile").write_text(dockerfile(base_image or f"python:{version}-slim"))
-    (dest / ".dockerignore").write_text("**/__pycache__\n**/*.pyc\n")
+    spec = ImageSpec(
+        base_image=base_image or f"python:{version}-slim", entrypoint=("python", "-m", "conveyor"),
+        requirements=tuple(f"{n}=={v}" for n, v in env["packages"].items() if n not in skip),
+        files=(("lib", IMAGE_LIB_DIR), ("project", IMAGE_PROJECT_DIR)),
+        env=(("PYTHONPATH", IMAGE_LIB_DIR), ("CONVEYOR_IMAGE", "1")), workdir=IMAGE_PROJECT_DIR,
+        user=None,   # the platforms mount their input and output folders for root (SageMaker, Airflow's XCom)
+        comment="The pipeline image: every task runs `python -m conveyor step exec ...` (conveyor export).")
+    try:
+        write_image_context(dest, spec, {"lib/conveyor": Path(conveyor.__file__).parent,
+                                         "project": staging / "project"})
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return [dest / "Dockerfile", dest / "requirements.txt", dest / ".dockerignore"]
-
-
-def dockerfile(base_image: str) -> str:
-    """The pipeline image: pinned dependencies first (a cached layer), then Conveyor, then the project."""
-    return (
-        f"FROM {base_image}\n"
-        "ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1\n"
-        "COPY requirements.txt /opt/conveyor/requirements.txt\n"
-        "RUN pip install -r /opt/conveyor/requirements.txt\n"
-        f"COPY lib {IMAGE_LIB_DIR}\n"
-        f"COPY project {IMAGE_PROJECT_DIR}\n"
-        f"ENV PYTHONPATH={IMAGE_LIB_DIR}\n"
-        f"WORKDIR {IMAGE_PROJECT_DIR}\n"
-        'ENTRYPOINT ["python", "-m", "conveyor"]\n'
-    )
 
 
 def _ignore(folder: str, names: list[str]) -> set[str]:
