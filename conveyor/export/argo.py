@@ -33,6 +33,7 @@ from typing import Any, ClassVar
 
 from conveyor.errors import ExportError
 from conveyor.export.base import ExportOptions, build_commands
+from conveyor.export.yaml_text import to_yaml
 from conveyor.export.plan import RESUME_PARAM, Plan, Task
 
 EMIT_DIR = "/tmp/conveyor/emit"          # where the entry point writes the values a task hands to Argo
@@ -277,56 +278,3 @@ def _digest(text: str) -> str:
 
 
 # --- YAML ----------------------------------------------------------------------------------------
-
-_PLAIN = re.compile(r"[A-Za-z][A-Za-z0-9_./-]*")
-_RESERVED = {"true", "false", "yes", "no", "on", "off", "y", "n", "null", "nan", "inf"}
-
-
-def to_yaml(value: Any) -> str:
-    """Block-style YAML for dicts, lists and scalars; any string that could read as another type is quoted."""
-    return "\n".join(_lines(value, 0)) + "\n"
-
-
-def _scalar(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if v is None:
-        return "null"
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, float):
-        if v != v or v in (float("inf"), float("-inf")):
-            return ".nan" if v != v else ("-.inf" if v < 0 else ".inf")
-        text = repr(v)      # YAML 1.1 reads an exponent as a number only after a dot: 1.0e-09, not 1e-09
-        return text.replace("e", ".0e", 1) if "e" in text and "." not in text else text
-    if isinstance(v, dict):
-        return "{}"
-    if isinstance(v, list):
-        return "[]"
-    s = str(v)
-    # JSON's double-quoted strings are YAML's too
-    return s if _PLAIN.fullmatch(s) and s.lower() not in _RESERVED else json.dumps(s)
-
-
-def _lines(value: Any, indent: int) -> list[str]:
-    pad = " " * indent
-    if isinstance(value, dict) and value:
-        out = []
-        for k, v in value.items():
-            if isinstance(v, dict | list) and v:
-                out.append(f"{pad}{_scalar(str(k))}:")
-                out += _lines(v, indent + 2)
-            else:
-                out.append(f"{pad}{_scalar(str(k))}: {_scalar(v)}")
-        return out
-    if isinstance(value, list) and value:
-        out = []
-        for item in value:
-            if isinstance(item, dict | list) and item:
-                inner = _lines(item, indent + 2)
-                inner[0] = f"{pad}- {inner[0][indent + 2:]}"
-                out += inner
-            else:
-                out.append(f"{pad}- {_scalar(item)}")
-        return out
-    return [f"{pad}{_scalar(value)}"]

@@ -58,6 +58,7 @@ from typing import Any, ClassVar
 
 from conveyor.errors import ConfigurationError, ExportError, Unavailable
 from conveyor.export.base import ExportOptions, build_commands
+from conveyor.export.yaml_text import to_yaml
 from conveyor.export.plan import RESUME_PARAM, ParamSpec, Plan, Task
 
 SCHEMA = "https://azuremlschemas.azureedge.net/latest/pipelineJob.schema.json"
@@ -324,60 +325,6 @@ def _declare(p: ParamSpec) -> dict[str, Any]:
 def _shell(argv: Sequence[str]) -> str:
     """The argv as one shell line; the run id stays an unquoted-enough variable for the shell to expand."""
     return " ".join(f'"{a}"' if a == RUN_ID else shlex.quote(a) for a in argv)
-
-
-# --- YAML -----------------------------------------------------------------------------------------
-
-_PLAIN = re.compile(r"^[A-Za-z_$][A-Za-z0-9_.:/-]*$")
-_RESERVED = {"true", "false", "yes", "no", "on", "off", "null", "y", "n", "~"}
-
-
-def to_yaml(value: Any) -> str:
-    """Block-style YAML for plain data; strings are JSON-quoted unless plainly safe (no PyYAML needed)."""
-    return "\n".join(_lines(value, 0)) + "\n"
-
-
-def _scalar(v: Any) -> str:
-    if v is None:
-        return "null"
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, float):
-        if v != v or v in (float("inf"), float("-inf")):
-            return ".nan" if v != v else ("-.inf" if v < 0 else ".inf")
-        text = repr(v)
-        # YAML 1.1 readers (PyYAML, the SDK's) take an exponent without a dot for a string
-        return text.replace("e", ".0e", 1) if "e" in text and "." not in text else text
-    s = str(v)
-    return s if _PLAIN.fullmatch(s) and s.lower() not in _RESERVED and "${{" not in s else json.dumps(s)
-
-
-def _lines(value: Any, indent: int) -> list[str]:
-    pad = " " * indent
-    out: list[str] = []
-    if isinstance(value, dict):
-        for k, v in value.items():
-            key = _scalar(k)
-            if isinstance(v, (dict, list)) and v:
-                out.append(f"{pad}{key}:")
-                out.extend(_lines(v, indent + 2))
-            else:
-                out.append(f"{pad}{key}: {_empty(v) if isinstance(v, (dict, list)) else _scalar(v)}")
-    else:
-        for v in value:
-            if isinstance(v, (dict, list)) and v:
-                inner = _lines(v, indent + 2)
-                out.append(f"{pad}- {inner[0].lstrip()}")
-                out.extend(inner[1:])
-            else:
-                out.append(f"{pad}- {_empty(v) if isinstance(v, (dict, list)) else _scalar(v)}")
-    return out
-
-
-def _empty(v: dict | list) -> str:
-    return "{}" if isinstance(v, dict) else "[]"
 
 
 # --- inside a task: publishing control outputs ------------------------------------------------------

@@ -10,13 +10,13 @@ by reference (``envFrom``), never inline.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from conveyor.errors import ConfigurationError
+from conveyor.export.yaml_text import to_yaml
 
 LIVENESS_PATH = "/healthz"
 READINESS_PATH = "/readyz"
@@ -144,41 +144,3 @@ def write_manifests(out_dir: str | Path, image: str, model_uri: str | None = Non
                         + to_yaml(obj))
         written.append(path)
     return written
-
-
-def _scalar(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return json.dumps(value)
-    if value is None:
-        return "null"
-    return json.dumps(str(value))   # a JSON string is a YAML double-quoted scalar: no type guessing ("1", "on")
-
-
-def to_yaml(obj: Any, indent: int = 0) -> str:
-    """Block-style YAML of plain dicts, lists and scalars (strings always quoted), without a YAML library."""
-    pad = " " * indent
-    if isinstance(obj, dict):
-        if not obj:
-            return "{}\n"
-        out = []
-        for key, value in obj.items():
-            if isinstance(value, dict | list) and value:
-                out.append(f"{pad}{key}:\n{to_yaml(value, indent + 2)}")
-            else:
-                text = to_yaml(value).strip() if isinstance(value, dict | list) else _scalar(value)
-                out.append(f"{pad}{key}: {text}\n")
-        return "".join(out)
-    if isinstance(obj, list):
-        if not obj:
-            return "[]\n"
-        out = []
-        for item in obj:
-            if isinstance(item, dict | list) and item:
-                body = to_yaml(item, indent + 2)
-                out.append(f"{pad}- {body[indent + 2:]}")
-            else:
-                out.append(f"{pad}- {to_yaml(item).strip() if isinstance(item, dict | list) else _scalar(item)}\n")
-        return "".join(out)
-    return f"{pad}{_scalar(obj)}\n"

@@ -22,7 +22,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from conveyor.dsl.graph import Condition, Const, Graph, ListOf, Node, Ref, refs_in
+from conveyor.dsl.graph import Condition, Const, Graph, ListOf, Node, Ref
 from conveyor.errors import ExportError
 
 ENTRY = ("-m", "conveyor", "step", "exec")   # after the interpreter

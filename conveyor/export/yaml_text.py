@@ -1,4 +1,4 @@
-"""YAML text for exported definitions, without a YAML library: block style, deterministic.
+"""YAML text for every exported definition and manifest, without a YAML library: block style, deterministic.
 
 Scalars that are not plain words are written as JSON strings (JSON's escapes are a subset of
 YAML's double-quoted ones); multi-line text that a literal block keeps exactly is written as one.
@@ -56,6 +56,11 @@ def _scalar(v: Any, indent: int) -> str:
         return v
     if isinstance(v, str):
         return _quoted(v)
+    if isinstance(v, float) and not isinstance(v, bool):
+        if v != v or v in (float("inf"), float("-inf")):
+            return ".nan" if v != v else ("-.inf" if v < 0 else ".inf")
+        text = repr(v)      # YAML 1.1 reads an exponent as a number only after a dot: 1.0e-09, not 1e-09
+        return text.replace("e", ".0e", 1) if "e" in text and "." not in text else text
     return json.dumps(v)
 
 

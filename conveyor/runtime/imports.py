@@ -49,7 +49,8 @@ def import_run(client: Any, run_id: str, source_root: str, *, copy: bool = True)
                        tags={"imported_from": source_root}, options={"cache": True, "executor": "export"},
                        run_id=run_id)
     dst = client.artifacts
-    copied = added = 0
+    added = 0
+    copied = _copy_bytes(src, dst, docs) if copy else 0
     for d in docs:
         if d.get("status") in ("running", "pending"):
             continue
@@ -60,11 +61,9 @@ def import_run(client: Any, run_id: str, source_root: str, *, copy: bool = True)
             if a["id"] in here:
                 reused.append((name, a["id"]))
                 continue
-            if copy and a.get("uri") and _copy(src, dst, a):
-                copied += 1
             new.append(NewArtifact(name=name, content_hash=a["content_hash"], materializer=a["materializer"],
                                    materializer_version=a["materializer_version"], type_name=a.get("type_name"),
-                                   size=a.get("size"), uri=_uri_here(dst, a) if copy and a.get("uri") else a.get("uri"),
+                                   size=a.get("size"), uri=_uri_here(dst, a, copy),
                                    inline=a.get("inline"), meta=a.get("meta") or {}, id=a["id"]))
         inputs = [(n, aid, pos) for n, aid, pos in d.get("inputs") or []]
         known = md.steps.existing_artifacts([aid for _n, aid, _p in inputs]) | {a.id for a in new}
@@ -92,21 +91,23 @@ def _status(docs: list[dict[str, Any]]) -> str:
     return "succeeded"
 
 
-def _uri_here(dst: Any, a: dict[str, Any]) -> str:
-    return dst.uri_of(dst._object_path(a["content_hash"]))
+def _stored(a: dict[str, Any]) -> Any:
+    from conveyor.store.artifacts import StoredArtifact
+
+    return StoredArtifact(content_hash=a["content_hash"], materializer=a["materializer"],
+                          materializer_version=a["materializer_version"], type_name=a.get("type_name") or "",
+                          size=a.get("size") or 0, uri=a.get("uri"), inline=a.get("inline"), meta=a.get("meta") or {})
 
 
-def _copy(src: Any, dst: Any, a: dict[str, Any]) -> bool:
-    """Copy one object's verified bytes into ``dst`` unless it is there already; True when copied."""
-    from conveyor.runtime.slots import stored_from_record
-    from conveyor.store.metadata.records import ArtifactRecord
+def _uri_here(dst: Any, a: dict[str, Any], copied: bool) -> str | None:
+    return dst.relocated(_stored(a)).uri if copied else a.get("uri")
 
-    record = ArtifactRecord(id=a["id"], content_hash=a["content_hash"], materializer=a["materializer"],
-                            materializer_version=a["materializer_version"], type_name=a.get("type_name"),
-                            size=a.get("size"), uri=a.get("uri"), inline=a.get("inline"), meta=a.get("meta") or {},
-                            name=a.get("name"), run_id=None, step_run_id=None, created_at=0.0)
-    stored = stored_from_record(record)
-    if src.root == dst.root or dst.exists(stored):
-        return False
-    dst.put_verified_bytes(stored, src.read_verified(stored))
-    return True
+
+def _copy_bytes(src: Any, dst: Any, docs: list[dict[str, Any]]) -> int:
+    """Stream every object the run's records name into ``dst`` (hash-verified, resumable); how many were copied."""
+    from conveyor.store.artifacts.transfer import transfer
+
+    if src.root == dst.root:
+        return 0
+    items = [_stored(a) for d in docs for a in (d.get("outputs") or {}).values() if a.get("uri")]
+    return transfer(src, dst, items).copied

@@ -12,13 +12,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
-from conveyor.errors import (ArtifactError, ArtifactIntegrityError, ArtifactUntrusted, ConveyorError,
-                             MaterializerNotFound)
+from conveyor.errors import (ArtifactError, ArtifactIntegrityError, ArtifactUntrusted, ConveyorError)
 from conveyor.store.artifacts.hashing import ALGORITHM, HashingWriter, canonical_json, digest
 from conveyor.store.artifacts.materializers import MaterializerRegistry
 from conveyor.store.artifacts.materializers import registry as default_materializers
@@ -244,27 +244,6 @@ class ArtifactStore:
             if isinstance(exc, OSError) or from_backend(exc):
                 raise translated(exc, what=what, where=where, root=self.root) from None
             raise
-
-    def put_verified_bytes(self, stored: StoredArtifact, data: bytes) -> None:
-        """Place another store's bytes of ``stored`` here, after checking they hash to its recorded hash."""
-        actual = digest(data)
-        if actual != stored.content_hash:
-            raise ArtifactIntegrityError(
-                f"Artifact {stored.uri} does not match its recorded hash (expected {stored.content_hash}, found "
-                f"{actual}); it was not copied. Re-run the step that produced it with --no-cache.")
-        final = self._object_path(stored.content_hash)
-
-        def place() -> None:
-            self._mkdir(f"{self._base}/tmp")
-            tmp = f"{self._base}/tmp/{uuid.uuid4().hex}"
-            self.fs.pipe_file(tmp, data)
-            self._mkdir(final.rsplit("/", 1)[0])
-            if self._local:
-                os.replace(tmp, final)
-            else:
-                self.fs.mv(tmp, final)
-
-        self._io(place, "copying an artifact", self.uri_of(final))
 
     # --- documents: small named files beside the objects (run records, the shared cache index) -
 
