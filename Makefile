@@ -26,6 +26,7 @@ demo: $(VENV)/.installed
 	$(BIN)/conveyor quickstart
 
 test: $(STAMP)
+	mkdir -p .cache && ($(BIN)/python -m tests.export.prewarm > .cache/prewarm.log 2>&1 &)
 	bash scripts/system-packages.sh
 	$(MAKE) audit
 	$(BIN)/python -m pytest -q

@@ -1,0 +1,43 @@
+"""Make every target SDK's venv ahead of the tests that need them: ``python -m tests.export.prewarm``.
+
+``make test`` starts this in the background, so the venvs (minutes of pip on a fresh machine)
+are built while other tests run; a test needing one waits on its lock (see ``venvs.py``).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from tests.export import validate_airflow, validate_argo, validate_azureml, validate_kfp, validate_sagemaker
+from tests.export import validate_stepfunctions
+from tests.export.test_serving_image import KSERVE
+from tests.export.venvs import target_venv
+
+VENVS = [  # the largest first: they take longest
+    ("airflow", validate_airflow.VERSIONS["2"]), ("azureml", validate_azureml.REQUIREMENTS),
+    ("sagemaker", validate_sagemaker.SDK), ("airflow3", validate_airflow.VERSIONS["3"]),
+    ("kfp", validate_kfp.KFP_REQUIREMENTS), ("kserve", KSERVE), ("hera", validate_argo.HERA),
+    ("statelint", validate_stepfunctions.STATELINT), ("awscli", ["awscli==1.46.3"]),
+]
+
+
+def main() -> None:
+    started = time.monotonic()
+
+    def build(item: tuple[str, list[str]]) -> str:
+        name, requirements = item
+        try:
+            target_venv(name, requirements)
+            return f"{name}: ready"
+        except Exception as exc:   # the test that needs it makes it again and shows the error
+            return f"{name}: failed: {exc}"
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        for line in pool.map(build, VENVS):
+            print(f"[{time.monotonic() - started:6.1f}s] {line}", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
