@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pytest
+import yaml
 
 import conveyor as cv
 from conveyor.errors import ExportError
@@ -92,7 +93,7 @@ def test_parameters_are_typed_inputs_with_the_exported_defaults_and_the_resume_p
 def test_resources_compute_deadline_environment_and_sharded_fan_out(loaded) -> None:
     result, job = _checked(loaded, "resources")
     assert job["default_compute"] == "cpu-cluster" and job["experiment_name"] == "nightly"
-    assert "  default_compute: azureml:cpu-cluster\n" in result.files[0].read_text()
+    assert yaml.safe_load(result.files[0].read_text())["settings"]["default_compute"] == "azureml:cpu-cluster"
     score = job["jobs"]["score"]
     assert score["instance_type"] == "Standard_D4s_v3" and score["instance_count"] == 3
     assert score["docker_args"] == f"--cpus=1 --memory={256 * 2**20}"
