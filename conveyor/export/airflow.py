@@ -31,6 +31,7 @@ from typing import ClassVar
 
 from conveyor.errors import ExportError
 from conveyor.export.base import ExportOptions, build_commands
+from conveyor.export.kubernetes import INSTANCE_TYPE_LABEL, resources
 from conveyor.export.plan import RESUME_PARAM, ParamSpec, Plan, Task
 
 OPERATORS = ("kubernetes", "local")
@@ -39,8 +40,6 @@ XCOM_FILE = "/airflow/xcom/return.json"     # where KubernetesPodOperator's side
 # Airflow's run_id is unique per DAG only (every daily DAG has "scheduled__2026-12-02T00:00:00+00:00"):
 # the Conveyor run id puts the dag_id first and turns ':' and '+' into '-' (what a plain run id allows)
 RUN_ID = "{{ conveyor_run_id(dag.dag_id, run_id) }}"
-GPU_RESOURCE = "nvidia.com/gpu"
-INSTANCE_TYPE_LABEL = "node.kubernetes.io/instance-type"
 _ID = re.compile(r"^[A-Za-z0-9_.-]{1,250}$")   # what Airflow accepts as a dag_id or task_id
 # JSON-schema types of the DAG params; a json parameter takes any JSON value
 SCHEMA_TYPES = {"integer": "integer", "number": "number", "string": "string", "boolean": "boolean"}
@@ -387,14 +386,8 @@ class DagWriter:
     def _pod(self, t: Task, emits: bool) -> list[str]:
         pod = [f"name={t.name.replace('_', '-').lower()!r}", "image=IMAGE", "cmds=[PYTHON]",
                "env_vars=TASK_ENV", f"do_xcom_push={emits!r}", "get_logs=True", "on_finish_action='delete_pod'"]
-        requests: dict[str, str] = {}
-        limits: dict[str, str] = {}
-        if t.cpus is not None:
-            requests["cpu"] = _quantity(t.cpus)
-        if t.memory_bytes is not None:
-            requests["memory"] = limits["memory"] = str(t.memory_bytes)
-        if t.gpus:
-            limits[GPU_RESOURCE] = str(t.gpus)
+        res = resources(t)
+        requests, limits = res.get("requests", {}), res.get("limits", {})
         if requests or limits:
             pod.append(f"container_resources=k8s.V1ResourceRequirements(requests={_literal(requests)}, "
                        f"limits={_literal(limits)})")
@@ -434,10 +427,6 @@ def _param(spec: ParamSpec) -> str:
 def _param_template(spec: ParamSpec) -> str:
     """The Jinja text that renders a DAG param as the entry point's parameter text."""
     return f"{{{{ param_text(params[{spec.name!r}], {spec.type!r}) }}}}"
-
-
-def _quantity(cpus: float) -> str:
-    return str(int(cpus)) if float(cpus).is_integer() else f"{int(round(cpus * 1000))}m"
 
 
 def _var(name: str) -> str:

@@ -33,13 +33,12 @@ from typing import Any, ClassVar
 
 from conveyor.errors import ExportError
 from conveyor.export.base import ExportOptions, build_commands
-from conveyor.export.yaml_text import to_yaml
+from conveyor.export.kubernetes import INSTANCE_TYPE_LABEL, resources
 from conveyor.export.plan import RESUME_PARAM, Plan, Task
+from conveyor.export.yaml_text import to_yaml
 
 EMIT_DIR = "/tmp/conveyor/emit"          # where the entry point writes the values a task hands to Argo
 MAP_INDEX = "map-index"                  # the input parameter that carries {{item}} into a fan-out's template
-INSTANCE_TYPE_LABEL = "node.kubernetes.io/instance-type"
-GPU_RESOURCE = "nvidia.com/gpu"
 MAX_NAME = 40                            # Argo adds the workflow's name and a hash to make pod names (63 at most)
 KINDS = ("Workflow", "WorkflowTemplate")
 RUN_IDS = {"uid": "{{workflow.uid}}", "name": "{{workflow.name}}"}
@@ -199,32 +198,6 @@ def container_template(plan: Plan, task: Task, name: str, run_id: str,
     if task.instance_type:
         out["nodeSelector"] = {INSTANCE_TYPE_LABEL: task.instance_type}
     return out
-
-
-def resources(task: Task) -> dict[str, dict[str, str]]:
-    """Kubernetes requests and limits: CPU requested, memory requested and limited, GPUs limited."""
-    requests: dict[str, str] = {}
-    limits: dict[str, str] = {}
-    if task.cpus is not None:
-        requests["cpu"] = cpu_quantity(task.cpus)
-    if task.memory_bytes is not None:
-        requests["memory"] = limits["memory"] = memory_quantity(task.memory_bytes)
-    if task.gpus:
-        limits[GPU_RESOURCE] = str(task.gpus)
-    return {k: v for k, v in (("requests", requests), ("limits", limits)) if v}
-
-
-def cpu_quantity(cpus: float) -> str:
-    """``1`` -> ``"1"``, ``0.5`` -> ``"500m"`` (Kubernetes CPU quantities)."""
-    return str(int(cpus)) if float(cpus).is_integer() else f"{round(cpus * 1000)}m"
-
-
-def memory_quantity(n: int) -> str:
-    """Bytes as the largest exact binary unit (``268435456`` -> ``"256Mi"``): never rounded."""
-    for unit, size in (("Ti", 2**40), ("Gi", 2**30), ("Mi", 2**20), ("Ki", 2**10)):
-        if n and n % size == 0:
-            return f"{n // size}{unit}"
-    return str(n)
 
 
 def duration(seconds: float) -> str:

@@ -58,8 +58,8 @@ from typing import Any, ClassVar
 
 from conveyor.errors import ConfigurationError, ExportError, Unavailable
 from conveyor.export.base import ExportOptions, build_commands
-from conveyor.export.yaml_text import to_yaml
 from conveyor.export.plan import RESUME_PARAM, ParamSpec, Plan, Task
+from conveyor.export.yaml_text import to_yaml
 
 SCHEMA = "https://azuremlschemas.azureedge.net/latest/pipelineJob.schema.json"
 FILE = "pipeline.yml"

@@ -21,8 +21,16 @@ from typing import Any, ClassVar
 
 from conveyor.errors import ExportError
 from conveyor.export.base import ExportOptions, build_commands
-from conveyor.export.kfp_ir import (IR_FILE, JOB_ID_PLACEHOLDER, KFP_VERSION, RUN_ID_INPUT, compile_ir, cpu_text,
-                                    memory_text, task_ids)
+from conveyor.export.kfp_ir import (
+    IR_FILE,
+    JOB_ID_PLACEHOLDER,
+    KFP_VERSION,
+    RUN_ID_INPUT,
+    compile_ir,
+    cpu_text,
+    memory_text,
+    task_ids,
+)
 from conveyor.export.plan import Plan, Task
 
 __all__ = ["IR_FILE", "JOB_ID_PLACEHOLDER", "KFP_VERSION", "RUN_ID_INPUT", "KfpTarget", "Machine", "VertexTarget",

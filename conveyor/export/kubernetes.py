@@ -144,3 +144,35 @@ def write_manifests(out_dir: str | Path, image: str, model_uri: str | None = Non
                         + to_yaml(obj))
         written.append(path)
     return written
+
+
+# --- the Kubernetes shapes of a task's resources, shared by the targets that run pods --------------
+
+GPU_RESOURCE = "nvidia.com/gpu"
+INSTANCE_TYPE_LABEL = "node.kubernetes.io/instance-type"
+
+
+def resources(task: Any) -> dict[str, dict[str, str]]:
+    """Kubernetes requests and limits: CPU requested, memory requested and limited, GPUs limited."""
+    requests: dict[str, str] = {}
+    limits: dict[str, str] = {}
+    if task.cpus is not None:
+        requests["cpu"] = cpu_quantity(task.cpus)
+    if task.memory_bytes is not None:
+        requests["memory"] = limits["memory"] = memory_quantity(task.memory_bytes)
+    if task.gpus:
+        limits[GPU_RESOURCE] = str(task.gpus)
+    return {k: v for k, v in (("requests", requests), ("limits", limits)) if v}
+
+
+def cpu_quantity(cpus: float) -> str:
+    """``1`` -> ``"1"``, ``0.5`` -> ``"500m"`` (Kubernetes CPU quantities)."""
+    return str(int(cpus)) if float(cpus).is_integer() else f"{round(cpus * 1000)}m"
+
+
+def memory_quantity(n: int) -> str:
+    """Bytes as the largest exact binary unit (``268435456`` -> ``"256Mi"``): never rounded."""
+    for unit, size in (("Ti", 2**40), ("Gi", 2**30), ("Mi", 2**20), ("Ki", 2**10)):
+        if n and n % size == 0:
+            return f"{n // size}{unit}"
+    return str(n)

@@ -41,8 +41,15 @@ from typing import Any, ClassVar
 from conveyor.errors import ExportError
 from conveyor.export.base import ExportOptions, build_commands
 from conveyor.export.plan import RESUME_PARAM, ParamSpec, Plan, Task
-from conveyor.export.sfn_ecs import (CALLBACK_MODULE, CONTAINER, EcsConfig, fargate_size, machine_policy,
-                                     task_definition, task_role_policy)
+from conveyor.export.sfn_ecs import (
+    CALLBACK_MODULE,
+    CONTAINER,
+    EcsConfig,
+    fargate_size,
+    machine_policy,
+    task_definition,
+    task_role_policy,
+)
 
 __all__ = ["CALLBACK_MODULE", "RUN_TASK", "StepFunctionsTarget", "fargate_size"]
 

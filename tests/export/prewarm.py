@@ -10,8 +10,14 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from tests.export import validate_airflow, validate_argo, validate_azureml, validate_kfp, validate_sagemaker
-from tests.export import validate_stepfunctions
+from tests.export import (
+    validate_airflow,
+    validate_argo,
+    validate_azureml,
+    validate_kfp,
+    validate_sagemaker,
+    validate_stepfunctions,
+)
 from tests.export.test_serving_image import KSERVE
 from tests.export.venvs import target_venv
 

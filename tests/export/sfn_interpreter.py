@@ -30,7 +30,11 @@ from typing import Any
 
 from conveyor.errors import ConveyorError
 from conveyor.export import export
-from conveyor.export.sfn_callback import report_failure_to_step_functions, report_to_step_functions, run_and_report
+from conveyor.export.sfn_callback import (
+    report_failure_to_step_functions,
+    report_to_step_functions,
+    run_and_report,
+)
 from conveyor.export.stepfunctions import CALLBACK_MODULE
 
 HERE = Path(__file__).resolve().parent
@@ -78,7 +82,9 @@ Answer = Callable[[TaskRun], "dict[str, Any] | int"]
 def _aws() -> Iterator[None]:
     import botocore.session
     from moto import mock_aws
-    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import state_task_service as svc
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import (
+        state_task_service as svc,
+    )
 
     @functools.cache
     def operation(service: str, action: str) -> Any:   # cached: loading a service model costs seconds

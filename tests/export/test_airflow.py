@@ -17,7 +17,14 @@ from conveyor.export import ExportOptions, export, target
 from conveyor.export.airflow import conveyor_run_id
 from conveyor.export.plan import lower
 from conveyor.runtime.loader import load_pipeline
-from tests.export.validate_airflow import (KPO, PYTHON_TASK, airflow_home, check_dag, describe, run_dag_test)
+from tests.export.validate_airflow import (
+    KPO,
+    PYTHON_TASK,
+    airflow_home,
+    check_dag,
+    describe,
+    run_dag_test,
+)
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -133,7 +140,7 @@ def test_both_operators_and_every_construct_load_into_airflow_s_dagbag(major: st
 
     pod, local = views["branchy_kubernetes"]["tasks"], views["branchy_local"]["tasks"]
     assert pod["score"]["type"] == KPO and local["score"]["type"] == PYTHON_TASK
-    assert pod["score"]["container_resources"]["requests"] == {"cpu": "1", "memory": str(256 * 2**20)}
+    assert pod["score"]["container_resources"]["requests"] == {"cpu": "1", "memory": "256Mi"}
     assert pod["score"]["retries"] == local["score"]["retries"] == 2
     # the join of a fan-out runs after an empty one; a false condition still skips it (its short-circuit task)
     assert pod["total"]["trigger_rule"] == "none_failed" and pod["publish"]["trigger_rule"] == "all_success"
@@ -147,8 +154,8 @@ def test_both_operators_and_every_construct_load_into_airflow_s_dagbag(major: st
     assert s["params"]["k"]["schema"]["type"] == "integer"
     assert s["params"]["conveyor_resume_from"]["default"] == "run-7"
     fit_task = s["tasks"]["fit"]
-    assert fit_task["container_resources"]["requests"] == {"cpu": "500m", "memory": str(2 * 2**30)}
-    assert fit_task["container_resources"]["limits"] == {"memory": str(2 * 2**30), "nvidia.com/gpu": "1"}
+    assert fit_task["container_resources"]["requests"] == {"cpu": "500m", "memory": "2Gi"}
+    assert fit_task["container_resources"]["limits"] == {"memory": "2Gi", "nvidia.com/gpu": "1"}
     assert fit_task["node_selector"] == {"node.kubernetes.io/instance-type": "g5.xlarge"}
     assert fit_task["retries"] == 1 and fit_task["retry_delay"] == 2
     assert fit_task["execution_timeout"] == 60 * 2 + 2 + 600      # two attempts, one backoff, start-up

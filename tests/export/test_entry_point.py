@@ -101,8 +101,9 @@ def test_tasks_with_a_database_record_there_and_the_last_task_ends_the_run(share
     ex = run_plan(_plan(REPO, threshold="100"), "db-1", _env(shared, tmp_path, CONVEYOR_METADATA_URL=url), tmp_path)
     assert ex.ok, ex.output
     assert ex.skipped == ["publish"] and ex.emits["total"] == {"cond_0": False}
-    from conveyor.config import Settings
     import dataclasses
+
+    from conveyor.config import Settings
 
     db = Client(dataclasses.replace(settings, metadata_url=url, artifact_root=str(shared)))
     run = db.get_run("db-1")

@@ -18,7 +18,13 @@ import pytest
 import conveyor as cv
 from conveyor.errors import ExportError
 from conveyor.export import ExportOptions, export, lower
-from conveyor.export.sagemaker import EMIT_DIR, INSTANCES, RESOURCE_CONFIG, SageMakerTarget, map_shard
+from conveyor.export.sagemaker import (
+    EMIT_DIR,
+    INSTANCES,
+    RESOURCE_CONFIG,
+    SageMakerTarget,
+    map_shard,
+)
 from tests.export.validate_sagemaker import (
     check_definition,
     check_with_sdk,

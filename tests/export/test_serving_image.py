@@ -106,7 +106,7 @@ def test_build_image_writes_a_context_whose_entry_point_serves_the_probed_routes
                 assert probe["port"] == "http" and pod["ports"][0]["name"] == "http"
                 r = httpx.get(f"{url}{probe['path']}", timeout=10)
                 assert r.status_code == 200, (probe, r.text)
-            import tritonclient.http as triton                 # KServe's v2 protocol, with its own client
+            import tritonclient.http as triton  # KServe's v2 protocol, with its own client
 
             tc = triton.InferenceServerClient(url=f"127.0.0.1:{port}")
             assert tc.is_server_ready() and tc.is_model_ready("churn")

@@ -18,11 +18,20 @@ from conveyor.errors import ConfigurationError, ExportError
 from conveyor.export import ExportOptions, export
 from conveyor.export.plan import lower
 from conveyor.export.sfn_callback import report_to_step_functions
-from conveyor.export.stepfunctions import CALLBACK_MODULE, StepFunctionsTarget, fargate_size
+from conveyor.export.stepfunctions import (
+    CALLBACK_MODULE,
+    StepFunctionsTarget,
+    fargate_size,
+)
 from conveyor.runtime.imports import import_run
 from conveyor.runtime.loader import load_pipeline
 from tests.export.sfn_interpreter import Execution, TaskRun, run_machine
-from tests.export.validate_stepfunctions import check_run_task, check_task_definition, lint, walk
+from tests.export.validate_stepfunctions import (
+    check_run_task,
+    check_task_definition,
+    lint,
+    walk,
+)
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]

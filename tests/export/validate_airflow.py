@@ -16,6 +16,7 @@ from typing import Any
 
 from conveyor.export import ExportResult
 from conveyor.export.airflow import XCOM_FILE, condition_task, dag_path, element_task
+from conveyor.export.kubernetes import memory_quantity
 from conveyor.export.plan import RESUME_PARAM, Plan
 from tests.export.venvs import run_in, target_venv
 
@@ -152,7 +153,7 @@ def _check_pod(t: Any, got: dict[str, Any], plan: Plan) -> None:
     if t.cpus is not None:
         assert resources["requests"]["cpu"] in (str(int(t.cpus)), f"{int(t.cpus * 1000)}m"), resources
     if t.memory_bytes is not None:
-        assert resources["requests"]["memory"] == resources["limits"]["memory"] == str(t.memory_bytes), resources
+        assert resources["requests"]["memory"] == resources["limits"]["memory"] == memory_quantity(t.memory_bytes), resources
     if t.gpus:
         assert resources["limits"]["nvidia.com/gpu"] == str(t.gpus), resources
     if t.instance_type:

@@ -12,7 +12,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pytest
 
 from conveyor.cli.main import main
