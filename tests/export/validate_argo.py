@@ -16,10 +16,8 @@ The script part imports only the standard library, PyYAML and hera (the venv's).
 
 from __future__ import annotations
 
-import fcntl
 import json
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -61,21 +59,11 @@ def check_files(paths: list[Path]) -> list[dict[str, Any] | str]:
 
 
 def schema_package() -> Path:
-    """The npm package with Argo's schema, under .cache/npm (installed once; a marker tells it finished)."""
+    """The npm package with Argo's schema, under .cache/npm (installed once)."""
     from tests.export.venvs import ROOT
+    from tests.npm import npm_package
 
-    folder = ROOT / ".cache" / "npm" / "argo-workflows"
-    marker = folder / ".complete"
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    with open(folder.parent / ".argo-workflows.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not marker.exists():
-            if folder.exists():
-                shutil.rmtree(folder)
-            done = subprocess.run(["npm", "install", "--prefix", str(folder), "--no-audit", "--no-fund",
-                                   "--loglevel=error", SCHEMA_PACKAGE], capture_output=True, text=True, timeout=600)
-            assert done.returncode == 0, f"npm install {SCHEMA_PACKAGE} failed:\n{done.stdout}\n{done.stderr}"
-            marker.write_text(SCHEMA_PACKAGE + "\n")
+    folder = npm_package(ROOT / ".cache" / "npm" / "argo-workflows", SCHEMA_PACKAGE)
     return folder / "node_modules" / "@kubernetes-models" / "argo-workflows"
 
 

@@ -35,9 +35,13 @@ STATELINT = ["statelint==3.1.0"]
 
 def asl_validator_command() -> Path:
     """The ``asl-validator`` executable, installed from npm on first use."""
+    from tests.npm import npm_package
+
     exe = ASL_VALIDATOR_PREFIX / "node_modules" / ".bin" / "asl-validator"
-    if exe.exists():
+    if exe.exists():   # scripts/system-packages.sh installs it for make test
         return exe
+    return npm_package(ASL_VALIDATOR_PREFIX, f"asl-validator@{ASL_VALIDATOR_VERSION}") / "node_modules" / ".bin" \
+        / "asl-validator"
     npm = shutil.which("npm")
     if npm is None:
         raise RuntimeError("asl-validator needs Node.js and npm; run scripts/system-packages.sh (make test does).")

@@ -94,9 +94,12 @@ def gcs() -> Iterator[Emulator]:
 
 def azurite_command() -> Path:
     """The ``azurite-blob`` executable under ``.cache/azurite``, installed from npm on first use."""
+    from tests.npm import npm_package
+
     exe = AZURITE_PREFIX / "node_modules" / ".bin" / "azurite-blob"
-    if exe.exists():
+    if exe.exists():   # scripts/system-packages.sh installs it for make test
         return exe
+    return npm_package(AZURITE_PREFIX, f"azurite@{AZURITE_VERSION}") / "node_modules" / ".bin" / "azurite-blob"
     npm = shutil.which("npm")
     if npm is None:
         raise RuntimeError("Azurite needs Node.js and npm; run scripts/system-packages.sh (make test does).")
