@@ -87,5 +87,31 @@ def postgres_url(postgres_server: str) -> str:
     return f"{postgres_server}/{name}"
 
 
+# The object-store emulators, one of each per session for every test module: a second instance
+# would hand clients (and fsspec's cached filesystems) two endpoints for one scheme.
+@pytest.fixture(scope="session")
+def s3_emulator() -> Iterator[object]:
+    from tests.store import emulators
+
+    with emulators.moto_s3() as emulator:
+        yield emulator
+
+
+@pytest.fixture(scope="session")
+def gcs_emulator() -> Iterator[object]:
+    from tests.store import emulators
+
+    with emulators.gcs() as emulator:
+        yield emulator
+
+
+@pytest.fixture(scope="session")
+def azure_emulator() -> Iterator[object]:
+    from tests.store import emulators
+
+    with emulators.azurite() as emulator:
+        yield emulator
+
+
 # A real `conveyor serve` for any test that needs one (imported last: it uses free_port above).
 from tests.servers import serve_process  # noqa: E402,F401

@@ -22,7 +22,6 @@ import pytest
 from conveyor.serving.bundle import export_bundle
 from tests.conftest import free_port
 from tests.serving.conftest import fitted_pipeline
-from tests.store.conftest import azure_emulator, gcs_emulator, s3_emulator  # noqa: F401  (session fixtures)
 
 pytestmark = pytest.mark.slow
 CONVEYOR = str(Path(sys.executable).parent / "conveyor")
@@ -99,7 +98,7 @@ def _records(X) -> list[dict]:
     return X.to_dict(orient="records")
 
 
-def test_sagemaker_serves_the_model_data_it_unpacked_from_s3(registered, s3_emulator, container,  # noqa: F811
+def test_sagemaker_serves_the_model_data_it_unpacked_from_s3(registered, s3_emulator, container,
                                                              tmp_path: Path) -> None:
     import boto3
 
@@ -135,7 +134,7 @@ def test_sagemaker_serves_the_model_data_it_unpacked_from_s3(registered, s3_emul
     assert manifest["artifact"]["content_hash"] in proc.output()
 
 
-def test_vertex_reads_the_model_from_aip_storage_uri_on_gcs(registered, gcs_emulator, container,  # noqa: F811
+def test_vertex_reads_the_model_from_aip_storage_uri_on_gcs(registered, gcs_emulator, container,
                                                             monkeypatch) -> None:
     import fsspec
 
@@ -167,7 +166,7 @@ def test_vertex_reads_the_model_from_aip_storage_uri_on_gcs(registered, gcs_emul
     assert f"gs://{bucket}/models/churn" in proc.output()
 
 
-def test_azureml_serves_the_model_under_azureml_model_dir(registered, azure_emulator, container,  # noqa: F811
+def test_azureml_serves_the_model_under_azureml_model_dir(registered, azure_emulator, container,
                                                           tmp_path: Path, monkeypatch) -> None:
     import fsspec
 

@@ -8,7 +8,6 @@ test on their root runs, once per session, and always stop.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,24 +15,6 @@ from typing import Any
 import pytest
 
 from tests.store import emulators
-
-
-@pytest.fixture(scope="session")
-def s3_emulator() -> Iterator[emulators.Emulator]:
-    with emulators.moto_s3() as emulator:
-        yield emulator
-
-
-@pytest.fixture(scope="session")
-def gcs_emulator() -> Iterator[emulators.Emulator]:
-    with emulators.gcs() as emulator:
-        yield emulator
-
-
-@pytest.fixture(scope="session")
-def azure_emulator() -> Iterator[emulators.Emulator]:
-    with emulators.azurite() as emulator:
-        yield emulator
 
 
 # root id -> (emulator fixture, URL scheme); the local folder needs neither.

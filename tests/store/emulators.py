@@ -9,8 +9,6 @@ sets to reach such a store; nothing is passed to fsspec by hand, so every proces
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -100,16 +98,6 @@ def azurite_command() -> Path:
     if exe.exists():   # scripts/system-packages.sh installs it for make test
         return exe
     return npm_package(AZURITE_PREFIX, f"azurite@{AZURITE_VERSION}") / "node_modules" / ".bin" / "azurite-blob"
-    npm = shutil.which("npm")
-    if npm is None:
-        raise RuntimeError("Azurite needs Node.js and npm; run scripts/system-packages.sh (make test does).")
-    AZURITE_PREFIX.mkdir(parents=True, exist_ok=True)
-    with open(AZURITE_PREFIX / ".install.lock", "w") as lock:   # parallel sessions install once
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not exe.exists():
-            subprocess.run([npm, "install", "--prefix", str(AZURITE_PREFIX), "--no-audit", "--no-fund",
-                            "--loglevel=error", f"azurite@{AZURITE_VERSION}"], check=True, capture_output=True)
-    return exe
 
 
 @contextlib.contextmanager
