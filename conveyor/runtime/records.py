@@ -16,6 +16,7 @@ hit in the cloud and the other way round.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict
@@ -24,9 +25,11 @@ from urllib.parse import quote
 
 import orjson
 
+from conveyor.errors import ArtifactError
 from conveyor.store.metadata.records import ArtifactRecord, NewArtifact, StepOutcome, StepRunRecord
 
 FORMAT = 1
+log = logging.getLogger("conveyor.records")
 DONE = ("succeeded", "cached", "resumed")
 
 
@@ -68,13 +71,21 @@ def step_from_doc(d: dict[str, Any]) -> StepRunRecord:
 
 
 class SharedCache:
-    """The cache index under a shared artifact root: cache key -> the outputs of a step run."""
+    """The cache index under a shared artifact root: cache key -> the outputs of a step run.
+
+    The index only saves work: a store that cannot be read or written right now makes a lookup a
+    miss and an entry unwritten (with a warning), never a failed run.
+    """
 
     def __init__(self, artifacts: Any) -> None:
         self.artifacts = artifacts
 
     def find(self, cache_key: str) -> tuple[StepRunRecord, dict[str, ArtifactRecord]] | None:
-        data = self.artifacts.read_document(cache_path(cache_key))
+        try:
+            data = self.artifacts.read_document(cache_path(cache_key))
+        except ArtifactError as exc:
+            log.warning("the shared cache index could not be read (%s); the step runs instead", exc)
+            return None
         if data is None:
             return None
         doc = orjson.loads(data)
@@ -84,7 +95,11 @@ class SharedCache:
 
     def add(self, cache_key: str, step: dict[str, Any], outputs: dict[str, dict[str, Any]]) -> None:
         doc = {"format": FORMAT, "step": step, "outputs": outputs}
-        self.artifacts.write_document(cache_path(cache_key), orjson.dumps(doc))
+        try:
+            self.artifacts.write_document(cache_path(cache_key), orjson.dumps(doc))
+        except ArtifactError as exc:
+            log.warning("the shared cache index could not be written (%s); runs elsewhere will not reuse this "
+                        "step", exc)
 
 
 class RecordSteps:
