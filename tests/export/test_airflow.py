@@ -228,3 +228,26 @@ def test_branchy_runs_end_to_end_under_dag_test_and_lands_in_conveyor_s_store(cl
     run = client.get_run(run_id)
     assert run.output("total") == {"total": 0, "count": 0} and run.steps["publish"].status == "skipped"
     assert run.steps["report"].status == "succeeded"
+
+
+@pytest.mark.slow
+def test_the_quickstart_runs_end_to_end_under_dag_test(client, tmp_path: Path) -> None:
+    """The quickstart (static fan-out of three candidates, a gate on the AUC) run by Airflow and imported."""
+    shared = tmp_path / "shared-root"
+    result = export("conveyor.examples.quickstart:training", "airflow", image="unused", out=tmp_path / "out",
+                    project_dir=REPO, workdir=str(REPO), python=sys.executable, artifact_root=str(shared),
+                    allow_pickle=True, build_context=False, options={"operator": "local"})
+    dags = result.files[0].parent
+    env = airflow_home(tmp_path / "airflow", dags, CONVEYOR_HOME=str(tmp_path / "task-home"))
+    ran = run_dag_test(env, dags, "training", {"rows": 1000})
+    assert ran["state"] == "success", ran
+    run_id = conveyor_run_id("training", ran["run_id"])
+    _import(run_id, shared)
+    run = client.get_run(run_id)
+    assert {n: s.status for n, s in run.steps.items()} == {
+        n: "succeeded" for n in ("load", "validate", "split", "features", "train[0]", "train[1]", "train[2]",
+                                 "evaluate", "pick_best", "publish")}
+    assert run.output("evaluate")["auc"] >= 0.7 and run.parameters["rows"] == 1000
+    edges = client.metadata.artifacts.step_edges(run.steps["evaluate"].id)
+    trained = client.metadata.steps.outputs([run.steps[f"train[{i}]"].id for i in range(3)])
+    assert {o["output"].id for o in trained.values()} <= {e.artifact_id for e in edges if e.direction == "input"}
