@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib
 import os
 import shutil
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -222,8 +221,3 @@ def _ignore(folder: str, names: list[str]) -> set[str]:
 def build_commands(plan: Plan, out_dir: Path) -> list[str]:
     """The commands every target starts with: build and push the image."""
     return [f"docker build -t {plan.image} {out_dir / 'image'}", f"docker push {plan.image}"]
-
-
-def python_here() -> str:
-    """This interpreter, for exports whose tasks run on this machine (kfp.local, ``dag.test()``)."""
-    return sys.executable

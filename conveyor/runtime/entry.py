@@ -388,6 +388,7 @@ class _Task:
         ok = status in DONE
         out: dict[str, Any] = {}
         gates = decisions(self.graph)
+        recorded = {n for n, r in _latest(self.records(self.run_id)).items() if r[0].status in TERMINAL}
         for emit in me.emits:
             if emit.kind == "boolean":
                 cond, _decider = gates[emit.name]
@@ -402,7 +403,8 @@ class _Task:
                               else f"upstream step '{self.node.name}' {status}")
                     for t in tasks.values():
                         if any(g.output == emit.name for g in t.gates):
-                            self._record_once(t.name, StepOutcome(status="skipped", reason=reason, attempts=0))
+                            self._record_once(t.name, recorded, StepOutcome(status="skipped", reason=reason,
+                                                                            attempts=0))
             else:
                 mapped = self.graph.nodes[emit.name.removeprefix("fanout_")]
                 n = 0
@@ -414,14 +416,15 @@ class _Task:
                     n = len(engine._elements(mapped.inputs[key]))
                 out[emit.name] = list(range(n))
                 if ok and n == 0:
-                    self._record_once(mapped.name, StepOutcome(
+                    self._record_once(mapped.name, recorded, StepOutcome(
                         status="succeeded", attempts=0, reason="fan-out over an empty list: no elements ran"))
         return out
 
-    def _record_once(self, name: str, outcome: Any) -> None:
-        latest = _latest(self.records(self.run_id))
-        if name in latest and latest[name][0].status in TERMINAL:
+    def _record_once(self, name: str, recorded: set[str], outcome: Any) -> None:
+        """Record ``name`` unless it has a final record (read once per invocation into ``recorded``)."""
+        if name in recorded:
             return
+        recorded.add(name)
         self.metadata.steps.record(self.run_id, name, self.graph.nodes[name].spec.name, outcome)
 
     def _set_run_status(self, status: str, error: str | None = None) -> None:

@@ -18,8 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import asdict
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -225,18 +224,5 @@ class RecordStore:
         self.records = RunRecords(artifacts)
 
 
-def docs_outputs(docs: Iterable[dict[str, Any]]) -> dict[str, dict[str, ArtifactRecord]]:
-    """Each step-run document's outputs (reused ones from their cache entry too), by step-run id."""
-    out: dict[str, dict[str, ArtifactRecord]] = {}
-    for d in docs:
-        out[d["id"]] = {n: artifact_from_doc(a, run_id=d["run_id"], step_run_id=d["id"])
-                        for n, a in (d.get("outputs") or {}).items()}
-    return out
-
-
-def as_dict(record: Any) -> dict[str, Any]:
-    return asdict(record)
-
-
 __all__: Sequence[str] = ["RecordStore", "RunRecords", "SharedCache", "artifact_doc", "artifact_from_doc",
-                          "docs_outputs", "step_from_doc"]
+                          "step_from_doc"]
