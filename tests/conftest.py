@@ -115,3 +115,7 @@ def azure_emulator() -> Iterator[object]:
 
 # A real `conveyor serve` for any test that needs one (imported last: it uses free_port above).
 from tests.servers import serve_process  # noqa: E402,F401
+
+
+# the session's distributed clusters (started only by the tests that ask for them)
+from tests.clusters import dask_cluster, ray_cluster  # noqa: E402,F401
