@@ -23,6 +23,7 @@ _EXPORTS = {
     "log_params": "conveyor.runtime.tracking", "log_artifact": "conveyor.runtime.tracking",
     "register_model": "conveyor.registry.api",
     "endpoints": "conveyor.serving.endpoints",
+    "data": "conveyor.data",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -43,7 +44,8 @@ def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'conveyor' has no attribute '{name}'")
-    value = getattr(importlib.import_module(module), name)
+    target = importlib.import_module(module)
+    value = target if module == f"conveyor.{name}" else getattr(target, name)   # a subpackage
     globals()[name] = value
     return value
 

@@ -1,1 +1,33 @@
-"""data."""
+"""The data layer: sources, validation and versioned datasets (``cv.data``).
+
+Public names are imported on first use, so ``import conveyor.data`` stays fast and an optional
+driver is only needed by the source that uses it. Each feature adds its names to ``_EXPORTS``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS: dict[str, str] = {
+    "Source": "conveyor.data.sources.base",
+    "read": "conveyor.data.sources",
+    "open_source": "conveyor.data.sources",
+    "sources": "conveyor.data.sources",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'conveyor.data' has no attribute '{name}'")
+    target = importlib.import_module(module)
+    value = target if module.endswith(f".{name}") else getattr(target, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

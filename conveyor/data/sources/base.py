@@ -1,0 +1,46 @@
+"""The source protocol: anything that yields Arrow record batches, described without secrets."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+
+@runtime_checkable
+class Source(Protocol):
+    """A readable source of rows.
+
+    ``kind`` names the module that implements it (``files``, ``sql``, ``http``, ...);
+    ``describe()`` is what errors, logs and lineage show: the location with any credential
+    removed. ``batches()`` streams, so a source larger than memory can feed a step that iterates;
+    ``read()`` is the whole table.
+    """
+
+    kind: str
+
+    def describe(self) -> str:
+        """Where the rows come from, safe to log (no password, token or signed query string)."""
+        ...
+
+    def batches(self) -> Iterator[pa.RecordBatch]:
+        """The rows as Arrow record batches, read lazily."""
+        ...
+
+    def read(self) -> pa.Table:
+        """Every row as one Arrow table."""
+        ...
+
+
+@runtime_checkable
+class Acknowledging(Protocol):
+    """A source whose reads are confirmed only after the step that consumed them succeeded
+    (streams and queues): ``ack`` confirms what the last read returned, ``nack`` gives it back."""
+
+    def ack(self) -> None:
+        ...
+
+    def nack(self) -> None:
+        ...
