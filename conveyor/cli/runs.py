@@ -185,5 +185,6 @@ def import_(run_id: str,
         print_json(report.__dict__)
         return
     console().print(f"Imported run {report.run_id} ({report.status}): {report.steps} step runs, "
-                    f"{report.copied} artifacts copied, {report.skipped_existing} already here. "
-                    f"See it with `conveyor runs show {report.run_id}`.")
+                    f"{report.copied} artifacts copied, {report.skipped_existing} already here"
+                    + (f", models registered: {', '.join(report.models)}" if report.models else "")
+                    + f". See it with `conveyor runs show {report.run_id}`.")

@@ -32,7 +32,9 @@ def register_model(name: str, model: Any, *, metrics: dict[str, float] | None = 
     """Register ``model`` as the next version of ``name``; returns the version record.
 
     Inside a step the version is linked to that step run (lineage); inside ``cv.start_run`` to that
-    run. ``data`` (training features) lets the signature be inferred when none is given, and is
+    run. In a task that reaches no database (an exported pipeline without ``CONVEYOR_METADATA_URL``)
+    the model is stored and its registration written beside the run's records; ``conveyor runs
+    import`` numbers it, so the record returned there has ``version=0``. ``data`` (training features) lets the signature be inferred when none is given, and is
     profiled (with the model's predictions and ``target``, the training labels, when given) as the
     reference monitoring compares live traffic with.
     """
@@ -44,6 +46,12 @@ def register_model(name: str, model: Any, *, metrics: dict[str, float] | None = 
         registry = _registry_for(step.metadata_url, step.artifact_root, step.actor)
         return registry.register(name, model, metrics=metrics, tags=tags, signature=signature, data=data,
                                  target=target, run_id=step.run_id, step_run_id=step.step_run_id)
+    if step is not None and step.artifact_root and client is None:
+        # a task without a database (an exported pipeline): the registration travels with its records
+        from conveyor.registry.pending import write_pending
+
+        return write_pending(step, name, model, metrics=metrics, tags=tags, signature=signature, data=data,
+                             target=target)
     run = _active.get()
     if run is not None and client is None:
         return run.client.registry.register(name, model, metrics=metrics, tags=tags, signature=signature, data=data,

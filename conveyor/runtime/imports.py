@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from conveyor.errors import NotFound
+from conveyor.registry.pending import pending, register_pending
 from conveyor.runtime.records import RunRecords, step_from_doc
 from conveyor.store.metadata.records import NewArtifact, StepOutcome
 
@@ -25,6 +26,7 @@ class ImportReport:
     steps: int
     skipped_existing: int
     copied: int
+    models: tuple[str, ...] = ()   # the model versions registered from the run's tasks ("name:3")
 
 
 def import_run(client: Any, run_id: str, source_root: str, *, copy: bool = True) -> ImportReport:
@@ -38,6 +40,7 @@ def import_run(client: Any, run_id: str, source_root: str, *, copy: bool = True)
         raise NotFound(f"No run {run_id} under {source_root}/runs/. Check the run id (the orchestrator's execution "
                        "id the tasks were given) and the artifact root the tasks wrote to.")
     docs = sorted(records.steps(run_id), key=lambda d: (d.get("started_at") or 0, d.get("ended_at") or 0))
+    registrations = pending(src, run_id)
     md = client.metadata
     status = _status(docs)
     try:
@@ -50,7 +53,7 @@ def import_run(client: Any, run_id: str, source_root: str, *, copy: bool = True)
                        run_id=run_id)
     dst = client.artifacts
     added = 0
-    copied = _copy_bytes(src, dst, docs) if copy else 0
+    copied = _copy_bytes(src, dst, docs, registrations) if copy else 0
     for d in docs:
         if d.get("status") in ("running", "pending"):
             continue
@@ -76,10 +79,32 @@ def import_run(client: Any, run_id: str, source_root: str, *, copy: bool = True)
             started_at=d.get("started_at"), ended_at=d.get("ended_at"))
         if md.steps.adopt(step_from_doc(d), outcome, code_hash=d.get("code_hash"), cache_parts=d.get("cache_parts")):
             added += 1
+    models = _register(md, dst, docs, registrations, copy)
     if md.runs.get(run_id).status != status:
         md.runs.set_status(run_id, status, error=next((f"Step '{d['name']}' failed: {d.get('error')}" for d in docs
                                                        if d.get("status") == "failed"), None))
-    return ImportReport(run_id, status, added, len(docs) - added, copied)
+    return ImportReport(run_id, status, added, len(docs) - added, copied, models)
+
+
+def _register(md: Any, dst: Any, docs: list[dict[str, Any]], registrations: list[dict[str, Any]],
+              copied: bool) -> tuple[str, ...]:
+    """Register the models the run's tasks registered, once each; a registration whose step run
+    never finished (its task was lost and retried) is left out, as its record is."""
+    finished = {d["id"] for d in docs if d.get("status") not in ("running", "pending")}
+
+    def new_artifact(a: dict[str, Any]) -> NewArtifact:
+        return NewArtifact(name=a["name"], content_hash=a["content_hash"], materializer=a["materializer"],
+                           materializer_version=a["materializer_version"], type_name=a.get("type_name"),
+                           size=a.get("size"), uri=_uri_here(dst, a, copied), inline=a.get("inline"),
+                           meta=a.get("meta") or {}, id=a["id"])
+
+    done = []
+    for doc in registrations:
+        if doc["step_run_id"] in finished:
+            version = register_pending(md, doc, new_artifact)
+            if version is not None:
+                done.append(f"{version.model}:{version.version}")
+    return tuple(done)
 
 
 def _status(docs: list[dict[str, Any]]) -> str:
@@ -103,11 +128,13 @@ def _uri_here(dst: Any, a: dict[str, Any], copied: bool) -> str | None:
     return dst.relocated(_stored(a)).uri if copied else a.get("uri")
 
 
-def _copy_bytes(src: Any, dst: Any, docs: list[dict[str, Any]]) -> int:
+def _copy_bytes(src: Any, dst: Any, docs: list[dict[str, Any]], registrations: list[dict[str, Any]]) -> int:
     """Stream every object the run's records name into ``dst`` (hash-verified, resumable); how many were copied."""
     from conveyor.store.artifacts.transfer import transfer
 
     if src.root == dst.root:
         return 0
-    items = [_stored(a) for d in docs for a in (d.get("outputs") or {}).values() if a.get("uri")]
+    named = [a for d in docs for a in (d.get("outputs") or {}).values()]
+    named += [a for r in registrations for a in (r["artifact"], r.get("profile")) if a]
+    items = [_stored(a) for a in named if a.get("uri")]
     return transfer(src, dst, items).copied

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from conveyor.export.plan import Plan, lower
@@ -178,3 +179,31 @@ def test_all_elements_in_one_task_sharded_and_emits_as_files(client, shared: Pat
     assert (emit / "cond_0").read_text() == "true"
     import_run(client, "all-1", str(shared))
     assert client.get_run("all-1").output("total") == {"total": 45.0, "count": 5}
+
+
+@pytest.mark.slow
+def test_a_model_registered_in_a_task_without_a_database_is_registered_by_the_import(
+        client, shared: Path, tmp_path: Path) -> None:
+    plan = _plan(REPO, "tests/export/pipelines/registers.py:registers")
+    ex = run_plan(plan, "reg-1", _env(shared, tmp_path), tmp_path)
+    assert ex.ok, ex.output
+    assert not list((tmp_path / "task-home").rglob("*.db"))      # the task reached no database
+    assert client.registry.list_models() == []
+
+    report = import_run(client, "reg-1", str(shared))          # copies bytes into the client's own root
+    assert report.models == ("exported-model:1",)
+    version = client.registry.resolve("exported-model")
+    train_run = client.get_run("reg-1").steps["train"]
+    assert (version.version, version.run_id, version.step_run_id) == (1, "reg-1", train_run.id)
+    assert version.metrics["r2"] == pytest.approx(1.0) and version.tags == {"trained_on": 20}
+    assert version.signature is not None and [c["name"] for c in version.signature["inputs"]] == ["x"]
+    model = client.registry.load("exported-model:1")
+    assert model.predict(pd.DataFrame({"x": [10.0]}))[0] == pytest.approx(31.0)
+    assert client.registry.profile("exported-model:1") is not None     # the monitoring reference came along
+    assert client.get_run("reg-1").output("train", "output") == 0                # the task saw "not numbered yet"
+    lineage = client.registry.lineage("exported-model:1")
+    assert lineage.run["id"] == "reg-1" and {s["name"] for s in lineage.steps} == {"features", "train"}
+    assert [i["step"] for i in lineage.inputs] == ["train"]             # the training frame, by content hash
+
+    again = import_run(client, "reg-1", str(shared))
+    assert again.models == () and [v.version for v in client.registry.versions("exported-model")] == [1]
