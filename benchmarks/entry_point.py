@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -35,16 +36,20 @@ def trivial(x: int = 1):
 PEER_IMPORTS = {"zenml": "import zenml", "metaflow": "import metaflow"}
 
 
-def median(cmds: list[list[str]], env: dict[str, str]) -> float:
+def median(cmds: list[list[str]], env: dict[str, str]) -> tuple[float, float]:
+    """Median wall time and median CPU time (user + system) of the commands after the first."""
     subprocess.run(cmds[0], env=env, capture_output=True, check=True)   # warm the file cache
-    times = []
+    times, cpu = [], []
     for cmd in cmds[1:]:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t = time.perf_counter()
         done = subprocess.run(cmd, env=env, capture_output=True)
         times.append(time.perf_counter() - t)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
         if done.returncode != 0:
             raise SystemExit(done.stderr.decode())
-    return statistics.median(times)
+    return statistics.median(times), statistics.median(cpu)
 
 
 def main() -> None:
@@ -63,8 +68,10 @@ def main() -> None:
     def cmd(run: str, x: int) -> list[str]:
         return plan.command(task, run_id=run, params={"x": str(x)})
 
-    bare = median([[sys.executable, "-c", "pass"]] * (RUNS + 1), base)
-    rows = {"python -c pass": bare}
+    bare, bare_cpu = median([[sys.executable, "-c", "pass"]] * (RUNS + 1), base)
+    rows = {"python -c pass": (bare, bare_cpu),
+            # the floor of any task that opens a database through SQLAlchemy
+            "python -c 'import sqlalchemy'": median([[sys.executable, "-c", "import sqlalchemy"]] * (RUNS + 1), base)}
     for label, e in (("no database", env), ("sqlite database", db_env)):
         rows[f"computed step, {label}"] = median([cmd(f"c-{label[:2]}-{i}", 1000 + i) for i in range(RUNS + 1)], e)
         rows[f"cached step, {label}"] = median([cmd(f"h-{label[:2]}-{i}", 1000) for i in range(RUNS + 1)], e)
@@ -73,9 +80,10 @@ def main() -> None:
         if py.exists():
             rows[f"{name}: {code} (its entry point pays at least this)"] = median([[str(py), "-c", code]] * (RUNS + 1),
                                                                                 base)
-    for what, seconds in rows.items():
+    for what, (seconds, cpu) in rows.items():
         print(json.dumps({"case": what, "median_ms": round(seconds * 1000, 1),
                           "over_bare_python_ms": round((seconds - bare) * 1000, 1),
+                          "cpu_ms": round(cpu * 1000, 1), "cpu_over_bare_ms": round((cpu - bare_cpu) * 1000, 1),
                           "target_over_bare_ms": 300}))
 
 

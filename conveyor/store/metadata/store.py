@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+from functools import cached_property
+from typing import TYPE_CHECKING
+
 from sqlalchemy.engine import Engine
 
 from conveyor.store.metadata.artifacts import Artifacts
-from conveyor.store.metadata.automation import Automation
-from conveyor.store.metadata.bundles import Bundles
 from conveyor.store.metadata.connection import Reconnect, create_db_engine, migrate, redact
-from conveyor.store.metadata.endpoints import Endpoints
-from conveyor.store.metadata.models import Models
 from conveyor.store.metadata.runs import Runs
 from conveyor.store.metadata.steps import Steps
 from conveyor.store.metadata.tracking import Tracking
+
+if TYPE_CHECKING:
+    from conveyor.store.metadata.automation import Automation
+    from conveyor.store.metadata.bundles import Bundles
+    from conveyor.store.metadata.endpoints import Endpoints
+    from conveyor.store.metadata.models import Models
 
 
 class MetadataStore:
@@ -28,10 +33,33 @@ class MetadataStore:
         self.steps = Steps(self.engine)
         self.artifacts = Artifacts(self.engine)
         self.tracking = Tracking(self.engine)
-        self.models = Models(self.engine)
-        self.endpoints = Endpoints(self.engine)
-        self.automation = Automation(self.engine)
-        self.bundles = Bundles(self.engine)
+
+    # What a run does not use is imported on first use: an exported task opens the store, runs
+    # one step and exits, and pays for the registry's, the server's and the agent's tables only
+    # if it touches them.
+    @cached_property
+    def models(self) -> Models:
+        from conveyor.store.metadata.models import Models
+
+        return Models(self.engine)
+
+    @cached_property
+    def endpoints(self) -> Endpoints:
+        from conveyor.store.metadata.endpoints import Endpoints
+
+        return Endpoints(self.engine)
+
+    @cached_property
+    def automation(self) -> Automation:
+        from conveyor.store.metadata.automation import Automation
+
+        return Automation(self.engine)
+
+    @cached_property
+    def bundles(self) -> Bundles:
+        from conveyor.store.metadata.bundles import Bundles
+
+        return Bundles(self.engine)
 
     def __repr__(self) -> str:
         return f"MetadataStore({redact(self.url)!r})"
