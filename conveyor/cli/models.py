@@ -46,15 +46,26 @@ def list_models(as_json: JsonOpt = False) -> None:
 
 
 @app.command("show")
-def show(ref: str, as_json: JsonOpt = False) -> None:
+def show(ref: str, as_json: JsonOpt = False,
+         run: Annotated[Optional[str], typer.Option(  # noqa: UP007
+             "--run", help="Only the versions this run registered (or its cached steps did when they ran).")] = None,
+         ) -> None:
     """A model's versions (or one version with NAME:VERSION / NAME@ALIAS)."""
     reg = _registry()
     from conveyor.registry import parse_ref
 
     parsed = parse_ref(ref)
-    versions = [reg.resolve(parsed)] if parsed.version or parsed.alias else reg.versions(parsed.name)
+    one = bool(parsed.version or parsed.alias)
+    if run is not None:
+        if one:
+            from conveyor.errors import InvalidRequest
+
+            raise InvalidRequest(f"--run lists a model's versions: give the model name ({parsed.name}), not {ref}.")
+        versions = reg.produced_by(parsed.name, run)
+    else:
+        versions = [reg.resolve(parsed)] if one else reg.versions(parsed.name)
     if as_json:
-        print_json([version_dict(v) for v in versions] if len(versions) != 1 or not (parsed.version or parsed.alias)
+        print_json([version_dict(v) for v in versions] if len(versions) != 1 or not one
                    else version_dict(versions[0]))
         return
     from rich.table import Table
@@ -92,6 +103,35 @@ def approve(ref: str, comment: CommentOpt = None) -> None:
     """Approve a version (needs the approver role)."""
     v = _registry().approve(ref, comment)
     console().print(f"Approved {v.model}:{v.version}.")
+
+
+@app.command("gate")
+def gate(ref: str,
+         minimum: Annotated[list[str], typer.Option("--min", help="METRIC=NUMBER the version must reach (repeatable).")] = [],  # noqa: B006
+         maximum: Annotated[list[str], typer.Option("--max", help="METRIC=NUMBER the version must not exceed (repeatable).")] = [],  # noqa: B006
+         as_json: JsonOpt = False) -> None:
+    """Check a version's metrics against bounds; exits 3 naming what fell short (a CI gate before approval)."""
+    from conveyor.errors import QualityGateFailed
+    from conveyor.registry.gates import check_metrics, parse_bounds
+
+    v = _registry().resolve(ref)
+    results = check_metrics(v.metrics, parse_bounds(minimum, "--min"), parse_bounds(maximum, "--max"))
+    failed = [r for r in results if not r.passed]
+    if as_json:
+        print_json({"model": v.model, "version": v.version, "passed": not failed,
+                    "checks": [{"metric": r.metric, "bound": r.bound, "threshold": r.threshold, "value": r.value,
+                                "passed": r.passed} for r in results]})
+    else:
+        for r in results:
+            mark = "[green]pass[/]" if r.passed else "[red]FAIL[/]"
+            sign = ">=" if r.bound == "min" else "<="
+            console().print(f"{mark} {r.metric} = {'missing' if r.value is None else r.value} (needs {sign} {r.threshold})")
+    if failed:
+        detail = "; ".join(f"{r.metric} is missing" if r.value is None else
+                           f"{r.metric} = {r.value} {'<' if r.bound == 'min' else '>'} {r.threshold}" for r in failed)
+        known = ", ".join(sorted(v.metrics)) or "none"
+        raise QualityGateFailed(f"{v.model}:{v.version} does not pass the gate: {detail}. Its metrics: {known}. "
+                                "Train a better version, or change the bounds if they are wrong.")
 
 
 @app.command("reject")

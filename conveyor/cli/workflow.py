@@ -13,8 +13,34 @@ ParamOpt = Annotated[Optional[list[str]], typer.Option("-p", "--param", help="Pi
 
 
 def init(admin: Annotated[Optional[str], typer.Option(  # noqa: UP007
-        "--admin", help="Name the store's first admin (only while it has none).")] = None) -> None:
-    """Create the Conveyor home (.conveyor: SQLite metadata and artifact folder) or migrate it."""
+        "--admin", help="Name the store's first admin (only while it has none).")] = None,
+        ci: Annotated[Optional[str], typer.Option(  # noqa: UP007
+            "--ci", help="Write a CI/CD workflow for the model's life instead: github.")] = None,
+        pipeline: Annotated[Optional[str], typer.Option(  # noqa: UP007
+            "--pipeline", help="With --ci: FILE.py:PIPELINE that trains and registers the model (found when the "
+                               "project has one).")] = None,
+        model: Annotated[Optional[str], typer.Option(  # noqa: UP007
+            "--model", help="With --ci: the registered model's name (found from register_model calls).")] = None,
+        minimum: Annotated[Optional[list[str]], typer.Option(  # noqa: UP007
+            "--min", help="With --ci: METRIC=NUMBER the version must reach to be approved (repeatable).")] = None,
+        maximum: Annotated[Optional[list[str]], typer.Option(  # noqa: UP007
+            "--max", help="With --ci: METRIC=NUMBER the version must not exceed (repeatable).")] = None,
+        endpoint: Annotated[Optional[str], typer.Option(  # noqa: UP007
+            "--endpoint", help="With --ci: the endpoint whose traffic the scheduled drift check reads.")] = None,
+        alias: Annotated[str, typer.Option("--alias", help="With --ci: the alias deployment moves.")] = "production",
+        branch: Annotated[str, typer.Option("--branch", help="With --ci: the branch that trains and deploys.")] = "main",
+        params: ParamOpt = None,
+        force: Annotated[bool, typer.Option("--force", help="With --ci: replace an existing workflow.")] = False,
+) -> None:
+    """Create the Conveyor home (.conveyor: SQLite metadata and artifact folder) or migrate it.
+
+    With ``--ci github``, write ``.github/workflows/conveyor.yml`` instead: tests, the training
+    pipeline, registration, a gate on the evaluation metrics, the approval, the deployment of the
+    alias and a scheduled drift check.
+    """
+    if ci is not None:
+        _init_ci(ci, pipeline, model, minimum or [], maximum or [], endpoint, alias, branch, params or [], force)
+        return
     from conveyor.runtime.client import Client
     from conveyor.store.metadata import redact
 
@@ -28,6 +54,40 @@ def init(admin: Annotated[Optional[str], typer.Option(  # noqa: UP007
     if admin is not None:
         granted = client.registry.bootstrap_admin(admin)
         c.print(f"       admin: {admin}{'' if granted else ' (already admin)'}")
+
+
+def _init_ci(ci: str, pipeline: str | None, model: str | None, minimum: list[str], maximum: list[str],
+             endpoint: str | None, alias: str, branch: str, params: list[str], force: bool) -> None:
+    from conveyor.delivery import github
+    from conveyor.errors import ConfigurationError
+    from conveyor.registry.gates import parse_bounds
+
+    if ci != "github":
+        raise ConfigurationError(f"--ci {ci!r} is not supported. Use --ci github (GitHub Actions).")
+    project = Path.cwd()
+    pipelines, models = github.guess(project)
+    pipeline = pipeline or _only(pipelines, "--pipeline FILE.py:PIPELINE", "pipeline (a @cv.pipeline function)")
+    model = model or _only(models, "--model NAME", "model name (a cv.register_model call)")
+    spec = github.WorkflowSpec(pipeline=pipeline, model=model, minimums=parse_bounds(minimum, "--min"),
+                               maximums=parse_bounds(maximum, "--max"), endpoint=endpoint, alias=alias,
+                               branch=branch, install=github.install_command(project),
+                               parameters={k: str(v) for k, v in parse_params(params).items()})
+    path = github.write(spec, project, force=force)
+    c = console()
+    c.print(f"[green]Wrote[/] {path.relative_to(project)}: test → train {pipeline} → gate {model} → approve → "
+            f"deploy @{alias}" + (f", drift check of {endpoint} on a schedule" if endpoint else "") + ".")
+    c.print("Next: set secrets.CONVEYOR_METADATA_URL and vars.CONVEYOR_ARTIFACT_ROOT, create the environments "
+            f"'model-approval' (with reviewers) and '{alias}', as the file's header says.")
+
+
+def _only(found: list[str], option: str, what: str) -> str:
+    from conveyor.errors import ConfigurationError
+
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise ConfigurationError(f"No {what} was found in this folder's Python files. Name it with {option}.")
+    raise ConfigurationError(f"Several candidates for the {what}: {', '.join(found)}. Name one with {option}.")
 
 
 def execute(ref_or_pipeline: object, params: dict[str, object], *, no_cache: bool, executor: str | None,

@@ -348,6 +348,13 @@ class ModelRegistry:
         self.resolve(ModelRef(name))
         return self.models.versions(name)
 
+    def produced_by(self, name: str, run_id: str) -> list[VersionRecord]:
+        """The versions of ``name`` that run ``run_id`` registered, or that the steps it reused from
+        the cache registered when they ran (a cached training step registers nothing anew)."""
+        steps = self.metadata.steps.for_run(self.metadata.runs.get(run_id).id)
+        makers = {s.id for s in steps} | {s.cached_from for s in steps if s.cached_from}
+        return [v for v in self.versions(name) if v.step_run_id in makers or (v.run_id == run_id)]
+
     def audit(self, model: str | None = None, limit: int = 200) -> list[AuditRecord]:
         return self.models.audit_entries(model=model, limit=limit)
 
