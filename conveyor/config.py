@@ -232,3 +232,21 @@ def load_container_settings(env: Mapping[str, str] | None = None) -> ContainerSe
         aip_storage_uri=env.get("AIP_STORAGE_URI") or None, aip_predict_route=env.get("AIP_PREDICT_ROUTE") or None,
         aip_health_route=env.get("AIP_HEALTH_ROUTE") or None, azureml_model_dir=env.get("AZUREML_MODEL_DIR") or None,
         port=port("PORT"), model_uri=env.get("CONVEYOR_MODEL_URI") or None)
+
+
+@dataclass(frozen=True, slots=True)
+class TracingSettings:
+    """Where OpenTelemetry traces go: an OTLP/HTTP endpoint, or nowhere (no span is even made)."""
+
+    endpoint: str | None = None        # CONVEYOR_OTEL_ENDPOINT, else OTEL's own variables
+    service_name: str = "conveyor"     # OTEL_SERVICE_NAME
+
+
+def load_tracing_settings(env: Mapping[str, str] | None = None) -> TracingSettings:
+    """Tracing is on when an endpoint is named (``CONVEYOR_OTEL_ENDPOINT``, or OpenTelemetry's
+    ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` / ``OTEL_EXPORTER_OTLP_ENDPOINT``), or when the process
+    already installed a tracer provider of its own."""
+    env = os.environ if env is None else env
+    endpoint = (env.get("CONVEYOR_OTEL_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+                or env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or "").strip() or None
+    return TracingSettings(endpoint=endpoint, service_name=(env.get("OTEL_SERVICE_NAME") or "conveyor").strip())

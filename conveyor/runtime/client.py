@@ -134,10 +134,18 @@ class Client:
         return self._execute(graph, record.id, executor_obj, cache=record.options.get("cache", True), prior=prior,
                              observer=observer, raise_on_failure=raise_on_failure, pipeline=pipeline)
 
-    def _execute(self, graph: Any, run_id: str, executor: Any, *, cache: bool, prior: Any,
-                 observer: Observer | None, raise_on_failure: bool, pipeline: Any = None) -> Run:
+    def _execute(self, graph: Any, run_id: str, executor: Any, **options: Any) -> Run:
+        from conveyor.observability.tracing import run_span
+
+        with run_span(run_id, graph.name, getattr(executor, "name", type(executor).__name__)) as steps:
+            return self._walk(graph, run_id, executor, steps=steps, **options)
+
+    def _walk(self, graph: Any, run_id: str, executor: Any, *, cache: bool, prior: Any,
+              observer: Observer | None, raise_on_failure: bool, pipeline: Any = None, steps: Any = None) -> Run:
+        from conveyor.observability.tracing import chain
+
         md = self.metadata
-        engine = self._engine(executor, observer)
+        engine = self._engine(executor, chain(observer, steps))
         try:
             execution: Execution = engine.execute(graph, run_id, cache=cache, prior=prior)
         except BaseException as exc:

@@ -70,5 +70,7 @@ def create_app(service: ServingService, settings: Any, protocols: list[str] | No
 
     edge = Middleware(Edge, service=service, max_body_bytes=getattr(settings, "serve_max_body_bytes", 32 << 20),
                       max_in_flight=getattr(settings, "serve_max_in_flight", 64))
-    return Starlette(routes=routes, lifespan=lifespan, middleware=[edge],
-                     exception_handlers={HTTPException: http_error_handler(service)})
+    from conveyor.observability.tracing import traced_app
+
+    return traced_app(Starlette(routes=routes, lifespan=lifespan, middleware=[edge],
+                                exception_handlers={HTTPException: http_error_handler(service)}))

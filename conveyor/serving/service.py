@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from conveyor.errors import NotFound, PermissionDenied, PredictionFailed, RateLimited, Unauthenticated
+from conveyor.observability.tracing import annotate
 from conveyor.serving.auth import KeyRing, RateLimiter, allows
 from conveyor.serving.catalog import ApiKey, Catalog, LoadedModel, ModelKey
 from conveyor.serving.metrics import ServerMetrics
@@ -225,6 +226,8 @@ class ServingService:
             raise PredictionFailed(f"Model {key} raised {type(exc).__name__}: {str(exc)[:300]}",
                                    version=key.version) from exc
         elapsed = time.perf_counter() - start
+        annotate(endpoint=name, model=key.name, version=key.version, protocol=protocol, rows=batch.rows,
+                 model_ms=elapsed * 1000)
         series = self._series.get((name, key.version, protocol))
         if series is None:
             series = self._series_for(name, key.version, protocol)

@@ -1,0 +1,1 @@
+"""Observability: OpenTelemetry traces of runs, steps and requests (``conveyor[otel]``)."""
