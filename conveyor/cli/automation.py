@@ -268,14 +268,27 @@ def firings_retry(firing_id: str) -> None:
 
 
 def agent(tick: Annotated[float, typer.Option(help="Seconds between rounds.")] = 5.0,
-          once: Annotated[bool, typer.Option(help="Do one round and exit.")] = False) -> None:
+          once: Annotated[bool, typer.Option(help="Do one round and exit.")] = False,
+          metrics_port: Annotated[Optional[int], typer.Option(  # noqa: UP007
+              "--metrics-port", help="Serve Prometheus metrics of runs and steps on this port (/metrics).")] = None,
+          metrics_host: Annotated[str, typer.Option(
+              "--metrics-host", help="Address the metrics listen on (0.0.0.0 for a scraper elsewhere).")] = "127.0.0.1",
+          ) -> None:
     """Run schedules, event sources, monitors and triggers until SIGTERM."""
     import logging
 
     from conveyor.automation.agent import Agent
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    a = Agent(_client(), tick_s=tick)
+    client = _client()
+    if metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        from conveyor.observability.metrics import registry_for
+
+        start_http_server(metrics_port, addr=metrics_host, registry=registry_for(client.metadata))
+        logging.getLogger("conveyor.automation").info("metrics on http://%s:%d/metrics", metrics_host, metrics_port)
+    a = Agent(client, tick_s=tick)
     if once:
         a.tick()
         if a.deliverer is not None:

@@ -128,6 +128,16 @@ class Runs(Repository):
             raise NotFound(f"No run '{run_id}'. List runs with `conveyor runs list`.")
         return _run(row)
 
+    def totals(self) -> list[tuple[str, str, int, float]]:
+        """(pipeline, status, runs, seconds) over every pipeline run: what the metrics endpoint reports."""
+        r = t.runs
+        seconds = func.sum(func.coalesce(r.c.ended_at - r.c.started_at, 0.0))
+        with self.read() as conn:
+            rows = conn.execute(select(func.coalesce(r.c.pipeline_name, r.c.name, ""), r.c.status, func.count(),
+                                       seconds).where(r.c.kind == "pipeline").group_by(
+                func.coalesce(r.c.pipeline_name, r.c.name, ""), r.c.status))
+            return [(p, s, int(n), float(sec or 0.0)) for p, s, n, sec in rows]
+
     def list(self, *, limit: int = 50, pipeline: str | None = None, status: str | None = None) -> list[RunRecord]:
         q = select(t.runs).order_by(t.runs.c.created_at.desc()).limit(limit)
         if pipeline:

@@ -145,6 +145,17 @@ class Steps(Repository):
             row = conn.execute(q).first()
         return None if row is None else (row.cache_parts, row.status)
 
+    def totals(self) -> list[tuple[str, str, bool, int, float]]:
+        """(step, status, cache hit, step runs, seconds) over every step run, for the metrics endpoint."""
+        from sqlalchemy import func
+
+        s = t.step_runs
+        seconds = func.sum(func.coalesce(s.c.ended_at - s.c.started_at, 0.0))
+        with self.read() as conn:
+            rows = conn.execute(select(s.c.step, s.c.status, s.c.cache_hit, func.count(), seconds)
+                                .group_by(s.c.step, s.c.status, s.c.cache_hit))
+            return [(step, status, bool(hit), int(n), float(sec or 0.0)) for step, status, hit, n, sec in rows]
+
     def for_run(self, run_id: str) -> list[StepRunRecord]:
         with self.read() as conn:
             rows = conn.execute(select(t.step_runs).where(t.step_runs.c.run_id == run_id)
