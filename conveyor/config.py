@@ -250,3 +250,12 @@ def load_tracing_settings(env: Mapping[str, str] | None = None) -> TracingSettin
     endpoint = (env.get("CONVEYOR_OTEL_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
                 or env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or "").strip() or None
     return TracingSettings(endpoint=endpoint, service_name=(env.get("OTEL_SERVICE_NAME") or "conveyor").strip())
+
+
+def log_format(env: Mapping[str, str] | None = None) -> str:
+    """``CONVEYOR_LOG_FORMAT``: ``text`` (the default, for people) or ``json`` (one object a line, for collectors)."""
+    env = os.environ if env is None else env
+    value = env.get("CONVEYOR_LOG_FORMAT", "text").strip().lower() or "text"
+    if value not in ("text", "json"):
+        raise ConfigurationError(f"CONVEYOR_LOG_FORMAT={value!r} is not a log format. Use text or json.")
+    return value

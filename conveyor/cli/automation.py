@@ -279,7 +279,9 @@ def agent(tick: Annotated[float, typer.Option(help="Seconds between rounds.")] =
 
     from conveyor.automation.agent import Agent
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from conveyor.observability.logs import configure
+
+    configure(logging.INFO)
     client = _client()
     if metrics_port is not None:
         from prometheus_client import start_http_server

@@ -143,6 +143,12 @@ def _main(argv: list[str] | None) -> None:
     from conveyor.errors import ConveyorError, RunCancelled
 
     try:
+        if os.environ.get("CONVEYOR_LOG_FORMAT", "").strip().lower() == "json":
+            import logging
+
+            from conveyor.observability.logs import configure
+
+            configure(logging.WARNING, fmt="json")   # library warnings as JSON lines; the CLI's own output is unchanged
         rc = app(args=argv, standalone_mode=False, prog_name="conveyor")
     except ConveyorError as exc:
         from conveyor.cli.output import error_console

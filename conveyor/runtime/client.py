@@ -135,10 +135,15 @@ class Client:
                              observer=observer, raise_on_failure=raise_on_failure, pipeline=pipeline)
 
     def _execute(self, graph: Any, run_id: str, executor: Any, **options: Any) -> Run:
+        from conveyor.observability.logs import current_run
         from conveyor.observability.tracing import run_span
 
-        with run_span(run_id, graph.name, getattr(executor, "name", type(executor).__name__)) as steps:
-            return self._walk(graph, run_id, executor, steps=steps, **options)
+        token = current_run.set(run_id)     # the engine's own log lines name their run
+        try:
+            with run_span(run_id, graph.name, getattr(executor, "name", type(executor).__name__)) as steps:
+                return self._walk(graph, run_id, executor, steps=steps, **options)
+        finally:
+            current_run.reset(token)
 
     def _walk(self, graph: Any, run_id: str, executor: Any, *, cache: bool, prior: Any,
               observer: Observer | None, raise_on_failure: bool, pipeline: Any = None, steps: Any = None) -> Run:

@@ -141,7 +141,7 @@ class Edge:
         else:
             rid = headers.get("x-request-id") or self.service.new_request_id()
             log.error("request %s (%s %s) failed unexpectedly", rid, scope.get("method"), scope.get("path"),
-                      exc_info=exc)
+                      exc_info=exc, extra={"request_id": rid})
             self.service.count_error(endpoint, protocol, 500, type(exc).__name__, rid)
             response = json_response({"error": f"The server failed on this request ({type(exc).__name__}); "
                                                f"its log has the details under request id {rid}.",

@@ -64,7 +64,10 @@ def serve(host: str, port: int, *, workers: int = 1, auth: str = "auto", default
 
     import uvicorn
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from conveyor.observability.logs import configure
+
+    fmt = configure(logging.INFO, text_format="%(levelname)s %(name)s: %(message)s")
+    uvicorn_logs: dict[str, Any] = {"log_config": None} if fmt == "json" else {}   # uvicorn's lines as JSON too
     if workers > 1:
         os.environ["CONVEYOR_SERVE_AUTH"] = auth
         os.environ["CONVEYOR_SERVE_ACCESS_LOG"] = "1" if access_log else "0"
@@ -77,11 +80,11 @@ def serve(host: str, port: int, *, workers: int = 1, auth: str = "auto", default
         os.environ["CONVEYOR_SERVE_RATE_TABLE"] = table = create_table()
         try:
             uvicorn.run("conveyor.serving.server:app_factory", factory=True, host=host, port=port, workers=workers,
-                        log_level="warning", access_log=False)
+                        log_level="warning", access_log=False, **uvicorn_logs)
         finally:
             with contextlib.suppress(OSError):
                 os.unlink(table)
         return
     app = build_app(auth=auth, default_endpoint=default_endpoint, access_log=access_log,
                     prediction_log=prediction_log)
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, **uvicorn_logs)

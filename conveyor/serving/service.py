@@ -262,7 +262,8 @@ class ServingService:
             values = np.asarray(loaded.model.predict(batch.to_model_input(loaded.model)))
         except Exception:
             self.metrics.shadow_errors.labels(endpoint, str(key.version)).inc()
-            log.exception("shadow %s of endpoint %s failed on request %s", key, endpoint, rid)
+            log.exception("shadow %s of endpoint %s failed on request %s", key, endpoint, rid,
+                          extra={"request_id": rid})
             return
         if self.prediction_log is not None:
             self.prediction_log.record(request_id=rid, ts=ts, endpoint=endpoint, model=key.name, version=key.version,

@@ -119,7 +119,9 @@ def serve_container(mode: str | None = None, *, platform: str | None = None, hos
     """
     import uvicorn
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from conveyor.observability.logs import configure
+
+    configure(logging.INFO, text_format="%(levelname)s %(name)s: %(message)s")
     container = load_container_settings(env)
     settings = load_settings(env)
     kwargs = {"sagemaker_model_dir": model_dir} if model_dir else {}

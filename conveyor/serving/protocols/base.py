@@ -52,7 +52,7 @@ def answer_error(service: Any, exc: ConveyorError, headers: Any, protocol: str, 
     rid = headers.get("x-request-id") or service.new_request_id()
     resp = error_response(exc, rid)
     if isinstance(exc, PredictionFailed):
-        log.error("request %s: %s", rid, exc.message, exc_info=exc.__cause__ or exc)
+        log.error("request %s: %s", rid, exc.message, exc_info=exc.__cause__ or exc, extra={"request_id": rid})
     service.count_error(endpoint, protocol, resp.status_code, type(exc).__name__, rid, getattr(exc, "version", None))
     return resp
 
