@@ -248,7 +248,7 @@ def _text(value: Any) -> Any:
 
 
 _OPTIONS = {"stream": str, "group": str, "consumer": str, "start": str, "max_records": int, "max_wait": float,
-            "batch_size": int, "json_field": str, "claim_idle": float}
+            "batch_size": int, "json_field": str, "claim_idle": float, "password_env": str}
 
 
 def open_redis_stream(location: str | None, **options: Any) -> RedisStreamSource:
