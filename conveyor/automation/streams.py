@@ -10,8 +10,9 @@ from conveyor.errors import InvalidRequest
 STREAM_KINDS = ("redis-stream", "sqs")
 
 
-def check_stream_location(location: str) -> None:
-    """Refuse, before anything is stored, a location that is not a stream or queue or that carries a password."""
+def check_stream_location(location: str) -> str:
+    """The stream's or queue's name; refuses, before anything is stored, a location that is not a
+    stream or queue or that carries a password."""
     from conveyor.data.sources import open_source
 
     if urlsplit(location).password:
@@ -25,3 +26,4 @@ def check_stream_location(location: str) -> None:
     if source.kind not in STREAM_KINDS or not hasattr(source, "waiting"):
         raise InvalidRequest(f"--on stream:{location}: a {source.kind} source is not a stream or queue. Use "
                              "redis://HOST:PORT/DB?stream=NAME or sqs://QUEUE.", field="on")
+    return str(getattr(source, "stream", None) or getattr(source, "queue", "")).rstrip("/").rsplit("/", 1)[-1]

@@ -217,10 +217,12 @@ def trigger_create(on: Annotated[str, typer.Option("--on", help="monitor:NAME, d
 
     kind, sep, value = on.partition(":")
     if not sep or kind not in ("monitor", "data", "stream") or not value:
-        raise InvalidRequest(f"--on {on!r}: use monitor:NAME, data:URI_PREFIX or stream:URL.", field="on")
+        raise InvalidRequest(f"--on {on!r}: use monitor:NAME or data:URI_PREFIX (or stream:URL for a "
+                             "Redis stream or an SQS queue).", field="on")
     if max_concurrent < 1:
         raise InvalidRequest("--max-concurrent must be at least 1.", field="max_concurrent")
     client = _client()
+    label = ""                                   # a stream's name, for the default trigger name
     if kind == "monitor":
         known = [m.name for m in client.metadata.automation.monitors()]
         if value not in known:
@@ -229,13 +231,13 @@ def trigger_create(on: Annotated[str, typer.Option("--on", help="monitor:NAME, d
     elif kind == "stream":
         from conveyor.automation.streams import check_stream_location
 
-        check_stream_location(value)
+        label = check_stream_location(value)
     elif "://" not in value:
         value = str(Path(value).expanduser().resolve())   # the agent may run in another folder
     params = parse_params(param)
     stored = _check_target(run, params, kind)
     if name is None:
-        source = value if kind == "monitor" else value.rstrip("/").rsplit("/", 1)[-1]
+        source = value if kind == "monitor" else label or value.rstrip("/").rsplit("/", 1)[-1]
         name = re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{run.rpartition(':')[2]}-on-{source}").strip("-")
     client.metadata.automation.create_trigger(name, kind, value, stored, params, max_concurrent, fresh=fresh)
     console().print(f"Trigger {name}: on {kind}:{value} run {stored}{' (fresh runs)' if fresh else ''}.")

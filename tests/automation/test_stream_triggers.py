@@ -12,6 +12,7 @@ import pytest
 
 from conveyor.automation.agent import Agent
 from conveyor.errors import InvalidRequest
+from tests.cli.test_cli import cli  # noqa: F401  (fixture)
 
 PIPELINE = '''
 import os
@@ -112,8 +113,16 @@ def test_sqs_trigger_runs_a_pipeline_that_consumes_once(client, tmp_path: Path, 
     _flow(client, tmp_path, f"sqs://{name}", produce, pending)
 
 
-def test_stream_trigger_locations_are_checked_before_anything_is_stored() -> None:
+def test_stream_trigger_locations_are_checked_before_anything_is_stored(cli, tmp_path: Path) -> None:  # noqa: F811
     from conveyor.automation.streams import check_stream_location
+
+    (tmp_path / "flow.py").write_text(PIPELINE)
+    cli("triggers", "create", "--on", "stream:sqs://orders", "--run", "flow.py:drain", "-p", "source={source}")
+    bad = cli("triggers", "create", "--on", "stream:redis://:hunter2@127.0.0.1:6379/0?stream=orders",
+              "--run", "flow.py:drain", "-p", "source={source}", ok=False)
+    assert bad.returncode == 2 and "carries a password" in bad.stderr and "hunter2" not in bad.stderr
+    listed = json.loads(cli("triggers", "list", "--json").stdout)
+    assert [(t["name"], t["on"]) for t in listed] == [("drain-on-orders", "stream:sqs://orders")]
 
     with pytest.raises(InvalidRequest, match="carries a password.*password_env"):
         check_stream_location("redis://:hunter2@127.0.0.1:6379/0?stream=orders")
