@@ -31,7 +31,7 @@ Pagination = Literal["none", "page", "cursor", "link"]
 _RETRIED = frozenset({429, 500, 502, 503, 504})
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, repr=False)
 class HttpSource:
     """A JSON API read page by page.
 
@@ -84,6 +84,9 @@ class HttpSource:
                 f"HTTP source {self.describe()}: a credential in headers={{'{secret_headers[0]}': ...}} would be "
                 "stored with the pipeline and shown in logs. Put it in an environment variable and pass "
                 "token_env='NAME' (or token_secret='file:/path/to/secret').")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.describe()!r})"
 
     def describe(self) -> str:
         """The URL without user info or query string (either may carry a key), and the auth's origin."""

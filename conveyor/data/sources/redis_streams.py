@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 ID_COLUMN = "_id"
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, repr=False)
 class RedisStreamSource:
     """One stream of one Redis server, read by one consumer of a consumer group.
 
@@ -62,6 +62,9 @@ class RedisStreamSource:
         parts = urlsplit(self.url)
         netloc = f"{parts.hostname or ''}:{parts.port}" if parts.port else (parts.hostname or "")
         return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.describe()!r})"
 
     def describe(self) -> str:
         """Server (without password), stream, group and consumer."""

@@ -47,7 +47,8 @@ class SqsSource:
 
     def __post_init__(self) -> None:
         if not self.queue:
-            raise ConfigurationError("An SQS source needs a queue: open_source('sqs://NAME') or queue_url='https://...'.")
+            raise ConfigurationError("An SQS source needs a queue: open_source('sqs://NAME') or "
+                                     "queue_url='https://...'.")
         if self.body not in ("json", "text"):
             raise ConfigurationError(f"{self.describe()}: body={self.body!r} is not 'json' or 'text'.")
         if self.max_records < 1 or self.max_wait < 0 or not 0 <= self.visibility_timeout <= 43_200:
@@ -160,7 +161,8 @@ class SqsSource:
             raise SourceReadError(f"{self.describe()}: {operation} failed with {code or 'an error'}: "
                                   f"{exc.response.get('Error', {}).get('Message', '')}. {fix}") from None
         except NoRegionError:
-            raise SourceReadError(f"{self.describe()}: no AWS region. Set AWS_DEFAULT_REGION or pass region=.") from None
+            raise SourceReadError(f"{self.describe()}: no AWS region. Set AWS_DEFAULT_REGION or pass "
+                                  "region=.") from None
         except NoCredentialsError:
             raise SourceReadError(f"{self.describe()}: no AWS credentials found. Set AWS_ACCESS_KEY_ID and "
                                   "AWS_SECRET_ACCESS_KEY, a profile, or an instance role.") from None
