@@ -204,18 +204,14 @@ def _settled(ctx: StepContext) -> Iterator[None]:
     back when the attempt failed, so the next attempt (or run) reads the same messages again.
 
     A failed ``ack`` fails the step (its messages come back: at-least-once, never lost); a failed
-    ``nack`` is only printed, since unacknowledged messages come back anyway.
+    ``nack`` is only printed, since unacknowledged messages come back anyway. What a timed-out
+    attempt's thread read after its attempt ended is given back before the next attempt starts.
     """
+    _give_back(ctx)
     try:
         yield
     except BaseException:
-        held, ctx.acknowledging[:] = list(ctx.acknowledging), []
-        for source in held:
-            try:
-                source.nack()
-            except Exception as exc:
-                print(f"[conveyor] giving back what {source.describe()} delivered failed: {exc}; "
-                      "it is delivered again once it times out", file=sys.stderr)
+        _give_back(ctx)
         raise
     held, ctx.acknowledging[:] = list(ctx.acknowledging), []
     try:
@@ -223,6 +219,16 @@ def _settled(ctx: StepContext) -> Iterator[None]:
             source.ack()
     except Exception as exc:
         raise _AfterCall(exc) from exc
+
+
+def _give_back(ctx: StepContext) -> None:
+    held, ctx.acknowledging[:] = list(ctx.acknowledging), []
+    for source in held:
+        try:
+            source.nack()
+        except Exception as exc:
+            print(f"[conveyor] giving back what {source.describe()} delivered failed: {exc}; "
+                  "it is delivered again once it times out", file=sys.stderr)
 
 
 class _ThreadAttempts:
