@@ -81,7 +81,12 @@ def test_html_page_is_a_clear_error_without_the_token(api_server, token, caplog)
     assert source.describe() == f"http {api_server.url}/pages (token from $API_TOKEN)"
 
 
-def test_bad_token_and_bad_configuration_are_named(api_server, monkeypatch) -> None:
+def test_bad_token_and_bad_configuration_are_named(api_server, monkeypatch, tmp_path) -> None:
+    secret = tmp_path / "api-token"
+    secret.write_text(TOKEN + "\n")                                 # a mounted secret file
+    assert read(f"{api_server.url}/cursor", records="result.items", pagination="cursor", cursor_field="meta.next",
+                token_secret=f"file:{secret}").num_rows == 23
+
     monkeypatch.setenv("API_TOKEN", "wrong-token")
     with pytest.raises(SourceReadError, match=r"answered HTTP 401.*Check the token \(\$API_TOKEN\)") as info:
         read(f"{api_server.url}/cursor", records="result.items", token_env="API_TOKEN")
