@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the test suite starts for real, if missing: Debian packages (PostgreSQL, wrk,
-# Node.js and npm) and Azurite, the Azure Blob emulator, from npm into .cache/azurite.
+# Node.js and npm, Redis) and Azurite, the Azure Blob emulator, from npm into .cache/azurite.
 set -euo pipefail
 need=()
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
@@ -8,6 +8,7 @@ command -v wrk >/dev/null 2>&1 || need+=(wrk)
 command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "Missing Debian packages: ${need[*]}. Install them: sudo apt-get install -y ${need[*]}" >&2

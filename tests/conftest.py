@@ -113,6 +113,15 @@ def azure_emulator() -> Iterator[object]:
         yield emulator
 
 
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[object]:
+    """A real redis-server for this session on a free loopback port, without persistence."""
+    from tests.redis_server import redis_server as start
+
+    with start() as server:
+        yield server
+
+
 # A real `conveyor serve` for any test that needs one (imported last: it uses free_port above).
 from tests.servers import serve_process  # noqa: E402,F401
 

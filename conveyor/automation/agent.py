@@ -1,7 +1,9 @@
 """``conveyor agent``: one daemon for cron schedules, event sources, monitors and triggers.
 
 Every tick it (1) fires schedules that are due, (2) runs monitors that are due and raises alerts,
-(3) lists each data trigger's prefix and records new objects, (4) resets firings whose launcher
+(3) lists each data trigger's prefix and records new objects, and asks each stream trigger's
+stream or queue whether messages wait (the run it starts consumes them, acknowledged only when
+its step succeeds; see ``scan_stream_triggers``), (4) resets firings whose launcher
 died, (5) launches pending firings, oldest first, within each source's concurrency limit. A firing
 is a row before anything runs, and an object becomes "seen" in the same transaction as its firing,
 so a restarted agent neither loses nor repeats work (at-least-once: a firing whose launch was cut
@@ -67,6 +69,7 @@ class Agent:
         self.deliverer = Deliverer(self.store) if deliver else None
         self.children: dict[str, subprocess.Popen] = {}
         self._stop = threading.Event()
+        self._streams: dict[tuple[str, str], Any] = {}     # (trigger, location) -> its open source
 
     # --- the loop -----------------------------------------------------------------------------
 
@@ -100,6 +103,7 @@ class Agent:
         self.fire_schedules(now)
         self.check_monitors(now)
         self.scan_data_triggers()
+        self.scan_stream_triggers(now)
         self.reset_dead_launchers(now)
         self.launch_pending()
 
@@ -153,6 +157,44 @@ class Agent:
                 if self.store.fire_for_object(trig.name, path, {"kind": "data", "object": protocol + path}):
                     new += 1
         return new
+
+    def scan_stream_triggers(self, now: float | None = None) -> list[str]:
+        """Fire each stream trigger whose Redis stream or SQS queue has messages waiting.
+
+        Nothing is consumed here: the run reads the messages (``cv.data.read("{source}")`` in a
+        step) and its step acknowledges them when it succeeds. A trigger does not fire while one of
+        its firings is pending or running (that run takes what waits), and after failed runs it
+        waits 1, 2, 4… up to 300 seconds before firing again on the same messages.
+        """
+        from conveyor.data.sources import open_source
+
+        now = now or time.time()
+        fired = []
+        for trig in self.store.triggers("stream"):
+            if not trig.enabled or self.store.count_active(trig.name) > 0:
+                continue
+            recent = self.store.firings(trig.name, limit=10)
+            failures = 0
+            for firing in recent:                                  # newest first
+                if firing.status != "failed":
+                    break
+                failures += 1
+            if failures and now - (recent[0].finished_at or recent[0].at) < min(300.0, 2.0 ** (failures - 1)):
+                continue
+            key = (trig.name, trig.on_value)
+            try:
+                source = self._streams.get(key) or open_source(trig.on_value)
+                self._streams[key] = source
+                waiting = source.waiting()
+            except Exception as exc:
+                self._streams.pop(key, None)
+                log.warning("stream trigger %s: cannot look at its source: %s", trig.name, exc)
+                continue
+            if waiting > 0:
+                fired.append(self.store.fire("trigger", trig.name, {"kind": "stream", "source": trig.on_value,
+                                                                    "messages": waiting}))
+                log.info("stream trigger %s: %d message(s) waiting in %s", trig.name, waiting, source.describe())
+        return fired
 
     # --- running ------------------------------------------------------------------------------
 

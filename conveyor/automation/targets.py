@@ -19,6 +19,7 @@ CAUSES: dict[str, dict[str, Any]] = {
     "schedule": {"kind": "schedule", "cron": "0 3 * * *", "due": 0.0},
     "data": {"kind": "data", "object": "file:///inbox/example.csv"},
     "monitor": {"kind": "monitor", "monitor": "monitor", "alert": "0" * 32, "message": "drift"},
+    "stream": {"kind": "stream", "source": "redis://127.0.0.1:6379/0?stream=events", "messages": 1},
 }
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 

@@ -202,34 +202,42 @@ def schedule_delete(name: str) -> None:
 
 
 @triggers_app.command("create")
-def trigger_create(on: Annotated[str, typer.Option("--on", help="monitor:NAME or data:URI_PREFIX")],
+def trigger_create(on: Annotated[str, typer.Option("--on", help="monitor:NAME, data:URI_PREFIX or stream:URL "
+                                                                  "(redis://...?stream=NAME, sqs://QUEUE)")],
                    run: Annotated[str, typer.Option("--run", help="FILE.py:PIPELINE")],
-                   param: Annotated[Optional[list[str]], typer.Option("-p", "--param", help="key=value; {object} is the new object")] = None,  # noqa: UP007
+                   param: Annotated[Optional[list[str]], typer.Option("-p", "--param", help="key=value; {object} is the new object, {source} the stream")] = None,  # noqa: UP007
                    max_concurrent: Annotated[int, typer.Option(help="Runs of this trigger at once.")] = 1,
                    name: Annotated[Optional[str], typer.Option(help="Default: PIPELINE-on-SOURCE.")] = None,  # noqa: UP007
                    fresh: FreshOpt = False) -> None:
-    """Start a pipeline when a monitor alerts or a new object appears under a prefix."""
+    """Start a pipeline when a monitor alerts, a new object appears under a prefix, or messages wait in a
+    Redis stream or SQS queue (the run's step consumes them and acknowledges them when it succeeds)."""
     import re
 
     from conveyor.errors import InvalidRequest
 
     kind, sep, value = on.partition(":")
-    if not sep or kind not in ("monitor", "data") or not value:
-        raise InvalidRequest(f"--on {on!r}: use monitor:NAME or data:URI_PREFIX.", field="on")
+    if not sep or kind not in ("monitor", "data", "stream") or not value:
+        raise InvalidRequest(f"--on {on!r}: use monitor:NAME or data:URI_PREFIX (or stream:URL for a "
+                             "Redis stream or an SQS queue).", field="on")
     if max_concurrent < 1:
         raise InvalidRequest("--max-concurrent must be at least 1.", field="max_concurrent")
     client = _client()
+    label = ""                                   # a stream's name, for the default trigger name
     if kind == "monitor":
         known = [m.name for m in client.metadata.automation.monitors()]
         if value not in known:
             raise InvalidRequest(f"--on monitor:{value}: no such monitor. Monitors: {', '.join(known) or '(none)'}; "
                                  "create it first (`conveyor monitors create`).", field="on")
+    elif kind == "stream":
+        from conveyor.automation.streams import check_stream_location
+
+        label = check_stream_location(value)
     elif "://" not in value:
         value = str(Path(value).expanduser().resolve())   # the agent may run in another folder
     params = parse_params(param)
     stored = _check_target(run, params, kind)
     if name is None:
-        source = value if kind == "monitor" else value.rstrip("/").rsplit("/", 1)[-1]
+        source = value if kind == "monitor" else label or value.rstrip("/").rsplit("/", 1)[-1]
         name = re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{run.rpartition(':')[2]}-on-{source}").strip("-")
     client.metadata.automation.create_trigger(name, kind, value, stored, params, max_concurrent, fresh=fresh)
     console().print(f"Trigger {name}: on {kind}:{value} run {stored}{' (fresh runs)' if fresh else ''}.")

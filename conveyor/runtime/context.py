@@ -26,12 +26,19 @@ class StepContext:
     metrics: list[tuple[str, float, int | None, float]] = field(default_factory=list)
     params: dict[str, Any] = field(default_factory=dict)
     logged_files: list[tuple[str, str]] = field(default_factory=list)   # (name, path)
+    # streams and queues read in this attempt: acknowledged once its outputs are stored, given back otherwise
+    acknowledging: list[Any] = field(default_factory=list)
 
     def log_metric(self, name: str, value: float, step: int | None = None) -> None:
         self.metrics.append((_metric_name(name), _metric_value(name, value), step, time.time()))
 
     def log_params(self, values: dict[str, Any]) -> None:
         self.params.update(values)
+
+    def acknowledge_on_success(self, source: Any) -> None:
+        """Have ``source.ack()`` called when this attempt succeeds (outputs stored), ``nack()`` otherwise."""
+        if not any(held is source for held in self.acknowledging):
+            self.acknowledging.append(source)
 
 
 _current: contextvars.ContextVar[StepContext | None] = contextvars.ContextVar("cv_step", default=None)

@@ -7,6 +7,7 @@ task carries only picklable descriptions and the worker opens the artifact store
 from __future__ import annotations
 
 import atexit
+import contextlib
 import contextvars
 import importlib
 import importlib.util
@@ -17,7 +18,7 @@ import sys
 import threading
 import time
 import traceback as tb_module
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -197,6 +198,39 @@ def _store(task: StepTask, value: Any, ctx: StepContext) -> _Stored:
     return _Stored(outputs, values, logged)
 
 
+@contextlib.contextmanager
+def _settled(ctx: StepContext) -> Iterator[None]:
+    """Acknowledge what the attempt read from streams and queues once its outputs are stored; give it
+    back when the attempt failed, so the next attempt (or run) reads the same messages again.
+
+    A failed ``ack`` fails the step (its messages come back: at-least-once, never lost); a failed
+    ``nack`` is only printed, since unacknowledged messages come back anyway. What a timed-out
+    attempt's thread read after its attempt ended is given back before the next attempt starts.
+    """
+    _give_back(ctx)
+    try:
+        yield
+    except BaseException:
+        _give_back(ctx)
+        raise
+    held, ctx.acknowledging[:] = list(ctx.acknowledging), []
+    try:
+        for source in held:
+            source.ack()
+    except Exception as exc:
+        raise _AfterCall(exc) from exc
+
+
+def _give_back(ctx: StepContext) -> None:
+    held, ctx.acknowledging[:] = list(ctx.acknowledging), []
+    for source in held:
+        try:
+            source.nack()
+        except Exception as exc:
+            print(f"[conveyor] giving back what {source.describe()} delivered failed: {exc}; "
+                  "it is delivered again once it times out", file=sys.stderr)
+
+
 class _ThreadAttempts:
     """Attempts in a thread of this process. A thread cannot be stopped, so after a timeout the
     attempt goes on in the background and a retry waits for it to finish before it starts."""
@@ -206,7 +240,9 @@ class _ThreadAttempts:
 
     def attempt(self, task: StepTask, fn: Callable[..., Any], args: dict[str, Any], ctx: StepContext,
                 buffer: io.StringIO) -> _Stored:
-        return _store(task, self._call(lambda: fn(**args), task.timeout, task.node_name), ctx)
+        with _settled(ctx):
+            stored = _store(task, self._call(lambda: fn(**args), task.timeout, task.node_name), ctx)
+        return stored
 
     def _call(self, fn: Callable[[], Any], timeout: float | None, name: str) -> Any:
         if timeout is None:
@@ -386,7 +422,8 @@ def _child_attempt(task: StepTask, fn: Callable[..., Any], args: dict[str, Any],
         outcome: dict[str, Any]
         stopped = False
         try:
-            stored = _store(task, fn(**args), ctx)
+            with _settled(ctx):
+                stored = _store(task, fn(**args), ctx)
             outcome = {"outputs": stored.outputs, "logged": stored.logged}
         except _Stopped:
             outcome, stopped = {}, True

@@ -60,3 +60,8 @@ def _split(value: str) -> tuple[str, str | None]:
 
 
 __all__ = ["KINDS", "SCHEMES", "open_source", "read", "register"]
+
+register("http", "conveyor.data.sources.http:open_http", schemes=("http", "https"))
+register("redis-stream", "conveyor.data.sources.redis_streams:open_redis_stream", schemes=("redis", "rediss"))
+register("sqs", "conveyor.data.sources.sqs:open_sqs", schemes=("sqs",))
+register("mongo", "conveyor.data.sources.mongo:open_mongo", schemes=("mongodb", "mongodb+srv"))

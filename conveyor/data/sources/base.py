@@ -44,3 +44,16 @@ class Acknowledging(Protocol):
 
     def nack(self) -> None:
         ...
+
+
+def acknowledge_with_step(source: Acknowledging) -> bool:
+    """Inside a running step, have the step acknowledge ``source`` when it succeeds and give its
+    messages back when it fails; outside a step (plain Python) do nothing and return False: the
+    caller then calls ``ack()`` or ``nack()`` itself."""
+    from conveyor.runtime.context import current_step
+
+    ctx = current_step()
+    if ctx is None:
+        return False
+    ctx.acknowledge_on_success(source)
+    return True
