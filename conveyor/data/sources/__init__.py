@@ -60,3 +60,6 @@ def _split(value: str) -> tuple[str, str | None]:
 
 
 __all__ = ["KINDS", "SCHEMES", "open_source", "read", "register"]
+
+
+register("dataset", "conveyor.data.datasets:open_dataset_source", schemes=("dataset",))

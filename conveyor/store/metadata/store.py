@@ -7,6 +7,7 @@ from sqlalchemy.engine import Engine
 from conveyor.store.metadata.artifacts import Artifacts
 from conveyor.store.metadata.automation import Automation
 from conveyor.store.metadata.bundles import Bundles
+from conveyor.store.metadata.datasets import Datasets
 from conveyor.store.metadata.connection import Reconnect, create_db_engine, migrate, redact
 from conveyor.store.metadata.endpoints import Endpoints
 from conveyor.store.metadata.models import Models
@@ -32,6 +33,7 @@ class MetadataStore:
         self.endpoints = Endpoints(self.engine)
         self.automation = Automation(self.engine)
         self.bundles = Bundles(self.engine)
+        self.datasets = Datasets(self.engine)
 
     def __repr__(self) -> str:
         return f"MetadataStore({redact(self.url)!r})"
