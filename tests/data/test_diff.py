@@ -65,11 +65,15 @@ def test_a_key_that_is_not_unique_or_missing_is_a_clear_error() -> None:
 
 
 def test_cli_diff_list_show_alias_with_html(cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    from typer.testing import CliRunner
+
+    from conveyor.cli.main import app
     from conveyor.config import load_settings
     from conveyor.runtime.client import Client
 
     old, new, added, removed, changed = _versions(2000)
     monkeypatch.setenv("CONVEYOR_HOME", str(tmp_path / "home"))      # the home the commands below use
+    monkeypatch.setenv("COLUMNS", "200")
     client = Client(load_settings())
     catalog = DatasetCatalog(client.metadata, client.artifacts, "tester")
     catalog.register("customers", old)
@@ -78,22 +82,29 @@ def test_cli_diff_list_show_alias_with_html(cli, tmp_path: Path, monkeypatch: py
     catalog.register("customers", new)
     catalog.register("customers", shifted)
     client.close()
-    out = json.loads(cli("datasets", "diff", "customers:1", "customers:2", "--key", "id", "--json").stdout)
+
+    def run(*args: str) -> str:
+        result = CliRunner().invoke(app, list(args), catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    out = json.loads(run("datasets", "diff", "customers:1", "customers:2", "--key", "id", "--json"))
     assert (out["added"], out["removed"], out["changed"]) == (len(added), len(removed), len(changed))
     page = tmp_path / "diff.html"
-    text = cli("datasets", "diff", "customers:2", "customers:3", "-k", "id", "--html", str(page)).stdout
+    text = run("datasets", "diff", "customers:2", "customers:3", "-k", "id", "--html", str(page))
     assert "customers:2 → customers:3" in text and "changed" in text and "spend" in text
     html = page.read_text()
     assert html.startswith("<!doctype html>") and "<script" not in html and "<svg" in html and "http" not in html
-    dist = json.loads(cli("datasets", "diff", "customers:2", "customers:3", "-k", "id", "--json").stdout)
+    dist = json.loads(run("datasets", "diff", "customers:2", "customers:3", "-k", "id", "--json"))
     verdicts = {c["column"]: c["drifted"] for c in dist["distributions"]}
     assert verdicts["spend"] is True and verdicts["plan"] is False
-    cli("datasets", "alias", "customers:2", "train")
-    shown = json.loads(cli("datasets", "show", "customers@train", "--json").stdout)
+    run("datasets", "alias", "customers:2", "train")
+    shown = json.loads(run("datasets", "show", "customers@train", "--json"))
     assert shown["version"] == 2 and shown["aliases"] == ["train"] and shown["rows"] == new.num_rows
-    listed = json.loads(cli("datasets", "list", "--json").stdout)
+    listed = json.loads(run("datasets", "list", "--json"))
     assert listed == [{"name": "customers", "versions": 3, "latest": 3, "aliases": {"train": 2}}]
+    table = run("datasets", "show", "customers")
+    assert "dataset customers" in table and "train" in table and f"{new.num_rows:,}" in table
+    # as a user types it: a bad reference is a message and an exit code, never a traceback
     bad = cli("datasets", "diff", "customers:1", "customers:9", ok=False)
     assert bad.returncode != 0 and "has no version 9" in bad.stderr + bad.stdout and "Traceback" not in bad.stderr
-    table = cli("datasets", "show", "customers").stdout
-    assert "dataset customers" in table and "train" in table and f"{new.num_rows:,}" in table
