@@ -104,6 +104,20 @@ def differs(x: Any, y: Any) -> np.ndarray:
     return ~np.asarray(same, dtype=bool)
 
 
+def _differs_numeric(x: Any, y: Any, ix: np.ndarray, iy: np.ndarray) -> np.ndarray | None:
+    """``differs`` for numbers without missing values, in NumPy (None when the column is not such)."""
+    import pyarrow as pa
+
+    numeric = (pa.types.is_integer(x.type) or pa.types.is_floating(x.type)) and x.type == y.type
+    if not numeric or x.null_count or y.null_count:
+        return None
+    xv, yv = np.asarray(x)[ix], np.asarray(y)[iy]
+    d = xv != yv
+    if pa.types.is_floating(x.type):
+        d &= ~(np.isnan(xv) & np.isnan(yv))
+    return d
+
+
 def _check_unique(table: Any, key: list[str], name: str) -> None:
     import pyarrow.compute as pc
 
@@ -114,6 +128,93 @@ def _check_unique(table: Any, key: list[str], name: str) -> None:
     raise InvalidRequest(f"Key {', '.join(key)} is not unique in {name}: {table.num_rows - counts.num_rows} rows "
                          f"repeat a key (e.g. {dup}). Diff by a key that names one row, or add columns to it "
                          "(--key a --key b).", field="key")
+
+
+def _key_codes(table: Any, keys: list[str]) -> tuple[np.ndarray, bool]:
+    """One integer per row standing for its key: the value itself for a single integer key without
+    missing values, else the stable 64-bit hash of the key columns (matches are checked afterwards)."""
+    import pyarrow as pa
+
+    from conveyor.data.keyhash import hash_columns
+
+    if len(keys) == 1:
+        col = table.column(keys[0])
+        if (pa.types.is_integer(col.type) or pa.types.is_temporal(col.type)) and col.null_count == 0 \
+                and not pa.types.is_uint64(col.type):
+            values = col.combine_chunks()
+            if pa.types.is_temporal(col.type):
+                values = values.view(pa.int64() if col.type.bit_width == 64 else pa.int32())
+            return np.asarray(values, dtype=np.int64), True
+    return hash_columns(table, keys).view(np.int64), False
+
+
+def match_rows(a: Any, b: Any, keys: list[str], names: tuple[str, str]) -> tuple[np.ndarray, ...]:
+    from conveyor.data.keyhash import hash_columns
+
+    """Row numbers of ``a`` and ``b`` with equal keys (``ma``, ``mb``), and the rows only in ``b``
+    (added) or only in ``a`` (removed), by sorting one side's key codes and binary-searching the other's.
+
+    A key repeated on either side is an error. If two different keys ever shared a hash, the answer
+    comes from an Arrow hash join instead (checked on every match, so it is never wrong).
+    """
+    (ca, exact_a), (cb, exact_b) = _key_codes(a, keys), _key_codes(b, keys)
+    if exact_a != exact_b:    # one side's key is integers, the other's not (or has missing values): hash both
+        ca, cb = hash_columns(a, keys).view(np.int64), hash_columns(b, keys).view(np.int64)
+    hashed = not (exact_a and exact_b)
+    if not hashed and len(ca) and len(cb):
+        lo, hi = min(int(ca.min()), int(cb.min())), max(int(ca.max()), int(cb.max()))
+        if hi - lo <= 8 * (len(ca) + len(cb)):     # dense integer ids: a lookup table, no sort, no search
+            return _dense_rows(a, b, keys, names, ca - lo, cb - lo, hi - lo + 1)
+    order = np.argsort(ca, kind="stable")          # near-linear when the key is already in order
+    sa = ca[order]
+    for codes, sorted_codes, t, n in ((ca, sa, a, names[0]), (cb, None, b, names[1])):
+        s = sorted_codes if sorted_codes is not None else np.sort(codes, kind="stable")
+        if len(s) > 1 and bool(np.any(s[1:] == s[:-1])):
+            _check_unique(t, keys, n)              # a real repeat raises; a hash collision falls through
+            return _join_rows(a, b, keys)
+    pos = np.minimum(np.searchsorted(sa, cb), max(len(sa) - 1, 0))
+    found = sa[pos] == cb if len(sa) else np.zeros(len(cb), dtype=bool)
+    ma, mb = order[pos[found]], np.flatnonzero(found)
+    if hashed and len(ma):
+        same = np.ones(len(ma), dtype=bool)
+        for k in keys:
+            same &= ~differs(a.column(k).take(ma), b.column(k).take(mb))
+        if not same.all():
+            return _join_rows(a, b, keys)
+    in_b = np.zeros(len(ca), dtype=bool)
+    in_b[ma] = True
+    return ma, mb, np.flatnonzero(~found), np.flatnonzero(~in_b)
+
+
+def _dense_rows(a: Any, b: Any, keys: list[str], names: tuple[str, str], ca: np.ndarray, cb: np.ndarray,
+                span: int) -> tuple[np.ndarray, ...]:
+    for codes, t, n in ((ca, a, names[0]), (cb, b, names[1])):
+        if len(codes) > 1 and int(np.bincount(codes, minlength=span).max()) > 1:
+            _check_unique(t, keys, n)
+    row_of_a = np.full(span, -1, dtype=np.int64)
+    row_of_a[ca] = np.arange(len(ca))
+    at = row_of_a[cb]
+    found = at >= 0
+    ma, mb = at[found], np.flatnonzero(found)
+    in_b = np.zeros(len(ca), dtype=bool)
+    in_b[ma] = True
+    return ma, mb, np.flatnonzero(~found), np.flatnonzero(~in_b)
+
+
+def _join_rows(a: Any, b: Any, keys: list[str]) -> tuple[np.ndarray, ...]:
+    """``match_rows`` by an Arrow hash join (the fallback; slower, exact for any key type)."""
+    import pyarrow as pa
+
+    ka = a.select(keys).append_column(_A, pa.array(np.arange(a.num_rows, dtype=np.int64)))
+    kb = b.select(keys)
+    if kb.schema != a.select(keys).schema:
+        kb = kb.cast(pa.schema([pa.field(k, ka.schema.field(k).type) for k in keys]))
+    kb = kb.append_column(_B, pa.array(np.arange(b.num_rows, dtype=np.int64)))
+    joined = ka.join(kb, keys=keys, join_type="full outer")
+    ia = np.asarray(joined.column(_A).fill_null(-1), dtype=np.int64)
+    ib = np.asarray(joined.column(_B).fill_null(-1), dtype=np.int64)
+    both = (ia >= 0) & (ib >= 0)
+    return ia[both], ib[both], ib[ia < 0], ia[ib < 0]
 
 
 def _schema_changes(a: Any, b: Any) -> tuple[list[dict[str, str]], list[dict[str, str]], list[dict[str, str]]]:
@@ -146,25 +247,16 @@ def diff_tables(a: Any, b: Any, *, key: str | Sequence[str] | None = None, examp
             if missing:
                 raise InvalidRequest(f"Key column {', '.join(missing)} is not in {n} ({side}). Its columns: "
                                      f"{', '.join(t.column_names)}.", field="key")
-            _check_unique(t, keys, n)
-        ka = a.select(keys).append_column(_A, pa.array(np.arange(a.num_rows, dtype=np.int64)))
-        kb = b.select(keys)
-        kb = kb.cast(pa.schema([pa.field(k, ka.schema.field(k).type) for k in keys])) \
-            if kb.schema != a.select(keys).schema else kb
-        kb = kb.append_column(_B, pa.array(np.arange(b.num_rows, dtype=np.int64)))
-        joined = ka.join(kb, keys=keys, join_type="full outer")
-        ia = np.asarray(joined.column(_A).fill_null(-1), dtype=np.int64)
-        ib = np.asarray(joined.column(_B).fill_null(-1), dtype=np.int64)
-        added_idx, removed_idx = ib[ia < 0], ia[ib < 0]
-        both = (ia >= 0) & (ib >= 0)
-        ma, mb = ia[both], ib[both]
+        ma, mb, added_idx, removed_idx = match_rows(a, b, keys, names)
         order = np.argsort(mb, kind="stable")      # examples in the after version's row order
         ma, mb = ma[order], mb[order]
         changed_mask = np.zeros(len(ma), dtype=bool)
         masks: dict[str, np.ndarray] = {}
         for col in common:
             try:
-                d = differs(a.column(col).take(ma), b.column(col).take(mb))
+                d = _differs_numeric(a.column(col), b.column(col), ma, mb)
+                if d is None:
+                    d = differs(a.column(col).take(ma), b.column(col).take(mb))
             except (TypeError, pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
                 not_compared[col] = str(exc).splitlines()[0]
                 continue
