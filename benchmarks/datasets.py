@@ -11,7 +11,8 @@
               ``diff_tables`` against ``pandas.merge(..., how="outer", indicator=True)`` on the same
               frames (built beforehand). Target: faster than the merge.
 
-Each time is the median of BENCH_REPEATS (default 3) after a warm-up. Prints one JSON object.
+Each time is the best of BENCH_REPEATS (default 5) rounds after a warm-up, contenders taking turns
+within a round so a busy machine slows them alike. Prints one JSON object.
 Run from the repository root: ``python benchmarks/datasets.py``.
 """
 
@@ -20,7 +21,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -30,7 +30,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
+REPEATS = int(os.environ.get("BENCH_REPEATS", "5"))
 HASH_FILES = int(os.environ.get("BENCH_HASH_FILES", "8"))
 HASH_MB = int(os.environ.get("BENCH_HASH_MB", "512"))
 SMALL_FILES = int(os.environ.get("BENCH_SMALL_FILES", "20000"))
@@ -38,13 +38,21 @@ ROWS = int(os.environ.get("BENCH_ROWS", "1000000"))
 
 
 def timed(fn: Callable[[], object]) -> float:
-    fn()
-    times = []
-    for _ in range(REPEATS):
-        start = time.perf_counter()
+    return race(fn)[0]
+
+
+def race(*fns: Callable[[], object]) -> list[float]:
+    """Best time of each function over REPEATS rounds, the functions taking turns within each round,
+    so a busy machine slows every contender alike (after one warm-up call each)."""
+    for fn in fns:
         fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(REPEATS):
+        for i, fn in enumerate(fns):
+            start = time.perf_counter()
+            fn()
+            times[i].append(time.perf_counter() - start)
+    return [min(t) for t in times]
 
 
 def hashing(folder: Path) -> dict[str, object]:
@@ -61,15 +69,16 @@ def hashing(folder: Path) -> dict[str, object]:
     total = per_file * HASH_FILES
     mb = total / (1 << 20)
     out: dict[str, object] = {"bytes": total, "files": HASH_FILES}
-    ours = timed(lambda: build_manifest(str(folder)))
+    tools = [t for t in ("sha256sum", "b3sum") if shutil.which(t)]
+    ours, *peers = race(lambda: build_manifest(str(folder)),
+                        *[lambda tool=tool: subprocess.run([tool, *files], check=True, capture_output=True)
+                          for tool in tools])
     out["conveyor_manifest_mb_s"] = round(mb / ours, 1)
     for tool in ("sha256sum", "b3sum"):
-        if shutil.which(tool):
-            t = timed(lambda tool=tool: subprocess.run([tool, *files], check=True, capture_output=True))
-            out[f"{tool}_mb_s"] = round(mb / t, 1)
-            out[f"ratio_vs_{tool}"] = round(t / ours, 3)
-        else:
-            out[f"{tool}_mb_s"] = None
+        out[f"{tool}_mb_s"] = None
+    for tool, t in zip(tools, peers, strict=True):
+        out[f"{tool}_mb_s"] = round(mb / t, 1)
+        out[f"ratio_vs_{tool}"] = round(t / ours, 3)
     try:
         import blake3
 
@@ -148,9 +157,9 @@ def diff() -> dict[str, object]:
     extra = old.slice(0, n // 100).set_column(0, "id", pa.array(np.arange(n, n + n // 100)))
     new = pa.concat_tables([new, extra])
     a_df, b_df = old.to_pandas(), new.to_pandas()
-    ours = timed(lambda: diff_tables(old, new, key="id"))
+    ours, merge = race(lambda: diff_tables(old, new, key="id"),
+                       lambda: a_df.merge(b_df, on="id", how="outer", indicator=True))
     result = diff_tables(old, new, key="id")
-    merge = timed(lambda: a_df.merge(b_df, on="id", how="outer", indicator=True))
     return {"rows": n, "added": result.added, "removed": result.removed, "changed": result.changed,
             "conveyor_s": round(ours, 3), "pandas_merge_indicator_s": round(merge, 3),
             "speedup_vs_pandas": round(merge / ours, 2), "target_speedup": 1.0}
