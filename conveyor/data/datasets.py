@@ -93,11 +93,12 @@ class DatasetCatalog:
 
     def register(self, name: str, data: Any, *, alias: str | None = None, profile: bool | None = None,
                  storage_options: dict[str, Any] | None = None, run_id: str | None = None,
-                 step_run_id: str | None = None, threads: int | None = None) -> Any:
+                 step_run_id: str | None = None, threads: int | None = None, algorithm: str = "sha256") -> Any:
         """Register ``data`` (a table, DataFrame, source, or a URI of files) as a version of ``name``.
 
         Returns the version (a ``DatasetVersionRecord``): a new one, or the existing one with the same
-        content. ``alias`` is moved to it. Everything is checked and written before one transaction
+        content. ``alias`` is moved to it. ``algorithm`` hashes a file set's files (``sha256`` or
+        ``blake3``; the same files under the two are two versions). Everything is checked and written before one transaction
         records it, so a failure registers nothing.
         """
         from conveyor.store.metadata.datasets import NewDatasetVersion
@@ -106,7 +107,7 @@ class DatasetCatalog:
         if alias is not None:
             check_dataset_alias(alias)
         if isinstance(data, str | PurePath):
-            new = self._files_version(name, str(data), profile, storage_options, threads)
+            new = self._files_version(name, str(data), profile, storage_options, threads, algorithm)
         else:
             new = self._table_version(name, data, profile)
         assert isinstance(new, NewDatasetVersion)
@@ -133,13 +134,14 @@ class DatasetCatalog:
                                  size=stored.size, source=described)
 
     def _files_version(self, name: str, uri: str, profile: bool | None, storage_options: dict[str, Any] | None,
-                       threads: int | None) -> Any:
+                       threads: int | None, algorithm: str) -> Any:
         from conveyor.data.manifest import build_manifest
         from conveyor.store.metadata.datasets import NewDatasetVersion
 
         previous = self.rows.latest_of_kind(name, "files") if self.rows.exists(name) else None
         before = self._load_artifact(previous.artifact_id) if previous is not None else None
-        manifest = build_manifest(uri, previous=before, storage_options=storage_options, threads=threads)
+        manifest = build_manifest(uri, previous=before, storage_options=storage_options, threads=threads,
+                                  algorithm=algorithm)
         same = self.rows.by_content(name, manifest.content_hash)
         if same is not None:    # nothing new: the version exists, and no file needs opening for its schema
             return NewDatasetVersion(dataset=name, content_hash=same.content_hash, kind="files", artifacts=[],
@@ -220,7 +222,7 @@ class DatasetCatalog:
         return self.artifacts.get(stored_from_record(self.metadata.artifacts.get(artifact_id)))
 
     def manifest(self, ref: str | DatasetRef) -> Any:
-        """The manifest (path, size, fingerprint, sha256) of a file-set version."""
+        """The manifest (path, size, fingerprint, hash) of a file-set version."""
         version = self.resolve(ref)
         if version.kind != "files":
             raise InvalidRequest(f"Dataset version {version.ref} is a table, not a set of files: it has no "
@@ -362,17 +364,19 @@ def current(client: Any = None) -> tuple[DatasetCatalog, Reader]:
 
 
 def register_dataset(name: str, data: Any, *, alias: str | None = None, profile: bool | None = None,
-                     storage_options: dict[str, Any] | None = None, client: Any = None) -> Any:
+                     storage_options: dict[str, Any] | None = None, algorithm: str = "sha256",
+                     client: Any = None) -> Any:
     """Register ``data`` as a version of dataset ``name``; the same content gives the same version.
 
     ``data`` is an Arrow table, a DataFrame, a ``cv.data`` source, or a URI (folder, glob or file on
     any fsspec filesystem) of files to version by a manifest of their hashes. Inside a step the
     version is linked to that step run; inside ``cv.start_run`` to that run. ``profile=False``
-    skips the column profile (the diff then shows no distribution changes).
+    skips the column profile (the diff then shows no distribution changes). ``algorithm="blake3"``
+    hashes files with BLAKE3 (the ``blake3`` extra) instead of SHA-256.
     """
     catalog, reader = current(client)
     return catalog.register(name, data, alias=alias, profile=profile, storage_options=storage_options,
-                            run_id=reader.run_id, step_run_id=reader.step_run_id)
+                            run_id=reader.run_id, step_run_id=reader.step_run_id, algorithm=algorithm)
 
 
 def load_dataset(ref: str, *, client: Any = None, storage_options: dict[str, Any] | None = None) -> Any:
@@ -386,7 +390,7 @@ def load_dataset(ref: str, *, client: Any = None, storage_options: dict[str, Any
 
 
 def dataset_manifest(ref: str, *, client: Any = None) -> Any:
-    """The manifest (path, size, fingerprint, sha256) of a file-set version."""
+    """The manifest (path, size, fingerprint, hash) of a file-set version."""
     return current(client)[0].manifest(ref)
 
 

@@ -1,11 +1,14 @@
-"""Manifests of file sets: one row per file with its size, fingerprint and SHA-256.
+"""Manifests of file sets: one row per file with its size, fingerprint and content hash.
 
 A file set is versioned by its manifest, never copied. Each file is read once: the next
 registration of the same root reuses the hash of every file whose size and fingerprint (the
 object store's ETag or generation, or the local modification time) are unchanged, so a set of a
 million files whose files did not change costs one listing and no reads. The version's identity
-is the hash of the sorted (relative path, size, SHA-256) triples: content alone, so touching a file
-without changing it gives the same version.
+is the hash of the sorted (relative path, size, file hash) triples: content alone, so touching a
+file without changing it gives the same version. Files hash with SHA-256 (``hashlib``: OpenSSL,
+several files at once), or with BLAKE3 when asked (``algorithm="blake3"``, the optional ``blake3``
+wheel, itself multi-threaded); a file hash carries its algorithm's name (``sha256:…``), so a
+manifest never reuses a hash of the other kind.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any
 from conveyor.errors import ArtifactIntegrityError, InvalidRequest, NotFound
 
 CHUNK_BYTES = 8 << 20
+ALGORITHMS = ("sha256", "blake3")
 _GLOB = set("*?[")
 # what an object store's listing says about a file's bytes, most precise first
 _FINGERPRINT_KEYS = ("ETag", "etag", "md5Hash", "generation", "content_settings", "mtime", "LastModified",
@@ -28,7 +32,7 @@ _FINGERPRINT_KEYS = ("ETag", "etag", "md5Hash", "generation", "content_settings"
 
 @dataclass(frozen=True, slots=True)
 class Manifest:
-    """A file set as hashed now: ``table`` (path, size, fingerprint, sha256), sorted by path."""
+    """A file set as hashed now: ``table`` (path, size, fingerprint, hash), sorted by path."""
 
     root: str                 # the folder (as a URL) the paths are relative to
     table: Any                # pyarrow.Table
@@ -83,24 +87,38 @@ def open_files(uri: str, storage_options: dict[str, Any] | None = None) -> tuple
     return fs, root, files
 
 
-def _sha256(fs: Any, path: str, on_bytes: Callable[[int], None] | None) -> str:
-    h = hashlib.sha256()
+def _hasher(algorithm: str, threads: bool) -> Any:
+    if algorithm == "sha256":
+        return hashlib.sha256()
+    try:
+        import blake3
+    except ImportError:
+        raise InvalidRequest("algorithm='blake3' needs the blake3 package: pip install 'conveyor[blake3]', or "
+                             "use the default algorithm='sha256'.", field="algorithm") from None
+    return blake3.blake3(max_threads=blake3.blake3.AUTO if threads else 1)
+
+
+def _file_hash(fs: Any, path: str, algorithm: str, threads: bool, on_bytes: Callable[[int], None] | None) -> str:
+    h = _hasher(algorithm, threads)
     with fs.open(path, "rb", block_size=CHUNK_BYTES) as fh:
         while chunk := fh.read(CHUNK_BYTES):
             h.update(chunk)          # releases the GIL: several files hash at once on several cores
             if on_bytes is not None:
                 on_bytes(len(chunk))
-    return h.hexdigest()
+    return f"{algorithm}:{h.hexdigest()}"
 
 
 def build_manifest(uri: str, *, previous: Any = None, storage_options: dict[str, Any] | None = None,
-                   threads: int | None = None, progress: bool | None = None) -> Manifest:
+                   threads: int | None = None, progress: bool | None = None, algorithm: str = "sha256") -> Manifest:
     """Hash the files ``uri`` names, reusing ``previous`` (an earlier manifest of the same root) where
     a file's size and fingerprint did not change."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    if algorithm not in ALGORITHMS:
+        raise InvalidRequest(f"Unknown hash algorithm {algorithm!r}: use one of {', '.join(ALGORITHMS)}.",
+                             field="algorithm")
     fs, root, files = open_files(uri, storage_options)
     prefix = root.rstrip("/") + "/"
     paths = sorted(files)
@@ -113,20 +131,20 @@ def build_manifest(uri: str, *, previous: Any = None, storage_options: dict[str,
         found = np.asarray(at.is_valid())
         idx = np.asarray(at.fill_null(0))
         same = found & (np.asarray(previous.column("size"))[idx] == np.asarray(sizes)) & \
-            (np.asarray(previous.column("fingerprint"), dtype=object)[idx] == np.asarray(prints, dtype=object))
-        hashes[same] = np.asarray(previous.column("sha256"), dtype=object)[idx[same]]
+            (np.asarray(previous.column("fingerprint"), dtype=object)[idx] == np.asarray(prints, dtype=object)) & \
+            np.asarray(pc.starts_with(previous.column("hash"), f"{algorithm}:"))[idx]
+        hashes[same] = np.asarray(previous.column("hash"), dtype=object)[idx[same]]
     todo = [i for i in np.flatnonzero(hashes == None)]  # noqa: E711 (elementwise)
-    _hash_files(fs, [paths[i] for i in todo], hashes, todo, threads, progress,
+    _hash_files(fs, [paths[i] for i in todo], hashes, todo, threads, progress, algorithm,
                 total_bytes=int(np.asarray(sizes)[todo].sum()) if todo else 0)
-    sha = pa.array(list(hashes), pa.string())
-    table = pa.table({"path": rel, "size": sizes, "fingerprint": prints, "sha256": sha},
+    table = pa.table({"path": rel, "size": sizes, "fingerprint": prints, "hash": pa.array(list(hashes), pa.string())},
                      metadata={"root": fs.unstrip_protocol(root)})
     return Manifest(fs.unstrip_protocol(root), table, identity(table), hashed=len(todo),
                     reused=len(paths) - len(todo), first_hashed=fs.unstrip_protocol(paths[todo[0]]) if todo else None)
 
 
 def _hash_files(fs: Any, paths: list[str], out: Any, slots: list[int], threads: int | None,
-                progress: bool | None, total_bytes: int) -> None:
+                progress: bool | None, algorithm: str, total_bytes: int) -> None:
     if not paths:
         return
     workers = threads or min(16, (os.cpu_count() or 1) * 2)
@@ -141,7 +159,8 @@ def _hash_files(fs: Any, paths: list[str], out: Any, slots: list[int], threads: 
 
     def one(path: str) -> str:
         try:
-            return _sha256(fs, path, (lambda n: bar.advance(task, n)) if bar is not None else None)
+            return _file_hash(fs, path, algorithm, len(paths) < workers,
+                              (lambda n: bar.advance(task, n)) if bar is not None else None)
         except (OSError, ValueError) as exc:
             raise ArtifactIntegrityError(f"Cannot read {fs.unstrip_protocol(path)} to version it: {exc}. Nothing "
                                          "was registered; fix the file's access and register again.") from None
@@ -162,11 +181,11 @@ def _stderr_is_terminal() -> bool:
 
 
 def identity(table: Any) -> str:
-    """``sha256:`` of the sorted (path, size, sha256) lines: the file set's content, nothing else."""
+    """``sha256:`` of the sorted (path, size, hash) lines: the file set's content, nothing else."""
     import pyarrow.compute as pc
 
     lines = pc.binary_join_element_wise(table.column("path"), pc.cast(table.column("size"), "string"),
-                                        table.column("sha256"), "\t")
+                                        table.column("hash"), "\t")
     h = hashlib.sha256()
     for chunk in lines.chunks:
         h.update("\n".join(chunk.to_pylist()).encode())

@@ -3,6 +3,7 @@ that never re-read unchanged files, and registrations that fail leaving nothing 
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -164,8 +165,8 @@ def test_a_file_set_is_versioned_by_manifest_and_unchanged_files_are_not_read(cl
     v1 = catalog.register("events", uri)
     assert (v1.kind, v1.num_files, v1.num_rows) == ("files", 20, 2000)
     assert len({p for p in opened if p.endswith(".parquet")}) == 20
-    assert catalog.manifest("events:1").column("sha256")[0].as_py() == \
-        __import__("hashlib").sha256((folder / "part-000.parquet").read_bytes()).hexdigest()
+    assert catalog.manifest("events:1").column("hash")[0].as_py() == \
+        "sha256:" + hashlib.sha256((folder / "part-000.parquet").read_bytes()).hexdigest()
     # nothing changed: same version, and not one file is opened to hash it (profile=False: no row reads)
     opened.clear()
     assert catalog.register("events", uri, profile=False).version == 1
@@ -182,7 +183,7 @@ def test_a_file_set_is_versioned_by_manifest_and_unchanged_files_are_not_read(cl
     # the files-level diff names exactly the changed file
     d = catalog.diff("events:1", "events:2")
     assert (d.added, d.removed, d.changed, d.changed_by_column) == (0, 0, 1, {"size": d.changed_by_column["size"],
-                                                                               "sha256": 1})
+                                                                               "hash": 1})
     assert d.examples["changed"][0]["key"] == {"path": "part-007.parquet"}
     # a file changed after registration: loading the old version says so instead of reading other rows
     with pytest.raises(ArtifactIntegrityError, match="changed or vanished"):
@@ -216,3 +217,17 @@ def test_dataframes_round_trip_without_pandas_metadata(catalog) -> None:
     loaded = catalog.load(v.ref)
     assert loaded.schema.metadata is None
     assert loaded.column("id").to_pylist() == [3, 1, 2] and loaded.column("x").null_count == 1
+
+
+def test_blake3_manifests_hash_with_blake3_and_never_reuse_sha256_hashes(catalog, tmp_path) -> None:
+    import blake3
+
+    _write_parts(tmp_path / "b3", [_customers(10, s) for s in range(2)])
+    sha = catalog.register("b3", str(tmp_path / "b3"))
+    b3 = catalog.register("b3", str(tmp_path / "b3"), algorithm="blake3")
+    assert b3.version == sha.version + 1 and b3.content_hash != sha.content_hash
+    assert catalog.manifest(b3.ref).column("hash")[1].as_py() == \
+        "blake3:" + blake3.blake3((tmp_path / "b3" / "part-001.parquet").read_bytes()).hexdigest()
+    assert catalog.register("b3", str(tmp_path / "b3"), algorithm="blake3").version == b3.version
+    with pytest.raises(InvalidRequest, match="Unknown hash algorithm 'md5'"):
+        catalog.register("b3", str(tmp_path / "b3"), algorithm="md5")
