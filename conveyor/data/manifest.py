@@ -70,6 +70,7 @@ def open_files(uri: str, storage_options: dict[str, Any] | None = None) -> tuple
         raise InvalidRequest(f"Cannot open {uri!r}: {exc}. s3://, gs:// and az:// need s3fs, gcsfs or adlfs.",
                              field="uri") from None
     path = path.rstrip("/") or "/"
+    fs.invalidate_cache()    # a listing cached earlier in this process would hide what changed since
     if _GLOB.intersection(path):
         found = fs.glob(path, detail=True)
         parts = path.split("/")
@@ -202,6 +203,7 @@ def check_unchanged(manifest: Any, storage_options: dict[str, Any] | None = None
     root = (manifest.schema.metadata or {}).get(b"root", b"").decode()
     fs, base = fsspec.core.url_to_fs(root, **(storage_options or {}))
     base = base.rstrip("/")
+    fs.invalidate_cache()
     listed = fs.find(base, detail=True) if fs.isdir(base) else {}
     paths = [f"{base}/{p}" for p in manifest.column("path").to_pylist()]
     sizes = np.asarray(manifest.column("size"))

@@ -231,3 +231,48 @@ def test_blake3_manifests_hash_with_blake3_and_never_reuse_sha256_hashes(catalog
     assert catalog.register("b3", str(tmp_path / "b3"), algorithm="blake3").version == b3.version
     with pytest.raises(InvalidRequest, match="Unknown hash algorithm 'md5'"):
         catalog.register("b3", str(tmp_path / "b3"), algorithm="md5")
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_versions_lineage_and_file_sets_on_postgresql_and_s3(postgres_url, s3_emulator, settings,
+                                                             monkeypatch) -> None:
+    import io
+
+    import s3fs
+
+    from conveyor.data.manifest import build_manifest
+    from conveyor.runtime.client import Client
+
+    for key, value in s3_emulator.environment.items():
+        monkeypatch.setenv(key, value)
+    s3 = s3fs.S3FileSystem(client_kwargs={"endpoint_url": s3_emulator.url})
+    bucket = f"ds-{np.random.default_rng().integers(1 << 30)}"
+    s3.mkdir(bucket)
+
+    def put(i: int, seed: int) -> None:
+        buf = io.BytesIO()
+        pq.write_table(_customers(50, seed), buf)
+        s3.pipe(f"{bucket}/events/part-{i}.parquet", buf.getvalue())
+
+    for i in range(3):
+        put(i, i)
+    client = Client(settings.with_overrides(metadata_url=postgres_url))
+    catalog = DatasetCatalog(client.metadata, client.artifacts, "tester")
+    try:
+        run = produce_and_read.run(seed=4, client=client)
+        lin = catalog.lineage("customers@train")
+        assert [u.run_id for u in lin["produced"]] == [run.id] and [u.run_id for u in lin["read"]] == [run.id]
+        uri = f"s3://{bucket}/events/"
+        v1 = catalog.register("events", uri)
+        assert (v1.num_files, v1.num_rows) == (3, 150)
+        # the ETag stands for the bytes: an unchanged object is never fetched again
+        again = build_manifest(uri, previous=catalog.manifest("events:1"))
+        assert (again.hashed, again.reused, again.content_hash) == (0, 3, v1.content_hash)
+        put(1, 99)
+        v2 = catalog.register("events", uri)
+        d = catalog.diff("events:1", "events:2")
+        assert (v2.version, d.changed, d.examples["changed"][0]["key"]) == (2, 1, {"path": "part-1.parquet"})
+        assert catalog.load("events:2").num_rows == 150
+    finally:
+        client.close()
