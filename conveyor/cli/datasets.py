@@ -11,6 +11,9 @@ from conveyor.cli.output import console, print_json, when
 
 app = typer.Typer(no_args_is_help=True)
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+KeyOpt = Annotated[Optional[list[str]],  # noqa: UP007
+                   typer.Option("--key", "-k", help="Column(s) that identify a row; repeat for a composite key.")]
+HtmlOpt = Annotated[Optional[Path], typer.Option("--html", help="Also write the diff as an HTML page.")]  # noqa: UP007
 
 
 def _catalog() -> Any:
@@ -75,7 +78,7 @@ def show(ref: Annotated[str, typer.Argument(help="NAME (every version), NAME:VER
     lineage = catalog.lineage(version.ref)
     if as_json:
         print_json(version_dict(version) | {"lineage": {
-            "produced": [u.__getattribute__("run_id") for u in lineage["produced"]],
+            "produced": [{"run_id": u.run_id, "step_run_id": u.step_run_id} for u in lineage["produced"]],
             "read": [{"run_id": u.run_id, "step_run_id": u.step_run_id} for u in lineage["read"]]}})
         return
     from rich.table import Table
@@ -124,9 +127,7 @@ def alias(ref: Annotated[str, typer.Argument(help="NAME:VERSION to point the ali
 @app.command("diff")
 def diff(a: Annotated[str, typer.Argument(help="the version before, e.g. customers:3")],
          b: Annotated[str, typer.Argument(help="the version after, e.g. customers:4")],
-         key: Annotated[Optional[list[str]], typer.Option("--key", "-k", help="Column(s) that identify a row; "  # noqa: UP007
-                                                          "repeat for a composite key.")] = None,
-         html: Annotated[Optional[Path], typer.Option("--html", help="Also write the diff as an HTML page.")] = None,  # noqa: UP007
+         key: KeyOpt = None, html: HtmlOpt = None,
          examples: Annotated[int, typer.Option("--examples", help="Example rows per kind of change.")] = 5,
          as_json: JsonOpt = False) -> None:
     """Schema changes, rows added / removed / changed by key, and distribution changes."""

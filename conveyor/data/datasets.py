@@ -98,11 +98,9 @@ class DatasetCatalog:
 
         Returns the version (a ``DatasetVersionRecord``): a new one, or the existing one with the same
         content. ``alias`` is moved to it. ``algorithm`` hashes a file set's files (``sha256`` or
-        ``blake3``; the same files under the two are two versions). Everything is checked and written before one transaction
-        records it, so a failure registers nothing.
+        ``blake3``; the same files under the two are two versions). Everything is checked and
+        written before one transaction records it, so a failure registers nothing.
         """
-        from conveyor.store.metadata.datasets import NewDatasetVersion
-
         check_dataset_name(name)
         if alias is not None:
             check_dataset_alias(alias)
@@ -110,7 +108,6 @@ class DatasetCatalog:
             new = self._files_version(name, str(data), profile, storage_options, threads, algorithm)
         else:
             new = self._table_version(name, data, profile)
-        assert isinstance(new, NewDatasetVersion)
         record, _ = self.rows.add_version(new, actor=self.actor, run_id=run_id, step_run_id=step_run_id,
                                           alias=alias)
         return record

@@ -54,10 +54,11 @@ def render_html(diff: Any) -> str:
              ("removed", diff.removed, "rem")]
     if diff.changed is not None:
         cards.append(("changed", diff.changed, "chg"))
+    matched = f"rows matched by key {', '.join(diff.key)}" if diff.key else "no key: whole rows compared"
     out = [f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(a)} → {escape(b)}</title>"
            f"<style>{_STYLE}</style></head><body><h1>Dataset diff <code>{escape(a)}</code> → <code>{escape(b)}"
            "</code></h1>",
-           f"<p class='muted'>{'rows matched by key ' + escape(', '.join(diff.key)) if diff.key else 'no key: whole rows compared'}</p>",
+           f"<p class='muted'>{escape(matched)}</p>",
            "<div class='cards'>" + "".join(f"<div class='card {c}'><b>{v:,}</b>{escape(t)}</div>" for t, v, c in cards)
            + "</div>", "<h2>Schema</h2>"]
     if not diff.schema_changed:

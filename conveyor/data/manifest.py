@@ -138,7 +138,9 @@ def build_manifest(uri: str, *, previous: Any = None, storage_options: dict[str,
     sizes = pa.array([int(files[p].get("size") or 0) for p in paths], pa.int64())
     prints = pa.array([fingerprint(files[p]) for p in paths], pa.string())
     hashes = np.full(len(paths), None, dtype=object)
-    if previous is not None and (previous.schema.metadata or {}).get(b"root", b"").decode() == fs.unstrip_protocol(root):
+    same_root = previous is not None and (previous.schema.metadata or {}).get(b"root", b"").decode() == \
+        fs.unstrip_protocol(root)
+    if same_root:
         at = pc.index_in(rel, value_set=previous.column("path"))
         found = np.asarray(at.is_valid())
         idx = np.asarray(at.fill_null(0))

@@ -228,8 +228,8 @@ class Datasets(Repository):
     def by_content(self, dataset: str, content_hash: str) -> DatasetVersionRecord | None:
         """The version of ``dataset`` with this content, if there is one."""
         with self.read() as conn:
-            row = conn.execute(select(t.dataset_versions).where(t.dataset_versions.c.dataset == dataset,
-                                                                t.dataset_versions.c.content_hash == content_hash)).first()
+            row = conn.execute(select(t.dataset_versions).where(
+                t.dataset_versions.c.dataset == dataset, t.dataset_versions.c.content_hash == content_hash)).first()
         return None if row is None else _version(row)
 
     def latest_of_kind(self, dataset: str, kind: str) -> DatasetVersionRecord | None:
