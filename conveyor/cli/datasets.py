@@ -111,7 +111,7 @@ def _n(value: int | None) -> str:
 def alias(ref: Annotated[str, typer.Argument(help="NAME:VERSION to point the alias at (NAME with --remove)")],
           name: Annotated[str, typer.Argument(help="alias, e.g. train")],
           remove: Annotated[bool, typer.Option("--remove", help="Delete the alias instead.")] = False) -> None:
-    """Point an alias (``customers@train``) at a version, or remove it."""
+    """Point an alias (customers@train) at a version, or remove it."""
     from conveyor.data.dataset_refs import parse_dataset_ref
 
     catalog = _catalog()
@@ -198,8 +198,11 @@ def print_diff(d: Any) -> None:
         out.print(t)
     if d.distributions:
         t = Table(title="distributions (monitoring statistics)", title_justify="left")
-        for col in ("column", "kind", "distribution", "rule"):
+        for col in ("column", "kind", "distribution", "statistics", "rule"):
             t.add_column(col)
         for c in d.distributions:
-            t.add_row(c["column"], c["kind"], "[red]changed[/]" if c["drifted"] else "same", c["reason"])
+            st = c["statistics"]
+            main = (f"KS D={st['ks_statistic']:.3f} PSI={st['psi']:.3f}" if "ks_statistic" in st else
+                    f"JS={st['js_distance']:.3f} PSI={st['psi']:.3f}" if "js_distance" in st else "")
+            t.add_row(c["column"], c["kind"], "[red]changed[/]" if c["drifted"] else "same", main, c["reason"])
         out.print(t)

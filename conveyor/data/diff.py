@@ -310,6 +310,7 @@ def diff_tables(a: Any, b: Any, *, key: str | Sequence[str] | None = None, examp
     ex["added"] = _rows(b, added_idx, examples)
     ex["removed"] = _rows(a, removed_idx, examples)
     dist = distribution_changes(*profiles) if profiles[0] is not None and profiles[1] is not None else []
+    dist = [c for c in dist if c["column"] not in (keys or [])]      # a key's distribution says nothing
     return DatasetDiff(names=names, rows=(a.num_rows, b.num_rows), key=keys, columns_added=added_cols,
                        columns_removed=removed_cols, type_changes=type_changes, added=int(len(added_idx)),
                        removed=int(len(removed_idx)), changed=changed, unchanged=unchanged,
