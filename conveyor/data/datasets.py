@@ -19,7 +19,7 @@ from pathlib import PurePath
 from typing import Any
 
 from conveyor.data.dataset_refs import DatasetRef, check_dataset_alias, check_dataset_name, parse_dataset_ref
-from conveyor.errors import InvalidRequest, NotFound
+from conveyor.errors import Conflict, InvalidRequest, NotFound
 from conveyor.store.metadata.records import NewArtifact
 
 TABULAR = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "json", ".ndjson": "json",
@@ -108,9 +108,17 @@ class DatasetCatalog:
             new = self._files_version(name, str(data), profile, storage_options, threads, algorithm)
         else:
             new = self._table_version(name, data, profile)
-        record, _ = self.rows.add_version(new, actor=self.actor, run_id=run_id, step_run_id=step_run_id,
-                                          alias=alias)
-        return record
+        for attempt in range(3):
+            try:
+                record, _ = self.rows.add_version(new, actor=self.actor, run_id=run_id, step_run_id=step_run_id,
+                                                  alias=alias)
+                return record
+            except Conflict:
+                # another process registered this content or took this number first; the transaction
+                # left nothing, and the next attempt finds its version or takes the next number
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
     def _new_artifact(self, stored: Any, label: str) -> NewArtifact:
         return NewArtifact(name=label, content_hash=stored.content_hash, materializer=stored.materializer,

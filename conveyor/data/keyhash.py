@@ -77,8 +77,12 @@ def column_hash(column: Any) -> np.ndarray:
         values = np.where(np.isnan(values), np.nan, values)
         h = mix(values.view(np.uint64))
     elif (pa.types.is_integer(typ) or pa.types.is_boolean(typ) or pa.types.is_temporal(typ)):
-        as_int = pc.cast(arr, pa.int64()) if not pa.types.is_temporal(typ) else arr.view(
-            pa.int64() if typ.bit_width == 64 else pa.int32()).cast(pa.int64())
+        if pa.types.is_uint64(typ):
+            as_int = arr.view(pa.int64())            # the same 64 bits (values past 2**63 would not cast)
+        elif pa.types.is_temporal(typ):
+            as_int = arr.view(pa.int64() if typ.bit_width == 64 else pa.int32()).cast(pa.int64())
+        else:
+            as_int = pc.cast(arr, pa.int64())
         h = mix(np.asarray(pc.fill_null(as_int, 0), dtype=np.int64).view(np.uint64))
     elif pa.types.is_string(typ) or pa.types.is_large_string(typ) or pa.types.is_binary(typ) \
             or pa.types.is_large_binary(typ):
