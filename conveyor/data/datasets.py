@@ -104,6 +104,8 @@ class DatasetCatalog:
         check_dataset_name(name)
         if alias is not None:
             check_dataset_alias(alias)
+        if isinstance(data, str) and data.startswith("dataset://"):
+            data = self.load(data)            # another dataset's version, registered here as a table
         if isinstance(data, str | PurePath):
             new = self._files_version(name, str(data), profile, storage_options, threads, algorithm)
         else:

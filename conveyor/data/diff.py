@@ -296,14 +296,14 @@ def diff_tables(a: Any, b: Any, *, key: str | Sequence[str] | None = None, examp
                                       "changes": {c: [_plain(before[c]), _plain(after[c])] for c in cols}})
         unchanged: int | None = int(len(ma) - changed)
     else:
-        from conveyor.data.keyhash import hash_columns
+        from conveyor.data.keyhash import hash_columns, hashable
 
         shared = [c for c in a.column_names if c in b.column_names and c not in ignore]
-        try:
-            ha, hb = hash_columns(a, shared), hash_columns(b, shared)
-        except InvalidRequest as exc:
-            raise InvalidRequest(f"Without a key rows are compared whole, and {exc.message} Give a key (--key id) "
-                                 "to compare by it.", field="key") from None
+        for c in shared:
+            if not (hashable(a.schema.field(c).type) and hashable(b.schema.field(c).type)):
+                not_compared[c] = f"values of type {b.schema.field(c).type} are not compared"
+        shared = [c for c in shared if c not in not_compared]
+        ha, hb = hash_columns(a, shared), hash_columns(b, shared)
         added_idx = np.flatnonzero(~np.isin(hb, ha))
         removed_idx = np.flatnonzero(~np.isin(ha, hb))
         changed, unchanged = None, None

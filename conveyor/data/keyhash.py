@@ -61,6 +61,16 @@ def _strings(arr: Any) -> np.ndarray:
     return out
 
 
+def hashable(arrow_type: Any) -> bool:
+    """Whether :func:`column_hash` takes columns of this type."""
+    import pyarrow as pa
+
+    t = arrow_type.value_type if pa.types.is_dictionary(arrow_type) else arrow_type
+    return (pa.types.is_floating(t) or pa.types.is_integer(t) or pa.types.is_boolean(t) or pa.types.is_temporal(t)
+            or pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_binary(t)
+            or pa.types.is_large_binary(t) or pa.types.is_decimal(t))
+
+
 def column_hash(column: Any) -> np.ndarray:
     """The stable hash of every value of one Arrow column (missing values hash alike)."""
     import pyarrow as pa
