@@ -14,6 +14,15 @@ _EXPORTS: dict[str, str] = {
     "read": "conveyor.data.sources",
     "open_source": "conveyor.data.sources",
     "sources": "conveyor.data.sources",
+    # versioned datasets
+    "register_dataset": "conveyor.data.datasets",
+    "load_dataset": "conveyor.data.datasets",
+    "dataset_manifest": "conveyor.data.datasets",
+    "diff_datasets": "conveyor.data.datasets",
+    "DatasetCatalog": "conveyor.data.datasets",
+    "register_dataset_step": "conveyor.data.dataset_steps",
+    "split": "conveyor.data.splits",
+    "assign_splits": "conveyor.data.splits",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -65,3 +65,5 @@ register("http", "conveyor.data.sources.http:open_http", schemes=("http", "https
 register("redis-stream", "conveyor.data.sources.redis_streams:open_redis_stream", schemes=("redis", "rediss"))
 register("sqs", "conveyor.data.sources.sqs:open_sqs", schemes=("sqs",))
 register("mongo", "conveyor.data.sources.mongo:open_mongo", schemes=("mongodb", "mongodb+srv"))
+
+register("dataset", "conveyor.data.datasets:open_dataset_source", schemes=("dataset",))

@@ -16,6 +16,7 @@ from conveyor.store.metadata.tracking import Tracking
 if TYPE_CHECKING:
     from conveyor.store.metadata.automation import Automation
     from conveyor.store.metadata.bundles import Bundles
+    from conveyor.store.metadata.datasets import Datasets
     from conveyor.store.metadata.endpoints import Endpoints
     from conveyor.store.metadata.models import Models
 
@@ -60,6 +61,12 @@ class MetadataStore:
         from conveyor.store.metadata.bundles import Bundles
 
         return Bundles(self.engine)
+
+    @cached_property
+    def datasets(self) -> Datasets:
+        from conveyor.store.metadata.datasets import Datasets
+
+        return Datasets(self.engine)
 
     def __repr__(self) -> str:
         return f"MetadataStore({redact(self.url)!r})"

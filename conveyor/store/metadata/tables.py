@@ -351,3 +351,58 @@ seen_objects = Table(
     Column("path", String(2000), primary_key=True),
     Column("at", Float, nullable=False),
 )
+
+# --- versioned datasets (migration 0005_datasets) ---------------------------------------------------
+
+datasets = Table(
+    "datasets", metadata,
+    Column("name", String(200), primary_key=True),
+    Column("description", Text),
+    Column("created_at", Float, nullable=False),
+    Column("created_by", String(200)),
+)
+
+dataset_versions = Table(
+    "dataset_versions", metadata,
+    Column("id", String(32), primary_key=True),
+    Column("dataset", String(200), ForeignKey("datasets.name"), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("content_hash", String(80), nullable=False),     # the identity: same content, same version
+    Column("kind", String(10), nullable=False),             # table | files
+    Column("artifact_id", String(32), ForeignKey("artifacts.id"), nullable=False),  # the table, or the manifest
+    Column("profile_artifact_id", String(32)),
+    Column("schema", JSON),                                  # [{"name", "type", "nullable"}]
+    Column("num_rows", BigInteger),
+    Column("num_files", BigInteger),
+    Column("size", BigInteger),
+    Column("source", String(2000)),                          # where it was read from (no credentials)
+    Column("run_id", String(32)),                            # the run that produced it first
+    Column("step_run_id", String(32)),
+    Column("created_at", Float, nullable=False),
+    Column("created_by", String(200)),
+    UniqueConstraint("dataset", "version", name="uq_dataset_version"),
+    UniqueConstraint("dataset", "content_hash", name="uq_dataset_content"),
+)
+
+dataset_aliases = Table(
+    "dataset_aliases", metadata,
+    Column("dataset", String(200), ForeignKey("datasets.name"), primary_key=True),
+    Column("alias", String(100), primary_key=True),
+    Column("version", Integer, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("updated_by", String(200)),
+)
+
+# every run that produced (registered) or read a version
+dataset_usage = Table(
+    "dataset_usage", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("dataset", String(200), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("role", String(10), nullable=False),              # produced | read
+    Column("run_id", String(32)),
+    Column("step_run_id", String(32)),
+    Column("at", Float, nullable=False),
+)
+Index("ix_dataset_usage", dataset_usage.c.dataset, dataset_usage.c.version)
+Index("ix_dataset_usage_run", dataset_usage.c.run_id)
