@@ -11,6 +11,7 @@ import typer
 from conveyor.cli import artifacts as artifacts_cmd
 from conveyor.cli import automation as automation_cmd
 from conveyor.cli import batch as batch_cmd
+from conveyor.cli import data as data_cmd
 from conveyor.cli import export as export_cmd
 from conveyor.cli import image as image_cmd
 from conveyor.cli import models as models_cmd
@@ -48,6 +49,7 @@ app.add_typer(automation_cmd.triggers_app, name="triggers", help="Pipelines star
 app.add_typer(automation_cmd.firings_app, name="firings", help="What schedules and triggers started, and why.")
 app.command("agent")(automation_cmd.agent)
 app.command("export")(export_cmd.export)
+app.add_typer(data_cmd.app, name="data", help="Data schemas: suggest one from a sample, validate data against it.")
 step_app = typer.Typer(no_args_is_help=True)
 app.add_typer(step_app, name="step", help="Run one step of an exported pipeline (what its tasks run).")
 

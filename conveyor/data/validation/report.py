@@ -79,7 +79,7 @@ class ValidationReport:
             rows = ", ".join(str(s["row"]) for s in c.sample[:5])
             count = (f"{c.failed:,} of {self.rows:,} rows ({c.share:.2%})" if c.scope == "rows" and c.failed
                      else "the table")
-            lines.append(f"{c.name} [{c.outcome}] ({c.description}): {count}"
+            lines.append(f"{c.name} ({c.outcome}; {c.description}): {count}"
                          + (f"; rows {rows}" if rows else "") + (f"; {c.detail}" if c.detail else ""))
         return "\n".join(lines)
 

@@ -95,7 +95,7 @@ def validate(data: Any, schema: Schema | str | Path | dict[str, Any], *, raise_o
     valid, set_aside = _split(table, quarantine, {n: masks[n] for n in quarantined_names})
     result = ValidationResult(report, valid, set_aside)
     if raise_on_fail and not report.passed:
-        raise ValidationFailed(_failure_message(report), report=report.to_dict())
+        raise ValidationFailed(failure_message(report), report=report.to_dict())
     return result
 
 
@@ -147,7 +147,8 @@ def _split(table: pa.Table, quarantine: np.ndarray | None, masks: dict[str, np.n
     return table.filter(pa.array(~quarantine)), set_aside
 
 
-def _failure_message(report: ValidationReport) -> str:
+def failure_message(report: ValidationReport) -> str:
+    """What a failed validation says: each failing constraint, its count, share and sample rows, and the way out."""
     names = ", ".join(c.name for c in report.failures)
     return (f"{len(report.failures)} constraint(s) with policy fail did not hold ({names}) "
             f"for {report.schema or 'the schema'} over {report.rows:,} rows:\n{report.summary()}\n"
