@@ -110,17 +110,17 @@ def compile_schema(schema: Schema) -> list[Constraint]:
     default = schema.on_fail
     for name, col in schema.columns.items():
         out.extend(_column_constraints(schema, name, col, default))
-    for i, key in enumerate(schema.unique_together):
+    for key in schema.unique_together:
         label = f"unique_together({', '.join(key.columns)})"
         out.append(Constraint(label, "unique_together", None, key.on_fail or default,
                               f"no two rows share ({', '.join(key.columns)})",
                               lambda c, cols=tuple(key.columns): _unique_together(c, cols), tuple(key.columns)))
-        _no_table_quarantine(schema, out[-1], ("unique_together", i))
-    for i, rule in enumerate(schema.rules):
-        from conveyor.data.validation.expressions import columns_of
+    from conveyor.data.validation.expressions import columns_of
 
+    optional = frozenset(n for n, col in schema.columns.items() if not col.required)
+    for rule in schema.rules:
         out.append(Constraint(rule.name, "rule", None, rule.on_fail or default, rule.check,
-                              lambda c, r=rule.check: _rule(c, r), tuple(columns_of(rule.check))))
+                              lambda c, r=rule.check: _rule(c, r, optional), tuple(columns_of(rule.check))))
     if schema.rows is not None:
         rows = schema.rows
         if rows.on_fail == "quarantine":
@@ -140,12 +140,6 @@ def compile_schema(schema: Schema) -> list[Constraint]:
 def _table_policy(policy: str) -> str:
     # an inherited quarantine cannot set aside a table: the table constraints under it fail instead
     return "fail" if policy == "quarantine" else policy
-
-
-def _no_table_quarantine(schema: Schema, constraint: Constraint, path: tuple[Any, ...]) -> None:
-    if constraint.policy == "quarantine" and constraint.scope == "table":
-        raise SchemaError(f"{schema.where(*path)}: {constraint.name} has policy quarantine, but it judges the whole "
-                          "table (no rows to set aside); use fail or warn.")
 
 
 def _column_constraints(schema: Schema, name: str, col: Column, default: str) -> list[Constraint]:
@@ -341,13 +335,15 @@ def _length(columns: Columns, name: str, lo: int | None, hi: int | None) -> Outc
     return _any(to_mask(_dictionary_aware(arr, outside)))
 
 
-def _rule(columns: Columns, text: str) -> Outcome:
+def _rule(columns: Columns, text: str, optional: frozenset[str]) -> Outcome:
     import pyarrow as pa
     import pyarrow.compute as pc
 
     from conveyor.data.validation.expressions import columns_of, evaluate
 
     missing = [n for n in columns_of(text) if not columns.has(n)]
+    if missing and set(missing) <= optional:   # a rule about a column the schema lets be absent
+        return TableVerdict(False, f"reads optional column(s) {', '.join(missing)}, absent here", skipped=True)
     if missing:
         return TableVerdict(True, f"reads column(s) {', '.join(missing)}, which the data lacks")
     try:

@@ -27,6 +27,7 @@ FUNCTIONS: dict[str, tuple[int, str]] = {
     "upper": (1, "text in upper case"), "minimum": (2, "element-wise smaller"),
     "maximum": (2, "element-wise larger"), "between": (3, "lo <= x <= hi"),
     "col": (1, "the column named by a string"),
+    "matches": (2, "true where the text contains a match of the regular expression (RE2)"),
 }
 
 
@@ -63,6 +64,8 @@ def _check_node(node: ast.AST, text: str) -> None:
                              f"{', '.join(sorted(FUNCTIONS))}")
         if len(node.args) != FUNCTIONS[name][0]:
             raise ValueError(f"{where}: {name}() takes {FUNCTIONS[name][0]} argument(s), got {len(node.args)}")
+        if name == "matches" and not (isinstance(node.args[1], ast.Constant) and isinstance(node.args[1].value, str)):
+            raise ValueError(f"{where}: matches() takes a regular expression in quotes as its second argument")
         if name == "col" and not (isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
             raise ValueError(f"{where}: col() takes a column name in quotes, e.g. col(\"unit price\")")
     if isinstance(node, ast.Compare):
@@ -194,6 +197,8 @@ class _Evaluator:
         name = node.func.id  # type: ignore[attr-defined]
         if name == "col":
             return self.column(node.args[0].value)  # type: ignore[attr-defined]
+        if name == "matches":
+            return pc.match_substring_regex(self.visit(node.args[0]), pattern=node.args[1].value)  # type: ignore[attr-defined]
         args = [self.visit(a) for a in node.args]
         if name == "isnull":
             return pc.is_null(args[0], nan_is_null=True)

@@ -47,6 +47,17 @@ def parse_schema(text: str, *, source: str = "<schema>") -> Schema:
     if not isinstance(data, dict):
         raise SchemaError(f"{source}: a schema file is a mapping with `columns:` (and optionally `rows:`, "
                           f"`rules:`), not {type(data).__name__}. {FIX}")
+    from conveyor.data.validation.adapters import adapter_for
+
+    adapter = adapter_for(data)
+    if adapter == "great_expectations":   # a suite used as it is
+        from conveyor.data.validation.adapters import from_great_expectations
+
+        return from_great_expectations(data, source=source)
+    if adapter == "pandera":
+        from conveyor.data.validation.adapters import from_pandera
+
+        return from_pandera(data, source=source)
     return schema_from_dict(data, source=source, lines=lines)
 
 
