@@ -165,6 +165,8 @@ class _Evaluator:
         out = None
         left = self.visit(node.left)
         for op, right_node in zip(node.ops, node.comparators, strict=True):
+            if left is None:
+                raise ValueError("a comparison cannot go on after `in [...]` or `is None`; join two with `and`")
             if isinstance(op, ast.In | ast.NotIn):
                 values = pa.array([e.value for e in right_node.elts])  # type: ignore[attr-defined]
                 arr = left if isinstance(left, pa.Array | pa.ChunkedArray) else pa.array([left.as_py()])
@@ -184,7 +186,7 @@ class _Evaluator:
                 right = self.visit(right_node)
                 part = getattr(pc, _COMPARE[type(op)])(left, right)
             out = part if out is None else pc.and_kleene(out, part)
-            left = right if right is not None else self.visit(right_node)
+            left = right   # None after `in` / `is`: their right side (a list, None) cannot be chained on
         return out
 
     def _IfExp(self, node: ast.IfExp) -> Any:
