@@ -7,7 +7,7 @@ What is suggested, per column (from :mod:`conveyor.monitoring.profile`):
 - ``nullable: false`` only when the sample had no missing value;
 - ``range`` for numbers: the observed min and max widened by ``margin`` of their span and rounded
   outward to a round number (a non-negative column stays non-negative; a column inside [0, 1]
-  gets [0, 1]);
+  gets [0, 1]); an identifier (distinct whole numbers) gets only its floor, since new ones grow;
 - ``categories`` for text with at most ``max_categories`` distinct values, when the sample has at
   least five rows per distinct value (so a column of names is not mistaken for one of codes);
 - ``unique`` only when evident: every value distinct over at least ``MIN_UNIQUE_ROWS`` rows of
@@ -123,11 +123,12 @@ def _numeric(arr: Any, family: str, margin: float, present: int) -> list[str]:
     lo, hi = float(v[0]), float(v[-1])
     a, b = widen(lo, hi, integer=family == "integer", margin=margin)
     p1, p99 = float(np.quantile(v, 0.01)), float(np.quantile(v, 0.99))
-    out = [f"range: {{min: {_num(a)}, max: {_num(b)}}}   # observed {_num(lo)} .. {_num(hi)} "
-           f"(1%-99%: {_num(p1)} .. {_num(p99)}), widened"]
     if family == "integer" and present >= MIN_UNIQUE_ROWS and len(v) == present and np.all(np.diff(v) > 0):
-        out.append(f"unique: true      # all {present:,} values distinct")
-    return out
+        # an identifier: new ones grow past the sample's largest, so only its floor is a bound
+        return [f"range: {{min: {_num(a)}}}   # observed {_num(lo)} .. {_num(hi)}; an identifier, no upper bound",
+                f"unique: true      # all {present:,} values distinct"]
+    return [f"range: {{min: {_num(a)}, max: {_num(b)}}}   # observed {_num(lo)} .. {_num(hi)} "
+            f"(1%-99%: {_num(p1)} .. {_num(p99)}), widened"]
 
 
 def widen(lo: float, hi: float, *, integer: bool = False, margin: float = MARGIN) -> tuple[float, float]:
@@ -143,7 +144,7 @@ def widen(lo: float, hi: float, *, integer: bool = False, margin: float = MARGIN
     a, b = math.floor(a / step) * step, math.ceil(b / step) * step
     if lo >= 0 > a:
         a = 0.0
-    if hi <= 0 < b:
+    if hi < 0 < b:
         b = 0.0
     return float(f"{a:.12g}"), float(f"{b:.12g}")
 
