@@ -29,6 +29,7 @@ class ConstraintResult:
     share: float
     detail: str = ""
     sample: list[dict[str, Any]] = field(default_factory=list)   # {"row": n, column: value, ...}
+    columns: list[str] = field(default_factory=list)              # the columns it reads
 
 
 @dataclass(frozen=True, slots=True)

@@ -119,7 +119,7 @@ def _result(c: Constraint, outcome: str, failed: int, detail: str, rows: int, ma
         sample = [{"row": int(i), **{k: _plain(v) for k, v in r.items()}} for i, r in zip(idx, picked, strict=True)]
     share = failed / rows if rows and c.scope == "rows" else (1.0 if failed else 0.0)
     return ConstraintResult(c.name, c.kind, c.scope, c.column, c.policy, c.description, outcome, failed,
-                            share, detail, sample)
+                            share, detail, sample, list(c.columns))
 
 
 def _plain(value: Any) -> Any:
