@@ -78,6 +78,18 @@ class Columns:
             self._numpy[name] = self.arrow(name).to_numpy(zero_copy_only=False)
         return self._numpy[name]
 
+    def missing_as_null(self, name: str) -> Any:
+        """The Arrow array with float NaN turned into missing values (what rules read: NaN is missing there too)."""
+        import pyarrow as pa
+
+        arr = self.arrow(name)
+        if pa.types.is_floating(arr.type) and self.nulls(name) is not None:
+            key = f"\0nan-as-null:{name}"
+            if key not in self._arrow:
+                self._arrow[key] = pa.array(self.numpy(name), type=arr.type, mask=self.nulls(name))
+            return self._arrow[key]
+        return arr
+
     def nulls(self, name: str) -> np.ndarray | None:
         """Where values are missing (float NaN included), or None when none is."""
         if name not in self._nulls:
@@ -347,7 +359,7 @@ def _rule(columns: Columns, text: str, optional: frozenset[str]) -> Outcome:
     if missing:
         return TableVerdict(True, f"reads column(s) {', '.join(missing)}, which the data lacks")
     try:
-        value = evaluate(text, columns.arrow)
+        value = evaluate(text, columns.missing_as_null)
     except (pa.ArrowNotImplementedError, pa.ArrowInvalid, pa.ArrowTypeError) as exc:
         types = ", ".join(f"{n}: {columns.type(n)}" for n in columns_of(text))
         raise SchemaError(f"Rule {text!r} cannot be computed on these columns ({types}): "
