@@ -275,13 +275,35 @@ def _unique(columns: Columns, name: str) -> Outcome:
     import pyarrow.compute as pc
 
     arr = columns.arrow(name)
-    if pa.types.is_dictionary(arr.type):
+    t = arr.type
+    if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_temporal(t):
+        # numbers: one stable sort; a value equal to its sorted neighbour repeats (NaN / NaT never equal)
+        v = columns.numpy(name)
+        order = np.argsort(v, kind="stable")
+        ranked = v[order]
+        same = ranked[1:] == ranked[:-1]
+        if not same.any():
+            return None
+        repeated = np.zeros(len(v), dtype=bool)
+        repeated[1:] |= same
+        repeated[:-1] |= same
+        mask = np.empty(len(v), dtype=bool)
+        mask[order] = repeated
+        return _any(mask)
+    # anything else (text): one sort, which Arrow does faster than hashing a million distinct strings
+    if pa.types.is_dictionary(t):
         arr = arr.dictionary_decode()
-    counts = pc.value_counts(arr)
-    repeated = counts.field("values").filter(pc.greater(counts.field("counts"), 1)).drop_null()
-    if len(repeated) == 0:
+    order = pc.sort_indices(arr)
+    ranked = arr.take(order)
+    same = to_mask(pc.equal(ranked.slice(1), ranked.slice(0, len(ranked) - 1)))   # missing values: never equal
+    if not same.any():
         return None
-    return _any(to_mask(pc.is_in(arr, value_set=repeated)))
+    repeated = np.zeros(len(arr), dtype=bool)
+    repeated[1:] |= same
+    repeated[:-1] |= same
+    mask = np.empty(len(arr), dtype=bool)
+    mask[np.asarray(order)] = repeated
+    return _any(mask)
 
 
 def _unique_together(columns: Columns, names: tuple[str, ...]) -> Outcome:

@@ -114,9 +114,10 @@ def _result(c: Constraint, outcome: str, failed: int, detail: str, rows: int, ma
     if mask is not None and sample_rows:
         idx = np.flatnonzero(mask)[:sample_rows]
         shown = [n for n in c.columns if n in table.column_names]
-        rest = [n for n in table.column_names if n not in shown]
-        picked = table.select(shown + rest).take(idx).to_pylist()
-        sample = [{"row": int(i), **{k: _plain(v) for k, v in r.items()}} for i, r in zip(idx, picked, strict=True)]
+        ordered = table.select(shown + [n for n in table.column_names if n not in shown])
+        # a one-row slice is free; ``take`` on a many-chunk table would concatenate every column first
+        sample = [{"row": int(i), **{k: _plain(v) for k, v in ordered.slice(int(i), 1).to_pylist()[0].items()}}
+                  for i in idx]
     share = failed / rows if rows and c.scope == "rows" else (1.0 if failed else 0.0)
     return ConstraintResult(c.name, c.kind, c.scope, c.column, c.policy, c.description, outcome, failed,
                             share, detail, sample, list(c.columns))
