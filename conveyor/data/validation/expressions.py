@@ -213,7 +213,7 @@ class _Evaluator:
         if name in ("lower", "upper"):
             return getattr(pc, f"utf8_{name}")(args[0])
         if name in ("minimum", "maximum"):
-            return getattr(pc, f"min_element_wise" if name == "minimum" else "max_element_wise")(*args)
+            return getattr(pc, "min_element_wise" if name == "minimum" else "max_element_wise")(*args)
         if name == "round":
             return pc.round(args[0])
         floating = {"sqrt": "sqrt", "log": "ln", "log10": "log10", "exp": "exp", "floor": "floor", "ceil": "ceil"}
