@@ -23,7 +23,8 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, slots=True)
 class TableVerdict:
-    """The outcome of a table constraint, or of a row constraint that could not run (``skipped``)."""
+    """The outcome of a table constraint, or of a row constraint that could not run: ``skipped`` when its
+    column may be absent and is, failed when the column is of a kind it cannot judge (a range over text)."""
 
     failed: bool
     detail: str = ""
@@ -224,7 +225,7 @@ def _range(columns: Columns, name: str, r: Any) -> Outcome:
 
     t = columns.type(name)
     if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t) or pa.types.is_temporal(t)):
-        return TableVerdict(False, f"a range needs numbers, dates or times; the column is {t}", skipped=True)
+        return TableVerdict(True, f"a range needs numbers, dates or times; the column is {t}")
     v = columns.numpy(name)
     lo, hi = (_bound(b, v) for b in (r.min, r.max))
     mask = None
@@ -345,7 +346,7 @@ def _pattern(columns: Columns, name: str, pattern: str) -> Outcome:
     arr = columns.arrow(name)
     value_type = arr.type.value_type if pa.types.is_dictionary(arr.type) else arr.type
     if not (pa.types.is_string(value_type) or pa.types.is_large_string(value_type)):
-        return TableVerdict(False, f"a pattern needs text; the column is {arr.type}", skipped=True)
+        return TableVerdict(True, f"a pattern needs text; the column is {arr.type}")
     full = f"^(?:{pattern})$"
     matched = _dictionary_aware(arr, lambda a: pc.match_substring_regex(a, pattern=full))
     return _any(to_mask(pc.invert(matched)))   # a missing value gives a missing match: not an offence
@@ -358,7 +359,7 @@ def _length(columns: Columns, name: str, lo: int | None, hi: int | None) -> Outc
     arr = columns.arrow(name)
     value_type = arr.type.value_type if pa.types.is_dictionary(arr.type) else arr.type
     if not (pa.types.is_string(value_type) or pa.types.is_large_string(value_type)):
-        return TableVerdict(False, f"a length needs text; the column is {arr.type}", skipped=True)
+        return TableVerdict(True, f"a length needs text; the column is {arr.type}")
 
     def outside(a: Any) -> Any:
         n = pc.utf8_length(a)

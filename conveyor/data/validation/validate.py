@@ -75,8 +75,10 @@ def validate(data: Any, schema: Schema | str | Path | dict[str, Any], *, raise_o
             if outcome.skipped:
                 results.append((c, "skipped", 0, outcome.detail))
             elif outcome.failed:
-                # a table verdict has no rows to set aside: a quarantine constraint fails instead
-                results.append((c, "warned" if c.policy == "warn" else "failed", 1, outcome.detail))
+                # a table verdict has no rows to set aside: a quarantine constraint fails instead; a row
+                # constraint that could not judge its column (a range over text) counts every row
+                results.append((c, "warned" if c.policy == "warn" else "failed", 1 if c.scope == "table" else rows,
+                                outcome.detail))
             else:
                 results.append((c, "passed", 0, ""))
         elif outcome is None:
