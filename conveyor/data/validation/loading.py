@@ -25,9 +25,17 @@ def load_schema(path: str | Path) -> Schema:
 
 
 def parse_schema(text: str, *, source: str = "<schema>") -> Schema:
-    """A schema from YAML text; ``source`` names it in errors."""
+    """A schema from YAML text (JSON for a ``source`` ending in .json); ``source`` names it in errors."""
     import yaml
 
+    if source.endswith(".json"):   # PyYAML reads YAML 1.1, which refuses some JSON (tabs): read JSON as JSON
+        import json
+
+        try:
+            return _from_data(json.loads(text), source, {})
+        except json.JSONDecodeError as exc:
+            raise SchemaError(f"{source} line {exc.lineno}, column {exc.colno}: not valid JSON ({exc.msg}). {FIX}") \
+                from None
     try:
         loader = yaml.SafeLoader(text)
         try:
@@ -44,6 +52,10 @@ def parse_schema(text: str, *, source: str = "<schema>") -> Schema:
         raise SchemaError(f"{where}: not valid YAML ({exc.problem or exc.context}). {FIX}") from None
     except yaml.YAMLError as exc:
         raise SchemaError(f"{source}: not valid YAML ({exc}). {FIX}") from None
+    return _from_data(data, source, lines)
+
+
+def _from_data(data: Any, source: str, lines: dict[tuple[Any, ...], int]) -> Schema:
     if not isinstance(data, dict):
         raise SchemaError(f"{source}: a schema file is a mapping with `columns:` (and optionally `rows:`, "
                           f"`rules:`), not {type(data).__name__}. {FIX}")
