@@ -42,7 +42,8 @@ def as_schema(schema: Schema | str | Path | dict[str, Any]) -> Schema:
         return schema
     if isinstance(schema, dict):
         return schema_from_dict(schema)
-    if isinstance(schema, Path) or (isinstance(schema, str) and "\n" not in schema and schema.endswith((".yaml", ".yml", ".json"))):
+    if isinstance(schema, Path) or (isinstance(schema, str) and "\n" not in schema
+                                    and (schema.endswith((".yaml", ".yml", ".json")) or Path(schema).is_file())):
         from conveyor.data.validation.loading import load_schema
 
         return load_schema(schema)
