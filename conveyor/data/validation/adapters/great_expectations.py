@@ -3,7 +3,8 @@
 A 1.x expectation's ``severity`` becomes its policy (``critical`` fails, ``warning`` and ``info``
 warn). GE's ``match_regex`` searches (a match anywhere in the text), so it becomes the pattern
 ``.*(?:regex).*``; the negative set and regex expectations and the column-pair comparisons become
-rules. ``mostly`` below 1 (a tolerated share) and aggregate expectations (a column's mean, its
+rules. A column any expectation names is required, as GE fails an expectation on a missing
+column. ``mostly`` below 1 (a tolerated share) and aggregate expectations (a column's mean, its
 quantiles) have no equivalent and are refused by name.
 """
 
@@ -54,7 +55,7 @@ def from_great_expectations(suite: str | Path | dict[str, Any], *, skip_unsuppor
 def _translate(kind: str, kw: dict[str, Any], policy: str, columns: dict[str, dict[str, Any]],
                schema: dict[str, Any], label: str, source: str) -> bool:
     def column(constraint: str) -> dict[str, Any]:
-        spec = columns.setdefault(kw["column"], {"required": False})
+        spec = columns.setdefault(kw["column"], {})   # GE fails an expectation on a missing column: required
         if policy != "fail":
             spec.setdefault("_policies", {})[constraint] = policy
         return spec
@@ -63,7 +64,7 @@ def _translate(kind: str, kw: dict[str, Any], policy: str, columns: dict[str, di
         schema["rules"].append({"name": name, "check": check, "on_fail": policy})
 
     if kind == "expect_column_to_exist":
-        column("present")["required"] = True
+        column("present")
     elif kind == "expect_column_values_to_not_be_null":
         column("nullable")["nullable"] = False
     elif kind == "expect_column_values_to_be_between":
