@@ -4,10 +4,12 @@ The tree::
 
     ConveyorError                     base; has ``exit_code`` and ``headline``
     ├── ConfigurationError            a setting or config file is wrong
+    │   └── SchemaError               a data schema (YAML or Python) is malformed
     ├── PipelineDefinitionError       a pipeline or step is mis-declared (caught at build time)
     │   └── ParameterError            a pipeline parameter is missing, unknown or ill-typed
     ├── StepFailed                    a step raised after its retries
     ├── QualityGateFailed             a step's check rejected a result (raised by user steps)
+    │   └── ValidationFailed          data broke a schema constraint whose policy is ``fail``
     ├── StepTimeout                   one attempt of a step ran longer than its ``timeout``
     ├── RunCancelled                  a run was interrupted (Ctrl-C, SIGTERM)
     ├── ArtifactError
@@ -247,3 +249,17 @@ class SourceReadError(ConveyorError):
 
     exit_code = 4
     headline = "Source read failed"
+class SchemaError(ConfigurationError):
+    """A data schema is malformed: the message names the file, the line and the constraint."""
+
+    headline = "Schema error"
+
+
+class ValidationFailed(QualityGateFailed):
+    """Data broke one or more schema constraints whose policy is ``fail``; ``report`` holds the details."""
+
+    headline = "Data validation failed"
+
+    def __init__(self, message: str, *, report: dict[str, object] | None = None) -> None:
+        super().__init__(message)
+        self.report = report

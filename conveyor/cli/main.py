@@ -12,6 +12,7 @@ from conveyor.cli import artifacts as artifacts_cmd
 from conveyor.cli import automation as automation_cmd
 from conveyor.cli import batch as batch_cmd
 from conveyor.cli import datasets as datasets_cmd
+from conveyor.cli import data as data_cmd
 from conveyor.cli import export as export_cmd
 from conveyor.cli import image as image_cmd
 from conveyor.cli import models as models_cmd
@@ -50,6 +51,7 @@ app.add_typer(automation_cmd.firings_app, name="firings", help="What schedules a
 app.command("agent")(automation_cmd.agent)
 app.command("export")(export_cmd.export)
 app.add_typer(datasets_cmd.app, name="datasets", help="Versioned datasets: versions, aliases, lineage, diffs.")
+app.add_typer(data_cmd.app, name="data", help="Data schemas: suggest one from a sample, validate data against it.")
 step_app = typer.Typer(no_args_is_help=True)
 app.add_typer(step_app, name="step", help="Run one step of an exported pipeline (what its tasks run).")
 

@@ -23,6 +23,15 @@ _EXPORTS: dict[str, str] = {
     "register_dataset_step": "conveyor.data.dataset_steps",
     "split": "conveyor.data.splits",
     "assign_splits": "conveyor.data.splits",
+    "validation": "conveyor.data.validation",
+    "Schema": "conveyor.data.validation", "Column": "conveyor.data.validation", "Range": "conveyor.data.validation",
+    "Rule": "conveyor.data.validation", "validate": "conveyor.data.validation",
+    "load_schema": "conveyor.data.validation", "ValidationReport": "conveyor.data.validation",
+    "ValidationResult": "conveyor.data.validation",
+    "suggest_schema": "conveyor.data.validation.suggest",
+    "validate_data": "conveyor.data.validation.steps",
+    "from_great_expectations": "conveyor.data.validation.adapters",
+    "from_pandera": "conveyor.data.validation.adapters",
 }
 
 __all__ = sorted(_EXPORTS)
