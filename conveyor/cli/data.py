@@ -24,9 +24,11 @@ def read_table(location: str) -> Any:
 
     fs, path = fsspec.core.url_to_fs(location)
     if not fs.exists(path):
-        datasets = _dataset_reader()
-        if datasets is not None and "/" not in location:
-            return datasets(location)
+        looks_like_a_file = "/" in location or any(location.endswith((s, s + ".gz")) for s in _SUFFIXES)
+        if not looks_like_a_file:
+            from conveyor.data.datasets import load_dataset
+
+            return load_dataset(location)
         raise NotFound(f"No file at {location}. Give a Parquet, CSV, JSON-lines or Arrow file (local or s3://, gs://, "
                        "az://), or a dataset as NAME:VERSION or NAME@ALIAS.")
     if fs.isdir(path):
@@ -61,17 +63,6 @@ def read_table(location: str) -> Any:
     except (pa.ArrowInvalid, OSError) as exc:
         raise ConfigurationError(f"{location}: cannot be read as {kind}: {str(exc).splitlines()[0]}. "
                                  "Check the file, or rename it to the suffix of its real format.") from None
-
-
-def _dataset_reader() -> Any:
-    """The versioned datasets' reader (``NAME:VERSION``, ``NAME@ALIAS``) when that feature is installed."""
-    import importlib
-
-    try:
-        module = importlib.import_module("conveyor.data.datasets")
-    except ImportError:
-        return None
-    return getattr(module, "load_dataset", None) or getattr(module, "read_dataset", None)
 
 
 @app.command("suggest")
