@@ -24,7 +24,8 @@ The tree::
     ├── Unauthenticated               no key, or a key that matches none
     ├── RateLimited                   too many requests for a key
     ├── Unavailable                   overloaded, or an endpoint that cannot be served (503)
-    └── PredictionFailed              the model raised on a valid input (500)
+    ├── PredictionFailed              the model raised on a valid input (500)
+    └── SourceReadError               a data source cannot be read (HTTP, database, stream, queue)
 
 Library errors (SQLAlchemy, botocore, fsspec) are translated where the backend
 starts, so the engine and the CLI only ever meet these.
@@ -235,3 +236,14 @@ class ExportError(PipelineDefinitionError):
     """A pipeline cannot be exported to a target as it is: the message names the step, the construct and the way out."""
 
     headline = "Export error"
+
+
+class SourceReadError(ConveyorError):
+    """A data source cannot be read: unreachable, refused, or it answered something that is not data.
+
+    The message names the source (as ``describe()`` shows it, without credentials), the place
+    (a page URL, a stream, a queue) and the fix.
+    """
+
+    exit_code = 4
+    headline = "Source read failed"

@@ -14,6 +14,10 @@ _EXPORTS: dict[str, str] = {
     "read": "conveyor.data.sources",
     "open_source": "conveyor.data.sources",
     "sources": "conveyor.data.sources",
+    "read_step": "conveyor.data.steps",
+    "incremental": "conveyor.data.watermarks",
+    "FileSource": "conveyor.data.sources.files",
+    "SQLSource": "conveyor.data.sources.sql",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -52,6 +52,7 @@ def _split(value: str) -> tuple[str, str | None]:
     if value in KINDS:
         return value, None
     scheme, sep, _ = value.partition("://")
+    scheme = scheme if scheme in SCHEMES else scheme.split("+", 1)[0]   # postgresql+psycopg -> postgresql
     if sep and scheme in SCHEMES:
         return SCHEMES[scheme], value
     if not sep and "" in SCHEMES:   # a plain path
@@ -60,3 +61,9 @@ def _split(value: str) -> tuple[str, str | None]:
 
 
 __all__ = ["KINDS", "SCHEMES", "open_source", "read", "register"]
+
+register("files", "conveyor.data.sources.files:open_files",
+         schemes=("", "file", "local", "s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "memory"))
+register("sql", "conveyor.data.sources.sql:open_sql",
+         schemes=("postgresql", "postgres", "mysql", "mariadb", "sqlite", "bigquery", "mssql", "oracle", "duckdb",
+                  "snowflake", "redshift"))

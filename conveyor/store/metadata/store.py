@@ -13,6 +13,7 @@ from conveyor.store.metadata.models import Models
 from conveyor.store.metadata.runs import Runs
 from conveyor.store.metadata.steps import Steps
 from conveyor.store.metadata.tracking import Tracking
+from conveyor.store.metadata.watermarks import Watermarks
 
 
 class MetadataStore:
@@ -32,6 +33,7 @@ class MetadataStore:
         self.endpoints = Endpoints(self.engine)
         self.automation = Automation(self.engine)
         self.bundles = Bundles(self.engine)
+        self.watermarks = Watermarks(self.engine)
 
     def __repr__(self) -> str:
         return f"MetadataStore({redact(self.url)!r})"
