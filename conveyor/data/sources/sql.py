@@ -184,9 +184,12 @@ class SQLSource:
         import adbc_driver_postgresql.dbapi as adbc
         from sqlalchemy.dialects import postgresql
         from sqlalchemy.engine import make_url
+        from sqlalchemy.engine.interfaces import BindTyping
 
         self.path_used = "adbc"
-        compiled = self.statement().compile(dialect=postgresql.dialect(paramstyle="numeric_dollar"))
+        dialect = postgresql.dialect(paramstyle="numeric_dollar")
+        dialect.bind_typing = BindTyping.NONE   # ADBC types the parameters itself; no ::casts in the text
+        compiled = self.statement().compile(dialect=dialect)
         values = tuple(compiled.params[name] for name in (compiled.positiontup or ()))
         uri = make_url(self.url).set(drivername="postgresql").render_as_string(hide_password=False)
         try:
