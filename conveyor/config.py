@@ -232,3 +232,27 @@ def load_container_settings(env: Mapping[str, str] | None = None) -> ContainerSe
         aip_storage_uri=env.get("AIP_STORAGE_URI") or None, aip_predict_route=env.get("AIP_PREDICT_ROUTE") or None,
         aip_health_route=env.get("AIP_HEALTH_ROUTE") or None, azureml_model_dir=env.get("AZUREML_MODEL_DIR") or None,
         port=port("PORT"), model_uri=env.get("CONVEYOR_MODEL_URI") or None)
+
+
+def read_secret(reference: str, env: Mapping[str, str] | None = None) -> str:
+    """The value a secret reference points at: ``env:NAME`` (an environment variable) or
+    ``file:PATH`` (a mounted secret, e.g. a Kubernetes Secret volume), trailing newline removed.
+
+    The value is never part of an error message; only the reference is.
+    """
+    env = os.environ if env is None else env
+    scheme, sep, name = reference.partition(":")
+    if not sep or not name or scheme not in ("env", "file"):
+        raise ConfigurationError(f"Secret reference {reference!r} is not 'env:NAME' or 'file:PATH'. "
+                                 "Name the environment variable or the mounted file that holds the secret.")
+    if scheme == "env":
+        value = env.get(name)
+        if not value:
+            raise ConfigurationError(f"The environment variable {name} (secret reference {reference!r}) is not set "
+                                     "or empty. Export it in the environment that runs the pipeline.")
+        return value
+    try:
+        return Path(name).read_text().rstrip("\r\n")
+    except OSError as exc:
+        raise ConfigurationError(f"The secret file {name} (secret reference {reference!r}) cannot be read: "
+                                 f"{exc.strerror}. Mount the secret there or fix the path.") from None

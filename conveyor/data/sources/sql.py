@@ -21,7 +21,7 @@ import decimal
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from conveyor.errors import ConfigurationError, SourceReadError
+from conveyor.errors import ConfigurationError, ConveyorError, SourceReadError
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -80,7 +80,7 @@ class SQLSource:
     def __init__(self, url: str, *, query: str | None = None, table: str | None = None, schema: str | None = None,
                  columns: list[str] | None = None, params: dict[str, Any] | None = None,
                  incremental: str | None = None, batch_size: int = 65_536, fast: bool = True,
-                 engine_options: dict[str, Any] | None = None) -> None:
+                 password_secret: str | None = None, engine_options: dict[str, Any] | None = None) -> None:
         if not url:
             raise ConfigurationError("A SQL source needs a SQLAlchemy URL, e.g. "
                                      "'postgresql+psycopg://reader@db.example/shop'.")
@@ -92,11 +92,24 @@ class SQLSource:
         self.batch_size = int(batch_size)
         self.fast = fast
         self.engine_options = dict(engine_options or {})
+        # "env:NAME" or "file:PATH": the password stays out of the URL, so out of pipeline parameters
+        self.password_secret = password_secret
         self._after: Any = None
         self._newest: Any = None
         self.path_used: str | None = None        # "adbc" or "sqlalchemy", once read
         build_statement(query=query, table=table, schema=schema, columns=self.columns, params=self.params,
                         incremental=incremental)   # refuse a wrong combination now, not at read time
+
+    def connect_url(self) -> Any:
+        """The URL to connect with: the password from ``password_secret`` when one is named."""
+        from sqlalchemy.engine import make_url
+
+        url = make_url(self.url)
+        if self.password_secret:
+            from conveyor.config import read_secret
+
+            url = url.set(password=read_secret(self.password_secret))
+        return url
 
     def describe(self) -> str:
         what = f"table {'.'.join(p for p in (self.schema, self.table) if p)}" if self.table else \
@@ -164,7 +177,9 @@ class SQLSource:
 
         self.path_used = "sqlalchemy"
         try:
-            engine = sa.create_engine(self.url, **self.engine_options)
+            engine = sa.create_engine(self.connect_url(), **self.engine_options)
+        except ConveyorError:
+            raise
         except Exception as exc:
             raise self._error("cannot create a connection", exc) from None
         try:
@@ -183,7 +198,6 @@ class SQLSource:
     def _adbc_batches(self) -> Iterator[pa.RecordBatch]:
         import adbc_driver_postgresql.dbapi as adbc
         from sqlalchemy.dialects import postgresql
-        from sqlalchemy.engine import make_url
         from sqlalchemy.engine.interfaces import BindTyping
 
         self.path_used = "adbc"
@@ -191,7 +205,7 @@ class SQLSource:
         dialect.bind_typing = BindTyping.NONE   # ADBC types the parameters itself; no ::casts in the text
         compiled = self.statement().compile(dialect=dialect)
         values = tuple(compiled.params[name] for name in (compiled.positiontup or ()))
-        uri = make_url(self.url).set(drivername="postgresql").render_as_string(hide_password=False)
+        uri = self.connect_url().set(drivername="postgresql").render_as_string(hide_password=False)
         try:
             with adbc.connect(uri) as conn, conn.cursor() as cursor:
                 cursor.execute(str(compiled), values or None)
@@ -204,12 +218,19 @@ class SQLSource:
     def _error(self, what: str, exc: Exception) -> SourceReadError:
         detail = getattr(exc, "orig", None) or exc
         text = " ".join(str(detail).split())[:500]
-        password = _password(self.url)
-        if password:
-            text = text.replace(password, "***")
+        for password in (_password(self.url), self._secret_password()):
+            if password:
+                text = text.replace(str(password), "***")
         return SourceReadError(f"Data source {self.describe()}: {what}: {type(detail).__name__}: {text}. "
                                "Check the SQL (run it in the database's own client), the table and column names "
                                "and the URL's user and database.")
+
+
+    def _secret_password(self) -> str | None:
+        try:
+            return self.connect_url().password if self.password_secret else None   # type: ignore[no-any-return]
+        except ConveyorError:
+            return None
 
 
 def open_sql(location: str | None, **options: Any) -> SQLSource:
