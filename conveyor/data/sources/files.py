@@ -28,6 +28,9 @@ SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".tsv": "csv
             ".ndjson": "json", ".json": "json", ".arrow": "arrow", ".feather": "arrow", ".ipc": "arrow"}
 FORMATS = ("parquet", "csv", "json", "arrow")
 _GLOB = re.compile(r"[*?\[]")
+# what pyarrow puts before the reason; the message names the file itself
+_LIBRARY_PREFIX = re.compile(r"Error creating dataset\. Could not read schema from '[^']*'\. Is this a '\w+' file\?: "
+                             r"|Could not open \w+ input source '[^']*': ")
 
 
 def redact_url(location: str) -> str:
@@ -189,9 +192,10 @@ class FileSource:
 
     def _read_error(self, path: str | None, exc: Exception) -> SourceReadError:
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        text = _LIBRARY_PREFIX.sub("", text).removeprefix("Invalid: ").rstrip(".")
         where = f"file {path}" if path else redact_url(self.location)
         row = re.search(r"[Rr]ow #?(\d+)", text)
-        at = f", row {row.group(1)}" if row else ""
+        at = f", line {row.group(1)}" if row else ""   # pyarrow counts the header as row 1, so it is the line
         if "magic bytes" in text or "footer" in text or "Parquet file size" in text:
             fix = "The file is truncated or not Parquet: write it again, or remove it from the folder."
         elif "CSV" in text or "columns" in text:
