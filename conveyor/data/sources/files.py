@@ -100,8 +100,10 @@ class FileSource:
 
     def batches(self) -> Iterator[pa.RecordBatch]:
         dataset = self._dataset()
-        if dataset is None:
-            return
+        if dataset is not None:
+            yield from self._scan(dataset)
+
+    def _scan(self, dataset: Any) -> Iterator[pa.RecordBatch]:
         for fragment in dataset.get_fragments(filter=self.filter):
             path = fragment.path
             try:
@@ -117,7 +119,7 @@ class FileSource:
         schema = dataset.schema if dataset is not None else pa.schema([])
         if self.columns is not None and dataset is not None:
             schema = pa.schema([schema.field(c) for c in self.columns])
-        batches = list(self.batches()) if dataset is not None else []
+        batches = list(self._scan(dataset)) if dataset is not None else []   # one listing, not two
         return pa.Table.from_batches(batches, schema=schema)
 
     def files(self) -> list[str]:
