@@ -125,6 +125,8 @@ def test_wrong_combinations_are_refused_before_any_connection() -> None:
         SQLSource("sqlite://", table="t", params={"x": 1})
     with pytest.raises(ConfigurationError, match="no incremental column"):
         SQLSource("sqlite://", table="t").resume_after(3)
+    shown = SQLSource("bigquery://proj/ds?credentials_base64=c2VjcmV0&location=EU", table="t").describe()
+    assert shown == "sql bigquery://proj/ds?credentials_base64=***&location=EU table t"
     assert encode_watermark(T0) == {"type": "datetime", "value": "2024-01-01T12:00:00"}
     assert decode_watermark(encode_watermark(dt.date(2024, 2, 3))) == dt.date(2024, 2, 3)
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import decimal
+import re
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 WATERMARK_PARAM = "conveyor_watermark"
+# URL query options that carry credentials (sslpassword, credentials_base64, access_token, ...)
+_SECRET_QUERY = re.compile(r"pass|secret|token|credential|key", re.IGNORECASE)
 
 
 def mask_url(url: Any) -> str:
@@ -34,9 +37,12 @@ def mask_url(url: Any) -> str:
     from sqlalchemy.engine import make_url
 
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        parsed = make_url(url)
+        hidden = {k: "***" for k in parsed.query if _SECRET_QUERY.search(k)}
+        return parsed.update_query_dict(hidden).render_as_string(hide_password=True).replace("%2A%2A%2A", "***")
     except Exception:   # not parseable: show only the scheme, never the rest
-        return f"{str(url).split('://', 1)[0]}://***"
+        scheme, sep, _ = str(url).partition("://")
+        return f"{scheme}://***" if sep else "***"
 
 
 def build_statement(*, query: str | None = None, table: str | None = None, schema: str | None = None,
@@ -218,7 +224,7 @@ class SQLSource:
     def _error(self, what: str, exc: Exception) -> SourceReadError:
         detail = getattr(exc, "orig", None) or exc
         text = " ".join(str(detail).split())[:500]
-        for password in (_password(self.url), self._secret_password()):
+        for password in (*_secrets(self.url), self._secret_password()):
             if password:
                 text = text.replace(str(password), "***")
         return SourceReadError(f"Data source {self.describe()}: {what}: {type(detail).__name__}: {text}. "
@@ -281,13 +287,19 @@ def _rows_to_batch(rows: list[Any], names: list[str], types: list[Any]) -> pa.Re
     return pa.RecordBatch.from_arrays(arrays, names=names)
 
 
-def _password(url: str) -> str | None:
+def _secrets(url: str) -> list[str]:
+    """The password and the credential-like query values of a URL: scrubbed from driver messages."""
     from sqlalchemy.engine import make_url
 
     try:
-        return make_url(url).password
+        parsed = make_url(url)
     except Exception:
-        return None
+        return []
+    values = [str(parsed.password)] if parsed.password else []
+    for key, value in parsed.query.items():
+        if _SECRET_QUERY.search(key):
+            values.extend([value] if isinstance(value, str) else list(value))
+    return values
 
 
 __all__ = ["SQLSource", "build_statement", "decode_watermark", "encode_watermark", "mask_url", "open_sql"]
