@@ -126,7 +126,9 @@ def test_incremental_listing_reads_only_new_or_changed_files(tmp_path: Path) -> 
     assert sorted(later.read().column("id").to_pylist()) == [*range(100, 105), *range(200, 203)]
     nothing = FileSource(str(tmp_path))
     nothing.resume_after(later.watermark())
-    assert nothing.read().num_rows == 0 and nothing.watermark() == later.watermark()
+    empty = nothing.read()
+    assert empty.num_rows == 0 and empty.schema.names == ["id", "amount", "country"]   # typed, even when empty
+    assert nothing.watermark() == later.watermark()
 
 
 def test_parquet_on_s3_through_the_emulator(s3_emulator, monkeypatch: pytest.MonkeyPatch) -> None:

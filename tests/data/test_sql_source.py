@@ -72,6 +72,11 @@ def _behaves(url: str, *, fast: bool = True) -> SQLSource:
     later = SQLSource(url, table="users", columns=["id", "updated_at"], incremental="updated_at", fast=fast)
     later.resume_after(mark)
     assert later.read().column("id").to_pylist() == [500, 501]
+    caught_up = SQLSource(url, table="users", columns=["id", "updated_at"], incremental="updated_at", fast=fast)
+    caught_up.resume_after(later.watermark())
+    empty = caught_up.read()
+    assert empty.num_rows == 0 and empty.column_names == ["id", "updated_at"]   # nothing new, same columns
+    assert caught_up.watermark() == later.watermark()
     # a query that fails names the source and the fix, and shows no password
     with pytest.raises(SourceReadError) as caught:
         data.read(url, query="SELECT no_such_column FROM users", fast=fast)

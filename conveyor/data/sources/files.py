@@ -99,8 +99,8 @@ class FileSource:
     # --- reading ------------------------------------------------------------------------------
 
     def batches(self) -> Iterator[pa.RecordBatch]:
-        dataset = self._dataset()
-        if dataset is not None:
+        dataset, fresh = self._dataset()
+        if fresh:
             yield from self._scan(dataset)
 
     def _scan(self, dataset: Any) -> Iterator[pa.RecordBatch]:
@@ -115,16 +115,16 @@ class FileSource:
     def read(self) -> pa.Table:
         import pyarrow as pa
 
-        dataset = self._dataset()
-        schema = dataset.schema if dataset is not None else pa.schema([])
-        if self.columns is not None and dataset is not None:
+        dataset, fresh = self._dataset()
+        schema = dataset.schema
+        if self.columns is not None:
             schema = pa.schema([schema.field(c) for c in self.columns])
-        batches = list(self._scan(dataset)) if dataset is not None else []   # one listing, not two
+        batches = list(self._scan(dataset)) if fresh else []   # one listing, not two
         return pa.Table.from_batches(batches, schema=schema)
 
     def files(self) -> list[str]:
         """The files this source would read now (after the watermark, if any), in order."""
-        return [path for path, _ in self._listing()[1]]
+        return [path for path, _ in self._listing()[2]]
 
     def _filesystem(self) -> tuple[Any, str]:
         import fsspec
@@ -137,7 +137,8 @@ class FileSource:
                                      f"'{scheme}://' (pip install 'conveyor[{_extra(scheme)}]').") from None
         return fs, path
 
-    def _listing(self) -> tuple[Any, list[tuple[str, float]], str]:
+    def _listing(self) -> tuple[Any, list[tuple[str, float]], list[tuple[str, float]], str]:
+        """The filesystem, every data file, those after the watermark, and the partitions' base folder."""
         fs, path = self._filesystem()
         try:
             if _GLOB.search(path):
@@ -156,18 +157,22 @@ class FileSource:
         files = sorted((p, _modified(info)) for p, info in found.items()
                        if info.get("type", "file") != "directory" and not _hidden(p[len(base):])
                        and (self.format is not None or _format_of(p) is not None))
+        fresh = files
         if self._after is not None:
             mtime, paths = self._after
-            files = [(p, m) for p, m in files if m > mtime or (m == mtime and p not in paths)]
-        return fs, files, base
+            fresh = [(p, m) for p, m in files if m > mtime or (m == mtime and p not in paths)]
+        return fs, files, fresh, base
 
-    def _dataset(self) -> Any:
+    def _dataset(self) -> tuple[Any, bool]:
+        """The dataset of the files to read, and whether there are any: with nothing new since the
+        watermark, a dataset of the newest file gives the schema of the (empty) result."""
         import pyarrow.dataset as ds
 
-        fs, files, base = self._listing()
+        fs, every, files, base = self._listing()
+        fresh = bool(files)
+        if not files and every:
+            files = [max(every, key=lambda f: (f[1], f[0]))]
         if not files:
-            if self._after is not None:
-                return None
             raise SourceReadError(f"Data source {self.describe()}: no data files found. Check the path or glob, "
                                   f"or name the format (format='parquet'); recognised suffixes: "
                                   f"{', '.join(sorted(SUFFIXES))}.")
@@ -188,9 +193,10 @@ class FileSource:
             if missing:
                 raise ConfigurationError(f"Data source {self.describe()} has no column {', '.join(map(repr, missing))}. "
                                          f"Its columns are: {', '.join(dataset.schema.names)}.")
-        newest = max(m for _, m in files)
-        self._seen = (newest, {p for p, m in files if m == newest})
-        return dataset
+        if fresh:
+            newest = max(m for _, m in files)
+            self._seen = (newest, {p for p, m in files if m == newest})
+        return dataset, fresh
 
     def _read_error(self, path: str | None, exc: Exception) -> SourceReadError:
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -194,8 +194,12 @@ class SQLSource:
                     self.statement())
                 names = list(result.keys())
                 types: list[Any] = [None] * len(names)
+                empty = True
                 for rows in result.partitions(self.batch_size):
+                    empty = False
                     yield _rows_to_batch(rows, names, types)
+                if empty:   # no row: still the result's columns (untyped: there is no value to type them by)
+                    yield _rows_to_batch([], names, types)
         except sa.exc.SQLAlchemyError as exc:
             raise self._error("the query failed", exc) from None
         finally:
@@ -203,6 +207,7 @@ class SQLSource:
 
     def _adbc_batches(self) -> Iterator[pa.RecordBatch]:
         import adbc_driver_postgresql.dbapi as adbc
+        import pyarrow as pa
         from sqlalchemy.dialects import postgresql
         from sqlalchemy.engine.interfaces import BindTyping
 
@@ -216,8 +221,12 @@ class SQLSource:
             with adbc.connect(uri) as conn, conn.cursor() as cursor:
                 cursor.execute(str(compiled), values or None)
                 reader = cursor.fetch_record_batch()
+                empty = True
                 for batch in reader:
+                    empty = False
                     yield batch
+                if empty:   # no row: the result's columns, typed by the database
+                    yield pa.RecordBatch.from_pylist([], schema=reader.schema)
         except adbc.Error as exc:
             raise self._error("the query failed", exc) from None
 
