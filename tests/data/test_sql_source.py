@@ -54,6 +54,11 @@ def _behaves(url: str, *, fast: bool = True) -> SQLSource:
     evil = "x' OR '1'='1'; DROP TABLE users; --"
     hit = data.read(url, query="SELECT id FROM users WHERE name = :name", params={"name": evil}, fast=fast)
     assert hit.num_rows == 0 and _count(url) == 251
+    # the files' filter language, as a WHERE clause with bound values
+    picked = data.read(url, table="users", columns=["id"], filter="id in (1, 2, 3) and score > 0.5", fast=fast)
+    assert sorted(picked.column("id").to_pylist()) == [2, 3]
+    none = data.read(url, table="users", columns=["id"], filter=[("name", "=", evil)], fast=fast)
+    assert none.num_rows == 0 and none.column_names == ["id"]
     # a table, with columns
     whole = data.read(url, table="users", columns=["id", "name"], fast=fast)
     assert whole.column_names == ["id", "name"] and whole.num_rows == 251
@@ -151,5 +156,10 @@ def test_bigquery_dialect_compiles_the_statements_conveyor_generates() -> None:
     sql = " ".join(str(compiled).split())
     assert sql.startswith("SELECT `conveyor_q`.`id` FROM (SELECT * FROM `analytics.events` WHERE region = ")
     assert "`conveyor_q`.`updated_at` > " in sql and compiled.params == {"region": "EU", "conveyor_watermark": 3}
+    filtered = build_statement(table="events", schema="analytics",
+                               filter="country in ('FR', 'DE') and amount >= 10").compile(dialect=dialect)
+    assert " ".join(str(filtered).split()) == ("SELECT * FROM `analytics`.`events` WHERE `country` IN "
+                                               "UNNEST(:country_1) AND `amount` >= :param_1")
+    assert filtered.params == {"country_1": ["FR", "DE"], "param_1": 10}
     plain = " ".join(str(build_statement(table="events").compile(dialect=dialect)).split())
     assert plain == "SELECT * FROM `events`"

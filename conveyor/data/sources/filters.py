@@ -1,4 +1,4 @@
-"""Row filters for sources, as a pyarrow expression: pushed down to the files (or compiled to SQL).
+"""Row filters for sources: a pyarrow expression pushed down to files, or a SQL WHERE clause.
 
 A filter is given as a pyarrow expression (``pc.field("amount") > 10``), as a list of
 ``(column, op, value)`` tuples (pyarrow.parquet's conjunctive form; a list of such lists is an
@@ -23,22 +23,84 @@ _TUPLE_OPS = {"=": "==", "==": "==", "!=": "!=", "<": "<", "<=": "<=", ">": ">",
               "in": "in", "not in": "not in"}
 
 
+class _Arrow:
+    """Builds pyarrow expressions (pushed down by ``pyarrow.dataset``)."""
+
+    @staticmethod
+    def field(name: str) -> Any:
+        import pyarrow.compute as pc
+
+        return pc.field(name)
+
+    @staticmethod
+    def scalar(value: Any) -> Any:
+        import pyarrow.compute as pc
+
+        return pc.scalar(value)
+
+    @staticmethod
+    def isin(left: Any, values: list[Any]) -> Any:
+        return left.isin(values)
+
+    @staticmethod
+    def is_null(left: Any) -> Any:
+        return left.is_null()
+
+
+class _SQL:
+    """Builds SQLAlchemy clauses: literals become bound parameters, never SQL text."""
+
+    @staticmethod
+    def field(name: str) -> Any:
+        import sqlalchemy as sa
+
+        return sa.column(name)
+
+    @staticmethod
+    def scalar(value: Any) -> Any:
+        import sqlalchemy as sa
+
+        return sa.literal(value)
+
+    @staticmethod
+    def isin(left: Any, values: list[Any]) -> Any:
+        return left.in_(values)
+
+    @staticmethod
+    def is_null(left: Any) -> Any:
+        return left.is_(None)
+
+
 def to_expression(value: Any, *, where: str = "filter") -> Any:
     """A ``pyarrow.compute.Expression`` for a filter in any accepted form (None stays None)."""
     import pyarrow.compute as pc
 
     if value is None or isinstance(value, pc.Expression):
         return value
+    return _build(value, where, _Arrow)
+
+
+def to_sql_clause(value: Any, *, where: str = "filter") -> Any:
+    """A SQLAlchemy WHERE clause for a filter given as text or tuples (None stays None)."""
+    if value is None:
+        return None
+    if not isinstance(value, str | list | tuple):
+        raise ConfigurationError(f"The {where} {value!r} cannot become SQL. Give it as text (\"score > 10\") or "
+                                 "(column, op, value) tuples.")
+    return _build(value, where, _SQL)
+
+
+def _build(value: Any, where: str, backend: Any) -> Any:
     if isinstance(value, str):
         try:
             tree = ast.parse(value.strip(), mode="eval")
         except SyntaxError as exc:
             raise ConfigurationError(f"The {where} {value!r} is not a valid expression ({exc.msg} at column "
                                      f"{exc.offset}). Write it like \"amount > 10 and country == 'FR'\".") from None
-        return _Parser(value, where).expr(tree.body)
+        return _Parser(value, where, backend).expr(tree.body)
     if isinstance(value, list | tuple) and value:
         groups = value if isinstance(value[0], list) else [value]
-        ors = [_conjunction(group, where) for group in groups]
+        ors = [_conjunction(group, where, backend) for group in groups]
         out = ors[0]
         for other in ors[1:]:
             out = out | other
@@ -47,34 +109,32 @@ def to_expression(value: Any, *, where: str = "filter") -> Any:
                              "a list of (column, op, value) tuples, or a pyarrow.compute expression.")
 
 
-def _conjunction(group: Any, where: str) -> Any:
-    import pyarrow.compute as pc
-
+def _conjunction(group: Any, where: str, backend: Any) -> Any:
     out = None
     for item in group:
         if not (isinstance(item, list | tuple) and len(item) == 3 and str(item[1]).lower() in _TUPLE_OPS):
             raise ConfigurationError(f"The {where} entry {item!r} must be (column, op, value) with op one of "
                                      f"{', '.join(_TUPLE_OPS)}.")
         name, op, literal = item
-        term = _apply(pc.field(str(name)), _TUPLE_OPS[str(op).lower()], literal)
+        term = _apply(backend, backend.field(str(name)), _TUPLE_OPS[str(op).lower()], literal)
         out = term if out is None else out & term
     if out is None:
         raise ConfigurationError(f"The {where} has an empty group of conditions; remove it.")
     return out
 
 
-def _apply(left: Any, op: str, right: Any) -> Any:
+def _apply(backend: Any, left: Any, op: str, right: Any) -> Any:
     if op == "in":
-        return left.isin(list(right))
+        return backend.isin(left, list(right))
     if op == "not in":
-        return ~left.isin(list(right))
+        return ~backend.isin(left, list(right))
     return {"==": left.__eq__, "!=": left.__ne__, "<": left.__lt__, "<=": left.__le__,
             ">": left.__gt__, ">=": left.__ge__}[op](right)
 
 
 class _Parser:
-    def __init__(self, text: str, where: str) -> None:
-        self.text, self.where = text, where
+    def __init__(self, text: str, where: str, backend: Any) -> None:
+        self.text, self.where, self.backend = text, where, backend
 
     def fail(self, node: ast.AST, why: str) -> ConfigurationError:
         part = ast.get_source_segment(self.text, node) or type(node).__name__
@@ -83,8 +143,6 @@ class _Parser:
                                   "'and', 'or' and 'not'.")
 
     def expr(self, node: ast.AST) -> Any:
-        import pyarrow.compute as pc
-
         if isinstance(node, ast.BoolOp):
             parts = [self.expr(v) for v in node.values]
             out = parts[0]
@@ -102,34 +160,32 @@ class _Parser:
                 left = right
             return out
         if isinstance(node, ast.Name):          # a boolean column on its own
-            return pc.field(node.id)
+            return self.backend.field(node.id)
         raise self.fail(node, "only conditions are allowed here")
 
     def compare(self, left: ast.AST, op: ast.cmpop, right: ast.AST) -> Any:
         if isinstance(op, ast.Is | ast.IsNot):
             if not (isinstance(right, ast.Constant) and right.value is None):
                 raise self.fail(right, "'is' compares with None only")
-            term = self.operand(left).is_null()
+            term = self.backend.is_null(self.operand(left))
             return ~term if isinstance(op, ast.IsNot) else term
         if isinstance(op, ast.In | ast.NotIn):
             values = self.literal(right)
             if not isinstance(values, list | tuple | set):
                 raise self.fail(right, "'in' needs a list or tuple of literals")
-            return _apply(self.operand(left), "in" if isinstance(op, ast.In) else "not in", values)
+            return _apply(self.backend, self.operand(left), "in" if isinstance(op, ast.In) else "not in", values)
         symbol = _COMPARE.get(type(op))
         if symbol is None:
             raise self.fail(left, f"the operator {type(op).__name__} is not supported")
-        return _apply(self.operand(left), symbol, self.operand(right))
+        return _apply(self.backend, self.operand(left), symbol, self.operand(right))
 
     def operand(self, node: ast.AST) -> Any:
-        import pyarrow.compute as pc
-
         if isinstance(node, ast.Name):
-            return pc.field(node.id)
+            return self.backend.field(node.id)
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "col" \
                 and len(node.args) == 1 and isinstance(node.args[0], ast.Constant):
-            return pc.field(str(node.args[0].value))      # col("a column with spaces")
-        return pc.scalar(self.literal(node))
+            return self.backend.field(str(node.args[0].value))      # col("a column with spaces")
+        return self.backend.scalar(self.literal(node))
 
     def literal(self, node: ast.AST) -> Any:
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("date", "timestamp") \

@@ -47,9 +47,17 @@ def mask_url(url: Any) -> str:
 
 def build_statement(*, query: str | None = None, table: str | None = None, schema: str | None = None,
                     columns: list[str] | None = None, params: dict[str, Any] | None = None,
-                    incremental: str | None = None, watermark: Any = None) -> Any:
-    """The SQLAlchemy statement a SQL source runs: pure, so any dialect can compile it."""
+                    incremental: str | None = None, watermark: Any = None, filter: Any = None) -> Any:
+    """The SQLAlchemy statement a SQL source runs: pure, so any dialect can compile it.
+
+    ``filter`` is the files source's filter language (text or tuples) as a WHERE clause whose
+    literals are bound parameters.
+    """
     import sqlalchemy as sa
+
+    from conveyor.data.sources.filters import to_sql_clause
+
+    where = to_sql_clause(filter, where=f"filter of {table or 'the query'}")
 
     if (query is None) == (table is None):
         raise ConfigurationError("A SQL source takes either query='SELECT ...' or table='name', not both and "
@@ -58,7 +66,7 @@ def build_statement(*, query: str | None = None, table: str | None = None, schem
         inner = sa.text(query)
         if params:
             inner = inner.bindparams(*[sa.bindparam(k, v) for k, v in params.items()])
-        if columns is None and incremental is None:
+        if columns is None and incremental is None and where is None:
             return inner
         declared = list(dict.fromkeys([*(columns or []), *([incremental] if incremental else [])]))
         source = inner.columns(*[sa.column(c) for c in declared]).subquery("conveyor_q")
@@ -70,6 +78,8 @@ def build_statement(*, query: str | None = None, table: str | None = None, schem
         source = sa.table(table, *[sa.column(c) for c in names], schema=schema)
     picked = [source.c[c] for c in columns] if columns is not None else [sa.literal_column("*")]
     stmt = sa.select(*picked).select_from(source)
+    if where is not None:
+        stmt = stmt.where(where)
     if incremental is not None:
         column = source.c[incremental]
         if watermark is not None:
@@ -85,7 +95,7 @@ class SQLSource:
 
     def __init__(self, url: str, *, query: str | None = None, table: str | None = None, schema: str | None = None,
                  columns: list[str] | None = None, params: dict[str, Any] | None = None,
-                 incremental: str | None = None, batch_size: int = 65_536, fast: bool = True,
+                 filter: Any = None, incremental: str | None = None, batch_size: int = 65_536, fast: bool = True,
                  password_secret: str | None = None, engine_options: dict[str, Any] | None = None) -> None:
         if not url:
             raise ConfigurationError("A SQL source needs a SQLAlchemy URL, e.g. "
@@ -94,6 +104,7 @@ class SQLSource:
         self.query, self.table, self.schema = query, table, schema
         self.columns = list(columns) if columns is not None else None
         self.params = dict(params or {})
+        self.filter = filter
         self.incremental = incremental
         self.batch_size = int(batch_size)
         self.fast = fast
@@ -104,7 +115,7 @@ class SQLSource:
         self._newest: Any = None
         self.path_used: str | None = None        # "adbc" or "sqlalchemy", once read
         build_statement(query=query, table=table, schema=schema, columns=self.columns, params=self.params,
-                        incremental=incremental)   # refuse a wrong combination now, not at read time
+                        incremental=incremental, filter=filter)   # refuse a wrong combination now, not at read time
 
     def connect_url(self) -> Any:
         """The URL to connect with: the password from ``password_secret`` when one is named."""
@@ -120,7 +131,8 @@ class SQLSource:
     def describe(self) -> str:
         what = f"table {'.'.join(p for p in (self.schema, self.table) if p)}" if self.table else \
             f"query {' '.join(self.query.split())[:200]!r}"   # type: ignore[union-attr]
-        return f"sql {mask_url(self.url)} {what}"
+        where = f" filter={self.filter!r}" if self.filter is not None else ""
+        return f"sql {mask_url(self.url)} {what}{where}"
 
     def __repr__(self) -> str:
         return f"SQLSource({self.describe()!r})"
@@ -142,7 +154,8 @@ class SQLSource:
 
     def statement(self) -> Any:
         return build_statement(query=self.query, table=self.table, schema=self.schema, columns=self.columns,
-                               params=self.params, incremental=self.incremental, watermark=self._after)
+                               params=self.params, incremental=self.incremental, watermark=self._after,
+                               filter=self.filter)
 
     def batches(self) -> Iterator[pa.RecordBatch]:
         import pyarrow.compute as pc
@@ -214,7 +227,8 @@ class SQLSource:
         self.path_used = "adbc"
         dialect = postgresql.dialect(paramstyle="numeric_dollar")
         dialect.bind_typing = BindTyping.NONE   # ADBC types the parameters itself; no ::casts in the text
-        compiled = self.statement().compile(dialect=dialect)
+        # expanding IN lists become $n placeholders here, as the driver needs them in the text
+        compiled = self.statement().compile(dialect=dialect, compile_kwargs={"render_postcompile": True})
         values = tuple(compiled.params[name] for name in (compiled.positiontup or ()))
         uri = self.connect_url().set(drivername="postgresql").render_as_string(hide_password=False)
         try:
