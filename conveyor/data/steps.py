@@ -67,8 +67,16 @@ def read_step(location_or_kind: str, *, name: str = "read", watermark: str | boo
     they must be plain values (a filter as text or tuples, not a pyarrow expression) so the step
     can run in another process or be exported.
     """
-    from conveyor.dsl.step import step
+    import pyarrow.compute as pc
 
+    from conveyor.dsl.building import current_build
+    from conveyor.dsl.step import step
+    from conveyor.errors import PipelineDefinitionError
+
+    if current_build() is not None and isinstance(options.get("filter"), pc.Expression):
+        raise PipelineDefinitionError(
+            f"read_step '{name}': a pyarrow expression filter cannot be stored with the pipeline. Write it as text "
+            f"(filter=\"amount > 10 and country == 'FR'\") or as (column, op, value) tuples.")
     body = step(name=name, cache=False, retries=retries)(read_source)
     return body(location_or_kind, options or None, watermark)
 

@@ -129,3 +129,16 @@ def test_incremental_block_commits_only_when_it_succeeds(client, tmp_path: Path)
         assert src.read().column("id").to_pylist() == [5, 6]
     with cv.data.incremental(cv.data.open_source(str(tmp_path)), pipeline="other", client=client) as src:
         assert src.read().num_rows == 7                 # each pipeline keeps its own watermark
+
+
+def test_a_filter_that_cannot_be_stored_is_refused_when_the_pipeline_is_built() -> None:
+    import pyarrow.compute as pc
+
+    from conveyor.errors import PipelineDefinitionError
+
+    @cv.pipeline
+    def expression_filter():
+        return cv.data.read_step("data/", filter=pc.field("id") > 1)
+
+    with pytest.raises(PipelineDefinitionError, match="Write it as text"):
+        expression_filter.build()
