@@ -133,6 +133,8 @@ def test_wrong_combinations_are_refused_before_any_connection() -> None:
         SQLSource("sqlite://", query="SELECT 1", table="t")
     with pytest.raises(ConfigurationError, match="parameters bind placeholders of a query"):
         SQLSource("sqlite://", table="t", params={"x": 1})
+    with pytest.raises(ConfigurationError, match=r"params \['regoin'\] have no placeholder.*:region"):
+        SQLSource("sqlite://", query="SELECT * FROM t WHERE region = :region", params={"regoin": "EU"})
     with pytest.raises(ConfigurationError, match="no incremental column"):
         SQLSource("sqlite://", table="t").resume_after(3)
     shown = SQLSource("bigquery://proj/ds?credentials_base64=c2VjcmV0&location=EU", table="t").describe()

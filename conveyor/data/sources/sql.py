@@ -65,6 +65,12 @@ def build_statement(*, query: str | None = None, table: str | None = None, schem
     if query is not None:
         inner = sa.text(query)
         if params:
+            placeholders = list(inner.compile().params)
+            unknown = sorted(set(params) - set(placeholders))
+            if unknown:
+                known = ", ".join(f":{k}" for k in placeholders) or "none"
+                raise ConfigurationError(f"params {unknown} have no placeholder in the query (its placeholders: "
+                                         f"{known}). Write :{unknown[0]} where the value goes, or drop it.")
             inner = inner.bindparams(*[sa.bindparam(k, v) for k, v in params.items()])
         if columns is None and incremental is None and where is None:
             return inner
