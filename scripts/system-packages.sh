@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Installs what the test suite starts for real, if missing: Debian packages (PostgreSQL, wrk,
 # Node.js and npm, Redis) and Azurite, the Azure Blob emulator, from npm into .cache/azurite.
+# Installs what the test suite starts for real, if missing: Debian packages (PostgreSQL, MariaDB, wrk,
+# Node.js and npm) and Azurite, the Azure Blob emulator, from npm into .cache/azurite.
 set -euo pipefail
 need=()
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 command -v wrk >/dev/null 2>&1 || need+=(wrk)
+{ command -v mariadbd || [ -x /usr/sbin/mariadbd ]; } >/dev/null 2>&1 || need+=(mariadb-server)
 command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)

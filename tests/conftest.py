@@ -128,3 +128,7 @@ from tests.servers import serve_process  # noqa: E402,F401
 
 # the session's distributed clusters (started only by the tests that ask for them)
 from tests.clusters import dask_cluster, ray_cluster  # noqa: E402,F401
+
+
+# a real MariaDB server (started only by the tests that ask for it)
+from tests.databases import mariadb_server, mariadb_url  # noqa: E402,F401

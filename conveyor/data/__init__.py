@@ -32,6 +32,10 @@ _EXPORTS: dict[str, str] = {
     "validate_data": "conveyor.data.validation.steps",
     "from_great_expectations": "conveyor.data.validation.adapters",
     "from_pandera": "conveyor.data.validation.adapters",
+    "read_step": "conveyor.data.steps",
+    "incremental": "conveyor.data.watermarks",
+    "FileSource": "conveyor.data.sources.files",
+    "SQLSource": "conveyor.data.sources.sql",
 }
 
 __all__ = sorted(_EXPORTS)

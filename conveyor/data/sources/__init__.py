@@ -52,6 +52,7 @@ def _split(value: str) -> tuple[str, str | None]:
     if value in KINDS:
         return value, None
     scheme, sep, _ = value.partition("://")
+    scheme = scheme if scheme in SCHEMES else scheme.split("+", 1)[0]   # postgresql+psycopg -> postgresql
     if sep and scheme in SCHEMES:
         return SCHEMES[scheme], value
     if not sep and "" in SCHEMES:   # a plain path
@@ -67,3 +68,8 @@ register("sqs", "conveyor.data.sources.sqs:open_sqs", schemes=("sqs",))
 register("mongo", "conveyor.data.sources.mongo:open_mongo", schemes=("mongodb", "mongodb+srv"))
 
 register("dataset", "conveyor.data.datasets:open_dataset_source", schemes=("dataset",))
+register("files", "conveyor.data.sources.files:open_files",
+         schemes=("", "file", "local", "s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "memory"))
+register("sql", "conveyor.data.sources.sql:open_sql",
+         schemes=("postgresql", "postgres", "mysql", "mariadb", "sqlite", "bigquery", "mssql", "oracle", "duckdb",
+                  "snowflake", "redshift"))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -57,3 +57,21 @@ def acknowledge_with_step(source: Acknowledging) -> bool:
         return False
     ctx.acknowledge_on_success(source)
     return True
+
+
+@runtime_checkable
+class Incremental(Protocol):
+    """A source that can read only what is new since a watermark (newest file, greatest
+    ``updated_at``, a stream offset). ``conveyor.data.watermarks`` keeps the watermark per pipeline
+    in the metadata store and advances it only when the run (or the consuming block) succeeded.
+
+    ``resume_after(w)`` restricts the next reads to what comes after ``w`` (a value an earlier
+    ``watermark()`` returned, after a JSON round trip); ``watermark()`` is the position after what
+    was read so far (JSON-able), or None when nothing was read.
+    """
+
+    def resume_after(self, watermark: Any) -> None:
+        ...
+
+    def watermark(self) -> Any:
+        ...

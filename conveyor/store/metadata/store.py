@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from conveyor.store.metadata.datasets import Datasets
     from conveyor.store.metadata.endpoints import Endpoints
     from conveyor.store.metadata.models import Models
+    from conveyor.store.metadata.watermarks import Watermarks
 
 
 class MetadataStore:
@@ -61,6 +62,12 @@ class MetadataStore:
         from conveyor.store.metadata.bundles import Bundles
 
         return Bundles(self.engine)
+
+    @cached_property
+    def watermarks(self) -> Watermarks:
+        from conveyor.store.metadata.watermarks import Watermarks
+
+        return Watermarks(self.engine)
 
     @cached_property
     def datasets(self) -> Datasets:

@@ -406,3 +406,18 @@ dataset_usage = Table(
 )
 Index("ix_dataset_usage", dataset_usage.c.dataset, dataset_usage.c.version)
 Index("ix_dataset_usage_run", dataset_usage.c.run_id)
+
+
+# Incremental reads (0005): the position a data source reached, per pipeline. A row staged by a
+# run counts only once that run succeeded; a row written outside a run is committed at once.
+data_watermarks = Table(
+    "data_watermarks", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("pipeline", String(200), nullable=False),
+    Column("source", String(500), nullable=False),       # the watermark's key: a name, or the source's description
+    Column("value", JSON),
+    Column("run_id", String(32)),                        # the run that staged it (None: committed directly)
+    Column("state", String(12), nullable=False),         # pending | committed
+    Column("created_at", Float, nullable=False),
+)
+Index("ix_data_watermarks_key", data_watermarks.c.pipeline, data_watermarks.c.source)
