@@ -15,6 +15,11 @@ declares is refused when it is submitted, naming the step and the resource. ``cp
 ``memory`` that no worker declares are not constraints (Dask schedules by threads then); ``gpus``
 that no worker declares are refused, since the step would otherwise land on a machine without one.
 
+Flow: the executor hands the cluster at most as many tasks at once as its workers have threads and
+keeps the rest itself, so every task it sends can start on a free thread. (Given more, Dask places
+them eagerly, and a ready step can wait behind a long one on a busy worker while another worker
+idles, since work stealing trusts the short durations it measured.)
+
 Cancellation: ``shutdown(cancel=True)`` (Ctrl-C) cancels the run's futures; a watcher next to each
 running task sees the scheduler cancel it, or release it because the driver disconnected or died,
 and stops its attempt with every process it started.
@@ -25,6 +30,7 @@ from __future__ import annotations
 import re
 import threading
 import time
+from collections import deque
 from concurrent.futures import Future
 from typing import Any
 
@@ -118,6 +124,7 @@ class DaskExecutor:
     name = "dask"
     in_process = False
     cancel_wait = 10.0    # seconds ``shutdown(cancel=True)`` waits for the scheduler to confirm
+    refresh_s = 5.0       # seconds between looks at the cluster's workers
 
     def __init__(self, max_workers: int = 2, address: str | None = None) -> None:
         from conveyor.config import load_settings
@@ -126,37 +133,63 @@ class DaskExecutor:
         self._client = connect(self.address, local_workers=max_workers)
         self._futures: dict[str, Any] = {}      # this executor's (this run's) Dask futures by key
         self._lock = threading.Lock()
-        self._declared: list[dict[str, float]] | None = None
+        self._waiting: deque[tuple[StepTask, Future[StepResult], dict[str, float]]] = deque()
+        self._declared: list[dict[str, float]] = []
+        self._threads = 0
+        self._looked_at = float("-inf")
         self._closed = False
 
-    def _worker_resources(self) -> list[dict[str, float]]:
-        if self._declared is None:
-            info = self._client.scheduler_info(n_workers=-1)
-            self._declared = [dict(w.get("resources") or {}) for w in info.get("workers", {}).values()]
-        return self._declared
+    def _look_at_workers(self) -> None:
+        """What the workers declare and how many threads they have (looked up again every few seconds,
+        so workers that join or leave are seen)."""
+        if time.monotonic() - self._looked_at < self.refresh_s:
+            return
+        workers = self._client.scheduler_info(n_workers=-1).get("workers", {}).values()
+        self._declared = [dict(w.get("resources") or {}) for w in workers]
+        self._threads = sum(int(w.get("nthreads") or 1) for w in workers)
+        self._looked_at = time.monotonic()
 
     def submit(self, task: StepTask) -> Future[StepResult]:
         out: Future[StepResult] = Future()
-        try:
-            resources = worker_resources(task, self._worker_resources(), self.address or "(local)") \
-                if task.resources else {}
-        except ConfigurationError as exc:
-            out.set_result(_refused(task, str(exc)))
-            return out
-        key = f"conveyor-{task.step_name}-{task.step_run_id}"
         with self._lock:
             if self._closed:
                 raise RuntimeError("this Dask executor was shut down; start a new run")
-            fut = self._client.submit(run_on_worker, task, key=key, pure=False, retries=0,
-                                      resources=resources or None)
-            self._futures[key] = fut
-        fut.add_done_callback(lambda f: self._resolve(out, task, f))
+            self._look_at_workers()
+            try:
+                resources = worker_resources(task, self._declared, self.address or "(local)") \
+                    if task.resources else {}
+            except ConfigurationError as exc:
+                out.set_result(_refused(task, str(exc)))
+                return out
+            self._waiting.append((task, out, resources))
+            self._send()
         return out
+
+    def _send(self) -> None:
+        """Hand waiting tasks to the cluster while it has a free thread for each (called under the lock)."""
+        while self._waiting and len(self._futures) < max(1, self._threads):
+            task, out, resources = self._waiting.popleft()
+            key = f"conveyor-{task.step_name}-{task.step_run_id}"
+            try:
+                fut = self._client.submit(run_on_worker, task, key=key, pure=False, retries=0,
+                                          resources=resources or None)
+            except Exception as exc:   # the task cannot be sent (it does not pickle, the connection is gone)
+                out.set_result(_refused(task, f"Step '{task.node_name}' could not be sent to the Dask cluster: "
+                                              f"{type(exc).__name__}: {exc}"))
+                continue
+            self._futures[key] = fut
+            fut.add_done_callback(lambda f, task=task, out=out: self._resolve(out, task, f))
 
     def _resolve(self, out: Future[StepResult], task: StepTask, fut: Any) -> None:
         """Hand the Dask future's outcome to the engine's future; never leave it unresolved."""
         with self._lock:
             self._futures.pop(fut.key, None)
+            if time.monotonic() - self._looked_at >= self.refresh_s:
+                try:
+                    self._look_at_workers()
+                except Exception:   # the scheduler went away: what follows fails on its own
+                    pass
+            self._send()
         try:
             if fut.status == "finished":
                 result = fut.result()
@@ -181,6 +214,10 @@ class DaskExecutor:
         with self._lock:
             self._closed = True
             futures = list(self._futures.values())
+            waiting, self._waiting = (list(self._waiting), deque()) if cancel else ([], self._waiting)
+        for task, out, _resources in waiting:   # never sent: they resolve as cancelled
+            out.set_result(_refused(task, f"Step '{task.node_name}' was cancelled before it was sent to the "
+                                          "Dask cluster."))
         if cancel and futures:
             done = threading.Event()
 
