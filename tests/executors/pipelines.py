@@ -335,3 +335,13 @@ def killed_midway(folder: str):
     first = counted(folder, "first")
     middle = hangs_first(first, folder)
     counted(folder, "last", middle)
+
+
+@cv.step(gpus=1, cache=False)
+def needs_a_gpu(x: int) -> int:
+    return x
+
+
+@cv.pipeline
+def gpu_step():
+    needs_a_gpu(1)
