@@ -345,3 +345,19 @@ def needs_a_gpu(x: int) -> int:
 @cv.pipeline
 def gpu_step():
     needs_a_gpu(1)
+
+
+@cv.step(cache=False)
+def kills_its_worker(folder: str) -> str:
+    """The first execution kills the process that runs it (the Dask worker); the next one returns."""
+    import signal
+
+    if bump_in(folder, "kills") == 1:
+        os.kill(os.getppid(), signal.SIGKILL)   # an attempt is a child of the worker process
+        time.sleep(60)
+    return "survived"
+
+
+@cv.pipeline
+def worker_dies(folder: str):
+    kills_its_worker(folder)

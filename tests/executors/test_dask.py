@@ -61,3 +61,19 @@ def test_step_hints_become_the_resources_workers_declare() -> None:
         dx.worker_resources(_task(gpus=4), declared, "tcp://s:8786")
     with pytest.raises(ConfigurationError, match=r"memory='lots' is not a size"):
         dx.worker_resources(_task(memory="lots"), declared, "tcp://s:8786")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_a_step_whose_worker_dies_runs_again_on_another_worker(client, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch,
+                                                                dask_cluster: str) -> None:
+    from distributed import Client
+
+    monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", dask_cluster)
+    folder = tmp_path / "work"
+    run = ep.worker_dies.run(folder=str(folder), client=client, executor="dask")
+    assert run.status == "succeeded" and run.output("kills_its_worker") == "survived"
+    assert (folder / "kills").read_text() == "xx"          # the first execution died with its worker
+    with Client(dask_cluster, set_as_default=False) as probe:   # the nanny brought the worker back
+        probe.wait_for_workers(2, timeout=60)
