@@ -1,6 +1,7 @@
 """``.map(max_parallel=N)`` in the exports: each target's own construct for a fan-out's concurrency
 (KFP's ParallelFor parallelism, Step Functions' Map MaxConcurrency, Airflow's
-max_active_tis_per_dagrun); a fan-out without it gets none. Airflow's DagBag check of the same
+max_active_tis_per_dagrun; Argo, which has no limit per looped task, caps the whole workflow at the
+tightest one); a fan-out without it gets none. Airflow's DagBag check of the same
 setting is in test_airflow.py (the ``shapes`` pipeline)."""
 
 from __future__ import annotations
@@ -81,3 +82,16 @@ def test_airflow_mapped_tasks_get_max_active_tis_per_dagrun() -> None:
               for name in ("score", "score_2", "score_3")}
     assert "max_active_tis_per_dagrun=2" in blocks["score"] and "max_active_tis_per_dagrun=3" in blocks["score_2"]
     assert "max_active_tis_per_dagrun" not in blocks["score_3"]
+
+
+def test_argo_caps_the_workflow_at_the_tightest_limit() -> None:
+    (text,) = _files("argo").values()
+    assert yaml.safe_load(text)["spec"]["parallelism"] == 2
+
+    @cv.pipeline
+    def unlimited():
+        total(score.map(x=[1, 2]))
+
+    plan = lower(unlimited, {}, ref="p.py:unlimited", project_dir="/p", image="reg/img:1")
+    (text,) = target("argo").compile(plan, ExportOptions({})).values()
+    assert "parallelism" not in yaml.safe_load(text)["spec"]
