@@ -9,7 +9,7 @@ variable                        meaning                                   defaul
 ``CONVEYOR_HOME``               folder for the embedded stores            ``./.conveyor``
 ``CONVEYOR_METADATA_URL``       any SQLAlchemy URL                        ``sqlite:///$HOME/metadata.db``
 ``CONVEYOR_ARTIFACT_ROOT``      fsspec URL (file, s3, gs, az, memory)     ``$HOME/artifacts``
-``CONVEYOR_EXECUTOR``           ``thread``, ``process`` or ``dask``      ``thread``
+``CONVEYOR_EXECUTOR``           ``thread``, ``process`` or ``dask``       ``thread``
 ``CONVEYOR_MAX_WORKERS``        parallel steps in the local executor      CPU count (at least 2)
 ``CONVEYOR_INLINE_MAX_BYTES``   JSON values up to this size stay inline   ``65536``
 ``CONVEYOR_ARTIFACT_RETRIES``   retries of a remote artifact I/O error    ``4``

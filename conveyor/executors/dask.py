@@ -144,7 +144,11 @@ class DaskExecutor:
         so workers that join or leave are seen)."""
         if time.monotonic() - self._looked_at < self.refresh_s:
             return
-        workers = self._client.scheduler_info(n_workers=-1).get("workers", {}).values()
+        try:
+            info = self._client.scheduler_info(n_workers=-1)   # every worker, not the first few
+        except TypeError:   # distributed before 2025 lists every worker without being asked
+            info = self._client.scheduler_info()
+        workers = info.get("workers", {}).values()
         self._declared = [dict(w.get("resources") or {}) for w in workers]
         self._threads = sum(int(w.get("nthreads") or 1) for w in workers)
         self._looked_at = time.monotonic()
