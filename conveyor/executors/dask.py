@@ -138,6 +138,7 @@ class DaskExecutor:
         self._threads = 0
         self._looked_at = float("-inf")
         self._closed = False
+        self._cancelled = False
 
     def _look_at_workers(self) -> None:
         """What the workers declare and how many threads they have (looked up again every few seconds,
@@ -216,8 +217,10 @@ class DaskExecutor:
         The connection stays open for the next run of this process; the cluster is not touched.
         """
         with self._lock:
+            # the engine and its caller both cancel on Ctrl-C: the cluster is asked once
+            repeated, self._cancelled = self._cancelled, self._cancelled or cancel
             self._closed = True
-            futures = list(self._futures.values())
+            futures = [] if repeated else list(self._futures.values())
             waiting, self._waiting = (list(self._waiting), deque()) if cancel else ([], self._waiting)
         for task, out, _resources in waiting:   # never sent: they resolve as cancelled
             out.set_result(_refused(task, f"Step '{task.node_name}' was cancelled before it was sent to the "
