@@ -9,7 +9,7 @@ variable                        meaning                                   defaul
 ``CONVEYOR_HOME``               folder for the embedded stores            ``./.conveyor``
 ``CONVEYOR_METADATA_URL``       any SQLAlchemy URL                        ``sqlite:///$HOME/metadata.db``
 ``CONVEYOR_ARTIFACT_ROOT``      fsspec URL (file, s3, gs, az, memory)     ``$HOME/artifacts``
-``CONVEYOR_EXECUTOR``           ``thread`` or ``process``                 ``thread``
+``CONVEYOR_EXECUTOR``           ``thread``, ``process`` or ``dask``       ``thread``
 ``CONVEYOR_MAX_WORKERS``        parallel steps in the local executor      CPU count (at least 2)
 ``CONVEYOR_INLINE_MAX_BYTES``   JSON values up to this size stay inline   ``65536``
 ``CONVEYOR_ARTIFACT_RETRIES``   retries of a remote artifact I/O error    ``4``
@@ -32,6 +32,8 @@ variable                        meaning                                   defaul
 ``CONVEYOR_SERVE_LOG_MAX_ROWS``   prediction-log rows held in memory:     ``500000``
                                 the most a SIGKILL can lose (per worker)
 ``CONVEYOR_SERVE_LOG_INTERVAL_S`` prediction-log flush interval (seconds) ``2``
+``DASK_SCHEDULER_ADDRESS``      the Dask scheduler ``CONVEYOR_EXECUTOR=   a local cluster started once
+                                dask`` connects to (``tcp://host:8786``)  per process
 ``AIP_HTTP_PORT``               Vertex AI: the port to listen on          ``8080``
 ``AIP_PREDICT_ROUTE``           Vertex AI: the prediction path            ``/predict``
 ``AIP_HEALTH_ROUTE``            Vertex AI: the health path                ``/health``
@@ -55,6 +57,7 @@ from pathlib import Path
 from conveyor.errors import ConfigurationError
 
 EXECUTORS = ("thread", "process")   # executors shipped with Conveyor (conveyor.executors.registry)
+EXECUTORS += ("dask",)              # a distributed engine, with the extra `conveyor[dask]`
 PICKLE_POLICIES = ("local", "true", "false")
 
 
@@ -85,6 +88,7 @@ class Settings:
     artifact_backoff_s: float = 0.5
     metadata_retries: int = 4
     metadata_backoff_s: float = 0.25
+    dask_scheduler_address: str | None = None
 
     def with_overrides(self, **changes: object) -> Settings:
         """Return a copy with some fields replaced."""
@@ -187,7 +191,8 @@ def load_settings(env: Mapping[str, str] | None = None, cwd: Path | None = None)
                     serve_log_max_rows=max(1, _int("CONVEYOR_SERVE_LOG_MAX_ROWS",
                                                    get("serve_log_max_rows", 500_000))),
                     serve_log_interval_s=_seconds("CONVEYOR_SERVE_LOG_INTERVAL_S",
-                                                         get("serve_log_interval_s", 2.0)))
+                                                         get("serve_log_interval_s", 2.0)),
+                    dask_scheduler_address=env.get("DASK_SCHEDULER_ADDRESS", "").strip() or None)
 
 
 def debug_enabled(env: Mapping[str, str] | None = None) -> bool:

@@ -2,6 +2,7 @@
 
 ``train.map(C=[0.1, 1.0], name_by=lambda c: f"C={c}")`` runs ``train[C=0.1]`` and ``train[C=1.0]``
 instead of ``train[0]`` and ``train[1]``; the element's index is kept next to its name.
+``train.map(C=[...], max_parallel=2)`` runs at most two elements at once, on any executor.
 """
 
 from __future__ import annotations
@@ -26,6 +27,19 @@ def check_name_by(step: str, name_by: Any, mapped: Sequence[str]) -> None:
         f"(e.g. name_by=lambda item: item['name']) or a key of it (e.g. name_by='name'). "
         f"Mapped keywords: {', '.join(mapped)}."
     )
+
+
+def check_max_parallel(step: str, max_parallel: Any) -> int | None:
+    """The concurrency limit of a mapped call: None (no limit) or a whole number of at least 1."""
+    if max_parallel is None:
+        return None
+    if isinstance(max_parallel, bool) or not isinstance(max_parallel, int) or max_parallel < 1:
+        raise PipelineDefinitionError(
+            f"{step}.map(max_parallel={max_parallel!r}): max_parallel is how many elements may run at once, "
+            "a whole number of 1 or more (e.g. max_parallel=4). Leave it out to run every element as soon as "
+            "the executor has room."
+        )
+    return max_parallel
 
 
 def _label_of(step: str, name_by: NameBy, element: Any, index: int) -> str:

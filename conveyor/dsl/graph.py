@@ -105,6 +105,7 @@ class Node:
     map_over: tuple[str, ...] = ()   # input names that fan out, element by element
     after: tuple[str, ...] = ()      # nodes to wait for without taking their data (``after=``)
     name_by: Any = None              # a mapped node's element names: a callable or a key of the item
+    max_parallel: int | None = None  # a mapped node's elements running at once at most (None: no limit)
 
     def upstream(self) -> set[str]:
         """Names of the nodes this one waits for (data, conditions and ``after=``)."""

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, overload
 
 from conveyor.dsl.building import current_build
-from conveyor.dsl.fanout import after_nodes, check_name_by, element_labels
+from conveyor.dsl.fanout import after_nodes, check_max_parallel, check_name_by, element_labels
 from conveyor.dsl.graph import Const, Expr, ListOf, Node
 from conveyor.dsl.handles import MapOutput, Output, Outputs
 from conveyor.errors import PipelineDefinitionError
@@ -127,7 +127,7 @@ class Step:
         return self._handles(node.name)
 
     def _reserved(self, kwargs: dict[str, Any], key: str) -> Any:
-        """Take a call option (``after``, ``name_by``) out of the arguments, unless the function has that input."""
+        """Take a call option (``after``, ``name_by``, ``max_parallel``) out of the arguments, unless the function has that input."""
         if key in self._signature.parameters:
             return None
         return kwargs.pop(key, None)
@@ -141,13 +141,16 @@ class Step:
 
         ``name_by`` names each element instead of ``[0]``, ``[1]``: a function of the element (the
         value of the mapped keyword, or a dict of them when several are mapped) or a key of it.
-        ``after`` waits for other step calls without taking their data.
+        ``after`` waits for other step calls without taking their data. ``max_parallel`` caps how
+        many elements run at once (the engine holds the others back, on every executor), e.g. for
+        a rate-limited service or a licence count; without it every element starts when it can.
         """
         ctx = current_build()
         if ctx is None:
             raise PipelineDefinitionError(f"{self.spec.name}.map(...) works only inside a @cv.pipeline function.")
         after = self._reserved(kwargs, "after")
         name_by = self._reserved(kwargs, "name_by")
+        max_parallel = check_max_parallel(self.spec.name, self._reserved(kwargs, "max_parallel"))
         if self.spec.multiple_outputs:
             raise PipelineDefinitionError(
                 f"Step '{self.spec.name}' has several outputs and cannot be mapped; return one value (a dict) instead."
@@ -181,7 +184,7 @@ class Step:
             element_labels(self.spec.name, name_by, {k: inputs[k].value for k in mapped})  # type: ignore[union-attr]
         node = Node(name=ctx.node_name(self.spec.name), spec=self.spec, inputs=inputs,
                     conditions=tuple(ctx.conditions), map_over=mapped, after=after_nodes(self.spec.name, after),
-                    name_by=name_by)
+                    name_by=name_by, max_parallel=max_parallel)
         ctx.add(node)
         from conveyor.dsl.graph import Ref
 

@@ -64,5 +64,7 @@ def _installed(module: str) -> bool:
 registry = ExecutorRegistry()
 registry.register("thread", "conveyor.executors.thread:ThreadExecutor")
 registry.register("process", "conveyor.executors.process:ProcessExecutor")
+registry.register("dask", "conveyor.executors.dask:DaskExecutor", "pip install 'conveyor[dask]'",
+                  requires=("distributed",))
 
 __all__ = ["Executor", "ExecutorRegistry", "registry"]

@@ -377,6 +377,8 @@ class DagWriter:
             s.append("retries=0")
         if t.deadline_s is not None:
             s.append(f"execution_timeout=datetime.timedelta(seconds={t.deadline_s})")
+        if t.fan_out is not None and t.fan_out.max_parallel is not None:
+            s.append(f"max_active_tis_per_dagrun={t.fan_out.max_parallel}")   # .map(max_parallel=N), per run
         if self._joins_a_fan_out(t):
             # an empty fan-out leaves its mapped task skipped; the join still runs, as it does locally
             # (a false condition skips it anyway: its short-circuit task skips everything after it)

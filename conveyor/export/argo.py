@@ -112,6 +112,11 @@ def manifest(plan: Plan, options: ExportOptions) -> dict[str, Any]:
     spec: dict[str, Any] = {"entrypoint": entry, "arguments": {"parameters": parameters(plan)}}
     if options.get("service_account"):
         spec["serviceAccountName"] = k8s_name(options.get("service_account") or "", "service_account")
+    limits = [t.fan_out.max_parallel for t in plan if t.fan_out is not None and t.fan_out.max_parallel]
+    if limits:
+        # Argo limits parallel pods per workflow or per template invocation, not per looped task: the
+        # tightest .map(max_parallel=N) caps the whole workflow, so no fan-out runs more than asked
+        spec["parallelism"] = min(limits)
     dag = {"name": entry, "dag": {"tasks": [dag_task(plan, t, names) for t in plan]}}
     secrets = [k8s_name(s, "secrets") for s in (options.get("secrets") or "").split(",") if s.strip()]
     spec["templates"] = [dag, *(container_template(plan, t, names[t.name], run_id, secrets) for t in plan)]

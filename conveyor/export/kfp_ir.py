@@ -338,6 +338,8 @@ class _Compiler:
                                        for p in self.params}
         body_inputs[_loop_item(ident)] = {"parameterType": "NUMBER_INTEGER"}
         loop_spec: dict[str, Any] = {"componentRef": {"name": f"comp-{loop}"}, "taskInfo": {"name": loop}}
+        if fan.max_parallel is not None:   # dsl.ParallelFor(..., parallelism=N)
+            loop_spec["iteratorPolicy"] = {"parallelismLimit": fan.max_parallel}
         self.components[f"comp-{loop}"] = {"dag": {"tasks": {ident: spec}},
                                            "inputDefinitions": {"parameters": _sorted(body_inputs)}}
         if fan.source is None:

@@ -60,11 +60,13 @@ class Gate:
 
 @dataclass(frozen=True, slots=True)
 class FanOut:
-    """Where a mapped task's element indices come from: emitted by ``source``, or known (``static``)."""
+    """Where a mapped task's element indices come from: emitted by ``source``, or known (``static``);
+    ``max_parallel``: how many elements may run at once (``.map(max_parallel=N)``; None: no limit)."""
 
     source: str | None
     output: str | None
     static: tuple[int, ...] | None = None
+    max_parallel: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,8 +314,8 @@ def _fan_out(graph: Graph, node: Node, known: Mapping[str, FanOut]) -> FanOut:
             "list per fan-out: return the lists zipped from one step and map over that output.")
     if sources:
         source, output = next(iter(sources))
-        return FanOut(source=source, output=output)
-    return FanOut(source=None, output=None, static=tuple(range(static or 0)))
+        return FanOut(source=source, output=output, max_parallel=node.max_parallel)
+    return FanOut(source=None, output=None, static=tuple(range(static or 0)), max_parallel=node.max_parallel)
 
 
 def ancestors(graph: Graph, name: str) -> set[str]:

@@ -255,8 +255,10 @@ class _Machine:
             "ItemProcessor": {"ProcessorConfig": {"Mode": "INLINE"}, "StartAt": inner,
                               "States": {inner: {**self._run_task(t, map_index="$.index"), "End": True}}},
         }
-        if self.cfg.max_concurrency:
-            state["MaxConcurrency"] = self.cfg.max_concurrency
+        # the step's own max_parallel and the export's --option max-concurrency: the tighter one holds
+        limits = [n for n in (self.cfg.max_concurrency, fan.max_parallel) if n]
+        if limits:
+            state["MaxConcurrency"] = min(limits)
         # a Map's elements emit nothing: keep the state (in sequence) or hand back {} (in a branch)
         if in_branch:
             state["OutputPath"] = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import traceback
+from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
@@ -83,12 +84,13 @@ class Engine:
             ex.status[name], ex.slots[name] = status, slots
         pending = dict(graph.nodes) if only is None else {only: graph.nodes[only]}
         running: dict[Future[StepResult], _Call] = {}
+        held: dict[str, deque[_Call]] = {}   # node -> ready calls waiting for room under its max_parallel
         maps: dict[str, list[Slot | None]] = {}
         self._graph = graph
         for name in pending:
             self.observer("pending", name, {})
         try:
-            while pending or running:
+            while pending or running or held:
                 progressed = True
                 while progressed:   # reused (cached, resumed, skipped) nodes can unblock others at once
                     progressed = False
@@ -102,7 +104,8 @@ class Engine:
                             self._fail_node(node, f"{type(exc).__name__}: {exc}", traceback.format_exc())
                             continue
                         for call in calls:
-                            running[self._submit(call)] = call
+                            held.setdefault(call.node.name, deque()).append(call)
+                self._release(held, running)
                 if not running:
                     for name in list(pending):   # cannot happen with graphs the DSL builds; never hang
                         self._skip(pending.pop(name), "unreachable")
@@ -117,6 +120,23 @@ class Engine:
             raise RunCancelled(f"Run {run_id} was interrupted and marked cancelled. "
                                f"Resume it with `conveyor runs resume {run_id}`.") from None
         return ex
+
+    def _release(self, held: dict[str, deque[_Call]], running: dict[Future[StepResult], _Call]) -> None:
+        """Submit the held calls that fit: a mapped node with ``max_parallel`` runs that many at once."""
+        if not held:
+            return
+        busy: dict[str, int] = {}
+        for call in running.values():
+            busy[call.node.name] = busy.get(call.node.name, 0) + 1
+        for name in list(held):
+            queue = held[name]
+            limit = queue[0].node.max_parallel
+            room = len(queue) if limit is None else limit - busy.get(name, 0)
+            for _ in range(min(room, len(queue))):
+                call = queue.popleft()
+                running[self._submit(call)] = call
+            if not queue:
+                del held[name]
 
     # --- starting nodes -----------------------------------------------------------------------
 
@@ -320,7 +340,9 @@ class Engine:
             metadata_url=self.metadata.url, actor=self.actor,
             fn=spec.fn if in_process else None,
             fn_ref=None if in_process else FunctionRef(spec.module, spec.qualname, spec.source_file),
-            keep_values=in_process)
+            keep_values=in_process,
+            resources={k: v for k, v in (("cpus", spec.cpus), ("memory", spec.memory), ("gpus", spec.gpus))
+                       if v is not None})
         if call.map_index is None:
             self._ex.status[call.name] = "running"
         self.observer("running", call.name, {})

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from conveyor.errors import PipelineDefinitionError, StepTimeout
+from conveyor.errors import PipelineDefinitionError, RunCancelled, StepTimeout
 from conveyor.runtime.capture import captured, clip
 from conveyor.runtime.context import StepContext, set_current_step
 
@@ -69,6 +69,7 @@ class StepTask:
     fn: Callable[..., Any] | None = None         # set for in-process executors
     fn_ref: FunctionRef | None = None            # set for out-of-process executors
     keep_values: bool = True                     # return in-memory values (same process only)
+    resources: dict[str, Any] = field(default_factory=dict)   # declared cpus/memory/gpus, for executors that place work
 
 
 @dataclass(slots=True)
@@ -281,6 +282,37 @@ class _ThreadAttempts:
             late.join()
 
 
+class Cancellation:
+    """Stops a task that ``run_task_isolated`` runs, from another thread of the same process.
+
+    For executors whose scheduler cancels tasks (a Dask worker told that the run's driver cancelled
+    or disconnected): ``cancel`` stops the running attempt as a timeout would, with every process it
+    started, and no further attempt starts. The task then returns a failed result.
+    """
+
+    def __init__(self) -> None:
+        self._read, self._write = os.pipe()
+        self._set = threading.Event()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._set.is_set()
+
+    def fileno(self) -> int:
+        """Readable once cancelled (so an attempt waiting for its child wakes up)."""
+        return self._read
+
+    def cancel(self) -> None:
+        if not self._set.is_set():
+            self._set.set()
+            os.write(self._write, b"x")
+
+    def close(self) -> None:
+        for fd in (self._read, self._write):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
 class _ChildAttempts:
     """Attempts in a forked child process leading its own session. The child stores the outputs
     itself; on a timeout it is stopped with everything it started before any retry, and after
@@ -289,9 +321,16 @@ class _ChildAttempts:
     grace = 5.0          # seconds a stopped attempt gets to run its cleanup before SIGKILL
     exit_wait = 30.0     # seconds a finished attempt gets to release the pools it left
 
+    def __init__(self, cancellation: Cancellation | None = None) -> None:
+        self.cancellation = cancellation
+
     def attempt(self, task: StepTask, fn: Callable[..., Any], args: dict[str, Any], ctx: StepContext,
                 buffer: io.StringIO) -> _Stored:
         from conveyor.runtime.processes import stop_tree, wait_exit
+
+        if self.cancellation is not None and self.cancellation.cancelled:
+            raise RunCancelled(f"Step '{task.node_name}' was cancelled with its run before attempt {ctx.attempt} "
+                               "started.")
 
         # open a local artifact store here, once per worker: children inherit it instead of paying for
         # it. A remote one is opened in each child (its client may rely on a thread a fork does not copy).
@@ -307,9 +346,13 @@ class _ChildAttempts:
             _child_attempt(task, fn, args, ctx, buffer, mark, write_end)
         os.close(write_end)
         try:
-            payload = _read_frame(read_end, task.timeout, pid)
+            payload = _read_frame(read_end, task.timeout, pid, self.cancellation)
         finally:
             os.close(read_end)
+        if payload is _CANCELLED:
+            stop_tree(pid, grace=self.grace)
+            raise RunCancelled(f"Step '{task.node_name}' was cancelled with its run; its process and every "
+                               "process it started were stopped.")
         if payload is _TIMED_OUT:
             stop_tree(pid, grace=self.grace)
             raise StepTimeout(f"Step '{task.node_name}' ran longer than its timeout of {task.timeout:g}s; its "
@@ -337,6 +380,7 @@ class _ChildAttempts:
 
 
 _TIMED_OUT = object()
+_CANCELLED = object()
 
 
 def _is_local(root: str) -> bool:
@@ -353,8 +397,9 @@ def _exit_status(pid: int) -> str:
     return f"signal {info.si_status}" if info.si_code in (os.CLD_KILLED, os.CLD_DUMPED) else f"exit code {info.si_status}"
 
 
-def _read_frame(fd: int, timeout: float | None, pid: int) -> Any:
-    """A length-prefixed message from child ``pid``, ``_TIMED_OUT``, or None when the child died first.
+def _read_frame(fd: int, timeout: float | None, pid: int, cancellation: Cancellation | None = None) -> Any:
+    """A length-prefixed message from child ``pid``, ``_TIMED_OUT``, ``_CANCELLED``, or None when the
+    child died first.
 
     Read by length, not to end-of-file: processes the step started inherit the pipe and may keep
     it open long after the child has written its result (or died). The child's exit is watched
@@ -370,13 +415,16 @@ def _read_frame(fd: int, timeout: float | None, pid: int) -> Any:
     deadline = None if timeout is None else time.monotonic() + timeout
     data = b""
     need = 8
+    stop = [cancellation.fileno()] if cancellation is not None else []
     try:
         while len(data) < need:
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 return _TIMED_OUT
             slice_ = remaining if watch else min(0.5, remaining if remaining is not None else 0.5)
-            ready, _, _ = select.select([fd, *watch], [], [], slice_)
+            ready, _, _ = select.select([fd, *watch, *stop], [], [], slice_)
+            if stop and stop[0] in ready:
+                return _CANCELLED
             if fd in ready:
                 chunk = os.read(fd, max(65536, need - len(data)))
                 if not chunk:
@@ -471,16 +519,17 @@ def run_task(task: StepTask) -> StepResult:
     return _run(task, _ThreadAttempts())
 
 
-def run_task_isolated(task: StepTask) -> StepResult:
+def run_task_isolated(task: StepTask, cancellation: Cancellation | None = None) -> StepResult:
     """Execute a task with every attempt in a child process of its own (its own session).
 
     A timed-out attempt is stopped, with every process it started, before a retry starts; after
     each attempt, pools and processes the body left behind are shut down, so the worker returns as
-    soon as the step is done. Falls back to ``run_task`` where ``os.fork`` does not exist.
+    soon as the step is done. ``cancellation`` lets another thread stop the task (never retried).
+    Falls back to ``run_task`` where ``os.fork`` does not exist.
     """
     if not hasattr(os, "fork"):
         return run_task(task)
-    return _run(task, _ChildAttempts())
+    return _run(task, _ChildAttempts(cancellation))
 
 
 def _run(task: StepTask, attempts: _ThreadAttempts | _ChildAttempts) -> StepResult:
@@ -511,7 +560,7 @@ def _run(task: StepTask, attempts: _ThreadAttempts | _ChildAttempts) -> StepResu
                     # retry_on decides, for timeouts too: StepTimeout is retried only if retry_on names it
                     # (or a base class of it, like the default Exception)
                     retryable = exc.retryable if isinstance(exc, _ChildFailure) else isinstance(exc, task.retry_on)
-                    if attempt > task.retries or not retryable:
+                    if attempt > task.retries or not retryable or isinstance(exc, RunCancelled):
                         return _failed(task, started, attempt, exc, buffer, ctx)
                     delay = min(task.backoff_max, task.backoff * (2 ** (attempt - 1)))
                     error = exc.error if isinstance(exc, _ChildFailure) else f"{type(exc).__name__}: {exc}"

@@ -305,3 +305,23 @@ def test_map_takes_after_and_names_zipped_elements_by_a_dict_of_the_mapped_keywo
     assert element_labels("train", node.name_by, {"df": [[1], [2]], "C": [0.1, 1.0]}) == ["C=0.1", "C=1.0"]
     assert element_labels("train", "C", {"df": [[1], [2]], "C": [0.1, 1.0]}) == ["0.1", "1.0"]
     assert element_labels("train", "name", {"cfg": [{"name": "a"}, {"name": "b"}]}) == ["a", "b"]
+
+
+@pytest.mark.parametrize("bad", [0, -2, 2.5, True, "2"])
+def test_max_parallel_must_be_a_whole_number_of_at_least_one(bad: object) -> None:
+    @cv.pipeline
+    def sweep():
+        train.map(df=[[1], [2]], max_parallel=bad)
+
+    with pytest.raises(PipelineDefinitionError, match=r"train\.map\(max_parallel=.*a whole number of 1 or more"):
+        sweep.build()
+
+
+def test_max_parallel_is_kept_on_the_mapped_node() -> None:
+    @cv.pipeline
+    def sweep():
+        train.map(df=[[1], [2], [3]], max_parallel=2)
+        train.map(df=[[4]])
+
+    graph = sweep.build()
+    assert graph.nodes["train"].max_parallel == 2 and graph.nodes["train_2"].max_parallel is None

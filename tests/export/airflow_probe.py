@@ -47,6 +47,7 @@ def _task(t: Any) -> dict[str, Any]:
         "retry_exponential_backoff": bool(t.retry_exponential_backoff),
         "max_retry_delay": t.max_retry_delay.total_seconds() if t.max_retry_delay is not None else None,
         "execution_timeout": t.execution_timeout.total_seconds() if t.execution_timeout is not None else None,
+        "max_active_tis_per_dagrun": getattr(t, "max_active_tis_per_dagrun", None),
     }
     if mapped:
         # a decorated task keeps what it expands over apart from the operator's own expand input

@@ -45,7 +45,7 @@ def fit(squares: list[int], config: dict, mode: str, note: str | None) -> int:
 @cv.pipeline
 def shapes(mode: Literal["fast", "full"] = "fast", config: dict = {"depth": 3}, note: str | None = None,  # noqa: B006
            k: int = 2):
-    fit(square.map(x=[1, 2, 3]), config, mode, note)
+    fit(square.map(x=[1, 2, 3], max_parallel=2), config, mode, note)
 
 
 def _plan(ref: str = BRANCHY, **params: str):
@@ -161,6 +161,8 @@ def test_both_operators_and_every_construct_load_into_airflow_s_dagbag(major: st
     assert fit_task["execution_timeout"] == 60 * 2 + 2 + 600      # two attempts, one backoff, start-up
     assert s["tasks"]["square__elements"]["op_kwargs"]["emitted"] == {"static": [0, 1, 2]}
     assert s["tasks"]["square"]["mapped"] and "square" in fit_task["upstream"]
+    assert s["tasks"]["square"]["max_active_tis_per_dagrun"] == 2          # .map(max_parallel=2)
+    assert pod["score"]["max_active_tis_per_dagrun"] is None               # no limit: none set
 
 
 def _import(run_id: str, root: Path) -> str:

@@ -97,6 +97,8 @@ def check_dag(plan: Plan, found: dict[str, Any]) -> dict[str, Any]:
             assert got["retry_exponential_backoff"], t.name
         assert got["execution_timeout"] == t.deadline_s, (t.name, got["execution_timeout"], t.deadline_s)
         assert got["mapped"] == (t.fan_out is not None), (t.name, got["mapped"])
+        limit = t.fan_out.max_parallel if t.fan_out is not None else None
+        assert got.get("max_active_tis_per_dagrun") == limit, (t.name, got.get("max_active_tis_per_dagrun"), limit)
         if t.fan_out is not None:
             elements = element_task(t)
             expected.add(elements)
