@@ -55,7 +55,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 def _wait_for_nodes(address: str, count: int, procs: list[subprocess.Popen[bytes]],
-                    log: Path, timeout: float = 120.0) -> None:
+                    log: Path, timeout: float = 300.0) -> None:
     """Wait until ``count`` nodes are alive, by asking the cluster from a short-lived driver."""
     probe = (
         "import ray, sys\n"
@@ -68,7 +68,7 @@ def _wait_for_nodes(address: str, count: int, procs: list[subprocess.Popen[bytes
             if proc.poll() is not None:
                 pytest.fail(f"a Ray node exited with {proc.returncode} while starting; see {log}")
         out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                             timeout=60, check=False)
+                             timeout=180, check=False)
         lines = out.stdout.strip().splitlines()
         if out.returncode == 0 and lines and int(lines[-1]) >= count:
             return
