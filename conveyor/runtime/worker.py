@@ -183,9 +183,24 @@ class _AfterCall(Exception):
 class _ChildFailure(Exception):
     """An attempt failed in a child process; the exception itself stayed there (it may not pickle)."""
 
-    def __init__(self, error: str, text: str, retryable: bool) -> None:
+    def __init__(self, error: str, text: str, retryable: bool, logged: list[tuple[str, Any]] | None = None) -> None:
         super().__init__(error)
         self.error, self.text, self.retryable = error, text, retryable
+        self.logged = logged or []     # the files the attempt logged, stored by the child
+
+
+def _store_logged(task: StepTask, ctx: StepContext) -> list[tuple[str, Any]]:
+    """The files a failed attempt logged (a validation report, a plot of what went wrong), stored
+    best effort: a failed step keeps what it produced, and a store error must not hide its failure."""
+    if not ctx.logged_files:
+        return []
+    try:
+        store = artifact_store(task.artifact_root, task.inline_max_bytes)
+        return [(name, store.put_file(path)) for name, path in ctx.logged_files]
+    except Exception as exc:
+        print(f"[conveyor] the files this attempt logged could not be stored: {type(exc).__name__}: {exc}",
+              file=sys.stderr)
+        return []
 
 
 def _store(task: StepTask, value: Any, ctx: StepContext) -> _Stored:
@@ -372,7 +387,7 @@ class _ChildAttempts:
         ctx.params.clear()
         ctx.params.update(outcome["params"])
         if "error" in outcome:
-            raise _ChildFailure(outcome["error"], outcome["text"], outcome["retryable"])
+            raise _ChildFailure(outcome["error"], outcome["text"], outcome["retryable"], outcome.get("logged"))
         return _Stored(outcome["outputs"], None, outcome["logged"])
 
     def before_retry(self, attempt: int) -> None:
@@ -480,7 +495,8 @@ def _child_attempt(task: StepTask, fn: Callable[..., Any], args: dict[str, Any],
             text = "".join(tb_module.format_exception(type(cause), cause, _user_frames(cause.__traceback__)))
             retryable = not isinstance(exc, _AfterCall | KeyboardInterrupt | SystemExit) and isinstance(
                 exc, task.retry_on)
-            outcome = {"error": f"{type(cause).__name__}: {cause}", "text": text, "retryable": retryable}
+            outcome = {"error": f"{type(cause).__name__}: {cause}", "text": text, "retryable": retryable,
+                       "logged": _store_logged(task, ctx)}
         signal.signal(signal.SIGTERM, lambda *_: os.killpg(0, signal.SIGKILL))
         if outcome:
             outcome.update(logs=buffer.getvalue()[mark:], metrics=list(ctx.metrics), params=dict(ctx.params))
@@ -584,13 +600,14 @@ def _reset(token: Any) -> None:
 def _failed(task: StepTask, started: float, attempts: int, exc: BaseException, buffer: io.StringIO,
             ctx: StepContext) -> StepResult:
     if isinstance(exc, _ChildFailure):
-        text, error = exc.text, exc.error
+        text, error, logged = exc.text, exc.error, exc.logged
     else:
         text = "".join(tb_module.format_exception(type(exc), exc, _user_frames(exc.__traceback__)))
         error = f"{type(exc).__name__}: {exc}"
+        logged = _store_logged(task, ctx)
     buffer.write(text)
     return StepResult(status="failed", attempts=attempts, started_at=started, ended_at=time.time(),
-                      error=error, traceback=text, logs=clip(buffer.getvalue()),
+                      error=error, traceback=text, logs=clip(buffer.getvalue()), logged=logged,
                       metrics=ctx.metrics, params=ctx.params)
 
 

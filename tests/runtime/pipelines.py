@@ -230,3 +230,16 @@ def column_mean(df: object) -> float:
 @cv.pipeline
 def frames_fresh_consumer(rows: int = 1000):
     column_mean(frame(rows))
+
+
+@cv.step
+def reports_then_fails(folder: str) -> int:
+    report = Path(folder) / "why.json"
+    report.write_text('{"failed": ["price >= 0"]}')
+    cv.log_artifact(report)
+    raise ValueError("3 rows break price >= 0")
+
+
+@cv.pipeline
+def failing_with_report(folder: str = "."):
+    reports_then_fails(folder)

@@ -79,3 +79,21 @@ def _stored(record):
     from conveyor.runtime.slots import stored_from_record
 
     return stored_from_record(record)
+
+
+@pytest.mark.parametrize("executor", ["thread", "process"])
+def test_a_failed_step_keeps_the_files_it_logged(client, tmp_path, executor: str) -> None:
+    from conveyor.errors import StepFailed
+    from tests.runtime import pipelines as p
+
+    with pytest.raises(StepFailed, match="3 rows break"):
+        p.failing_with_report.run(folder=str(tmp_path), client=client, executor=executor)
+    run = client.list_runs(limit=1)[0]
+    step = run.steps["reports_then_fails"]
+    assert step.status == "failed"
+    outputs = client.metadata.steps.outputs([step.id])[step.id]
+    assert list(outputs) == ["logged/why.json"]
+    from conveyor.runtime.slots import stored_from_record
+
+    stored = client.artifacts.get(stored_from_record(outputs["logged/why.json"]))
+    assert "price >= 0" in (stored.read_text() if hasattr(stored, "read_text") else str(stored))

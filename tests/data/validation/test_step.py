@@ -79,6 +79,9 @@ def test_validate_step_with_a_fail_policy_fails_the_run_naming_the_constraint(cl
     run = client.list_runs(limit=1)[0]
     assert run.status == "failed" and run.steps["validate_data"].status == "failed"
     assert "total" not in run.steps or run.steps["total"].status != "succeeded"
+    failed = run.steps["validate_data"]
+    kept = client.metadata.steps.outputs([failed.id])[failed.id]
+    assert {"logged/validation_report.json", "logged/validation_report.html"} <= set(kept)   # the report stays
 
 
 def test_report_json_is_plain_data() -> None:
