@@ -32,6 +32,9 @@ variable                        meaning                                   defaul
 ``CONVEYOR_SERVE_LOG_MAX_ROWS``   prediction-log rows held in memory:     ``500000``
                                 the most a SIGKILL can lose (per worker)
 ``CONVEYOR_SERVE_LOG_INTERVAL_S`` prediction-log flush interval (seconds) ``2``
+``CONVEYOR_RAY_ADDRESS``        Ray cluster to connect to (falls back to  none: a local Ray is started
+                                ``RAY_ADDRESS``)                          where one is asked for
+``DASK_SCHEDULER_ADDRESS``      Dask scheduler to connect to              none
 ``AIP_HTTP_PORT``               Vertex AI: the port to listen on          ``8080``
 ``AIP_PREDICT_ROUTE``           Vertex AI: the prediction path            ``/predict``
 ``AIP_HEALTH_ROUTE``            Vertex AI: the health path                ``/health``
@@ -85,6 +88,8 @@ class Settings:
     artifact_backoff_s: float = 0.5
     metadata_retries: int = 4
     metadata_backoff_s: float = 0.25
+    ray_address: str | None = None
+    dask_scheduler_address: str | None = None
 
     def with_overrides(self, **changes: object) -> Settings:
         """Return a copy with some fields replaced."""
@@ -187,7 +192,9 @@ def load_settings(env: Mapping[str, str] | None = None, cwd: Path | None = None)
                     serve_log_max_rows=max(1, _int("CONVEYOR_SERVE_LOG_MAX_ROWS",
                                                    get("serve_log_max_rows", 500_000))),
                     serve_log_interval_s=_seconds("CONVEYOR_SERVE_LOG_INTERVAL_S",
-                                                         get("serve_log_interval_s", 2.0)))
+                                                         get("serve_log_interval_s", 2.0)),
+                    ray_address=str(get("ray_address", "") or env.get("RAY_ADDRESS", "")).strip() or None,
+                    dask_scheduler_address=str(env.get("DASK_SCHEDULER_ADDRESS", "")).strip() or None)
 
 
 def debug_enabled(env: Mapping[str, str] | None = None) -> bool:
