@@ -64,7 +64,8 @@ class RayPool:
         self.slots = 2 * (workers or cpus)
         self._hash = bundle.content_hash
         self._box = [ray.put(bundle)]
-        self._task = ray.remote(num_cpus=1, max_retries=RAY_MAX_RETRIES)(_ray_score)
+        # SPREAD: chunks go round the nodes instead of filling the driver's node first
+        self._task = ray.remote(num_cpus=1, max_retries=RAY_MAX_RETRIES, scheduling_strategy="SPREAD")(_ray_score)
         self._pending: set[Any] = set()
 
     def submit(self, task: tuple[Any, ...]) -> Any:
@@ -134,7 +135,8 @@ class DaskPool:
         from distributed import wait
         from distributed.scheduler import KilledWorker
 
-        done, _ = wait(handles, return_when="FIRST_COMPLETED")
+        with self._client.as_current():
+            done, _ = wait(handles, return_when="FIRST_COMPLETED")
         out = []
         for fut in done:
             self._pending.discard(fut)
