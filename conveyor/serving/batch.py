@@ -269,6 +269,7 @@ def score_batch(load_model: ModelLoader | Any, input_uri: str, output_uri: str, 
     import fsspec
     import pyarrow.parquet as pq
 
+    executor = "process" if executor == "local" else executor
     if executor not in BATCH_EXECUTORS:
         raise InvalidRequest(f"Executor {executor!r} cannot score batches. Use one of: {', '.join(BATCH_EXECUTORS)}.",
                              field="executor")

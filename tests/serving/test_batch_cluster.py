@@ -193,3 +193,32 @@ def test_dask_writes_the_local_output(dask_cluster, data, tmp_path: Path) -> Non
                          chunk_rows=CHUNK, progress=False, executor="dask", address=dask_cluster)
     assert result.rows_scored == ROWS
     _assert_same_output(out, ref)
+
+
+def test_cli_scores_a_registered_model_on_ray_as_locally(client, ray_cluster, data, tmp_path: Path,
+                                                         monkeypatch) -> None:
+    from sklearn.linear_model import LinearRegression
+    from typer.testing import CliRunner
+
+    from conveyor.cli.main import app
+    from conveyor.serving.batch import registered_model_loader
+
+    src, _ = data
+    df = pq.read_table(src).to_pandas()
+    model = LinearRegression().fit(df[["a", "b"]], df["a"] * 3 + 1)
+    client.registry.register("reg", model, data=df[["a", "b"]])
+    version = client.registry.resolve("reg")
+    local = tmp_path / "local"
+    score_batch(functools.partial(registered_model_loader, client.settings.metadata_url,
+                                  client.settings.artifact_root, "reg:1"), str(src), str(local),
+                model_version="reg:1", workers=2, chunk_rows=CHUNK, features=["a", "b"], progress=False,
+                model_digest=client.metadata.artifacts.get(version.artifact_id).content_hash)
+    out = tmp_path / "ray"       # in this process: the session's Ray connection and its warm workers
+    monkeypatch.setenv("CONVEYOR_RAY_ADDRESS", ray_cluster.address)
+    proc = CliRunner().invoke(app, ["batch", "score", "reg", "--input", str(src), "--output", str(out),
+                                    "--chunk-rows", str(CHUNK), "--executor", "ray", "--json"])
+    assert proc.exit_code == 0, proc.output
+    summary = json.loads(proc.stdout)
+    assert summary["rows_scored"] == ROWS and summary["model_version"] == "reg:1"
+    _assert_same_output(out, local)
+    np.testing.assert_allclose(pq.read_table(out).column("prediction").to_numpy(), model.predict(df[["a", "b"]]))
