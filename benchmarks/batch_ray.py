@@ -7,7 +7,8 @@ of a fresh driver: worker processes start and import) and warm (the same driver 
 folder). Target: Ray at least 0.9x the local path's throughput. One machine shows overhead only;
 scaling shows with nodes that bring their own cores and disks (see docs/batch-scoring.md).
 
-Prints one JSON object per measurement and a summary with the ratios.
+Prints one JSON object per measurement and a summary with the ratios (throughput of Ray over the
+faster of two local runs, one before and one after the cluster's).
 """
 
 from __future__ import annotations
@@ -117,13 +118,16 @@ def main() -> None:
         make_model(model_path)
         loader = functools.partial(load, str(model_path))
 
-        t = time.perf_counter()
-        score_batch(loader, str(src), str(folder / "local"), model_version="bench:1", workers=2, chunk_rows=CHUNK,
-                    progress=False)
-        local_s = time.perf_counter() - t
-        print(json.dumps({"tool": "conveyor", "executor": "process", "workers": 2, "rows": ROWS,
-                          "seconds": round(local_s, 3), "rows_per_s": round(ROWS / local_s)}))
+        def local(label: str) -> float:
+            t = time.perf_counter()
+            score_batch(loader, str(src), str(folder / label), model_version="bench:1", workers=2,
+                        chunk_rows=CHUNK, progress=False)
+            s = time.perf_counter() - t
+            print(json.dumps({"tool": "conveyor", "executor": "process", "workers": 2, "run": label, "rows": ROWS,
+                              "seconds": round(s, 3), "rows_per_s": round(ROWS / s)}))
+            return s
 
+        local_s = local("local")
         address, procs = start_cluster(folder)
         try:
             results = {}
@@ -135,9 +139,12 @@ def main() -> None:
                 s = results[label] = time.perf_counter() - t
                 print(json.dumps({"tool": "conveyor", "executor": "ray", "nodes": 2, "cpus": 2, "run": label,
                                   "rows": ROWS, "seconds": round(s, 3), "rows_per_s": round(ROWS / s),
-                                  "ratio_to_local": round(local_s / s, 3),
+                                  "ratio_to_first_local": round(local_s / s, 3),
                                   "same_output_as_local": _same_parts(out, folder / "local")}))
-            print(json.dumps({"summary": "batch scoring on 2-node local Ray vs local 2 workers", "target": 0.9,
+            # the local path again, after the cluster runs: the machine's load drifts; the faster local run counts
+            local_s = min(local_s, local("local-again"))
+            print(json.dumps({"summary": "batch scoring on 2-node local Ray vs local 2 workers (faster of two local "
+                              "runs)", "target": 0.9, "local_seconds": round(local_s, 3),
                               "ratio_cold": round(local_s / results["cold"], 3),
                               "ratio_warm": round(local_s / results["warm"], 3),
                               "meets_target_warm": local_s / results["warm"] >= 0.9}))

@@ -222,3 +222,24 @@ def test_cli_scores_a_registered_model_on_ray_as_locally(client, ray_cluster, da
     assert summary["rows_scored"] == ROWS and summary["model_version"] == "reg:1"
     _assert_same_output(out, local)
     np.testing.assert_allclose(pq.read_table(out).column("prediction").to_numpy(), model.predict(df[["a", "b"]]))
+
+
+def test_ray_reads_and_writes_s3(s3_emulator, ray_cluster, data, tmp_path: Path) -> None:
+    import s3fs
+
+    src, ref = data
+    options = {"key": "testing", "secret": "testing",
+               "client_kwargs": {"endpoint_url": s3_emulator.url, "region_name": "us-east-1"}}
+    fs = s3fs.S3FileSystem(**options)
+    bucket = f"batch-{uuid.uuid4().hex[:8]}"
+    fs.mkdir(bucket)
+    fs.put_file(str(src), f"{bucket}/in.parquet")
+    result = score_batch(recorder_loader, f"s3://{bucket}/in.parquet", f"s3://{bucket}/scored",
+                         model_version="lin:1", chunk_rows=CHUNK, progress=False, storage_options=options,
+                         executor="ray", address=ray_cluster.address)
+    assert result.rows_scored == ROWS
+    for p in fs.glob(f"{bucket}/scored/part-*.parquet"):
+        assert fs.cat_file(p) == (ref / p.rsplit("/", 1)[1]).read_bytes()
+    assert len(fs.glob(f"{bucket}/scored/part-*.parquet")) == ROWS // CHUNK
+    assert json.loads(fs.cat_file(f"{bucket}/scored/{MANIFEST}"))["done"] == json.loads(
+        (ref / MANIFEST).read_text())["done"]
