@@ -195,33 +195,30 @@ def test_dask_writes_the_local_output(dask_cluster, data, tmp_path: Path) -> Non
     _assert_same_output(out, ref)
 
 
-def test_cli_scores_a_registered_model_on_ray_as_locally(client, ray_cluster, data, tmp_path: Path,
-                                                         monkeypatch) -> None:
+def test_cli_scores_a_registered_model_on_ray(client, ray_cluster, data, tmp_path: Path, monkeypatch) -> None:
     from sklearn.linear_model import LinearRegression
     from typer.testing import CliRunner
 
-    from conveyor.cli.main import app
-    from conveyor.serving.batch import registered_model_loader
+    from conveyor.cli.batch import app
 
     src, _ = data
     df = pq.read_table(src).to_pandas()
     model = LinearRegression().fit(df[["a", "b"]], df["a"] * 3 + 1)
     client.registry.register("reg", model, data=df[["a", "b"]])
     version = client.registry.resolve("reg")
-    local = tmp_path / "local"
-    score_batch(functools.partial(registered_model_loader, client.settings.metadata_url,
-                                  client.settings.artifact_root, "reg:1"), str(src), str(local),
-                model_version="reg:1", workers=2, chunk_rows=CHUNK, features=["a", "b"], progress=False,
-                model_digest=client.metadata.artifacts.get(version.artifact_id).content_hash)
     out = tmp_path / "ray"       # in this process: the session's Ray connection and its warm workers
     monkeypatch.setenv("CONVEYOR_RAY_ADDRESS", ray_cluster.address)
-    proc = CliRunner().invoke(app, ["batch", "score", "reg", "--input", str(src), "--output", str(out),
+    proc = CliRunner().invoke(app, ["score", "reg", "--input", str(src), "--output", str(out),
                                     "--chunk-rows", str(CHUNK), "--executor", "ray", "--json"])
     assert proc.exit_code == 0, proc.output
     summary = json.loads(proc.stdout)
     assert summary["rows_scored"] == ROWS and summary["model_version"] == "reg:1"
-    _assert_same_output(out, local)
-    np.testing.assert_allclose(pq.read_table(out).column("prediction").to_numpy(), model.predict(df[["a", "b"]]))
+    key = json.loads((out / MANIFEST).read_text())["key"]     # the same key as a local run: resumable either way
+    assert key["model_digest"] == client.metadata.artifacts.get(version.artifact_id).content_hash
+    assert key["features"] == ["a", "b"] and "executor" not in key
+    table = pq.read_table(sorted(out.glob("part-*.parquet"))).to_pandas()
+    assert table["a"].is_unique and len(table) == ROWS and set(table["model_version"]) == {"reg:1"}
+    np.testing.assert_allclose(table["prediction"], model.predict(table[["a", "b"]]))
 
 
 def test_ray_reads_and_writes_s3(s3_emulator, ray_cluster, data, tmp_path: Path) -> None:
@@ -232,7 +229,10 @@ def test_ray_reads_and_writes_s3(s3_emulator, ray_cluster, data, tmp_path: Path)
                "client_kwargs": {"endpoint_url": s3_emulator.url, "region_name": "us-east-1"}}
     fs = s3fs.S3FileSystem(**options)
     bucket = f"batch-{uuid.uuid4().hex[:8]}"
-    fs.mkdir(bucket)
+    import boto3
+
+    boto3.client("s3", endpoint_url=s3_emulator.url, region_name="us-east-1", aws_access_key_id="testing",
+                 aws_secret_access_key="testing").create_bucket(Bucket=bucket)
     fs.put_file(str(src), f"{bucket}/in.parquet")
     result = score_batch(recorder_loader, f"s3://{bucket}/in.parquet", f"s3://{bucket}/scored",
                          model_version="lin:1", chunk_rows=CHUNK, progress=False, storage_options=options,
