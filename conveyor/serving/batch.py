@@ -1,4 +1,7 @@
-"""Batch scoring: stream Parquet or CSV in chunks across worker processes, resumably.
+"""Batch scoring: stream Parquet or CSV in chunks across worker processes (or a cluster's tasks), resumably.
+
+Where chunks are scored is a ``ChunkPool``: local processes here, Ray or Dask tasks in
+``batch_cluster``; the planning, the ledger and the output are the same for all of them.
 
 The output is a folder of ``part-<chunk>.parquet`` files (input columns, ``prediction``,
 ``model_version``) and a manifest ``_conveyor_batch.json`` that records the run's key and the
@@ -273,6 +276,9 @@ def score_batch(load_model: ModelLoader | Any, input_uri: str, output_uri: str, 
     if executor not in BATCH_EXECUTORS:
         raise InvalidRequest(f"Executor {executor!r} cannot score batches. Use one of: {', '.join(BATCH_EXECUTORS)}.",
                              field="executor")
+    if address and executor == "process":
+        raise InvalidRequest(f"--address {address} names a cluster, but the executor is local processes. Add "
+                             "--executor ray (or dask), or drop --address.", field="address")
     if chunk_rows < 1 or (workers is not None and workers < 1):
         raise InvalidRequest("--chunk-rows and --workers must be at least 1.", field="chunk_rows")
     options = storage_options or {}
