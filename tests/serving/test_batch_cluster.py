@@ -206,9 +206,9 @@ def test_cli_scores_a_registered_model_on_ray(client, ray_cluster, data, tmp_pat
     model = LinearRegression().fit(df[["a", "b"]], df["a"] * 3 + 1)
     client.registry.register("reg", model, data=df[["a", "b"]])
     version = client.registry.resolve("reg")
-    out = tmp_path / "ray"       # in this process: the session's Ray connection and its warm workers
+    out = tmp_path / "ray"       # in this process: the session's Ray connection; the group has one command
     monkeypatch.setenv("CONVEYOR_RAY_ADDRESS", ray_cluster.address)
-    proc = CliRunner().invoke(app, ["score", "reg", "--input", str(src), "--output", str(out),
+    proc = CliRunner().invoke(app, ["reg", "--input", str(src), "--output", str(out),
                                     "--chunk-rows", str(CHUNK), "--executor", "ray", "--json"])
     assert proc.exit_code == 0, proc.output
     summary = json.loads(proc.stdout)
