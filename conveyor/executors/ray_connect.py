@@ -30,6 +30,17 @@ def _is_loopback(address: str) -> bool:
     return host in (LOOPBACK, "localhost") or host.startswith("127.")
 
 
+def _connected_to(ray: Any) -> str | None:
+    try:
+        return str(ray.get_runtime_context().gcs_address)
+    except Exception:   # a Ray Client connection, or a version without it: nothing to compare
+        return None
+
+
+def _port(address: str) -> str:
+    return address.rsplit(":", 1)[-1].strip("/")
+
+
 def connect_ray(address: str | None = None, *, start_local: bool = False, num_cpus: int | None = None) -> Any:
     """Connect to the Ray cluster (see the module's docstring); returns the ``ray`` module.
 
@@ -41,6 +52,12 @@ def connect_ray(address: str | None = None, *, start_local: bool = False, num_cp
     except ImportError:
         raise ConfigurationError("Ray is not installed. Install the extra: pip install 'conveyor[ray]'.") from None
     if ray.is_initialized():
+        current = _connected_to(ray)
+        if address and address != "auto" and not address.startswith("ray://") and current \
+                and _port(current) != _port(address):
+            raise ConfigurationError(
+                f"This process is already connected to the Ray cluster at {current}, not to {address}: one process "
+                "holds one Ray connection. Run against that cluster, or from a new process for the other one.")
         return ray
     target = ray_address(address)
     options: dict[str, Any] = {"logging_level": "ERROR", "log_to_driver": True}

@@ -73,6 +73,19 @@ def recorder_loader(folder: str = "", gate: float | None = None, poison: float |
     return Recorder(folder, gate, poison), "lin:1"
 
 
+@pytest.fixture(autouse=True)
+def _session_cluster_only(request) -> None:
+    """A Ray connection left by an earlier test to another (local) instance would hide the cluster."""
+    if "ray_cluster" in request.fixturenames and "ray" in sys.modules:
+        import ray
+
+        from conveyor.executors.ray_connect import _connected_to, _port
+
+        current = ray.is_initialized() and _connected_to(ray)
+        if current and _port(current) != _port(request.getfixturevalue("ray_cluster").address):
+            ray.shutdown()
+
+
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> tuple[Path, Path]:
     """The input, and the local 2-process path's output for it: what every cluster run must equal."""
