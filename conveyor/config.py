@@ -34,6 +34,9 @@ variable                        meaning                                   defaul
 ``CONVEYOR_SERVE_LOG_INTERVAL_S`` prediction-log flush interval (seconds) ``2``
 ``DASK_SCHEDULER_ADDRESS``      the Dask scheduler ``CONVEYOR_EXECUTOR=   a local cluster started once
                                 dask`` connects to (``tcp://host:8786``)  per process
+``CONVEYOR_RAY_ADDRESS``        Ray cluster to connect to (falls back to  none: a local Ray is started
+                                ``RAY_ADDRESS``)                          where one is asked for
+``DASK_SCHEDULER_ADDRESS``      Dask scheduler to connect to              none
 ``AIP_HTTP_PORT``               Vertex AI: the port to listen on          ``8080``
 ``AIP_PREDICT_ROUTE``           Vertex AI: the prediction path            ``/predict``
 ``AIP_HEALTH_ROUTE``            Vertex AI: the health path                ``/health``
@@ -88,6 +91,7 @@ class Settings:
     artifact_backoff_s: float = 0.5
     metadata_retries: int = 4
     metadata_backoff_s: float = 0.25
+    ray_address: str | None = None
     dask_scheduler_address: str | None = None
 
     def with_overrides(self, **changes: object) -> Settings:
@@ -193,6 +197,8 @@ def load_settings(env: Mapping[str, str] | None = None, cwd: Path | None = None)
                     serve_log_interval_s=_seconds("CONVEYOR_SERVE_LOG_INTERVAL_S",
                                                          get("serve_log_interval_s", 2.0)),
                     dask_scheduler_address=env.get("DASK_SCHEDULER_ADDRESS", "").strip() or None)
+                    ray_address=str(get("ray_address", "") or env.get("RAY_ADDRESS", "")).strip() or None,
+                    dask_scheduler_address=str(env.get("DASK_SCHEDULER_ADDRESS", "")).strip() or None)
 
 
 def debug_enabled(env: Mapping[str, str] | None = None) -> bool:

@@ -1,4 +1,7 @@
-"""Batch scoring: stream Parquet or CSV in chunks across worker processes, resumably.
+"""Batch scoring: stream Parquet or CSV in chunks across worker processes (or a cluster's tasks), resumably.
+
+Where chunks are scored is a ``ChunkPool``: local processes here, Ray or Dask tasks in
+``batch_cluster``; the planning, the ledger and the output are the same for all of them.
 
 The output is a folder of ``part-<chunk>.parquet`` files (input columns, ``prediction``,
 ``model_version``) and a manifest ``_conveyor_batch.json`` that records the run's key and the
@@ -14,16 +17,18 @@ worker holding memory or the metadata database.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import os
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from conveyor.errors import Conflict, ConveyorError, InvalidRequest
 
@@ -62,6 +67,31 @@ def _init_worker(loader: ModelLoader, environ: dict[str, str], owner_pid: int) -
         del os.environ[key]
     os.environ.update(environ)
     _model, _version = loader()
+
+
+_digest: str = ""
+_install_lock = threading.Lock()
+
+
+def install_model(content_hash: str, fetch: Callable[[], Any]) -> None:
+    """On a cluster worker: load the model once per process, unless the one of ``content_hash`` is loaded.
+
+    ``fetch`` returns the ``ModelBundle``; it is called only when this process has not loaded that model
+    yet, so its bytes cross the object store once per worker, and ``ModelBundle.load`` refuses bytes
+    whose hash is not ``content_hash``.
+    """
+    global _model, _version, _digest
+    with _install_lock:
+        if _digest == content_hash:
+            return
+        bundle = fetch()
+        if bundle.content_hash != content_hash:
+            from conveyor.errors import ArtifactIntegrityError
+
+            raise ArtifactIntegrityError(f"The model shipped to this worker claims {bundle.content_hash}, not the "
+                                         f"{content_hash} the run asked for; it was not loaded. Re-run the command.")
+        model, version = bundle.load()
+        _model, _version, _digest = model, version, content_hash
 
 
 def _score(task: tuple[int, Any, str, str, dict[str, Any], list[str] | None]) -> tuple[int, int]:
@@ -219,20 +249,37 @@ def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return [f"{name} {old.get(name)!r} → {new[name]!r}" for name in new if old.get(name) != new[name]]
 
 
-def score_batch(load_model: ModelLoader, input_uri: str, output_uri: str, *, model_version: str,
-                workers: int = 2, chunk_rows: int = 100_000, features: list[str] | None = None,
+BATCH_EXECUTORS = ("process", "ray", "dask")
+
+
+def score_batch(load_model: ModelLoader | Any, input_uri: str, output_uri: str, *, model_version: str,
+                workers: int | None = 2, chunk_rows: int = 100_000, features: list[str] | None = None,
                 fmt: str | None = None, overwrite: bool = False, storage_options: dict[str, Any] | None = None,
-                progress: bool = True, model_digest: str = "") -> BatchResult:
+                progress: bool = True, model_digest: str = "", executor: str = "process",
+                address: str | None = None) -> BatchResult:
     """Score ``input_uri`` into the ``output_uri`` folder; resumes a run with the same key (see ``run_key``).
 
     ``model_digest`` is the content hash of the model's artifact, so a version re-created with other
     weights under the same name never resumes the earlier parts. ``features`` are checked against
     the input's columns before any worker starts.
+
+    ``executor`` is where chunks are scored: ``process`` (local worker processes), ``ray`` or ``dask``
+    (tasks on a cluster at ``address``, else the configured one; see ``conveyor.serving.batch_cluster``).
+    The output and the ledger are the same whichever scores, so a run may resume on another executor.
+    For a cluster ``load_model`` may be a ``ModelBundle`` (the registry's bytes); a loader is called
+    here once and its model shipped. ``workers`` None: 2 locally, the cluster's CPUs on a cluster.
     """
     import fsspec
     import pyarrow.parquet as pq
 
-    if chunk_rows < 1 or workers < 1:
+    executor = "process" if executor == "local" else executor
+    if executor not in BATCH_EXECUTORS:
+        raise InvalidRequest(f"Executor {executor!r} cannot score batches. Use one of: {', '.join(BATCH_EXECUTORS)}.",
+                             field="executor")
+    if address and executor == "process":
+        raise InvalidRequest(f"--address {address} names a cluster, but the executor is local processes. Add "
+                             "--executor ray (or dask), or drop --address.", field="address")
+    if chunk_rows < 1 or (workers is not None and workers < 1):
         raise InvalidRequest("--chunk-rows and --workers must be at least 1.", field="chunk_rows")
     options = storage_options or {}
     fmt = _format(input_uri, fmt)
@@ -277,54 +324,114 @@ def score_batch(load_model: ModelLoader, input_uri: str, output_uri: str, *, mod
 
     save_manifest()
     start = time.perf_counter()
-    scored_rows = scored = skipped = 0
-    seen = 0
-    # fork is fastest (workers inherit the imports) but unsafe when other threads hold locks: then forkserver.
-    import threading
-
-    safe_to_fork = threading.current_thread() is threading.main_thread() and threading.active_count() == 1
-    ctx = multiprocessing.get_context("fork" if safe_to_fork else "forkserver")
-    in_flight: dict[Future[tuple[int, int]], int] = {}
     bar: Any = _NoProgress()
     try:
-        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
-                                 initargs=(load_model, dict(os.environ), os.getpid())) as pool:
+        with _pool(executor, load_model, workers, address) as pool:
             bar = _progress(progress, total_rows)
-            for index, source in sources:
-                seen += 1
-                if str(index) in manifest["done"]:
-                    skipped += 1
-                    bar.advance(manifest["done"][str(index)])
-                    continue
-                while len(in_flight) >= workers * 2:
-                    scored_rows, scored = _collect(in_flight, manifest, save_manifest, bar, scored_rows, scored)
-                fut = pool.submit(_score, (index, source, output_uri, fmt, options, features))
-                in_flight[fut] = index
-            while in_flight:
-                scored_rows, scored = _collect(in_flight, manifest, save_manifest, bar, scored_rows, scored)
-    except BrokenProcessPool:
-        lost = sorted(in_flight.values())
-        raise ConveyorError(
-            f"A scoring worker died while chunks {lost} were in flight ({len(manifest['done'])} chunks are finished "
-            "and recorded). Run the same command again to score only the rest.") from None
+            scored_rows, scored, skipped, seen = _drive(pool, sources, manifest, save_manifest, bar,
+                                                        (output_uri, fmt, options, features))
     finally:
         bar.stop()
     return BatchResult(output_uri, model_version, n_chunks or seen, scored, skipped, scored_rows,
                        time.perf_counter() - start)
 
 
-def _collect(in_flight: dict[Future[tuple[int, int]], int], manifest: dict[str, Any], save: Callable[[], None],
-             bar: Any, rows: int, chunks: int) -> tuple[int, int]:
-    done, _ = wait(list(in_flight), return_when=FIRST_COMPLETED)
-    for fut in done:
-        in_flight.pop(fut)
-        index, n = fut.result()
-        manifest["done"][str(index)] = n
-        save()
-        bar.advance(n)
-        rows += n
-        chunks += 1
-    return rows, chunks
+class WorkerLost(Exception):
+    """Raised by a pool when a chunk cannot finish (its worker died past every retry); says why."""
+
+
+class ChunkPool(Protocol):
+    """Where chunks are scored: local processes, Ray tasks or Dask tasks. The ledger stays with the caller."""
+
+    slots: int          # chunks kept in flight (twice the parallelism: no worker waits for the next one)
+
+    def submit(self, task: tuple[Any, ...]) -> Any:
+        """Start scoring one chunk; returns a handle."""
+        ...
+
+    def wait(self, handles: list[Any]) -> list[tuple[Any, tuple[int, int]]]:
+        """Block until at least one handle finished; the finished ones with their (chunk, rows)."""
+        ...
+
+
+def _drive(pool: ChunkPool, sources: Iterator[tuple[int, Any]], manifest: dict[str, Any], save: Callable[[], None],
+           bar: Any, common: tuple[str, str, dict[str, Any], list[str] | None]) -> tuple[int, int, int, int]:
+    """Submit every chunk the ledger does not hold, record each one as it finishes (rows, chunks, skipped, seen)."""
+    output_uri, fmt, options, features = common
+    in_flight: dict[Any, int] = {}
+    rows = scored = skipped = seen = 0
+
+    def collect() -> None:
+        nonlocal rows, scored
+        for handle, (index, n) in pool.wait(list(in_flight)):
+            in_flight.pop(handle)
+            manifest["done"][str(index)] = n
+            save()
+            bar.advance(n)
+            rows += n
+            scored += 1
+
+    try:
+        for index, source in sources:
+            seen += 1
+            if str(index) in manifest["done"]:
+                skipped += 1
+                bar.advance(manifest["done"][str(index)])
+                continue
+            while len(in_flight) >= pool.slots:
+                collect()
+            in_flight[pool.submit((index, source, output_uri, fmt, options, features))] = index
+        while in_flight:
+            collect()
+    except WorkerLost as exc:
+        lost = sorted(in_flight.values())
+        raise ConveyorError(
+            f"A scoring worker died while chunks {lost} were in flight ({len(manifest['done'])} chunks are finished "
+            f"and recorded){exc.args[0] if exc.args else ''}. Run the same command again to score only the rest."
+        ) from None
+    return rows, scored, skipped, seen
+
+
+class _ProcessPool:
+    """Local worker processes, each loading the model once (``_init_worker``)."""
+
+    def __init__(self, load_model: ModelLoader, workers: int) -> None:
+        # fork is fastest (workers inherit the imports) but unsafe when other threads hold locks: then forkserver.
+        safe_to_fork = threading.current_thread() is threading.main_thread() and threading.active_count() == 1
+        ctx = multiprocessing.get_context("fork" if safe_to_fork else "forkserver")
+        self.slots = workers * 2
+        self._pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
+                                         initargs=(load_model, dict(os.environ), os.getpid()))
+
+    def submit(self, task: tuple[Any, ...]) -> Future[tuple[int, int]]:
+        try:
+            return self._pool.submit(_score, task)
+        except BrokenProcessPool:
+            raise WorkerLost() from None
+
+    def wait(self, handles: list[Any]) -> list[tuple[Any, tuple[int, int]]]:
+        done, _ = wait(handles, return_when=FIRST_COMPLETED)
+        try:
+            return [(fut, fut.result()) for fut in done]
+        except BrokenProcessPool:
+            raise WorkerLost() from None
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+@contextlib.contextmanager
+def _pool(executor: str, load_model: Any, workers: int | None, address: str | None) -> Iterator[ChunkPool]:
+    if executor == "process":
+        pool: Any = _ProcessPool(load_model, workers or 2)
+    else:
+        from conveyor.serving.batch_cluster import cluster_pool
+
+        pool = cluster_pool(executor, load_model, workers, address)
+    try:
+        yield pool
+    finally:
+        pool.close()
 
 
 class _NoProgress:

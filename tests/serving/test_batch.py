@@ -247,3 +247,36 @@ def test_sigkilled_cli_leaves_no_worker(client, tmp_path: Path) -> None:
                 os.kill(pid, signal.SIGKILL)
         if proc.poll() is None:
             proc.kill()
+
+
+def test_cluster_bundles_are_trust_checked_and_hash_verified(tmp_path: Path) -> None:
+    """The driver ships only bytes the store's settings allow loading; a worker loads only bytes of the recorded hash."""
+    from conveyor.errors import ArtifactIntegrityError, ArtifactUntrusted
+    from conveyor.serving.batch_bundle import ModelBundle, bundle_from_loader
+    from conveyor.store.artifacts import ArtifactStore
+
+    model = SumModel()      # no materializer of its own: pickled, so loading it runs code
+    with pytest.warns(UserWarning, match="was pickled"):
+        stored = ArtifactStore(str(tmp_path / "a"), allow_pickle="true").put(model)
+    with pytest.raises(ArtifactUntrusted, match="CONVEYOR_ALLOW_PICKLE"):
+        ArtifactStore(str(tmp_path / "a"), allow_pickle="false").read_loadable(stored)
+    data = ArtifactStore(str(tmp_path / "a"), allow_pickle="true").read_loadable(stored)
+    bundle = ModelBundle(data=data, content_hash=stored.content_hash, materializer=stored.materializer, version="s:1")
+    loaded, version = bundle()
+    assert isinstance(loaded, SumModel) and version == "s:1"
+    with pytest.raises(ArtifactIntegrityError, match="were not loaded"):
+        ModelBundle(data=data + b"x", content_hash=stored.content_hash, materializer="pickle", version="s:1").load()
+    assert bundle_from_loader(sum_loader).load()[1] == "sum:1"
+
+
+def test_cluster_address_settings_and_a_bad_executor() -> None:
+    from conveyor.config import load_settings
+    from conveyor.errors import InvalidRequest
+
+    assert load_settings(env={"RAY_ADDRESS": "10.0.0.5:6379"}).ray_address == "10.0.0.5:6379"
+    assert load_settings(env={"RAY_ADDRESS": "a:1", "CONVEYOR_RAY_ADDRESS": "b:2"}).ray_address == "b:2"
+    assert load_settings(env={}).ray_address is None
+    with pytest.raises(InvalidRequest, match="cannot score batches. Use one of: process, ray, dask"):
+        score_batch(sum_loader, "in.parquet", "out", model_version="sum:1", executor="spark")
+    with pytest.raises(InvalidRequest, match="Add --executor ray"):
+        score_batch(sum_loader, "in.parquet", "out", model_version="sum:1", address="10.0.0.5:6379")

@@ -338,6 +338,17 @@ class ArtifactStore:
             self._check_trusted(m, data, meta, stored)
         return m.load(data, meta)
 
+    def read_loadable(self, stored: StoredArtifact) -> bytes:
+        """The verified bytes of an artifact this store's settings allow loading, checked as ``get`` checks
+        them, for loading in another process (a cluster worker) that knows neither this store nor its settings."""
+        if stored.uri is None:
+            raise ArtifactError(f"Artifact {stored.content_hash} is an inline value and has no bytes to ship.")
+        data = self.read_verified(stored)
+        m = self.materializers.get(stored.materializer)
+        if m.trusted_only:
+            self._check_trusted(m, data, stored.meta or {}, stored)
+        return data
+
     def code_allowed(self) -> bool:
         """Whether artifacts whose loading runs code (pickle, joblib) may be loaded from this store."""
         policy = self._allow_pickle

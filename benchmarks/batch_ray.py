@@ -1,0 +1,160 @@
+"""Batch scoring on a two-node local Ray cluster against the local two-worker path, in one run.
+
+1,000,000 rows x 20 features, Parquet to Parquet, logistic regression, chunks of 100,000 rows. The
+cluster is started here (a head and a second node of one CPU each, on 127.0.0.1, in their own
+process groups, stopped at the end), so both sides have two CPUs. Ray is timed cold (the first run
+of a fresh driver: worker processes start and import) and warm (the same driver again, into a new
+folder). Target: Ray at least 0.9x the local path's throughput. One machine shows overhead only;
+scaling shows with nodes that bring their own cores and disks (see docs/batch-scoring.md).
+
+Prints one JSON object per measurement and a summary with the ratios (throughput of Ray over the
+faster of two local runs, one before and one after the cluster's).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import pickle
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+ROWS, FEATURES, CHUNK = 1_000_000, 20, 100_000
+LOOPBACK = "127.0.0.1"
+
+
+def make_model(path: Path) -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(5000, FEATURES))
+    model = LogisticRegression().fit(X, X[:, 0] + rng.normal(size=5000) > 0)
+    path.write_bytes(pickle.dumps(model))
+
+
+def load(path: str) -> tuple[object, str]:
+    return pickle.loads(Path(path).read_bytes()), "bench:1"
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind((LOOPBACK, 0))
+        return s.getsockname()[1]
+
+
+def start_cluster(temp: Path) -> tuple[str, list[subprocess.Popen[bytes]]]:
+    """A head and a second node of one CPU each; returns the address once both are alive."""
+    ray = str(Path(sys.executable).parent / "ray")
+    port = _port()
+    address = f"{LOOPBACK}:{port}"
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+    env.pop("RAY_ADDRESS", None)
+    common = ["--block", "--node-ip-address", LOOPBACK, "--disable-usage-stats", "--num-cpus", "1",
+              "--min-worker-port", "0", "--max-worker-port", "0"]
+    log = (temp / "nodes.log").open("ab")
+    procs = [subprocess.Popen([ray, "start", "--head", "--port", str(port), "--include-dashboard=false",
+                               "--temp-dir", str(temp / "ray"), *common], stdout=log, stderr=subprocess.STDOUT,
+                              env=env, start_new_session=True)]
+    _wait_nodes(address, 1)
+    procs.append(subprocess.Popen([ray, "start", "--address", address, *common], stdout=log,
+                                  stderr=subprocess.STDOUT, env=env, start_new_session=True))
+    _wait_nodes(address, 2)
+    return address, procs
+
+
+def _wait_nodes(address: str, count: int, timeout: float = 300) -> None:
+    probe = (f"import ray\nray.init(address={address!r}, _node_ip_address={LOOPBACK!r}, logging_level='ERROR')\n"
+             "print(sum(1 for n in ray.nodes() if n['Alive']))\n")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120,
+                             check=False)
+        lines = out.stdout.strip().splitlines()
+        if out.returncode == 0 and lines and int(lines[-1]) >= count:
+            return
+        time.sleep(0.5)
+    raise SystemExit(f"the benchmark's Ray cluster did not reach {count} nodes in {timeout:.0f} s")
+
+
+def stop_cluster(procs: list[subprocess.Popen[bytes]]) -> None:
+    for proc in reversed(procs):
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=20)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def _same_parts(a: Path, b: Path) -> bool:
+    names = sorted(p.name for p in a.glob("part-*.parquet"))
+    return names == sorted(p.name for p in b.glob("part-*.parquet")) and all(
+        (a / n).read_bytes() == (b / n).read_bytes() for n in names)
+
+
+def main() -> None:
+    from conveyor.serving.batch import score_batch
+
+    with tempfile.TemporaryDirectory(prefix="conveyor-batch-ray-") as d:
+        folder = Path(d)
+        rng = np.random.default_rng(1)
+        src = folder / "input.parquet"
+        pq.write_table(pa.table({f"f{i}": rng.normal(size=ROWS) for i in range(FEATURES)}), src,
+                       row_group_size=CHUNK)
+        model_path = folder / "model.pkl"
+        make_model(model_path)
+        loader = functools.partial(load, str(model_path))
+
+        def local(label: str) -> float:
+            t = time.perf_counter()
+            score_batch(loader, str(src), str(folder / label), model_version="bench:1", workers=2,
+                        chunk_rows=CHUNK, progress=False)
+            s = time.perf_counter() - t
+            print(json.dumps({"tool": "conveyor", "executor": "process", "workers": 2, "run": label, "rows": ROWS,
+                              "seconds": round(s, 3), "rows_per_s": round(ROWS / s)}))
+            return s
+
+        local_s = local("local")
+        address, procs = start_cluster(folder)
+        try:
+            results = {}
+            for label in ("cold", "warm"):
+                out = folder / f"ray-{label}"
+                t = time.perf_counter()
+                score_batch(loader, str(src), str(out), model_version="bench:1", workers=None, chunk_rows=CHUNK,
+                            progress=False, executor="ray", address=address)
+                s = results[label] = time.perf_counter() - t
+                print(json.dumps({"tool": "conveyor", "executor": "ray", "nodes": 2, "cpus": 2, "run": label,
+                                  "rows": ROWS, "seconds": round(s, 3), "rows_per_s": round(ROWS / s),
+                                  "ratio_to_first_local": round(local_s / s, 3),
+                                  "same_output_as_local": _same_parts(out, folder / "local")}))
+            # the local path again, after the cluster runs: the machine's load drifts; the faster local run counts
+            local_s = min(local_s, local("local-again"))
+            print(json.dumps({"summary": "batch scoring on 2-node local Ray vs local 2 workers (faster of two local "
+                              "runs)", "target": 0.9, "local_seconds": round(local_s, 3),
+                              "ratio_cold": round(local_s / results["cold"], 3),
+                              "ratio_warm": round(local_s / results["warm"], 3),
+                              "meets_target_warm": local_s / results["warm"] >= 0.9}))
+        finally:
+            import ray
+
+            ray.shutdown()
+            stop_cluster(procs)
+            shutil.rmtree(folder / "ray", ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
