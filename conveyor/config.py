@@ -36,7 +36,6 @@ variable                        meaning                                   defaul
                                 dask`` connects to (``tcp://host:8786``)  per process
 ``CONVEYOR_RAY_ADDRESS``        Ray cluster to connect to (falls back to  none: a local Ray is started
                                 ``RAY_ADDRESS``)                          where one is asked for
-``DASK_SCHEDULER_ADDRESS``      Dask scheduler to connect to              none
 ``AIP_HTTP_PORT``               Vertex AI: the port to listen on          ``8080``
 ``AIP_PREDICT_ROUTE``           Vertex AI: the prediction path            ``/predict``
 ``AIP_HEALTH_ROUTE``            Vertex AI: the health path                ``/health``
@@ -196,7 +195,6 @@ def load_settings(env: Mapping[str, str] | None = None, cwd: Path | None = None)
                                                    get("serve_log_max_rows", 500_000))),
                     serve_log_interval_s=_seconds("CONVEYOR_SERVE_LOG_INTERVAL_S",
                                                          get("serve_log_interval_s", 2.0)),
-                    dask_scheduler_address=env.get("DASK_SCHEDULER_ADDRESS", "").strip() or None)
                     ray_address=str(get("ray_address", "") or env.get("RAY_ADDRESS", "")).strip() or None,
                     dask_scheduler_address=str(env.get("DASK_SCHEDULER_ADDRESS", "")).strip() or None)
 
