@@ -9,7 +9,7 @@ variable                        meaning                                   defaul
 ``CONVEYOR_HOME``               folder for the embedded stores            ``./.conveyor``
 ``CONVEYOR_METADATA_URL``       any SQLAlchemy URL                        ``sqlite:///$HOME/metadata.db``
 ``CONVEYOR_ARTIFACT_ROOT``      fsspec URL (file, s3, gs, az, memory)     ``$HOME/artifacts``
-``CONVEYOR_EXECUTOR``           ``thread`` or ``process``                 ``thread``
+``CONVEYOR_EXECUTOR``           ``thread``, ``process`` or ``ray``        ``thread``
 ``CONVEYOR_MAX_WORKERS``        parallel steps in the local executor      CPU count (at least 2)
 ``CONVEYOR_INLINE_MAX_BYTES``   JSON values up to this size stay inline   ``65536``
 ``CONVEYOR_ARTIFACT_RETRIES``   retries of a remote artifact I/O error    ``4``
@@ -32,6 +32,12 @@ variable                        meaning                                   defaul
 ``CONVEYOR_SERVE_LOG_MAX_ROWS``   prediction-log rows held in memory:     ``500000``
                                 the most a SIGKILL can lose (per worker)
 ``CONVEYOR_SERVE_LOG_INTERVAL_S`` prediction-log flush interval (seconds) ``2``
+``CONVEYOR_RAY_ADDRESS``        the Ray cluster (``host:port``, ``auto``,  ``RAY_ADDRESS``
+                                ``ray://…``; ``local`` starts one here)
+``CONVEYOR_RAY_SHARED_ROOT``    ``1``: a local-folder artifact root is    off
+                                mounted at the same path on every node
+``CONVEYOR_RAY_RUNTIME_ENV``    JSON merged into every task's Ray          none
+                                runtime environment (``pip``, ``env_vars``)
 ``AIP_HTTP_PORT``               Vertex AI: the port to listen on          ``8080``
 ``AIP_PREDICT_ROUTE``           Vertex AI: the prediction path            ``/predict``
 ``AIP_HEALTH_ROUTE``            Vertex AI: the health path                ``/health``
@@ -46,6 +52,7 @@ The serving container (``conveyor serve-container``) reads what each cloud sets,
 from __future__ import annotations
 
 import getpass
+import json
 import os
 import tomllib
 from collections.abc import Mapping
@@ -54,7 +61,7 @@ from pathlib import Path
 
 from conveyor.errors import ConfigurationError
 
-EXECUTORS = ("thread", "process")   # executors shipped with Conveyor (conveyor.executors.registry)
+EXECUTORS = ("thread", "process", "ray")   # executors shipped with Conveyor (conveyor.executors.registry)
 PICKLE_POLICIES = ("local", "true", "false")
 
 
@@ -85,6 +92,9 @@ class Settings:
     artifact_backoff_s: float = 0.5
     metadata_retries: int = 4
     metadata_backoff_s: float = 0.25
+    ray_address: str | None = None
+    ray_shared_root: bool = False
+    ray_runtime_env: str = ""          # a JSON object (checked here), merged into every task's runtime env
 
     def with_overrides(self, **changes: object) -> Settings:
         """Return a copy with some fields replaced."""
@@ -165,6 +175,7 @@ def load_settings(env: Mapping[str, str] | None = None, cwd: Path | None = None)
         raise ConfigurationError(f"CONVEYOR_ALLOW_PICKLE={allow_pickle!r} is not known. Use local (pickles only "
                                  "from a local artifact root), true or false.")
     aip_port = env.get("AIP_HTTP_PORT")
+    ray_address = str(get("ray_address", env.get("RAY_ADDRESS", "")) or "").strip() or None
     return Settings(home=home, metadata_url=metadata_url, artifact_root=artifact_root,
                     executor=executor, max_workers=max(1, workers), inline_max_bytes=inline,
                     actor=actor, serve_memory_mb=memory,
@@ -187,7 +198,30 @@ def load_settings(env: Mapping[str, str] | None = None, cwd: Path | None = None)
                     serve_log_max_rows=max(1, _int("CONVEYOR_SERVE_LOG_MAX_ROWS",
                                                    get("serve_log_max_rows", 500_000))),
                     serve_log_interval_s=_seconds("CONVEYOR_SERVE_LOG_INTERVAL_S",
-                                                         get("serve_log_interval_s", 2.0)))
+                                                         get("serve_log_interval_s", 2.0)),
+                    ray_address=ray_address,
+                    ray_shared_root=_flag(get("ray_shared_root", "")),
+                    ray_runtime_env=_json_table("CONVEYOR_RAY_RUNTIME_ENV", get("ray_runtime_env", "")))
+
+
+def _flag(raw: object) -> bool:
+    return str(raw).strip().lower() in ("1", "true", "yes", "on")
+
+
+def _json_table(name: str, raw: object) -> str:
+    """A JSON object setting (or a TOML table) as canonical JSON text; empty when unset."""
+    if isinstance(raw, dict):
+        return json.dumps(raw, sort_keys=True)
+    if not str(raw).strip():
+        return ""
+    try:
+        value = json.loads(str(raw))
+    except json.JSONDecodeError as exc:
+        raise ConfigurationError(f"{name} is not valid JSON ({exc}). Write an object such as "
+                                 '\'{"env_vars": {"KEY": "value"}}\'.') from None
+    if not isinstance(value, dict):
+        raise ConfigurationError(f"{name} must be a JSON object, got {type(value).__name__}.")
+    return json.dumps(value, sort_keys=True)
 
 
 def debug_enabled(env: Mapping[str, str] | None = None) -> bool:

@@ -64,5 +64,6 @@ def _installed(module: str) -> bool:
 registry = ExecutorRegistry()
 registry.register("thread", "conveyor.executors.thread:ThreadExecutor")
 registry.register("process", "conveyor.executors.process:ProcessExecutor")
+registry.register("ray", "conveyor.executors.ray:RayExecutor", "pip install 'conveyor[ray]'", requires=("ray",))
 
 __all__ = ["Executor", "ExecutorRegistry", "registry"]
