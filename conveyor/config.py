@@ -38,6 +38,8 @@ variable                        meaning                                   defaul
                                 mounted at the same path on every node
 ``CONVEYOR_RAY_RUNTIME_ENV``    JSON merged into every task's Ray          none
                                 runtime environment (``pip``, ``env_vars``)
+``CONVEYOR_RAY_ENV_VARS``       this process's variables Ray tasks get     none
+                                too: names or globs, comma-separated
 ``AIP_HTTP_PORT``               Vertex AI: the port to listen on          ``8080``
 ``AIP_PREDICT_ROUTE``           Vertex AI: the prediction path            ``/predict``
 ``AIP_HEALTH_ROUTE``            Vertex AI: the health path                ``/health``
@@ -95,6 +97,7 @@ class Settings:
     ray_address: str | None = None
     ray_shared_root: bool = False
     ray_runtime_env: str = ""          # a JSON object (checked here), merged into every task's runtime env
+    ray_env_vars: tuple[tuple[str, str], ...] = ()   # (name, value) of the variables CONVEYOR_RAY_ENV_VARS names
 
     def with_overrides(self, **changes: object) -> Settings:
         """Return a copy with some fields replaced."""
@@ -201,7 +204,16 @@ def load_settings(env: Mapping[str, str] | None = None, cwd: Path | None = None)
                                                          get("serve_log_interval_s", 2.0)),
                     ray_address=ray_address,
                     ray_shared_root=_flag(get("ray_shared_root", "")),
-                    ray_runtime_env=_json_table("CONVEYOR_RAY_RUNTIME_ENV", get("ray_runtime_env", "")))
+                    ray_runtime_env=_json_table("CONVEYOR_RAY_RUNTIME_ENV", get("ray_runtime_env", "")),
+                    ray_env_vars=_named_variables(env, str(get("ray_env_vars", "") or "")))
+
+
+def _named_variables(env: Mapping[str, str], patterns: str) -> tuple[tuple[str, str], ...]:
+    """The variables of ``env`` matching any of the comma-separated names or globs, sorted by name."""
+    import fnmatch
+
+    wanted = [p.strip() for p in patterns.split(",") if p.strip()]
+    return tuple(sorted((k, v) for k, v in env.items() if any(fnmatch.fnmatchcase(k, p) for p in wanted)))
 
 
 def _flag(raw: object) -> bool:

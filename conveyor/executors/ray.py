@@ -183,6 +183,21 @@ def shared_root_problem(root: str, nodes: list[Node], shared_folder: bool) -> st
             "node, say so with CONVEYOR_RAY_SHARED_ROOT=1.")
 
 
+def task_environment(settings: Settings) -> dict[str, Any]:
+    """The runtime environment every task gets: CONVEYOR_RAY_RUNTIME_ENV, plus the variables workers need.
+
+    Workers do not inherit this process's environment: the settings that govern what the worker
+    code does (artifact retries, the pickle policy) go along, with the variables
+    CONVEYOR_RAY_ENV_VARS names.
+    """
+    env: dict[str, Any] = json.loads(settings.ray_runtime_env or "{}")
+    variables = {"CONVEYOR_ARTIFACT_RETRIES": str(settings.artifact_retries),
+                 "CONVEYOR_ARTIFACT_BACKOFF_S": str(settings.artifact_backoff_s),
+                 "CONVEYOR_ALLOW_PICKLE": settings.allow_pickle, **dict(settings.ray_env_vars)}
+    env["env_vars"] = {**variables, **(env.get("env_vars") or {})}
+    return env
+
+
 # --- the task on the worker ------------------------------------------------------------------
 
 @dataclass(frozen=True, slots=True)
@@ -272,7 +287,7 @@ class RayExecutor:
         self._checked: dict[Any, str | None] = {}
         self._options: dict[Any, Any] = {}
         self._code = CodePackages()
-        self._extra_env: dict[str, Any] = json.loads(self._settings.ray_runtime_env or "{}")
+        self._extra_env = task_environment(self._settings)
 
     # --- submitting --------------------------------------------------------------------------
 

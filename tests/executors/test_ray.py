@@ -30,6 +30,7 @@ def on_ray(ray_cluster: RayCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPa
     folder = tmp_path / "ray-notes"
     monkeypatch.setenv("RAY_ADDRESS", ray_cluster.address)
     monkeypatch.setenv("CVTEST_RAY", str(folder))
+    monkeypatch.setenv("CONVEYOR_RAY_ENV_VARS", "CVTEST_*")   # Ray workers do not inherit this process's variables
     return folder
 
 
@@ -91,7 +92,7 @@ def test_a_worker_killed_mid_step_is_retried_by_the_steps_policy(client, on_ray)
 def _driver(settings, folder: Path, address: str, tag: str) -> subprocess.Popen[str]:
     """A driver process running ``long_run`` on the cluster, with this test's Conveyor home."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "CONVEYOR_HOME": str(settings.home), "RAY_ADDRESS": address,
-           "CVTEST_RAY": str(folder)}
+           "CVTEST_RAY": str(folder), "CONVEYOR_RAY_ENV_VARS": "CVTEST_*"}
     script = (
         "import json, sys\n"
         "from conveyor.errors import RunCancelled\n"
