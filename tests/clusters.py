@@ -87,7 +87,9 @@ def ray_cluster() -> Iterator[RayCluster]:
     port = free_port()
     address = f"{LOOPBACK}:{port}"
     common = ["--block", "--node-ip-address", LOOPBACK, "--disable-usage-stats"]
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    # without token authentication: a token file left in ~/.ray by any local ray.init() would make `ray start`
+    # enable it, while drivers given an explicit address do not send the token (Ray 2.60)
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
     env.pop("RAY_ADDRESS", None)
     procs: list[subprocess.Popen[bytes]] = []
     with log.open("ab") as out:

@@ -71,8 +71,11 @@ def connect(address: str | None) -> str:
                     options["_node_ip_address"] = LOOPBACK
                 ray.init(address=address, **options)
         except ConnectionError as exc:
-            raise ConfigurationError(f"Cannot connect to the Ray cluster at {address}: {exc}. Check RAY_ADDRESS "
-                                     "and that the cluster is running (`ray status`).") from None
+            cause = f"{exc} ({exc.__cause__})" if exc.__cause__ else str(exc)
+            hint = (" The cluster uses token authentication: set RAY_AUTH_MODE=token and make its token available "
+                    "(RAY_AUTH_TOKEN, or ~/.ray/auth_token).") if "Authentication" in cause else ""
+            raise ConfigurationError(f"Cannot connect to the Ray cluster at {address}: {_first_line(exc)}.{hint} "
+                                     "Check RAY_ADDRESS and that the cluster is running (`ray status`).") from None
         _connected = address
         return address
 
