@@ -18,6 +18,7 @@ import ipaddress
 import json
 import os
 import socket
+import sys
 import threading
 import time
 from concurrent.futures import Future
@@ -231,8 +232,12 @@ def run_on_worker(task: StepTask, isolated: bool, relative_source: str | None, *
     task.args = {k: _fill(v, objects) for k, v in task.args.items()}
     ref = task.fn_ref
     if relative_source and ref is not None and not (ref.source_file and Path(ref.source_file).exists()):
-        # the folder came as the task's working directory (Ray's cwd here): the file is beside us
-        task.fn_ref = FunctionRef(ref.module, ref.qualname, str(Path.cwd() / relative_source))
+        # the file came in the task's runtime environment: the working directory (Ray's cwd) or a package
+        # Ray put on sys.path
+        for base in (os.getcwd(), *sys.path):
+            if base and (Path(base) / relative_source).exists():
+                task.fn_ref = FunctionRef(ref.module, ref.qualname, str(Path(base) / relative_source))
+                break
     result = (run_task_isolated if isolated else run_task)(task)
     values, result.values = result.values or {}, None
     returned = [values.get(name) if result.status == "succeeded" and result.outputs[name].uri is not None else None

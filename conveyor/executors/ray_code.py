@@ -41,7 +41,8 @@ def _installed_roots() -> list[Path]:
 
 
 def code_location(ref: FunctionRef | None) -> tuple[str, Path, str | None] | None:
-    """What to ship for a step: ("py_modules", package folder, None), ("working_dir", folder, file name) or None."""
+    """What to ship for a step, or None: (field, folder, the step's file relative to the folder's parent or
+    the working directory, when the worker loads it by path)."""
     if ref is None or not ref.source_file or ref.module.split(".")[0] == "conveyor":
         return None
     source = Path(ref.source_file).resolve()
@@ -54,6 +55,13 @@ def code_location(ref: FunctionRef | None) -> tuple[str, Path, str | None] | Non
         package = source.parents[depth]
         if package.name == parts[0]:
             return "py_modules", package, None
+    # a file loaded by path (or run as __main__): inside a package, ship the whole package, so that the
+    # file's own imports of it work; else its folder is the working directory
+    top = source.parent
+    while (top / "__init__.py").exists() and (top.parent / "__init__.py").exists():
+        top = top.parent
+    if (top / "__init__.py").exists():
+        return "py_modules", top, str(source.relative_to(top.parent))
     return "working_dir", source.parent, source.name
 
 
