@@ -63,7 +63,8 @@ from pathlib import Path
 
 from conveyor.errors import ConfigurationError
 
-EXECUTORS = ("thread", "process", "ray")   # executors shipped with Conveyor (conveyor.executors.registry)
+EXECUTORS = ("thread", "process")   # executors shipped with Conveyor (conveyor.executors.registry)
+EXECUTORS += ("ray",)               # a Ray cluster, with the extra `conveyor[ray]`
 PICKLE_POLICIES = ("local", "true", "false")
 
 
