@@ -8,9 +8,11 @@ several repeats after a warm-up:
 Floor: the same functions as bare ``ray.remote`` tasks chained by hand (object refs passed
 straight to the next task); for W3 the producer also writes the same Parquet file Conveyor's
 artifact store writes, and the consumer gets the frame by ``ray.get`` from the object store.
-Conveyor runs with a fresh SQLite home per run (every metadata write on the driver).
+Conveyor runs with a fresh SQLite home per run, opened before the timing starts (every metadata
+write of the run is timed, on the driver), in the process's one connection to the local Ray.
 
-Prints one JSON object per workload: seconds of both, overhead per step in ms, ratio.
+Prints one JSON object per workload: seconds of both, overhead per step in ms, ratio, and the
+same pipeline with the local thread executor (the engine's own cost on this machine, no Ray).
 Targets (issue 12): W1/W2 at most +3 ms per step, W3 at most 1.3x.
 """
 
@@ -116,26 +118,35 @@ def floor_functions(folder: Path) -> dict[str, object]:
     return {"W1": chain, "W2": fan, "W3": frame}
 
 
-def median_seconds(fn, repeats: int = REPEATS) -> float:
-    fn()   # warm-up: worker processes, imports, the runtime environment
+def median_seconds(fn, repeats: int = REPEATS, setup=None) -> float:
+    """Median seconds of ``fn`` (given what ``setup`` returns, made outside the timing), after a warm-up."""
+    fn(setup() if setup else None)   # warm-up: worker processes, imports, the runtime environment
     times = []
     for _ in range(repeats):
+        made = setup() if setup else None
         t = time.perf_counter()
-        fn()
+        fn(made)
         times.append(time.perf_counter() - t)
     return statistics.median(times)
 
 
-def conveyor_run(pipe: object, scratch: Path) -> object:
+def fresh_client(scratch: Path):
+    """A client on a new SQLite home, its store opened and migrated (once per process in real use)."""
     from conveyor.config import load_settings
     from conveyor.runtime.client import Client
 
-    def run() -> None:
-        home = tempfile.mkdtemp(dir=scratch)
-        client = Client(load_settings(env={"CONVEYOR_HOME": home, "CONVEYOR_RAY_ADDRESS": "local"}))
-        client.metadata        # opening and migrating the store happens once per process in real use
+    def make() -> object:
+        client = Client(load_settings(env={"CONVEYOR_HOME": tempfile.mkdtemp(dir=scratch)}))
+        client.metadata
         client.artifacts
-        client.run_pipeline(pipe, {}, cache=False, executor="ray")
+        return client
+
+    return make
+
+
+def conveyor_run(pipe: object, executor: str = "ray"):
+    def run(client) -> None:
+        client.run_pipeline(pipe, {}, cache=False, executor=executor)
         client.close()
 
     return run
@@ -151,16 +162,22 @@ def main() -> None:
         scratch = Path(d)
         floors = floor_functions(scratch)
         for name in ("W1", "W2", "W3"):
-            floor = median_seconds(floors[name])
-            ours = median_seconds(conveyor_run(pipes[name], scratch))
+            floor = median_seconds(lambda _none, f=floors[name]: f())
+            ours = median_seconds(conveyor_run(pipes[name]), setup=fresh_client(scratch))
+            # the engine alone on this machine now (thread executor, no Ray): how much of the overhead is
+            # the engine's own bookkeeping (metadata writes, hashing) rather than the Ray executor
+            local = median_seconds(conveyor_run(pipes[name], "thread"), setup=fresh_client(scratch))
             n = STEPS[name]
             overhead = (ours - floor) / n * 1000
             print(json.dumps({
                 "workload": name, "steps": n, "floor_s": round(floor, 4), "conveyor_s": round(ours, 4),
                 "overhead_per_step_ms": round(overhead, 2), "ratio_to_floor": round(ours / floor, 3),
+                "engine_local_s": round(local, 4), "engine_local_per_step_ms": round(local / n * 1000, 2),
                 "target": "<= +3 ms/step" if name != "W3" else "<= 1.3x",
                 "met": overhead <= 3.0 if name != "W3" else ours / floor <= 1.3,
             }), flush=True)
+    print(json.dumps({"load_average_1m": round(os.getloadavg()[0], 2), "cpus": os.cpu_count(),
+                      "ray": ray.__version__, "repeats": REPEATS}), flush=True)
     ray.shutdown()
 
 

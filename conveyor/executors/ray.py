@@ -45,10 +45,15 @@ def connect(address: str | None) -> str:
     """Connect this process to the Ray cluster at ``address`` once, and reuse it afterwards.
 
     ``local`` starts a Ray instance on loopback for this process (and only then is one started);
+    none, in a process that called ``ray.init`` itself, uses that connection;
     ``auto`` finds the cluster ``ray start`` started on this machine; anything else is the
     cluster's GCS address (``host:port``) or a ``ray://`` client address.
     """
     global _connected
+    if not address and ray.is_initialized():   # this process called ray.init itself: use that connection
+        with _connect_lock:
+            _connected = _connected or "(connected by this process)"
+            return _connected
     if not address:
         raise ConfigurationError(
             "CONVEYOR_EXECUTOR=ray needs a Ray cluster: set RAY_ADDRESS (or CONVEYOR_RAY_ADDRESS) to its address "

@@ -11,6 +11,7 @@ so an unchanged folder is not hashed again for every run.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import site
@@ -33,21 +34,22 @@ _lock = threading.Lock()
 _uploaded: dict[tuple[str, str, str], str] = {}   # (field, folder, fingerprint) -> package URI in the cluster
 
 
-def _installed_roots() -> list[Path]:
+@functools.cache
+def _installed_roots() -> tuple[Path, ...]:
     roots = {sysconfig.get_paths()[k] for k in ("purelib", "platlib", "stdlib")}
     roots.update(site.getsitepackages() if hasattr(site, "getsitepackages") else [])
     roots.add(site.getusersitepackages())
-    return [Path(r).resolve() for r in roots if r]
+    return (*(Path(r).resolve() for r in roots if r), Path(sys.prefix).resolve())
 
 
+@functools.lru_cache(maxsize=1024)
 def code_location(ref: FunctionRef | None) -> tuple[str, Path, str | None] | None:
     """What to ship for a step, or None: (field, folder, the step's file relative to the folder's parent or
     the working directory, when the worker loads it by path)."""
     if ref is None or not ref.source_file or ref.module.split(".")[0] == "conveyor":
         return None
     source = Path(ref.source_file).resolve()
-    if any(source.is_relative_to(root) for root in _installed_roots()) or source.is_relative_to(
-            Path(sys.prefix).resolve()):
+    if any(source.is_relative_to(root) for root in _installed_roots()):
         return None
     parts = ref.module.split(".")
     if len(parts) > 1 and ref.module != "__main__":
