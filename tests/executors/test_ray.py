@@ -153,3 +153,26 @@ def test_a_local_folder_root_is_refused_when_nodes_run_on_other_machines() -> No
     assert shared_root_problem("/data/artifacts", [here, there], shared_folder=True) is None
     assert shared_root_problem("s3://bucket/artifacts", [here, there], shared_folder=False) is None
     assert "memory" in (shared_root_problem("memory://x", [here], shared_folder=False) or "")
+
+
+def test_resources_are_checked_when_the_step_is_declared_and_become_ray_requests() -> None:
+    import conveyor as cv
+    from conveyor.errors import ConfigurationError, PipelineDefinitionError
+    from conveyor.executors.ray import ray_requests, unmet_request
+
+    def body() -> int:
+        return 1
+
+    spec = cv.step(resources={"gpus": 1, "a100": 2}, memory="2Gi")(body).spec
+    assert (spec.gpus, spec.memory, spec.resources) == (1, "2Gi", (("a100", 2.0),))
+    assert ray_requests("body", spec.requests) == {"CPU": 1.0, "GPU": 1.0, "memory": 2.0 * 2**30, "a100": 2.0}
+    for bad, message in (({"gpus": 1}, "given both"), ({"GPU": 1}, "not a custom resource"),
+                         ({"a100": 0}, "positive amount"), (["a100"], "dict of name")):
+        with pytest.raises(PipelineDefinitionError, match=message):
+            cv.step(resources=bad, gpus=1 if bad == {"gpus": 1} else None)(body)
+    with pytest.raises(ConfigurationError, match="memory='lots' is not a size"):
+        ray_requests("body", {"memory": "lots"})
+    big = Node("127.0.0.1", "a", {"CPU": 8, "GPU": 0, "memory": 2.0**34})
+    gpu = Node("127.0.0.1", "b", {"CPU": 2, "GPU": 1, "memory": 2.0**30})
+    assert unmet_request("s", {"CPU": 8.0}, [big, gpu], "x:1") is None
+    assert "has all of it at once" in (unmet_request("s", {"CPU": 4.0, "GPU": 1.0}, [big, gpu], "x:1") or "")
