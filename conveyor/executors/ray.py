@@ -86,6 +86,15 @@ def connect(address: str | None) -> str:
         return address
 
 
+def disconnect() -> None:
+    """Close this process's connection to the cluster (before the cluster itself goes away)."""
+    global _connected
+    with _connect_lock:
+        if ray.is_initialized():
+            ray.shutdown()
+        _connected = None
+
+
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -481,4 +490,4 @@ def _failed(task: StepTask, kind: str, message: str) -> StepResult:
                       traceback=error + "\n", logs=error + "\n")
 
 
-__all__ = ["RayExecutor", "connect", "run_on_worker"]
+__all__ = ["RayExecutor", "connect", "disconnect", "run_on_worker"]
