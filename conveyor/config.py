@@ -10,6 +10,7 @@ variable                        meaning                                   defaul
 ``CONVEYOR_METADATA_URL``       any SQLAlchemy URL                        ``sqlite:///$HOME/metadata.db``
 ``CONVEYOR_ARTIFACT_ROOT``      fsspec URL (file, s3, gs, az, memory)     ``$HOME/artifacts``
 ``CONVEYOR_EXECUTOR``           ``thread``, ``process`` or ``dask``       ``thread``
+``CONVEYOR_EXECUTOR``           ``thread``, ``process`` or ``ray``        ``thread``
 ``CONVEYOR_MAX_WORKERS``        parallel steps in the local executor      CPU count (at least 2)
 ``CONVEYOR_INLINE_MAX_BYTES``   JSON values up to this size stay inline   ``65536``
 ``CONVEYOR_ARTIFACT_RETRIES``   retries of a remote artifact I/O error    ``4``
@@ -36,6 +37,14 @@ variable                        meaning                                   defaul
                                 dask`` connects to (``tcp://host:8786``)  per process
 ``CONVEYOR_RAY_ADDRESS``        Ray cluster to connect to (falls back to  none: a local Ray is started
                                 ``RAY_ADDRESS``)                          where one is asked for
+``CONVEYOR_RAY_ADDRESS``        the Ray cluster (``host:port``, ``auto``,  ``RAY_ADDRESS``
+                                ``ray://…``; ``local`` starts one here)
+``CONVEYOR_RAY_SHARED_ROOT``    ``1``: a local-folder artifact root is    off
+                                mounted at the same path on every node
+``CONVEYOR_RAY_RUNTIME_ENV``    JSON merged into every task's Ray          none
+                                runtime environment (``pip``, ``env_vars``)
+``CONVEYOR_RAY_ENV_VARS``       this process's variables Ray tasks get     none
+                                too: names or globs, comma-separated
 ``AIP_HTTP_PORT``               Vertex AI: the port to listen on          ``8080``
 ``AIP_PREDICT_ROUTE``           Vertex AI: the prediction path            ``/predict``
 ``AIP_HEALTH_ROUTE``            Vertex AI: the health path                ``/health``
@@ -50,6 +59,7 @@ The serving container (``conveyor serve-container``) reads what each cloud sets,
 from __future__ import annotations
 
 import getpass
+import json
 import os
 import tomllib
 from collections.abc import Mapping
@@ -60,6 +70,7 @@ from conveyor.errors import ConfigurationError
 
 EXECUTORS = ("thread", "process")   # executors shipped with Conveyor (conveyor.executors.registry)
 EXECUTORS += ("dask",)              # a distributed engine, with the extra `conveyor[dask]`
+EXECUTORS += ("ray",)               # a Ray cluster, with the extra `conveyor[ray]`
 PICKLE_POLICIES = ("local", "true", "false")
 
 
@@ -92,6 +103,9 @@ class Settings:
     metadata_backoff_s: float = 0.25
     ray_address: str | None = None
     dask_scheduler_address: str | None = None
+    ray_shared_root: bool = False
+    ray_runtime_env: str = ""          # a JSON object (checked here), merged into every task's runtime env
+    ray_env_vars: tuple[tuple[str, str], ...] = ()   # (name, value) of the variables CONVEYOR_RAY_ENV_VARS names
 
     def with_overrides(self, **changes: object) -> Settings:
         """Return a copy with some fields replaced."""
@@ -172,6 +186,7 @@ def load_settings(env: Mapping[str, str] | None = None, cwd: Path | None = None)
         raise ConfigurationError(f"CONVEYOR_ALLOW_PICKLE={allow_pickle!r} is not known. Use local (pickles only "
                                  "from a local artifact root), true or false.")
     aip_port = env.get("AIP_HTTP_PORT")
+    ray_address = str(get("ray_address", env.get("RAY_ADDRESS", "")) or "").strip() or None
     return Settings(home=home, metadata_url=metadata_url, artifact_root=artifact_root,
                     executor=executor, max_workers=max(1, workers), inline_max_bytes=inline,
                     actor=actor, serve_memory_mb=memory,
@@ -195,8 +210,39 @@ def load_settings(env: Mapping[str, str] | None = None, cwd: Path | None = None)
                                                    get("serve_log_max_rows", 500_000))),
                     serve_log_interval_s=_seconds("CONVEYOR_SERVE_LOG_INTERVAL_S",
                                                          get("serve_log_interval_s", 2.0)),
-                    ray_address=str(get("ray_address", "") or env.get("RAY_ADDRESS", "")).strip() or None,
-                    dask_scheduler_address=str(env.get("DASK_SCHEDULER_ADDRESS", "")).strip() or None)
+                    dask_scheduler_address=str(env.get("DASK_SCHEDULER_ADDRESS", "")).strip() or None,
+                    ray_address=ray_address,
+                    ray_shared_root=_flag(get("ray_shared_root", "")),
+                    ray_runtime_env=_json_table("CONVEYOR_RAY_RUNTIME_ENV", get("ray_runtime_env", "")),
+                    ray_env_vars=_named_variables(env, str(get("ray_env_vars", "") or "")))
+
+
+def _named_variables(env: Mapping[str, str], patterns: str) -> tuple[tuple[str, str], ...]:
+    """The variables of ``env`` matching any of the comma-separated names or globs, sorted by name."""
+    import fnmatch
+
+    wanted = [p.strip() for p in patterns.split(",") if p.strip()]
+    return tuple(sorted((k, v) for k, v in env.items() if any(fnmatch.fnmatchcase(k, p) for p in wanted)))
+
+
+def _flag(raw: object) -> bool:
+    return str(raw).strip().lower() in ("1", "true", "yes", "on")
+
+
+def _json_table(name: str, raw: object) -> str:
+    """A JSON object setting (or a TOML table) as canonical JSON text; empty when unset."""
+    if isinstance(raw, dict):
+        return json.dumps(raw, sort_keys=True)
+    if not str(raw).strip():
+        return ""
+    try:
+        value = json.loads(str(raw))
+    except json.JSONDecodeError as exc:
+        raise ConfigurationError(f"{name} is not valid JSON ({exc}). Write an object such as "
+                                 '\'{"env_vars": {"KEY": "value"}}\'.') from None
+    if not isinstance(value, dict):
+        raise ConfigurationError(f"{name} must be a JSON object, got {type(value).__name__}.")
+    return json.dumps(value, sort_keys=True)
 
 
 def debug_enabled(env: Mapping[str, str] | None = None) -> bool:

@@ -108,6 +108,9 @@ def ray_cluster() -> Iterator[RayCluster]:
             _wait_for_nodes(address, 2, procs, log)
             yield RayCluster(address=address, temp_dir=temp_dir)
         finally:
+            # a driver still connected when its raylet goes exits the whole process: this test session
+            if "conveyor.executors.ray" in sys.modules:
+                sys.modules["conveyor.executors.ray"].disconnect()
             for proc in reversed(procs):
                 _stop(proc)
             shutil.rmtree(temp_dir, ignore_errors=True)

@@ -9,7 +9,7 @@ import functools
 import hashlib
 import inspect
 import textwrap
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, overload
 
@@ -37,6 +37,7 @@ class StepSpec:
     cpus: float | None = None
     memory: str | None = None
     gpus: int | None = None
+    resources: tuple[tuple[str, float], ...] = ()   # custom resources by name (a Ray cluster's labels)
     tags: tuple[str, ...] = ()
     outputs: tuple[str, ...] = (DEFAULT_OUTPUT,)
     code_hash: str = ""
@@ -53,6 +54,12 @@ class StepSpec:
     @property
     def multiple_outputs(self) -> bool:
         return self.outputs != (DEFAULT_OUTPUT,)
+
+    @property
+    def requests(self) -> dict[str, Any]:
+        """What the step asks of the machine running it: ``cpus``, ``memory``, ``gpus`` and custom resources."""
+        declared = {"cpus": self.cpus, "memory": self.memory, "gpus": self.gpus}
+        return {**{k: v for k, v in declared.items() if v is not None}, **dict(self.resources)}
 
     def retry_delay(self, attempt: int) -> float:
         """Exponential backoff before attempt ``attempt + 1`` (attempt counts from 1)."""
@@ -243,8 +250,8 @@ def step(fn: Callable[..., Any], /) -> Step: ...
 @overload
 def step(*, name: str | None = ..., retries: int = ..., retry_on: Sequence[type[BaseException]] | type[BaseException] = ...,
          backoff: float = ..., cache: bool = ..., timeout: float | None = ..., cpus: float | None = ...,
-         memory: str | None = ..., gpus: int | None = ..., tags: Sequence[str] = ...,
-         outputs: Sequence[str] | None = ..., cache_version: str | int = ..., cache_files: Sequence[str] = ...,
+         memory: str | None = ..., gpus: int | None = ..., resources: Mapping[str, float] | None = ...,
+         tags: Sequence[str] = ..., outputs: Sequence[str] | None = ..., cache_version: str | int = ..., cache_files: Sequence[str] = ...,
          cache_key: Callable[..., Any] | None = ..., on_success: Callable[[Any], Any] | None = ...,
          on_failure: Callable[[Any], Any] | None = ...) -> Callable[[Callable[..., Any]], Step]: ...
 
@@ -252,8 +259,8 @@ def step(*, name: str | None = ..., retries: int = ..., retry_on: Sequence[type[
 def step(fn: Callable[..., Any] | None = None, /, *, name: str | None = None, retries: int = 0,
          retry_on: Sequence[type[BaseException]] | type[BaseException] = (Exception,), backoff: float = 0.5,
          cache: bool = True, timeout: float | None = None, cpus: float | None = None,
-         memory: str | None = None, gpus: int | None = None, tags: Sequence[str] = (),
-         outputs: Sequence[str] | None = None, cache_version: str | int = "", cache_files: Sequence[str] = (),
+         memory: str | None = None, gpus: int | None = None, resources: Mapping[str, float] | None = None,
+         tags: Sequence[str] = (), outputs: Sequence[str] | None = None, cache_version: str | int = "", cache_files: Sequence[str] = (),
          cache_key: Callable[..., Any] | None = None, on_success: Callable[[Any], Any] | None = None,
          on_failure: Callable[[Any], Any] | None = None) -> Any:
     """Declare a step.
@@ -266,7 +273,8 @@ def step(fn: Callable[..., Any] | None = None, /, *, name: str | None = None, re
     taking the step's arguments and returning a JSON-able fingerprint of the outside world the
     step reads, e.g. a file's hash or a time window's resolved bounds);
     ``timeout`` seconds per attempt; ``cpus``/``memory``/``gpus`` are hints for executors and
-    exports; ``outputs`` names several outputs (the function returns a tuple or a dict).
+    exports, and ``resources`` adds custom resources by name (``{"second_node": 1}``: what a Ray
+    cluster schedules on; the keys ``cpus``, ``memory`` and ``gpus`` may be given there too); ``outputs`` names several outputs (the function returns a tuple or a dict).
     ``on_success`` / ``on_failure`` are called with a :class:`~conveyor.runtime.hooks.HookContext`
     when the step succeeds or fails for good (a hook that raises is logged, never fails the run).
     """
@@ -294,6 +302,7 @@ def step(fn: Callable[..., Any] | None = None, /, *, name: str | None = None, re
                 raise PipelineDefinitionError(
                     f"Step '{f.__name__}': {hook_name} takes a function of one argument (the hook context), "
                     f"got {type(hook).__name__} {hook!r:.60}.")
+        cpus_, memory_, gpus_, custom = _split_resources(f.__name__, resources, cpus, memory, gpus)
         outs = tuple(outputs) if outputs else (DEFAULT_OUTPUT,)
         if len(set(outs)) != len(outs):
             raise PipelineDefinitionError(f"Step '{f.__name__}': output names repeat: {outs}.")
@@ -303,7 +312,7 @@ def step(fn: Callable[..., Any] | None = None, /, *, name: str | None = None, re
             source_file = None
         spec = StepSpec(
             name=name or f.__name__, fn=f, retries=retries, retry_on=tuple(kinds), backoff=backoff,
-            cache=cache, timeout=timeout, cpus=cpus, memory=memory, gpus=gpus, tags=tuple(tags),
+            cache=cache, timeout=timeout, cpus=cpus_, memory=memory_, gpus=gpus_, resources=custom, tags=tuple(tags),
             outputs=outs, code_hash=normalised_source_hash(f), module=f.__module__,
             qualname=f.__qualname__, source_file=source_file,
             parameters=tuple(inspect.signature(f).parameters), cache_version=str(cache_version),
@@ -312,3 +321,32 @@ def step(fn: Callable[..., Any] | None = None, /, *, name: str | None = None, re
         return Step(spec)
 
     return wrap(fn) if fn is not None else wrap
+
+
+def _split_resources(step_name: str, resources: Mapping[str, float] | None, cpus: float | None,
+                     memory: str | None, gpus: int | None) -> tuple[Any, Any, Any, tuple[tuple[str, float], ...]]:
+    """Fold ``resources`` into (cpus, memory, gpus, custom resources), refusing a name given twice."""
+    given: dict[str, Any] = {"cpus": cpus, "memory": memory, "gpus": gpus}
+    custom: list[tuple[str, float]] = []
+    if resources is not None and not isinstance(resources, Mapping):
+        raise PipelineDefinitionError(f"Step '{step_name}': resources takes a dict of name -> amount such as "
+                                      f"{{'gpus': 1, 'second_node': 1}}, got {type(resources).__name__}.")
+    for name, amount in (resources or {}).items():
+        if name in given:
+            if given[name] is not None:
+                raise PipelineDefinitionError(f"Step '{step_name}': {name} is given both as a keyword and in "
+                                              "resources; give it once.")
+            given[name] = amount
+            continue
+        if not isinstance(name, str) or not name or name in ("CPU", "GPU", "memory", "num_cpus", "num_gpus"):
+            raise PipelineDefinitionError(f"Step '{step_name}': resource name {name!r} is not a custom resource "
+                                          "name; use cpus, memory or gpus for those.")
+        if isinstance(amount, bool) or not isinstance(amount, int | float) or amount <= 0:
+            raise PipelineDefinitionError(f"Step '{step_name}': resource {name!r} needs a positive amount, "
+                                          f"got {amount!r}.")
+        custom.append((name, float(amount)))
+    for name in ("cpus", "gpus"):
+        value = given[name]
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float) or value < 0):
+            raise PipelineDefinitionError(f"Step '{step_name}': {name} needs a number of 0 or more, got {value!r}.")
+    return given["cpus"], given["memory"], given["gpus"], tuple(sorted(custom))

@@ -66,5 +66,6 @@ registry.register("thread", "conveyor.executors.thread:ThreadExecutor")
 registry.register("process", "conveyor.executors.process:ProcessExecutor")
 registry.register("dask", "conveyor.executors.dask:DaskExecutor", "pip install 'conveyor[dask]'",
                   requires=("distributed",))
+registry.register("ray", "conveyor.executors.ray:RayExecutor", "pip install 'conveyor[ray]'", requires=("ray",))
 
 __all__ = ["Executor", "ExecutorRegistry", "registry"]

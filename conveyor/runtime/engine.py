@@ -340,9 +340,7 @@ class Engine:
             metadata_url=self.metadata.url, actor=self.actor,
             fn=spec.fn if in_process else None,
             fn_ref=None if in_process else FunctionRef(spec.module, spec.qualname, spec.source_file),
-            keep_values=in_process,
-            resources={k: v for k, v in (("cpus", spec.cpus), ("memory", spec.memory), ("gpus", spec.gpus))
-                       if v is not None})
+            keep_values=in_process, resources=spec.requests)
         if call.map_index is None:
             self._ex.status[call.name] = "running"
         self.observer("running", call.name, {})

@@ -69,7 +69,7 @@ class StepTask:
     fn: Callable[..., Any] | None = None         # set for in-process executors
     fn_ref: FunctionRef | None = None            # set for out-of-process executors
     keep_values: bool = True                     # return in-memory values (same process only)
-    resources: dict[str, Any] = field(default_factory=dict)   # declared cpus/memory/gpus, for executors that place work
+    resources: dict[str, Any] = field(default_factory=dict)   # the step's requests (StepSpec.requests)
 
 
 @dataclass(slots=True)

@@ -318,7 +318,7 @@ def test_executor_registry_advertises_only_what_can_be_imported_and_names_the_ex
     assert "pip install 'conveyor[cluster]'" in str(err.value) and "use one of: thread" in str(err.value)
     with pytest.raises(ConfigurationError, match="Executor 'ray' is not known. Use one of: thread."):
         fresh.create("ray")
-    assert {"dask", "process", "thread"} <= set(registry.available())   # distributed is a dev dependency
+    assert {"dask", "process", "ray", "thread"} <= set(registry.available())   # dev dependencies
 
 
 def test_live_view_shows_a_skipped_steps_reason() -> None:

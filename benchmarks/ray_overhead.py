@@ -1,0 +1,185 @@
+"""The Ray executor's cost per step against the same work written by hand with Ray's own API.
+
+Workloads, on a local Ray started here (2 CPUs, loopback, no dashboard), each the median of
+several repeats after a warm-up:
+  W1  a chain of 20 steps passing an int
+  W2  one producer, 16 parallel steps, one join (18 steps)
+  W3  two steps passing a 1,000,000 x 10 float DataFrame
+Floor: the same functions as bare ``ray.remote`` tasks chained by hand (object refs passed
+straight to the next task); for W3 the producer also writes the same Parquet file Conveyor's
+artifact store writes, and the consumer gets the frame by ``ray.get`` from the object store.
+Conveyor runs with a fresh SQLite home per run, opened before the timing starts (every metadata
+write of the run is timed, on the driver), in the process's one connection to the local Ray.
+
+Prints one JSON object per workload: seconds of both, overhead per step in ms, ratio, and the
+same pipeline with the local thread executor (the engine's own cost on this machine, no Ray).
+Targets (issue 12): W1/W2 at most +3 ms per step, W3 at most 1.3x.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import conveyor as cv
+
+REPEATS = int(os.environ.get("BENCH_REPEATS", "5"))
+STEPS = {"W1": 20, "W2": 18, "W3": 2}
+ROWS = int(os.environ.get("BENCH_ROWS", "1000000"))
+
+
+def inc(x: int) -> int:
+    return x + 1
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+def produce(n: int) -> list:
+    return list(range(n))
+
+
+def join(xs: list) -> int:
+    return sum(xs)
+
+
+def make_frame(rows: int) -> object:
+    import numpy as np
+    import pandas as pd
+
+    return pd.DataFrame(np.random.default_rng(0).normal(size=(rows, 10)), columns=[f"c{i}" for i in range(10)])
+
+
+def frame_sum(df: object) -> float:
+    return float(df["c0"].sum())   # type: ignore[index]
+
+
+# --- Conveyor: module-level steps, so Ray workers import them from the shipped folder ----------
+
+s_inc, s_square, s_produce, s_join = cv.step(inc), cv.step(square), cv.step(produce), cv.step(join)
+s_make, s_sum = cv.step(make_frame), cv.step(frame_sum)
+
+
+@cv.pipeline
+def w1(n: int = 20):
+    x = s_inc(0)
+    for _ in range(n - 1):
+        x = s_inc(x)
+
+
+@cv.pipeline
+def w2(n: int = 16):
+    s_join(s_square.map(x=s_produce(n)))
+
+
+@cv.pipeline
+def w3(rows: int = ROWS):
+    s_sum(s_make(rows))
+
+
+# --- the floor: bare Ray tasks chained by hand ---------------------------------------------------
+
+def floor_functions(folder: Path) -> dict[str, object]:
+    import ray
+
+    r_inc, r_square, r_produce = ray.remote(inc), ray.remote(square), ray.remote(produce)
+
+    @ray.remote
+    def r_join(*xs: int) -> int:
+        return sum(xs)
+
+    @ray.remote
+    def r_make(rows: int, path: str) -> object:
+        df = make_frame(rows)
+        df.to_parquet(path)   # the same persist Conveyor's artifact store does (pyarrow Parquet)
+        return df
+
+    r_sum = ray.remote(frame_sum)
+
+    def chain() -> None:
+        ref = r_inc.remote(0)
+        for _ in range(19):
+            ref = r_inc.remote(ref)
+        assert ray.get(ref) == 20
+
+    def fan() -> None:
+        items = ray.get(r_produce.remote(16))   # the fan-out's width is known only once the producer ran
+        assert ray.get(r_join.remote(*[r_square.remote(i) for i in items])) == sum(i * i for i in range(16))
+
+    def frame() -> None:
+        ray.get(r_sum.remote(r_make.remote(ROWS, str(folder / f"{time.monotonic_ns()}.parquet"))))
+
+    return {"W1": chain, "W2": fan, "W3": frame}
+
+
+def median_seconds(fn, repeats: int = REPEATS, setup=None) -> float:
+    """Median seconds of ``fn`` (given what ``setup`` returns, made outside the timing), after a warm-up."""
+    fn(setup() if setup else None)   # warm-up: worker processes, imports, the runtime environment
+    times = []
+    for _ in range(repeats):
+        made = setup() if setup else None
+        t = time.perf_counter()
+        fn(made)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def fresh_client(scratch: Path):
+    """A client on a new SQLite home, its store opened and migrated (once per process in real use)."""
+    from conveyor.config import load_settings
+    from conveyor.runtime.client import Client
+
+    def make() -> object:
+        client = Client(load_settings(env={"CONVEYOR_HOME": tempfile.mkdtemp(dir=scratch)}))
+        client.metadata
+        client.artifacts
+        return client
+
+    return make
+
+
+def conveyor_run(pipe: object, executor: str = "ray"):
+    def run(client) -> None:
+        client.run_pipeline(pipe, {}, cache=False, executor=executor)
+        client.close()
+
+    return run
+
+
+def main() -> None:
+    import ray
+
+    ray.init(_node_ip_address="127.0.0.1", num_cpus=2, include_dashboard=False, log_to_driver=False,
+             logging_level="ERROR")
+    pipes = {"W1": w1, "W2": w2, "W3": w3}
+    with tempfile.TemporaryDirectory() as d:
+        scratch = Path(d)
+        floors = floor_functions(scratch)
+        for name in ("W1", "W2", "W3"):
+            floor = median_seconds(lambda _none, f=floors[name]: f())
+            ours = median_seconds(conveyor_run(pipes[name]), setup=fresh_client(scratch))
+            # the engine alone on this machine now (thread executor, no Ray): how much of the overhead is
+            # the engine's own bookkeeping (metadata writes, hashing) rather than the Ray executor
+            local = median_seconds(conveyor_run(pipes[name], "thread"), setup=fresh_client(scratch))
+            n = STEPS[name]
+            overhead = (ours - floor) / n * 1000
+            print(json.dumps({
+                "workload": name, "steps": n, "floor_s": round(floor, 4), "conveyor_s": round(ours, 4),
+                "overhead_per_step_ms": round(overhead, 2), "ratio_to_floor": round(ours / floor, 3),
+                "engine_local_s": round(local, 4), "engine_local_per_step_ms": round(local / n * 1000, 2),
+                "target": "<= +3 ms/step" if name != "W3" else "<= 1.3x",
+                "met": overhead <= 3.0 if name != "W3" else ours / floor <= 1.3,
+            }), flush=True)
+    print(json.dumps({"load_average_1m": round(os.getloadavg()[0], 2), "cpus": os.cpu_count(),
+                      "ray": ray.__version__, "repeats": REPEATS}), flush=True)
+    ray.shutdown()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
