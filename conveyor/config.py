@@ -35,8 +35,6 @@ variable                        meaning                                   defaul
 ``CONVEYOR_SERVE_LOG_INTERVAL_S`` prediction-log flush interval (seconds) ``2``
 ``DASK_SCHEDULER_ADDRESS``      the Dask scheduler ``CONVEYOR_EXECUTOR=   a local cluster started once
                                 dask`` connects to (``tcp://host:8786``)  per process
-``CONVEYOR_RAY_ADDRESS``        Ray cluster to connect to (falls back to  none: a local Ray is started
-                                ``RAY_ADDRESS``)                          where one is asked for
 ``CONVEYOR_RAY_ADDRESS``        the Ray cluster (``host:port``, ``auto``,  ``RAY_ADDRESS``
                                 ``ray://…``; ``local`` starts one here)
 ``CONVEYOR_RAY_SHARED_ROOT``    ``1``: a local-folder artifact root is    off
