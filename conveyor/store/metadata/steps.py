@@ -80,6 +80,14 @@ class Steps(Repository):
             conn.execute(insert(t.lineage), [dict(artifact_id=a.id, step_run_id=step_run_id, run_id=run_id,
                                                   direction="output", name=a.name, position=None) for a in artifacts])
 
+    def add_inputs(self, step_run_id: str, run_id: str, inputs: Sequence[tuple[str, str]]) -> None:
+        """Record artifacts a running step read besides its declared inputs (a tuning's winning model)."""
+        if inputs:
+            with self.write() as conn:
+                conn.execute(insert(t.lineage), [dict(artifact_id=aid, step_run_id=step_run_id, run_id=run_id,
+                                                      direction="input", name=name, position=None)
+                                                 for name, aid in inputs])
+
     def record(self, run_id: str, name: str, step: str, outcome: StepOutcome, *, cache_key: str | None = None,
                code_hash: str | None = None, map_index: int | None = None,
                cache_parts: dict[str, Any] | None = None) -> str:
