@@ -1,20 +1,21 @@
 """Where trials run: threads, processes or Ray tasks, chosen like a pipeline's executor.
 
 A dispatcher takes a :class:`~conveyor.train.trial.TrialTask` and returns a future of its
-:class:`~conveyor.train.trial.TrialOutcome`. Threads share the study object with the
-coordinator; processes and Ray tasks receive the task cloud-pickled (so closures and lambdas
-work) and open the study from its database URL, once per worker.
+:class:`~conveyor.train.trial.TrialOutcome`. With threads there is none: each lane of the study
+evaluates its trial itself, sharing the study object. Processes and Ray tasks receive the task
+cloud-pickled (so closures and lambdas work) and open the study from its database URL, once per
+worker.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any, Protocol
 
 from conveyor.errors import ConfigurationError
-from conveyor.train.trial import TrialOutcome, TrialTask, evaluate, evaluate_pickled
+from conveyor.train.trial import TrialOutcome, TrialTask, evaluate_pickled
 
 DISPATCHERS = ("thread", "process", "ray")
 
@@ -29,21 +30,6 @@ class Dispatcher(Protocol):
 
     def shutdown(self, cancel: bool = False) -> None:
         ...
-
-
-class ThreadDispatcher:
-    """Trials in threads of this process: no serialisation, the objective's values stay in memory."""
-
-    name = "thread"
-
-    def __init__(self, parallelism: int) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=parallelism, thread_name_prefix="conveyor-trial")
-
-    def submit(self, task: TrialTask) -> Future[TrialOutcome]:
-        return self._pool.submit(evaluate, task)
-
-    def shutdown(self, cancel: bool = False) -> None:
-        self._pool.shutdown(wait=not cancel, cancel_futures=cancel)
 
 
 def _init_process(owner_pid: int) -> None:
@@ -104,11 +90,11 @@ def _pickled(task: TrialTask) -> bytes:
     return cloudpickle.dumps(task)   # type: ignore[no-any-return]
 
 
-def dispatcher(name: str, parallelism: int) -> Dispatcher:
-    """The dispatcher for an executor name (``local`` is threads)."""
+def dispatcher(name: str, parallelism: int) -> Dispatcher | None:
+    """The dispatcher for an executor name; None for threads (``local``): lanes evaluate in place."""
     name = "thread" if name == "local" else name
     if name == "thread":
-        return ThreadDispatcher(parallelism)
+        return None
     if name == "process":
         return ProcessDispatcher(parallelism)
     if name == "ray":

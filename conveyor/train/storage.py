@@ -34,7 +34,7 @@ def _open(url: str) -> Any:
     kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
         # several trial processes write the same file: wait for the lock instead of failing at once
-        kwargs = {"connect_args": {"timeout": 60}}
+        kwargs = {"connect_args": {"timeout": 60}, "pool_size": 1, "max_overflow": 0}
     else:
         kwargs = {"pool_pre_ping": True}
     try:

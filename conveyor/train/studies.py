@@ -2,11 +2,11 @@
 
 Conveyor's marks on Optuna's records (system attributes):
 
-- ``conveyor:owner`` on a trial: ``{"host", "pid", "run_id"}`` of the process that runs it and of
-  the trial's child run;
 - ``conveyor:interrupted`` on a trial that a stopped process left RUNNING (then FAIL, not counted
   towards ``n_trials``), and ``conveyor:retry_of`` on the queued trial that evaluates it again;
-- ``conveyor:sampler`` on the study: the sampler pickled after the last ask, restored on resume.
+
+Which process runs a trial is the trial's child run (``pid``, ``host``, see
+``store/metadata/trials.py``), and so is the sampler saved after each ask.
 """
 
 from __future__ import annotations
@@ -18,8 +18,6 @@ from typing import Any
 
 from conveyor.errors import ConfigurationError, NotFound
 
-OWNER_ATTR = "conveyor:owner"
-SAMPLER_ATTR = "conveyor:sampler"
 INTERRUPTED_ATTR = "conveyor:interrupted"
 RETRY_ATTR = "conveyor:retry_of"
 
@@ -96,15 +94,18 @@ def recover_interrupted(study: Any, md: Any) -> list[int]:
     from conveyor.runtime.processes import pid_alive
 
     host = socket.gethostname()
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    if not running:
+        return []
+    runs = md.trials.find(study.study_name, [t.number for t in running])
     recovered = []
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        owner = t.system_attrs.get(OWNER_ATTR)
-        if not owner or owner.get("host") != host or pid_alive(int(owner.get("pid", 0))):
+    for t in running:
+        run_id, pid, run_host = runs.get(t.number, (None, None, None))
+        if run_id is None or run_host != host or pid is None or pid_alive(pid):
             continue   # someone else's, or still running: not ours to judge
         requeue(study, t._trial_id, dict(t.params))
-        if owner.get("run_id"):
-            md.runs.set_status(owner["run_id"], "failed", error="interrupted: the process running this trial "
-                               "stopped; its parameters were queued again", event="interrupted")
+        md.runs.set_status(run_id, "failed", error="interrupted: the process running this trial stopped; "
+                           "its parameters were queued again", event="interrupted")
         recovered.append(t.number)
     return recovered
 

@@ -82,6 +82,7 @@ class TrialTask:
     sampler: Any = None
     pruner: Any = None
     study: Any = None   # the live study, when the worker shares the coordinator's memory (threads)
+    trial: Any = None   # the asked optuna trial itself, then too
 
 
 @dataclass(slots=True)
@@ -125,7 +126,7 @@ def evaluate(task: TrialTask) -> TrialOutcome:
 
     started = time.time()
     study = _study(task)
-    trial = Trial(optuna.trial.Trial(study, task.trial_id))
+    trial = Trial(task.trial if task.trial is not None else optuna.trial.Trial(study, task.trial_id))
     outcome = TrialOutcome(trial_id=task.trial_id, number=trial.number, state="failed", started_at=started)
     try:
         with tracking_target(trial):

@@ -20,16 +20,18 @@ from __future__ import annotations
 import base64
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from conveyor.errors import ConfigurationError, Conflict
+from conveyor.store.metadata.base import new_id
 from conveyor.train.dispatch import dispatcher
-from conveyor.train.studies import OWNER_ATTR, SAMPLER_ATTR, directions_of, pruner_of, recover_interrupted, sampler_of
-from conveyor.train.trial import TrialOutcome, TrialTask
+from conveyor.train.studies import directions_of, pruner_of, recover_interrupted, sampler_of
+from conveyor.train.trial import TrialOutcome, TrialTask, evaluate
 
 _RUN_STATUS = {"complete": "succeeded", "pruned": "cancelled", "failed": "failed"}
 
@@ -64,6 +66,17 @@ class TuneResult:
     def best_value(self) -> float:
         """The objective value of the best trial (the first objective's, for several)."""
         return self.best_values[0]
+
+
+@dataclass(slots=True)
+class _Loop:
+    """What the lanes of one study share."""
+
+    remaining: int
+    stop: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    inflight: dict[int, tuple[Any, str]] = field(default_factory=dict)
+    host: str = field(default_factory=socket.gethostname)
 
 
 @dataclass(slots=True)
@@ -104,7 +117,7 @@ def tune(objective: Callable[..., Any], space: Mapping[str, Any] | None = None, 
     ctx = _context(client, study_name)
     settings = ctx.client.settings
     name = study_name or (f"{ctx.parent_run_id}.{ctx.step.node_name}" if ctx.step is not None
-                          else f"study-{ctx.parent_run_id}")
+                          else f"study-{new_id()}")
     md = ctx.client.metadata
     url = md.url
     from conveyor.train.storage import study_storage
@@ -117,51 +130,71 @@ def tune(objective: Callable[..., Any], space: Mapping[str, Any] | None = None, 
     if stored_dirs != dirs:
         raise Conflict(f"Study '{name}' exists with directions {list(stored_dirs)}, not {list(dirs)}. "
                        "Use another study_name, or the same directions to resume it.")
-    study.sampler = _restored_sampler(study, chosen_sampler)
+    study.sampler = _restored_sampler(md.trials.latest_sampler(name), chosen_sampler)
+    if ctx.own_parent:   # only now that the settings are accepted: a refused call leaves no run behind
+        ctx.parent_run_id = _own_parent(md, name)
     recover_interrupted(study, md)
     done = _finished(study)
     remaining = max(0, n_trials - done)
 
     pool = dispatcher(executor or settings.executor, parallelism)
-    owner = {"host": socket.gethostname(), "pid": os.getpid()}
     best = _Best(dirs, study)
-    pending: dict[Future[TrialOutcome], tuple[Any, str]] = {}
     bar = _progress(progress, name, n_trials, done)
+    loop = _Loop(remaining)
+
+    def session() -> None:
+        """One of ``parallelism`` lanes: ask, open the trial's run, evaluate, tell, close; until none is left.
+
+        Each lane does its own bookkeeping (as Optuna's ``n_jobs`` threads do), so one lane's
+        database writes overlap the other lanes' objectives instead of queueing behind them.
+        """
+        while True:
+            with loop.lock:
+                if loop.stop or loop.remaining <= 0:
+                    return
+                loop.remaining -= 1
+            # not under the lock: asks of several lanes overlap, as in Optuna's own n_jobs (the
+            # snapshot of the sampler is taken right after this lane's draws)
+            trial = study.ask(fixed_distributions=dists)
+            sampler_state = _pickled_sampler(study)
+            run_id = md.trials.open(study=name, number=trial.number, parent_run_id=ctx.parent_run_id,
+                                    parent_step_run_id=ctx.step_run_id, parameters=dict(trial.params),
+                                    pid=os.getpid(), host=loop.host, sampler=sampler_state)
+            loop.inflight[trial.number] = (trial, run_id)
+            task = TrialTask(storage_url=url, study_name=name, trial_id=trial._trial_id, objective=objective,
+                             args=tuple(args), sampler=study.sampler, pruner=study.pruner,
+                             study=study if pool is None else None, trial=trial if pool is None else None)
+            outcome = evaluate(task) if pool is None else _outcome(pool.submit(task), trial)
+            if loop.stop:
+                return   # interrupted meanwhile: the trial was queued again, its result is not told
+            _tell(study, trial, outcome)
+            with loop.lock:
+                keep = best.keep(outcome)
+            _record(ctx.client, run_id, outcome, names, keep)
+            loop.inflight.pop(trial.number, None)
+            if bar is not None:
+                bar[0].advance(bar[1])
+
+    lanes = ThreadPoolExecutor(max_workers=parallelism, thread_name_prefix="conveyor-study")
     try:
-        while remaining > 0 or pending:
-            while remaining > 0 and len(pending) < parallelism:
-                trial = study.ask(fixed_distributions=dists)
-                _save_sampler(study)
-                run_id = md.runs.create(
-                    kind="trial", name=f"{name}#{trial.number}", parameters=dict(trial.params),
-                    tags={"study": name, "trial": str(trial.number), "parent_run": ctx.parent_run_id,
-                          **({"parent_step_run": ctx.step_run_id} if ctx.step_run_id else {})},
-                    pid=os.getpid(), host=owner["host"])
-                storage.set_trial_system_attr(trial._trial_id, OWNER_ATTR, {**owner, "run_id": run_id})
-                task = TrialTask(storage_url=url, study_name=name, trial_id=trial._trial_id, objective=objective,
-                                 args=tuple(args), sampler=study.sampler, pruner=study.pruner,
-                                 study=study if pool.name == "thread" else None)
-                pending[pool.submit(task)] = (trial, run_id)
-                remaining -= 1
-            finished, _ = wait(list(pending), return_when=FIRST_COMPLETED)
-            for fut in finished:
-                trial, run_id = pending.pop(fut)
-                outcome = _outcome(fut, trial)
-                _tell(study, trial, outcome)
-                _record(ctx.client, run_id, outcome, names, best.keep(outcome))
-                if bar is not None:
-                    bar[0].advance(bar[1])
+        futures = [lanes.submit(session) for _ in range(parallelism)]
+        for fut in futures:
+            fut.result()
     except BaseException:
-        pool.shutdown(cancel=True)
-        for trial, run_id in pending.values():
+        loop.stop = True
+        if pool is not None:
+            pool.shutdown(cancel=True)
+        for trial, run_id in list(loop.inflight.values()):
             _interrupt(study, trial, run_id, md)
         if ctx.own_parent:
             md.runs.set_status(ctx.parent_run_id, "cancelled", error="the study was interrupted")
         raise
     finally:
+        lanes.shutdown(wait=False, cancel_futures=True)
         if bar is not None:
             bar[0].stop()
-    pool.shutdown()
+    if pool is not None:
+        pool.shutdown()
     result = _result(study, ctx, dirs, best)
     _report(ctx, result, names)
     return result
@@ -209,19 +242,21 @@ def _context(client: Any, study_name: str | None) -> _Context:
     run = active_run()
     if run is not None:
         return _Context(client, run.id, None, False, None)
+    return _Context(client, "", None, True, None)
+
+
+def _own_parent(md: Any, name: str) -> str:
+    """The run a study called outside any step or tracking run hangs its trials under."""
     from conveyor.runtime.environment import python_environment
 
-    md = client.metadata
-    run_id = md.runs.create(kind="tuning", name=study_name or "study", environment_hash=md.runs.save_environment(
-        python_environment()), pid=os.getpid(), host=socket.gethostname())
-    return _Context(client, run_id, None, True, None)
+    return str(md.runs.create(kind="tuning", name=name[:200], environment_hash=md.runs.save_environment(
+        python_environment()), pid=os.getpid(), host=socket.gethostname(), tags={"study": name}))
 
 
-def _restored_sampler(study: Any, given: Any) -> Any:
+def _restored_sampler(saved: str | None, given: Any) -> Any:
     """The sampler saved by an earlier session of this study, when it is of the kind asked for."""
     import cloudpickle
 
-    saved = study._storage.get_study_system_attrs(study._study_id).get(SAMPLER_ATTR)
     if not saved:
         return given
     try:
@@ -231,11 +266,10 @@ def _restored_sampler(study: Any, given: Any) -> Any:
     return sampler if type(sampler) is type(given) else given
 
 
-def _save_sampler(study: Any) -> None:
+def _pickled_sampler(study: Any) -> str:
     import cloudpickle
 
-    blob = base64.b64encode(cloudpickle.dumps(study.sampler)).decode()
-    study._storage.set_study_system_attr(study._study_id, SAMPLER_ATTR, blob)
+    return base64.b64encode(cloudpickle.dumps(study.sampler)).decode()
 
 
 def _finished(study: Any) -> int:
@@ -287,13 +321,13 @@ def _record(client: Any, run_id: str, outcome: TrialOutcome, names: tuple[str, .
                                    materializer_version=stored.materializer_version, type_name=stored.type_name,
                                    size=stored.size, uri=stored.uri, inline=stored.inline, meta=stored.meta))
     status = _RUN_STATUS[outcome.state]
-    md.steps.record(run_id, "trial", "trial", StepOutcome(
-        status="succeeded" if status == "succeeded" else "failed", error=outcome.error, metrics=metrics,
-        new_outputs=outputs, started_at=outcome.started_at, ended_at=outcome.ended_at,
-        reason="pruned" if outcome.state == "pruned" else None))
     error = outcome.error or ("pruned" + (f" at step {outcome.intermediate[-1][0]}" if outcome.intermediate else "")
                               if outcome.state == "pruned" else None)
-    md.runs.set_status(run_id, status, error=error, event="pruned" if outcome.state == "pruned" else None)
+    md.trials.close(run_id, StepOutcome(
+        status="succeeded" if status == "succeeded" else "failed", error=outcome.error, metrics=metrics,
+        new_outputs=outputs, started_at=outcome.started_at, ended_at=outcome.ended_at,
+        reason="pruned" if outcome.state == "pruned" else None), status=status, error=error,
+        event="pruned" if outcome.state == "pruned" else None)
 
 
 def _interrupt(study: Any, trial: Any, run_id: str, md: Any) -> None:
@@ -335,11 +369,10 @@ class _Best:
         return better
 
 
-def _summary(t: Any) -> TrialSummary:
-    owner = t.system_attrs.get(OWNER_ATTR) or {}
+def _summary(t: Any, runs: dict[int, tuple[str, int | None, str | None]]) -> TrialSummary:
     return TrialSummary(number=t.number, state=t.state.name.lower(),
                         values=tuple(t.values) if t.values is not None else None, params=dict(t.params),
-                        run_id=owner.get("run_id"))
+                        run_id=runs[t.number][0] if t.number in runs else None)
 
 
 def _model_artifact(md: Any, run_id: str | None) -> str | None:
@@ -367,8 +400,10 @@ def _result(study: Any, ctx: _Context, dirs: tuple[str, ...], best: _Best) -> Tu
         raise Conflict(f"Study '{study.study_name}' has no completed trial ({counts['pruned']} pruned, "
                        f"{counts['failed']} failed); see the trials' runs with `conveyor studies show "
                        f"{study.study_name}` and fix the objective.")
-    front = [_summary(t) for t in study.best_trials] if len(dirs) > 1 else []
-    winner = _summary(study.best_trial if len(dirs) == 1 else study.best_trials[0])
+    chosen = [study.best_trial] if len(dirs) == 1 else list(study.best_trials)
+    runs = md.trials.find(study.study_name, [t.number for t in chosen])
+    front = [_summary(t, runs) for t in chosen] if len(dirs) > 1 else []
+    winner = _summary(chosen[0], runs)
     artifact_id = _model_artifact(md, winner.run_id)
     model = best.models.get(winner.number)
     if model is None and artifact_id is not None:

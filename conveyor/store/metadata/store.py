@@ -13,6 +13,7 @@ from conveyor.store.metadata.models import Models
 from conveyor.store.metadata.runs import Runs
 from conveyor.store.metadata.steps import Steps
 from conveyor.store.metadata.tracking import Tracking
+from conveyor.store.metadata.trials import Trials
 
 
 class MetadataStore:
@@ -28,6 +29,7 @@ class MetadataStore:
         self.steps = Steps(self.engine)
         self.artifacts = Artifacts(self.engine)
         self.tracking = Tracking(self.engine)
+        self.trials = Trials(self.engine)
         self.models = Models(self.engine)
         self.endpoints = Endpoints(self.engine)
         self.automation = Automation(self.engine)
