@@ -8,6 +8,7 @@ from __future__ import annotations
 from conveyor.train.cross_validation import CrossValidation, cross_validate
 from conveyor.train.space import choice, integer, loguniform, uniform
 from conveyor.train.step import tuning_step
+from conveyor.train.trial import Trial
 from conveyor.train.tuning import TrialSummary, TuneResult, tune
 
 
@@ -19,5 +20,5 @@ def __getattr__(name: str) -> object:
     raise AttributeError(f"module 'conveyor.train' has no attribute '{name}'")
 
 
-__all__ = ["CrossValidation", "TrialPruned", "TrialSummary", "TuneResult", "choice", "cross_validate", "integer",
+__all__ = ["CrossValidation", "Trial", "TrialPruned", "TrialSummary", "TuneResult", "choice", "cross_validate", "integer",
            "loguniform", "tune", "tuning_step", "uniform"]

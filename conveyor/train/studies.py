@@ -4,6 +4,7 @@ Conveyor's marks on Optuna's records (system attributes):
 
 - ``conveyor:interrupted`` on a trial that a stopped process left RUNNING (then FAIL, not counted
   towards ``n_trials``), and ``conveyor:retry_of`` on the queued trial that evaluates it again;
+- ``conveyor:session:<host>:<pid>`` on the study: a process that worked on it, and since when.
 
 Which process runs a trial is the trial's child run (``pid``, ``host``, see
 ``store/metadata/trials.py``), and so is the sampler saved after each ask.
@@ -20,6 +21,7 @@ from conveyor.errors import ConfigurationError, NotFound
 
 INTERRUPTED_ATTR = "conveyor:interrupted"
 RETRY_ATTR = "conveyor:retry_of"
+SESSION_PREFIX = "conveyor:session:"
 
 _SAMPLERS = ("tpe", "random", "cmaes", "nsga2", "qmc")
 _PRUNERS = ("median", "hyperband", "halving", "percentile", "none")
@@ -87,8 +89,40 @@ def requeue(study: Any, trial_id: int, params: dict[str, Any]) -> None:
         study.enqueue_trial(params, user_attrs={RETRY_ATTR: number})
 
 
+def register_session(study: Any) -> None:
+    """Note in the study that this process works on it (``conveyor:session:<host>:<pid>``)."""
+    import os
+    import time
+
+    study._storage.set_study_system_attr(study._study_id, f"{SESSION_PREFIX}{socket.gethostname()}:{os.getpid()}",
+                                         time.time())
+
+
+def _others_gone(study: Any) -> bool:
+    """True when every other session recorded in the study was a process of this host that is gone."""
+    import os
+
+    from conveyor.runtime.processes import pid_alive
+
+    host = socket.gethostname()
+    for key in study._storage.get_study_system_attrs(study._study_id):
+        if not key.startswith(SESSION_PREFIX):
+            continue
+        other_host, _, pid = key[len(SESSION_PREFIX):].rpartition(":")
+        if other_host != host or not pid.isdigit():
+            return False
+        if int(pid) != os.getpid() and pid_alive(int(pid)):
+            return False
+    return True
+
+
 def recover_interrupted(study: Any, md: Any) -> list[int]:
-    """Requeue trials left RUNNING by a process of this host that is gone; the numbers recovered."""
+    """Requeue trials left RUNNING by a process of this host that is gone; the numbers recovered.
+
+    A trial's process is its child run's ``pid``/``host``. A trial with no run yet (the process
+    died between asking for it and opening its run) is judged by the study's sessions: it is
+    recovered only when every other process that worked on the study ran here and is gone.
+    """
     from optuna.trial import TrialState
 
     from conveyor.runtime.processes import pid_alive
@@ -98,14 +132,21 @@ def recover_interrupted(study: Any, md: Any) -> list[int]:
     if not running:
         return []
     runs = md.trials.find(study.study_name, [t.number for t in running])
+    orphans_stale: bool | None = None
     recovered = []
     for t in running:
         run_id, pid, run_host = runs.get(t.number, (None, None, None))
-        if run_id is None or run_host != host or pid is None or pid_alive(pid):
+        if run_id is None:
+            if orphans_stale is None:
+                orphans_stale = _others_gone(study)
+            if not orphans_stale:
+                continue
+        elif run_host != host or pid is None or pid_alive(pid):
             continue   # someone else's, or still running: not ours to judge
         requeue(study, t._trial_id, dict(t.params))
-        md.runs.set_status(run_id, "failed", error="interrupted: the process running this trial stopped; "
-                           "its parameters were queued again", event="interrupted")
+        if run_id is not None:
+            md.runs.set_status(run_id, "failed", error="interrupted: the process running this trial stopped; "
+                               "its parameters were queued again", event="interrupted")
         recovered.append(t.number)
     return recovered
 

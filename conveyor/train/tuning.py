@@ -30,7 +30,7 @@ from typing import Any
 from conveyor.errors import ConfigurationError, Conflict
 from conveyor.store.metadata.base import new_id
 from conveyor.train.dispatch import dispatcher
-from conveyor.train.studies import directions_of, pruner_of, recover_interrupted, sampler_of
+from conveyor.train.studies import directions_of, pruner_of, recover_interrupted, register_session, sampler_of
 from conveyor.train.trial import TrialOutcome, TrialTask, evaluate
 
 _RUN_STATUS = {"complete": "succeeded", "pruned": "cancelled", "failed": "failed"}
@@ -134,6 +134,7 @@ def tune(objective: Callable[..., Any], space: Mapping[str, Any] | None = None, 
     if ctx.own_parent:   # only now that the settings are accepted: a refused call leaves no run behind
         ctx.parent_run_id = _own_parent(md, name)
     recover_interrupted(study, md)
+    register_session(study)
     done = _finished(study)
     remaining = max(0, n_trials - done)
 
