@@ -148,7 +148,36 @@ def recover_interrupted(study: Any, md: Any) -> list[int]:
             md.runs.set_status(run_id, "failed", error="interrupted: the process running this trial stopped; "
                                "its parameters were queued again", event="interrupted")
         recovered.append(t.number)
+    _close_told(study, md)
     return recovered
+
+
+def _close_told(study: Any, md: Any) -> None:
+    """Close the runs of trials a stopped process told the study about but did not record."""
+    from optuna.trial import TrialState
+
+    from conveyor.runtime.processes import pid_alive
+    from conveyor.store.metadata import StepOutcome
+
+    host = socket.gethostname()
+    left = [(n, r) for n, r, pid, h in md.trials.unfinished(study.study_name)
+            if h == host and pid is not None and not pid_alive(pid)]
+    if not left:
+        return
+    by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
+    status = {TrialState.COMPLETE: "succeeded", TrialState.PRUNED: "cancelled", TrialState.FAIL: "failed"}
+    for number, run_id in left:
+        t = by_number.get(number)
+        if t is None or t.state not in status:
+            continue
+        names = ["objective"] if len(t.values or ()) == 1 else [f"objective_{i}" for i in range(len(t.values or ()))]
+        at = t.datetime_complete.timestamp() if t.datetime_complete else None
+        metrics = [(n, v, None, at or 0.0) for n, v in zip(names, t.values or ())]
+        metrics += [("intermediate", v, s, at or 0.0) for s, v in sorted(t.intermediate_values.items())]
+        md.trials.close(run_id, StepOutcome(status="succeeded" if t.state == TrialState.COMPLETE else "failed",
+                                            metrics=metrics, reason="recorded from the study after an interruption"),
+                        status=status[t.state], error=None if t.state == TrialState.COMPLETE else t.state.name.lower(),
+                        event="recovered")
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ N_TRIALS = int(sys.argv[2])
 
 
 def objective(trial: cv.train.Trial) -> float:
-    time.sleep(0.15)
+    time.sleep(0.1)
     x = trial.params["x"]
     with open(LOG, "a") as f:
         f.write(f"{trial.number} {x!r}\n")

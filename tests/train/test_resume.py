@@ -15,7 +15,7 @@ import pytest
 from tests.conftest import REPO
 
 SCRIPT = Path(__file__).with_name("study_script.py")
-N_TRIALS = 14
+N_TRIALS = 10
 
 
 def _complete_trials(url: str) -> list[object]:

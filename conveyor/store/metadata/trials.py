@@ -70,6 +70,15 @@ class Trials(Repository):
                     out[int(tail)] = (row.id, row.pid, row.host)
         return out
 
+    def unfinished(self, study: str) -> list[tuple[int, str, int | None, str | None]]:
+        """Trial runs of a study still marked running: (number, run id, pid, host)."""
+        with self.read() as conn:
+            rows = conn.execute(select(t.runs.c.id, t.runs.c.name, t.runs.c.pid, t.runs.c.host).where(
+                t.runs.c.kind == "trial", t.runs.c.status == "running",
+                t.runs.c.name.like(f"{_escaped(study)}#%", escape="\\"))).all()
+        tails = [(r, r.name[len(study) + 1:]) for r in rows]
+        return [(int(tail), r.id, r.pid, r.host) for r, tail in tails if tail.isdigit()]
+
     def latest_sampler(self, study: str) -> str | None:
         """The sampler saved with the study's most recently opened trial."""
         with self.read() as conn:
