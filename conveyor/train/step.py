@@ -29,7 +29,7 @@ def tuning_step(objective: Callable[..., Any], *, space: Mapping[str, Any] | Non
     directions_of(direction)          # refuse a bad setting when the pipeline is defined, not when it runs
     dists = distributions(space or {})
     fingerprint = hashlib.sha256(repr((normalised_source_hash(objective), sorted((k, repr(v)) for k, v in dists.items()),
-                                       n_trials, direction, repr(sampler), repr(pruner), seed)).encode()).hexdigest()
+                                       n_trials, direction, _described(sampler), _described(pruner), seed)).encode()).hexdigest()
 
     def run_search(data: Any = None) -> tuple[dict[str, Any], Any, dict[str, Any]]:
         from conveyor.train.tuning import tune
@@ -46,3 +46,11 @@ def tuning_step(objective: Callable[..., Any], *, space: Mapping[str, Any] | Non
     run_search.__qualname__ = run_search.__name__ = name
     options = {"cache_version": fingerprint[:16], **step_options}
     return step(name=name, outputs=TUNING_OUTPUTS, **options)(run_search)   # type: ignore[no-any-return]
+
+
+def _described(obj: Any) -> str:
+    """A stable text of a sampler or pruner (its class and simple settings; reprs hold addresses)."""
+    if obj is None or isinstance(obj, str):
+        return repr(obj)
+    simple = {k: v for k, v in sorted(vars(obj).items()) if isinstance(v, int | float | str | bool | type(None))}
+    return f"{type(obj).__qualname__}{simple}"
