@@ -37,11 +37,19 @@ def _open(url: str) -> Any:
         kwargs = {"connect_args": {"timeout": 60}, "pool_size": 1, "max_overflow": 0}
     else:
         kwargs = {"pool_pre_ping": True}
-    try:
-        storage = RDBStorage(url, engine_kwargs=kwargs, skip_compatibility_check=True)
-    except ImportError as exc:
-        raise ConfigurationError(f"The study storage at {_safe(url)} needs a database driver: {exc}. "
-                                 "Install conveyor[postgres] for PostgreSQL.") from None
+    from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+
+    for attempt in range(3):
+        try:
+            storage = RDBStorage(url, engine_kwargs=kwargs, skip_compatibility_check=True)
+            break
+        except ImportError as exc:
+            raise ConfigurationError(f"The study storage at {_safe(url)} needs a database driver: {exc}. "
+                                     "Install conveyor[postgres] for PostgreSQL.") from None
+        except (OperationalError, ProgrammingError, IntegrityError) as exc:
+            # two processes creating the study tables at once: the loser finds them made; open again
+            if "already exists" not in str(exc) and "duplicate" not in str(exc).lower() or attempt == 2:
+                raise
     _check_version(storage, optuna.__version__, url)
     return storage
 

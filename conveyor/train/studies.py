@@ -129,9 +129,7 @@ def recover_interrupted(study: Any, md: Any) -> list[int]:
 
     host = socket.gethostname()
     running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-    if not running:
-        return []
-    runs = md.trials.find(study.study_name, [t.number for t in running])
+    runs = md.trials.find(study.study_name, [t.number for t in running]) if running else {}
     orphans_stale: bool | None = None
     recovered = []
     for t in running:

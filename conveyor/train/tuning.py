@@ -76,6 +76,7 @@ class _Loop:
     stop: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
     inflight: dict[int, tuple[Any, str]] = field(default_factory=dict)
+    snapshot_at: float = 0.0
     host: str = field(default_factory=socket.gethostname)
 
 
@@ -133,12 +134,15 @@ def tune(objective: Callable[..., Any], space: Mapping[str, Any] | None = None, 
     study.sampler = _restored_sampler(md.trials.latest_sampler(name), chosen_sampler)
     if ctx.own_parent:   # only now that the settings are accepted: a refused call leaves no run behind
         ctx.parent_run_id = _own_parent(md, name)
-    recover_interrupted(study, md)
+    if recover_interrupted(study, md) and hasattr(study.sampler, "reseed_rng"):
+        # a killed session may have drawn after its last snapshot: a fresh seed cannot draw those again
+        study.sampler.reseed_rng()
     register_session(study)
     done = _finished(study)
     remaining = max(0, n_trials - done)
 
     pool = dispatcher(executor or settings.executor, parallelism)
+    trial_writes = _trial_writes(md, storage)
     best = _Best(dirs, study)
     bar = _progress(progress, name, n_trials, done)
     loop = _Loop(remaining)
@@ -157,10 +161,14 @@ def tune(objective: Callable[..., Any], space: Mapping[str, Any] | None = None, 
             # not under the lock: asks of several lanes overlap, as in Optuna's own n_jobs (the
             # snapshot of the sampler is taken right after this lane's draws)
             trial = study.ask(fixed_distributions=dists)
-            sampler_state = _pickled_sampler(study)
-            run_id = md.trials.open(study=name, number=trial.number, parent_run_id=ctx.parent_run_id,
+            with loop.lock:   # snapshots in the order taken, so the last one holds every draw before it
+                sampler_state = _pickled_sampler(study)
+                loop.snapshot_at = max(time.time(), loop.snapshot_at + 1e-6)
+                sampler_at = loop.snapshot_at
+            run_id = trial_writes.open(study=name, number=trial.number, parent_run_id=ctx.parent_run_id,
                                     parent_step_run_id=ctx.step_run_id, parameters=dict(trial.params),
-                                    pid=os.getpid(), host=loop.host, sampler=sampler_state)
+                                    pid=os.getpid(), host=loop.host, sampler=sampler_state,
+                                      sampler_at=sampler_at)
             loop.inflight[trial.number] = (trial, run_id)
             task = TrialTask(storage_url=url, study_name=name, trial_id=trial._trial_id, objective=objective,
                              args=tuple(args), sampler=study.sampler, pruner=study.pruner,
@@ -171,7 +179,7 @@ def tune(objective: Callable[..., Any], space: Mapping[str, Any] | None = None, 
             _tell(study, trial, outcome)
             with loop.lock:
                 keep = best.keep(outcome)
-            _record(ctx.client, run_id, outcome, names, keep)
+            _record(ctx.client, trial_writes, run_id, outcome, names, keep)
             loop.inflight.pop(trial.number, None)
             if bar is not None:
                 bar[0].advance(bar[1])
@@ -305,7 +313,18 @@ def _tell(study: Any, trial: Any, outcome: TrialOutcome) -> None:
         study.tell(trial, state=TrialState.FAIL)
 
 
-def _record(client: Any, run_id: str, outcome: TrialOutcome, names: tuple[str, ...], keep_model: bool) -> None:
+def _trial_writes(md: Any, storage: Any) -> Any:
+    """Where trial runs are written: on SQLite through the study's own connection, so that this
+    process's writes queue in Python behind each other instead of polling SQLite's file lock."""
+    if not md.url.startswith("sqlite"):
+        return md.trials
+    from conveyor.store.metadata.trials import Trials
+
+    return Trials(storage.engine)
+
+
+def _record(client: Any, trial_writes: Any, run_id: str, outcome: TrialOutcome, names: tuple[str, ...],
+            keep_model: bool) -> None:
     """The trial's child run: one step run ``trial`` with its values, curve, params and kept model."""
     from conveyor.store.metadata import NewArtifact, StepOutcome
 
@@ -324,7 +343,7 @@ def _record(client: Any, run_id: str, outcome: TrialOutcome, names: tuple[str, .
     status = _RUN_STATUS[outcome.state]
     error = outcome.error or ("pruned" + (f" at step {outcome.intermediate[-1][0]}" if outcome.intermediate else "")
                               if outcome.state == "pruned" else None)
-    md.trials.close(run_id, StepOutcome(
+    trial_writes.close(run_id, StepOutcome(
         status="succeeded" if status == "succeeded" else "failed", error=outcome.error, metrics=metrics,
         new_outputs=outputs, started_at=outcome.started_at, ended_at=outcome.ended_at,
         reason="pruned" if outcome.state == "pruned" else None), status=status, error=error,

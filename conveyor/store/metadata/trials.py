@@ -27,7 +27,8 @@ class Trials(Repository):
     """Writes and finds the runs of tuning trials."""
 
     def open(self, *, study: str, number: int, parent_run_id: str, parent_step_run_id: str | None,
-             parameters: dict[str, Any], pid: int, host: str, sampler: str | None) -> str:
+             parameters: dict[str, Any], pid: int, host: str, sampler: str | None,
+             sampler_at: float | None = None) -> str:
         """Insert a running trial run with its ``started`` event; its id."""
         run_id = new_id()
         ts = now()
@@ -37,7 +38,7 @@ class Trials(Repository):
         with self.write() as conn:
             conn.execute(insert(t.runs).values(
                 id=run_id, name=trial_run_name(study, number), kind="trial", status="running",
-                parameters=parameters, tags=tags, options={"sampler": sampler} if sampler else {}, pid=pid,
+                parameters=parameters, tags=tags, options={"sampler": sampler, "sampler_at": sampler_at} if sampler else {}, pid=pid,
                 host=host, created_at=ts, started_at=ts))
             conn.execute(insert(t.run_events).values(run_id=run_id, at=ts, kind="started", detail=None))
         return run_id
@@ -80,12 +81,12 @@ class Trials(Repository):
         return [(int(tail), r.id, r.pid, r.host) for r, tail in tails if tail.isdigit()]
 
     def latest_sampler(self, study: str) -> str | None:
-        """The sampler saved with the study's most recently opened trial."""
+        """The sampler saved last (by when it was pickled, not when its run was written) for the study."""
         with self.read() as conn:
             rows = conn.execute(select(t.runs.c.options).where(
-                t.runs.c.kind == "trial", t.runs.c.name.like(f"{_escaped(study)}#%", escape="\\"))
-                .order_by(t.runs.c.created_at.desc()).limit(1)).all()
-        return (rows[0].options or {}).get("sampler") if rows else None
+                t.runs.c.kind == "trial", t.runs.c.name.like(f"{_escaped(study)}#%", escape="\\"))).all()
+        saved = [(o.get("sampler_at") or 0.0, o["sampler"]) for o in (r.options or {} for r in rows) if o.get("sampler")]
+        return max(saved, key=lambda item: item[0])[1] if saved else None
 
 
 def _escaped(text: str) -> str:
