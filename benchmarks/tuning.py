@@ -87,6 +87,7 @@ def main() -> None:
     out["conveyor_threads_s"] = round(wall, 3)
     out["conveyor_threads_overhead_ms_per_trial"] = round(1000 * (wall - floor) / TRIALS, 2)
     out["conveyor_threads_vs_floor"] = round(wall / floor, 3)
+    print(json.dumps(out), file=sys.stderr, flush=True)   # so far, in case a peer hangs
 
     try:
         if os.environ.get("BENCH_SKIP_RAY"):
@@ -102,6 +103,7 @@ def main() -> None:
         wall_ray = timed_cv("ray", "conveyor-ray")
         out["conveyor_ray_s"] = round(wall_ray, 3)
         out["conveyor_ray_overhead_ms_per_trial"] = round(1000 * (wall_ray - floor) / TRIALS, 2)
+        print(json.dumps(out), file=sys.stderr, flush=True)
         out.update(_ray_tune(storage, floor, wall, wall_ray))
     finally:
         ray.shutdown()
