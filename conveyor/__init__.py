@@ -24,6 +24,7 @@ _EXPORTS = {
     "register_model": "conveyor.registry.api",
     "endpoints": "conveyor.serving.endpoints",
     "data": "conveyor.data",
+    "train": "conveyor.train", "tune": "conveyor.train",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     from conveyor.registry.api import register_model
     from conveyor.serving.endpoints import endpoints
     from conveyor.runtime.tracking import ActiveRun, log_artifact, log_metric, log_metrics, log_params, start_run
+    from conveyor.train import tune
 
 
 def __getattr__(name: str) -> Any:

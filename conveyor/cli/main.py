@@ -19,6 +19,7 @@ from conveyor.cli import models as models_cmd
 from conveyor.cli import monitor as monitor_cmd
 from conveyor.cli import runs as runs_cmd
 from conveyor.cli import serving as serving_cmd
+from conveyor.cli import studies as studies_cmd
 from conveyor.cli import transfer as transfer_cmd
 from conveyor.cli import workflow
 
@@ -39,6 +40,7 @@ models_cmd.app.command("export")(image_cmd.export_model)
 app.command("serve-container")(image_cmd.serve_container)
 app.command("build-image")(image_cmd.build_image)
 app.add_typer(batch_cmd.app, name="batch", help="Batch scoring of large files.")
+app.add_typer(studies_cmd.app, name="studies", help="Tuning studies: trials, best parameters, importances, plots.")
 app.add_typer(serving_cmd.endpoints_app, name="endpoints", help="Serving endpoints: routes, canaries, shadows.")
 app.add_typer(serving_cmd.keys_app, name="keys", help="API keys for the server.")
 app.add_typer(monitor_cmd.app, name="monitor", help="Drift and quality reports, late labels, performance.")

@@ -5,10 +5,12 @@ Inside a step they attach to the step run; inside ``with cv.start_run(...)`` to 
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import os
 import socket
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -16,6 +18,7 @@ from typing import Any
 from conveyor.errors import ConveyorError
 from conveyor.runtime.context import _metric_name, _metric_value, current_step
 
+_target_override: contextvars.ContextVar[Any] = contextvars.ContextVar("cv_tracking_target", default=None)
 _active: contextvars.ContextVar[ActiveRun | None] = contextvars.ContextVar("cv_tracking_run", default=None)
 
 
@@ -79,7 +82,25 @@ def start_run(name: str, *, tags: dict[str, str] | None = None, client: Any = No
     return ActiveRun(name, tags=tags, client=client)
 
 
+def active_run() -> ActiveRun | None:
+    """The ``cv.start_run`` block this code runs in, if any."""
+    return _active.get()
+
+
+@contextlib.contextmanager
+def tracking_target(target: Any) -> Iterator[None]:
+    """Send ``cv.log_metric`` / ``cv.log_params`` to ``target`` (e.g. a tuning trial) inside the block."""
+    token = _target_override.set(target)
+    try:
+        yield
+    finally:
+        _target_override.reset(token)
+
+
 def _target() -> Any:
+    override = _target_override.get()
+    if override is not None:
+        return override
     step = current_step()
     if step is not None:
         return step

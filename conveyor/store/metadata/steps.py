@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import insert, select, update
+from sqlalchemy.engine import Connection
 
 from conveyor.store.metadata import tables as t
 from conveyor.store.metadata.artifacts import artifact_record
@@ -20,6 +21,38 @@ def _step(row: Any) -> StepRunRecord:
         map_index=row.map_index, cached_from=row.cached_from, error=row.error, traceback=row.traceback,
         reason=row.reason,
     )
+
+
+def write_finish(conn: Connection, step_run_id: str, run_id: str, outcome: StepOutcome) -> None:
+    """The writes of a step run's end, inside the caller's transaction."""
+    ts = now()
+    values: dict[str, Any] = dict(
+        status=outcome.status, attempts=outcome.attempts, cache_hit=outcome.cache_hit,
+        cached_from=outcome.cached_from, error=outcome.error, traceback=outcome.traceback,
+        logs=outcome.logs, reason=outcome.reason, ended_at=outcome.ended_at or ts)
+    if outcome.started_at is not None:
+        values["started_at"] = outcome.started_at
+    conn.execute(update(t.step_runs).where(t.step_runs.c.id == step_run_id).values(**values))
+    if outcome.new_outputs:
+        conn.execute(insert(t.artifacts), [dict(
+            id=a.id, content_hash=a.content_hash, materializer=a.materializer,
+            materializer_version=a.materializer_version, type_name=a.type_name, size=a.size, uri=a.uri,
+            inline=a.inline, meta=a.meta, name=a.name, run_id=run_id, step_run_id=step_run_id,
+            created_at=ts) for a in outcome.new_outputs])
+    edges = [dict(artifact_id=a.id, step_run_id=step_run_id, run_id=run_id, direction="output",
+                  name=a.name, position=None) for a in outcome.new_outputs]
+    edges += [dict(artifact_id=aid, step_run_id=step_run_id, run_id=run_id, direction="output",
+                   name=name, position=None) for name, aid in outcome.reused_outputs]
+    edges += [dict(artifact_id=aid, step_run_id=step_run_id, run_id=run_id, direction="input",
+                   name=name, position=pos) for name, aid, pos in outcome.inputs]
+    if edges:
+        conn.execute(insert(t.lineage), edges)
+    if outcome.metrics:
+        conn.execute(insert(t.metrics), [dict(run_id=run_id, step_run_id=step_run_id, key=k, value=v,
+                                              step=s, at=at) for k, v, s, at in outcome.metrics])
+    if outcome.params:
+        conn.execute(insert(t.params), [dict(run_id=run_id, step_run_id=step_run_id, key=k, value=v)
+                                        for k, v in outcome.params])
 
 
 class Steps(Repository):
@@ -38,35 +71,8 @@ class Steps(Repository):
 
     def finish(self, step_run_id: str, run_id: str, outcome: StepOutcome) -> None:
         """Record a step run's end with its outputs, inputs, metrics and params, atomically."""
-        ts = now()
         with self.write() as conn:
-            values: dict[str, Any] = dict(
-                status=outcome.status, attempts=outcome.attempts, cache_hit=outcome.cache_hit,
-                cached_from=outcome.cached_from, error=outcome.error, traceback=outcome.traceback,
-                logs=outcome.logs, reason=outcome.reason, ended_at=outcome.ended_at or ts)
-            if outcome.started_at is not None:
-                values["started_at"] = outcome.started_at
-            conn.execute(update(t.step_runs).where(t.step_runs.c.id == step_run_id).values(**values))
-            if outcome.new_outputs:
-                conn.execute(insert(t.artifacts), [dict(
-                    id=a.id, content_hash=a.content_hash, materializer=a.materializer,
-                    materializer_version=a.materializer_version, type_name=a.type_name, size=a.size, uri=a.uri,
-                    inline=a.inline, meta=a.meta, name=a.name, run_id=run_id, step_run_id=step_run_id,
-                    created_at=ts) for a in outcome.new_outputs])
-            edges = [dict(artifact_id=a.id, step_run_id=step_run_id, run_id=run_id, direction="output",
-                          name=a.name, position=None) for a in outcome.new_outputs]
-            edges += [dict(artifact_id=aid, step_run_id=step_run_id, run_id=run_id, direction="output",
-                           name=name, position=None) for name, aid in outcome.reused_outputs]
-            edges += [dict(artifact_id=aid, step_run_id=step_run_id, run_id=run_id, direction="input",
-                           name=name, position=pos) for name, aid, pos in outcome.inputs]
-            if edges:
-                conn.execute(insert(t.lineage), edges)
-            if outcome.metrics:
-                conn.execute(insert(t.metrics), [dict(run_id=run_id, step_run_id=step_run_id, key=k, value=v,
-                                                      step=s, at=at) for k, v, s, at in outcome.metrics])
-            if outcome.params:
-                conn.execute(insert(t.params), [dict(run_id=run_id, step_run_id=step_run_id, key=k, value=v)
-                                                for k, v in outcome.params])
+            write_finish(conn, step_run_id, run_id, outcome)
 
     def add_outputs(self, step_run_id: str, run_id: str, artifacts: Sequence[NewArtifact]) -> None:
         """Attach extra outputs (e.g. a model registered from inside the step) to a step run."""
@@ -79,6 +85,14 @@ class Steps(Repository):
                 created_at=ts) for a in artifacts])
             conn.execute(insert(t.lineage), [dict(artifact_id=a.id, step_run_id=step_run_id, run_id=run_id,
                                                   direction="output", name=a.name, position=None) for a in artifacts])
+
+    def add_inputs(self, step_run_id: str, run_id: str, inputs: Sequence[tuple[str, str]]) -> None:
+        """Record artifacts a running step read besides its declared inputs (a tuning's winning model)."""
+        if inputs:
+            with self.write() as conn:
+                conn.execute(insert(t.lineage), [dict(artifact_id=aid, step_run_id=step_run_id, run_id=run_id,
+                                                      direction="input", name=name, position=None)
+                                                 for name, aid in inputs])
 
     def record(self, run_id: str, name: str, step: str, outcome: StepOutcome, *, cache_key: str | None = None,
                code_hash: str | None = None, map_index: int | None = None,

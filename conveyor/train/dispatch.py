@@ -1,0 +1,106 @@
+"""Where trials run: threads, processes or Ray tasks, chosen like a pipeline's executor.
+
+A dispatcher takes a :class:`~conveyor.train.trial.TrialTask` and returns a future of its
+:class:`~conveyor.train.trial.TrialOutcome`. With threads there is none: each lane of the study
+evaluates its trial itself, sharing the study object. Processes and Ray tasks receive the task
+cloud-pickled (so closures and lambdas work) and open the study from its database URL, once per
+worker.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from concurrent.futures import Future, ProcessPoolExecutor
+from typing import Any, Protocol
+
+from conveyor.errors import ConfigurationError
+from conveyor.train.trial import TrialOutcome, TrialTask, evaluate_pickled
+
+DISPATCHERS = ("thread", "process", "ray")
+
+
+class Dispatcher(Protocol):
+    """Runs trials and hands back futures."""
+
+    name: str
+
+    def submit(self, task: TrialTask) -> Future[TrialOutcome]:
+        ...
+
+    def shutdown(self, cancel: bool = False) -> None:
+        ...
+
+
+def _init_process(owner_pid: int) -> None:
+    from conveyor.runtime import processes
+
+    processes.tie_to_parent(owner_pid)   # a killed coordinator leaves no trial process behind
+
+
+class ProcessDispatcher:
+    """Trials in spawned worker processes, reused across trials (imports and the study stay warm)."""
+
+    name = "process"
+
+    def __init__(self, parallelism: int) -> None:
+        self._pool = ProcessPoolExecutor(max_workers=parallelism, mp_context=multiprocessing.get_context("spawn"),
+                                         initializer=_init_process, initargs=(os.getpid(),))
+
+    def submit(self, task: TrialTask) -> Future[TrialOutcome]:
+        return self._pool.submit(evaluate_pickled, _pickled(task))
+
+    def shutdown(self, cancel: bool = False) -> None:
+        self._pool.shutdown(wait=not cancel, cancel_futures=cancel)
+
+
+class RayDispatcher:
+    """Trials as Ray tasks on the cluster at ``RAY_ADDRESS`` (or a local Ray started for this process)."""
+
+    name = "ray"
+
+    def __init__(self, parallelism: int, *, num_cpus: float = 1) -> None:
+        import ray
+
+        if not ray.is_initialized():
+            ray.init(ignore_reinit_error=True, log_to_driver=False, _node_ip_address="127.0.0.1")
+        self._remote = ray.remote(num_cpus=num_cpus, max_retries=0)(evaluate_pickled)
+        self._refs: list[Any] = []
+
+    def submit(self, task: TrialTask) -> Future[TrialOutcome]:
+        ref = self._remote.remote(_pickled(task))
+        self._refs.append(ref)
+        return ref.future()   # type: ignore[no-any-return]
+
+    def shutdown(self, cancel: bool = False) -> None:
+        if cancel:
+            import ray
+
+            for ref in self._refs:
+                try:
+                    ray.cancel(ref, force=True)
+                except Exception:   # noqa: BLE001 - a finished task cannot be cancelled; nothing to do
+                    pass
+        self._refs.clear()
+
+
+def _pickled(task: TrialTask) -> bytes:
+    import cloudpickle
+
+    return cloudpickle.dumps(task)   # type: ignore[no-any-return]
+
+
+def dispatcher(name: str, parallelism: int) -> Dispatcher | None:
+    """The dispatcher for an executor name; None for threads (``local``): lanes evaluate in place."""
+    name = "thread" if name == "local" else name
+    if name == "thread":
+        return None
+    if name == "process":
+        return ProcessDispatcher(parallelism)
+    if name == "ray":
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise ConfigurationError("Trials on Ray need Ray: pip install 'conveyor[ray]'.") from None
+        return RayDispatcher(parallelism)
+    raise ConfigurationError(f"cv.tune: executor {name!r} is not known. Use one of: {', '.join(DISPATCHERS)}.")
