@@ -90,6 +90,9 @@ def ray_cluster() -> Iterator[RayCluster]:
     # without token authentication: a token file left in ~/.ray by any local ray.init() would make `ray start`
     # enable it, while drivers given an explicit address do not send the token (Ray 2.60)
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+    # the suite's own modules (tests.*) unpickle on workers whatever folder a task's runtime env makes current
+    repo = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (repo, env.get("PYTHONPATH", "")) if p)
     env.pop("RAY_ADDRESS", None)
     procs: list[subprocess.Popen[bytes]] = []
     with log.open("ab") as out:
