@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _exit_past_stray_threads(code: object) -> None:
-    """Leave at once when non-daemon threads outlive the command, instead of waiting for them.
+    """Leave at once, and never wait for non-daemon threads that outlive the command.
 
     Python joins every non-daemon thread at exit, so a step body that left one running (a client's
     keep-alive loop, a forgotten worker) would keep ``conveyor run`` alive after the run is over,
@@ -137,7 +137,17 @@ def _exit_past_stray_threads(code: object) -> None:
     stray = [t.name for t in threading.enumerate()
              if t is not threading.main_thread() and not t.daemon and t.is_alive()]
     if not stray:
-        return
+        # Leave without the interpreter's finalization as well: Python's exit handlers run, but native
+        # libraries' static destructors do not, and one of them aborting (SIGABRT, "terminate called
+        # without an active exception") would turn a finished command into a crash.
+        import atexit
+
+        if code is not None and not isinstance(code, int):
+            print(code, file=sys.stderr)      # what sys.exit would print for a message
+        atexit._run_exitfuncs()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code if isinstance(code, int) else (0 if code is None else 1))
     print(f"[conveyor] not waiting for {len(stray)} thread(s) left running by step code: "
           f"{', '.join(sorted(stray)[:5])}{' …' if len(stray) > 5 else ''}", file=sys.stderr)
     sys.stdout.flush()
