@@ -296,7 +296,15 @@ def agent(tick: Annotated[float, typer.Option(help="Seconds between rounds.")] =
 
         from conveyor.observability.metrics import registry_for
 
-        start_http_server(metrics_port, addr=metrics_host, registry=registry_for(client.metadata))
+        from conveyor.errors import ConfigurationError
+
+        if not 0 < metrics_port < 65536:
+            raise ConfigurationError(f"--metrics-port {metrics_port} is not a TCP port; give one in 1-65535.")
+        try:
+            start_http_server(metrics_port, addr=metrics_host, registry=registry_for(client.metadata))
+        except OSError as exc:
+            raise ConfigurationError(f"Cannot serve metrics on {metrics_host}:{metrics_port} ({exc.strerror or exc}); "
+                                     "choose a free port with --metrics-port, or another --metrics-host.") from None
         logging.getLogger("conveyor.automation").info("metrics on http://%s:%d/metrics", metrics_host, metrics_port)
     a = Agent(client, tick_s=tick)
     if once:

@@ -159,7 +159,9 @@ def _main(argv: list[str] | None) -> None:
     from conveyor.errors import ConveyorError, RunCancelled
 
     try:
-        if os.environ.get("CONVEYOR_LOG_FORMAT", "").strip().lower() == "json":
+        from conveyor.config import log_format
+
+        if log_format() == "json":      # an unknown value is refused here, with the choices
             import logging
 
             from conveyor.observability.logs import configure

@@ -111,3 +111,18 @@ def test_the_dashboard_and_the_rules_query_only_exposed_metrics(client, run_serv
     used = {m for e in exprs for m in re.findall(r"\bconveyor_[a-z_]+", e)}
     assert len(used) >= 10 and used - names == set()
     assert len({p["id"] for p in dashboard["panels"]}) == len(dashboard["panels"])
+
+
+def test_a_metrics_port_out_of_range_or_taken_is_one_line_naming_the_fix(client, capsys) -> None:
+    import socket
+
+    from conveyor.cli.main import main
+
+    for port, expected in (("99999", "is not a TCP port"), (None, "choose a free port")):
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            args = ["agent", "--once", "--metrics-port", port or str(taken.getsockname()[1])]
+            with pytest.raises(SystemExit) as exit_:
+                main(args)
+            assert exit_.value.code == 2 and expected in capsys.readouterr().err
