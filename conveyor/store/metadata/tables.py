@@ -79,9 +79,51 @@ step_runs = Table(
     Column("reason", Text),
     Column("started_at", Float),
     Column("ended_at", Float),
+    Column("preemptions", Integer),                       # attempts ended by SIGTERM (0006), not failures
 )
 Index("ix_step_runs_run", step_runs.c.run_id)
 Index("ix_step_runs_cache", step_runs.c.cache_key, step_runs.c.status)
+
+# one row per attempt of a step run: what it used (0006). Measures are None where unknown.
+step_attempts = Table(
+    "step_attempts", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("step_run_id", String(32), ForeignKey("step_runs.id", ondelete="CASCADE"), nullable=False),
+    Column("run_id", String(32), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("status", String(20), nullable=False),          # completed | failed | preempted | timeout | cancelled
+    Column("executor", String(20)),
+    Column("host", String(200)),
+    Column("started_at", Float),
+    Column("ended_at", Float),
+    Column("wall_s", Float),
+    Column("cpu_s", Float),                                # user + system, children included
+    Column("peak_rss_bytes", BigInteger),
+    Column("bytes_read", BigInteger),                      # from the artifact store
+    Column("bytes_written", BigInteger),
+    Column("gpu_s", Float),
+    Column("gpu_peak_bytes", BigInteger),
+    Column("error", Text),
+)
+Index("ix_step_attempts_step_run", step_attempts.c.step_run_id)
+Index("ix_step_attempts_run", step_attempts.c.run_id)
+
+# CPU a server spent per endpoint and model version, flushed per period (0006): cost per 1,000 requests
+serving_usage = Table(
+    "serving_usage", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("endpoint", String(200), nullable=False),
+    Column("model", String(200)),
+    Column("version", Integer),
+    Column("period_start", Float, nullable=False),
+    Column("period_end", Float, nullable=False),
+    Column("requests", Integer, nullable=False),
+    Column("errors", Integer, nullable=False),
+    Column("cpu_s", Float, nullable=False),
+    Column("wall_s", Float, nullable=False),
+    Column("host", String(200)),
+)
+Index("ix_serving_usage_endpoint", serving_usage.c.endpoint, serving_usage.c.period_start)
 
 artifacts = Table(
     "artifacts", metadata,
