@@ -46,3 +46,22 @@ def age_run(metadata: Any, run_id: str, days: float) -> None:
 
 def now() -> float:
     return time.time()
+
+
+def add_attempts(metadata: Any, run_id: str, measures: dict[str, list[tuple[float, float | None, int | None,
+                                                                            float | None]]]) -> None:
+    """Insert ``step_attempts`` rows for a run's step runs: step name -> [(wall_s, cpu_s, peak_rss, gpu_s)]."""
+    from sqlalchemy import insert, select
+
+    with metadata.artifacts.write() as conn:
+        steps = {row.step: row for row in conn.execute(
+            select(t.step_runs.c.id, t.step_runs.c.step, t.step_runs.c.started_at)
+            .where(t.step_runs.c.run_id == run_id))}
+        rows = []
+        for step, attempts in measures.items():
+            s = steps[step]
+            for i, (wall, cpu, rss, gpu) in enumerate(attempts, start=1):
+                rows.append(dict(step_run_id=s.id, run_id=run_id, attempt=i, status="completed", executor="thread",
+                                 started_at=s.started_at, ended_at=(s.started_at or 0) + wall, wall_s=wall, cpu_s=cpu,
+                                 peak_rss_bytes=rss, gpu_s=gpu))
+        conn.execute(insert(t.step_attempts), rows)
