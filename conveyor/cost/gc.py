@@ -28,7 +28,7 @@ than the retention are removed.
 Rows go first, in one transaction (lineage edges, then artifact rows, and an event on each run
 that lost artifacts), then the bytes: an interruption leaves unreferenced files, which the next
 gc removes as orphans, and never a row pointing at a missing file. Each root is listed with one
-``find``; the metadata is read with two set-based queries, however many artifacts there are.
+``find``; the metadata is read with three set-based queries, however many artifacts there are.
 """
 
 from __future__ import annotations
@@ -151,14 +151,16 @@ def list_root(store: Any) -> Listing:
     found = store.guarded(find, "listing the artifact root", store.root)
     prefix = base.rstrip("/") + "/"
     listing = Listing({}, [], [])
+    cut = len(prefix)
+    objects = listing.objects
     for path, info in found.items():
-        rel = path[len(prefix):] if path.startswith(prefix) else path
-        parts = rel.split("/")
-        if parts[0] == "objects" and len(parts) == 3:
-            listing.objects[parts[2]] = (path, info)
-        elif parts[0] == "tmp":
+        rel = path[cut:] if path.startswith(prefix) else path
+        if rel.startswith("objects/"):
+            if rel.count("/") == 2:
+                objects[rel[rel.rindex("/") + 1:]] = (path, info)
+        elif rel.startswith("tmp/"):
             listing.temporary.append((path, info))
-        elif parts[0] == "runs" and rel.endswith(".json"):
+        elif rel.startswith("runs/") and rel.endswith(".json"):
             listing.documents.append((path, info))
     return listing
 
@@ -232,6 +234,17 @@ def _hex(content_hash: str) -> str:
 
 # --- the collection -----------------------------------------------------------------------------
 
+def keepers(conn: Any, cutoff: float) -> tuple[set[str], set[str]]:
+    """(ids of kept runs, ids of artifacts a version or a kept run's lineage names): small, set-based reads."""
+    mv, dv, lin = t.model_versions, t.dataset_versions, t.lineage
+    runs = set(conn.execute(kept_runs(cutoff)).scalars())
+    named = select(mv.c.artifact_id).union(
+        select(mv.c.profile_artifact_id), select(dv.c.artifact_id), select(dv.c.profile_artifact_id),
+        select(lin.c.artifact_id).where(lin.c.run_id.in_(kept_runs(cutoff))))
+    ids = {i for i in conn.execute(named).scalars() if i is not None}
+    return runs, ids
+
+
 def collect(metadata: Any, stores: Iterable[Any], *, older_than_s: float, dry_run: bool = False,
             now: float | None = None) -> GcReport:
     """Remove (or, with ``dry_run``, only count) what nothing keeps, from the metadata and every root."""
@@ -242,29 +255,42 @@ def collect(metadata: Any, stores: Iterable[Any], *, older_than_s: float, dry_ru
     report = GcReport(dry_run=dry_run, older_than_s=older_than_s, cutoff=cutoff)
     listings = [list_root(s) for s in stores]      # before the rows: a file written later is not looked at
     a = t.artifacts
-    kept = kept_condition(cutoff)
-    doomed_where = not_(kept)
     session = metadata.artifacts.read if dry_run else metadata.artifacts.write
+    kept_hex: set[str] = set()
+    doomed_hex: set[str] = set()
+    runs_touched: set[str] = set()
     with session() as conn:
-        doomed = conn.execute(select(a.c.content_hash, a.c.uri, a.c.run_id).where(doomed_where)).all()
-        kept_hex = {_hex(h) for (h,) in conn.execute(select(a.c.content_hash).where(kept, a.c.uri.isnot(None))
-                                                     .distinct())}
-        report.rows_kept = conn.execute(select(func.count()).select_from(a).where(kept)).scalar_one()
-        if doomed and not dry_run:
-            doomed_ids = select(a.c.id).where(doomed_where)
+        # The rows are sorted here, in Python, by the same rules as ``kept_condition`` (which the
+        # deletes below use, so a use recorded meanwhile is still seen): one read of every row and
+        # two small reads of the keepers cost far less than evaluating the condition per row in SQL.
+        runs, named = keepers(conn, cutoff)
+        rows = conn.execute(select(a.c.id, a.c.content_hash, a.c.uri, a.c.run_id, a.c.created_at)).all()
+        for aid, digest, uri, run_id, created_at in rows:
+            if created_at >= cutoff or aid in named or (run_id is not None and run_id in runs):
+                report.rows_kept += 1
+                if uri is not None:
+                    kept_hex.add(_hex(digest))
+                continue
+            report.rows_deleted += 1
+            if uri is None:
+                report.inline_rows_deleted += 1
+            else:
+                doomed_hex.add(_hex(digest))
+            if run_id is not None:
+                runs_touched.add(run_id)
+        if report.rows_deleted and not dry_run:
+            doomed_where = not_(kept_condition(cutoff))
             detail = (literal("gc removed ") + cast(func.count(), String)
                       + literal(f" artifact(s) no longer kept (older than the retention at {int(cutoff)})"))
             conn.execute(insert(t.run_events).from_select(
                 ["run_id", "at", "kind", "detail"],
                 select(a.c.run_id, literal(now), literal("artifacts_collected"), detail)
                 .join(t.runs, t.runs.c.id == a.c.run_id).where(doomed_where).group_by(a.c.run_id)))
-            conn.execute(delete(t.lineage).where(t.lineage.c.artifact_id.in_(doomed_ids)))
-            conn.execute(delete(a).where(doomed_where))
-    report.rows_deleted = len(doomed)
-    report.inline_rows_deleted = sum(1 for r in doomed if r.uri is None)
-    report.runs_touched = len({r.run_id for r in doomed if r.run_id})
-    doomed_hex = {_hex(r.content_hash) for r in doomed if r.uri is not None} - kept_hex
-    known_hex = kept_hex | {_hex(r.content_hash) for r in doomed}
+            conn.execute(delete(t.lineage).where(t.lineage.c.artifact_id.in_(select(a.c.id).where(doomed_where))))
+            report.rows_deleted = conn.execute(delete(a).where(doomed_where)).rowcount
+    report.runs_touched = len(runs_touched)
+    known_hex = kept_hex | doomed_hex
+    doomed_hex -= kept_hex
     for store, listing in zip(stores, listings, strict=True):
         report.roots.append(_sweep(store, listing, kept_hex, doomed_hex, known_hex, cutoff, dry_run))
     report.seconds = time.perf_counter() - started

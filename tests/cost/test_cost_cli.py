@@ -58,6 +58,13 @@ def test_storage_and_cost_commands_print_tables_and_json(client, capsys, tmp_pat
     assert {r["name"] for r in report["rows"]} >= {"chain/load", "chain/fit"} and report["estimate"] is True
     text, _ = _cli(capsys, "cost", "report")
     assert "Estimates, not a bill" in text and "as of 2025-06-01" in text.replace("\n", " ")
+    tagged = json.loads(_cli(capsys, "run", f"{PIPELINE_FILE}:chain", "-p", "seed=9", "--tag", "team=search",
+                             "--json")[0])
+    by_tag = json.loads(_cli(capsys, "cost", "report", "--by", "tag", "--json")[0])
+    assert tagged["status"] == "succeeded" and {"team=search", "(untagged)"} <= {r["name"] for r in by_tag["rows"]}
+    assert by_tag["total"] is None                                  # tag rows overlap: no total
+    _out, err = _cli(capsys, "run", f"{PIPELINE_FILE}:chain", "--tag", "team", code=2)
+    assert "--tag 'team' is not key=value" in err
     _out, err = _cli(capsys, "cost", "report", "--by", "team", code=2)
     assert "--by 'team' is not a grouping" in err
     bad = tmp_path / "prices.yaml"
