@@ -57,10 +57,9 @@ def gc(dry_run: Annotated[bool, typer.Option("--dry-run", help="Only say what wo
 
     age = parse_age(older_than)
     if not dry_run and not yes and not sys.stdin.isatty():
-        from conveyor.errors import Conflict
-
-        raise Conflict("conveyor gc removes artifacts for good and there is no terminal to confirm on. "
-                       "Pass --yes to go ahead, or --dry-run to see what it would remove.")
+        # refused before any work, the way every confirmation of the CLI ends without a terminal
+        # (main.py prints "Aborted; nothing was changed. There is no terminal to confirm on: pass --yes")
+        raise typer.Abort()
     client = _client()
     stores = [client.artifacts] + [_store(client, r) for r in root or []]
     if not dry_run and not yes:

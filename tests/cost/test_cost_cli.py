@@ -28,8 +28,9 @@ def _cli(capsys, *args: str, code: int = 0) -> tuple[str, str]:
 def test_gc_refuses_without_a_terminal_and_removes_with_yes(client, capsys) -> None:
     old = p.chain.run(client=client, seed=1)
     age_run(client.metadata, old.id, 40)
-    _out, err = _cli(capsys, "gc", code=7)
-    assert "no terminal to confirm on" in err and "--yes" in err and "Traceback" not in err
+    _out, err = _cli(capsys, "gc", code=1)
+    assert "Aborted; nothing was changed. There is no terminal to confirm on: pass --yes" in err
+    assert "Traceback" not in err
     dry = json.loads(_cli(capsys, "gc", "--dry-run", "--json")[0])
     assert dry["dry_run"] is True and dry["rows_deleted"] == 3 and dry["objects_deleted"] == 3
     assert len(client.metadata.artifacts.for_run(old.id)) == 3          # nothing changed yet
@@ -72,3 +73,29 @@ def test_storage_and_cost_commands_print_tables_and_json(client, capsys, tmp_pat
     monkeypatch.setenv("CONVEYOR_PRICES", str(bad))
     _out, err = _cli(capsys, "cost", "report", code=2)
     assert "field clouds.aws.reference_instance" in err and "Traceback" not in err
+
+
+def test_gc_on_a_terminal_shows_the_plan_and_asks(client, settings, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    old = p.chain.run(client=client, seed=4)
+    age_run(client.metadata, old.id, 40)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
+    env.update(CONVEYOR_HOME=str(settings.home), COLUMNS="200", PYTHONPATH=str(REPO))
+    leader, follower = os.openpty()
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "conveyor", "gc"], stdin=follower, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, cwd=tmp_path, env=env, text=True)
+        os.write(leader, b"y\n")
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        os.close(leader)
+        os.close(follower)
+    assert proc.returncode == 0, out
+    assert "gc would remove" in out and "Remove 3 artifact row(s) and 3 object(s)" in out
+    assert "Artifact rows removed: 3" in out
+    assert client.metadata.artifacts.for_run(old.id) == []
