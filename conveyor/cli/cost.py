@@ -61,7 +61,8 @@ def gc(dry_run: Annotated[bool, typer.Option("--dry-run", help="Only say what wo
         # (main.py prints "Aborted; nothing was changed. There is no terminal to confirm on: pass --yes")
         raise typer.Abort()
     client = _client()
-    stores = [client.artifacts] + [_store(client, r) for r in root or []]
+    extra = [r for r in dict.fromkeys(root or []) if r.rstrip("/") != client.settings.artifact_root.rstrip("/")]
+    stores = [client.artifacts] + [_store(client, r) for r in extra]
     if not dry_run and not yes:
         plan = collect(client.metadata, stores, older_than_s=age, dry_run=True)
         _print_gc(plan)

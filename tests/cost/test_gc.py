@@ -118,3 +118,23 @@ def test_a_running_run_keeps_its_artifacts_at_any_age_and_records_in_the_root_ke
     assert report.roots[0].kept_by_documents == 1
     assert os.path.exists(client.artifacts.object_path(f"sha256:{hexes[0]}"))
     assert not os.path.exists(client.artifacts.object_path(f"sha256:{hexes[1]}"))
+
+
+def test_gc_sweeps_every_root_it_is_given(client, tmp_path) -> None:
+    from conveyor.store.artifacts import ArtifactStore
+    from conveyor.store.artifacts.transfer import transfer
+
+    run = p.chain.run(client=client, seed=7)
+    copy = ArtifactStore(str(tmp_path / "copy"))        # a copy of the run's objects, as `runs copy` makes
+    transfer(client.artifacts, copy, [_stored(a) for _s, _n, a in client.metadata.artifacts.for_run(run.id)])
+    age_run(client.metadata, run.id, 40)
+    report = collect(client.metadata, [client.artifacts, copy], older_than_s=30 * DAY)
+    assert [r.objects_deleted for r in report.roots] == [3, 3]
+    assert [r.root for r in report.roots] == [client.artifacts.root, copy.root]
+    assert not [f for f in (tmp_path / "copy" / "objects").rglob("*") if f.is_file()]
+
+
+def _stored(a):
+    from conveyor.runtime.slots import stored_from_record
+
+    return stored_from_record(a)
