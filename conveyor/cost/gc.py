@@ -37,12 +37,16 @@ import datetime as dt
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from sqlalchemy import String, and_, cast, delete, func, insert, literal, not_, or_, select
 
 from conveyor.store.metadata import tables as t
+
+if TYPE_CHECKING:
+    from conveyor.store.artifacts import ArtifactStore
+    from conveyor.store.metadata import MetadataStore
 
 ACTIVE_STATUSES = ("running", "queued", "pending")
 DELETE_BATCH = 1000          # paths per delete request (S3's DeleteObjects limit)
@@ -137,7 +141,7 @@ class Listing:
     documents: list[tuple[str, dict[str, Any]]]       # run records and registrations (runs/)
 
 
-def list_root(store: Any) -> Listing:
+def list_root(store: ArtifactStore) -> Listing:
     """Every file under the root, sorted into objects, staged files and documents."""
     fs, base = store.fs, store.base
 
@@ -197,7 +201,7 @@ def _hashes_in(value: Any, into: set[str]) -> None:
             _hashes_in(v, into)
 
 
-def document_hashes(store: Any, documents: Sequence[tuple[str, dict[str, Any]]], cutoff: float) -> set[str]:
+def document_hashes(store: ArtifactStore, documents: Sequence[tuple[str, dict[str, Any]]], cutoff: float) -> set[str]:
     """Objects the root's own documents still need: pending registrations, and recent records."""
     wanted = []
     for path, info in documents:
@@ -216,7 +220,7 @@ def document_hashes(store: Any, documents: Sequence[tuple[str, dict[str, Any]]],
     return found
 
 
-def _remove(store: Any, paths: Sequence[str]) -> None:
+def _remove(store: ArtifactStore, paths: Sequence[str]) -> None:
     for i in range(0, len(paths), DELETE_BATCH):
         batch = list(paths[i:i + DELETE_BATCH])
 
@@ -245,7 +249,7 @@ def keepers(conn: Any, cutoff: float) -> tuple[set[str], set[str]]:
     return runs, ids
 
 
-def collect(metadata: Any, stores: Iterable[Any], *, older_than_s: float, dry_run: bool = False,
+def collect(metadata: MetadataStore, stores: Iterable[ArtifactStore], *, older_than_s: float, dry_run: bool = False,
             now: float | None = None) -> GcReport:
     """Remove (or, with ``dry_run``, only count) what nothing keeps, from the metadata and every root."""
     started = time.perf_counter()
@@ -297,7 +301,7 @@ def collect(metadata: Any, stores: Iterable[Any], *, older_than_s: float, dry_ru
     return report
 
 
-def _sweep(store: Any, listing: Listing, kept_hex: set[str], doomed_hex: set[str], known_hex: set[str],
+def _sweep(store: ArtifactStore, listing: Listing, kept_hex: set[str], doomed_hex: set[str], known_hex: set[str],
            cutoff: float, dry_run: bool) -> RootReport:
     """Decide, and unless ``dry_run`` remove, the files of one root that nothing keeps."""
     out = RootReport(root=store.root, examined=len(listing.objects))

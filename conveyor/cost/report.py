@@ -21,12 +21,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from conveyor.cost.prices import PriceTable
 from conveyor.cost.storage import bytes_of, tag_keys
 from conveyor.cost.usage import endpoint_tags, models_by_run, serving_usage, step_usage
 from conveyor.errors import InvalidRequest
+
+if TYPE_CHECKING:
+    from conveyor.store.metadata import MetadataStore
 
 GROUPINGS = ("pipeline", "step", "tag", "model", "endpoint")
 DAYS_PER_MONTH = 30.44
@@ -99,7 +102,7 @@ class CostReport:
                 "total": round(sum(r.total for r in self.rows), 6) if self.by != "tag" else None}
 
 
-def cost_report(metadata: Any, prices: PriceTable, *, since_s: float, by: str = "pipeline", cloud: str = "aws",
+def cost_report(metadata: MetadataStore, prices: PriceTable, *, since_s: float, by: str = "pipeline", cloud: str = "aws",
                 spot: bool = False, now: float | None = None) -> CostReport:
     """Estimate what the last ``since_s`` seconds cost, grouped ``by``."""
     if by not in GROUPINGS:

@@ -14,10 +14,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from conveyor.cost.prices import PriceTable, round_up
 from conveyor.cost.usage import AttemptUsage, last_runs, percentile, step_usage
+
+if TYPE_CHECKING:
+    from conveyor.store.metadata import MetadataStore
 
 GIB = 1 << 30
 MEMORY_STEP = 256 << 20
@@ -143,7 +146,7 @@ def recommend_step(name: str, requested: Resources, attempts: Sequence[AttemptUs
         recommended=rec, instances=instances, note="; ".join(notes))
 
 
-def recommend(pipeline: Any, metadata: Any, prices: PriceTable, *, last: int = 20,
+def recommend(pipeline: Any, metadata: MetadataStore, prices: PriceTable, *, last: int = 20,
               headroom: float = 0.25) -> tuple[list[StepRecommendation], list[str]]:
     """Per step of ``pipeline``: the recommendation over its last ``last`` runs; and those run ids."""
     specs = pipeline_steps(pipeline)

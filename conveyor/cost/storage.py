@@ -9,11 +9,14 @@ nothing here.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, literal, or_, select
 
 from conveyor.store.metadata import tables as t
+
+if TYPE_CHECKING:
+    from conveyor.store.metadata import MetadataStore
 
 GROUPINGS = ("pipeline", "model", "dataset")
 NO_RUN = "(outside runs)"
@@ -76,7 +79,7 @@ def bytes_by_dataset(conn: Any) -> list[StorageRow]:
             for name, n, ref in rows]
 
 
-def storage_usage(metadata: Any, by: str) -> tuple[list[StorageRow], int, int]:
+def storage_usage(metadata: MetadataStore, by: str) -> tuple[list[StorageRow], int, int]:
     """(rows biggest first, unique objects, unique bytes) of what the metadata says the store holds."""
     if by not in GROUPINGS:
         from conveyor.errors import InvalidRequest
@@ -91,7 +94,7 @@ def storage_usage(metadata: Any, by: str) -> tuple[list[StorageRow], int, int]:
     return sorted(rows, key=lambda row: (-row.bytes, row.name)), int(n), int(total)
 
 
-def bytes_of(metadata: Any, by: str) -> dict[str, int]:
+def bytes_of(metadata: MetadataStore, by: str) -> dict[str, int]:
     """group -> bytes, for ``pipeline``, ``step`` (pipeline/step), ``model`` or ``tag`` (key=value)."""
     a, r, s = t.artifacts, t.runs, t.step_runs
     with metadata.artifacts.read() as conn:

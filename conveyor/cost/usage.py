@@ -11,11 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import exists, false, func, select
 
 from conveyor.store.metadata import tables as t
+
+if TYPE_CHECKING:
+    from conveyor.store.metadata import MetadataStore
 
 RAN = ("succeeded", "failed", "interrupted", "cancelled", "timeout")
 
@@ -69,7 +72,7 @@ class ServingUsage:
     wall_s: float
 
 
-def last_runs(metadata: Any, pipeline: str, n: int) -> list[str]:
+def last_runs(metadata: MetadataStore, pipeline: str, n: int) -> list[str]:
     """Ids of the ``n`` newest runs of a pipeline."""
     r = t.runs
     q = (select(r.c.id).where(r.c.kind == "pipeline", r.c.pipeline_name == pipeline)
@@ -78,7 +81,7 @@ def last_runs(metadata: Any, pipeline: str, n: int) -> list[str]:
         return [row.id for row in conn.execute(q)]
 
 
-def step_usage(metadata: Any, *, run_ids: Sequence[str] | None = None, since: float | None = None) -> list[AttemptUsage]:
+def step_usage(metadata: MetadataStore, *, run_ids: Sequence[str] | None = None, since: float | None = None) -> list[AttemptUsage]:
     """Every attempt of the step runs of ``run_ids`` (or of runs started since ``since``), measured or not."""
     a, s, r = t.step_attempts, t.step_runs, t.runs
     pipeline = func.coalesce(r.c.pipeline_name, r.c.name, "")
@@ -116,7 +119,7 @@ def step_usage(metadata: Any, *, run_ids: Sequence[str] | None = None, since: fl
     return out
 
 
-def serving_usage(metadata: Any, *, since: float | None = None) -> list[ServingUsage]:
+def serving_usage(metadata: MetadataStore, *, since: float | None = None) -> list[ServingUsage]:
     """The serving periods that ended since ``since`` (all of them when None)."""
     u = t.serving_usage
     q = select(u)
@@ -127,7 +130,7 @@ def serving_usage(metadata: Any, *, since: float | None = None) -> list[ServingU
                              row.errors, row.cpu_s, row.wall_s) for row in conn.execute(q.order_by(u.c.period_start))]
 
 
-def models_by_run(metadata: Any) -> dict[str, list[str]]:
+def models_by_run(metadata: MetadataStore) -> dict[str, list[str]]:
     """Run id -> the names of the models it registered versions of."""
     mv = t.model_versions
     with metadata.artifacts.read() as conn:
@@ -138,7 +141,7 @@ def models_by_run(metadata: Any) -> dict[str, list[str]]:
     return {k: sorted(v) for k, v in found.items()}
 
 
-def endpoint_tags(metadata: Any) -> dict[str, dict[str, Any]]:
+def endpoint_tags(metadata: MetadataStore) -> dict[str, dict[str, Any]]:
     """Endpoint name -> its tags (an endpoint spec's ``tags``, when it has some)."""
     with metadata.artifacts.read() as conn:
         rows = conn.execute(select(t.endpoints.c.name, t.endpoints.c.spec))
