@@ -13,7 +13,7 @@ tenth old run, and 1 % orphan files no row knows.
   by hand   ``fs.find(root, detail=True)`` on the same root, listing cache cleared: the floor.
 
 Target: gc within 2x of the floor. Each time is the best of BENCH_REPEATS (default 3) rounds, the
-two taking turns within a round. Prints one JSON object per root, then a summary.
+two taking turns within a round, after a warm-up round (BENCH_WARMUP=0 skips it). Prints one JSON object per root, then a summary.
 Run from the repository root: ``python benchmarks/gc.py [local] [s3]``.
 """
 
@@ -34,6 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 ARTIFACTS = int(os.environ.get("BENCH_ARTIFACTS", "100000"))
 REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
+WARMUP = os.environ.get("BENCH_WARMUP", "1") != "0"    # 0: no warm-up round (moto's listings of 100,000 are slow)
 RUNS = 1000
 TARGET = 2.0
 DAY = 86400.0
@@ -97,7 +98,7 @@ def root_for(name: str) -> Iterator[str]:
 
 def race(*fns: Callable[[], object]) -> list[float]:
     """Best time of each function over REPEATS rounds, taking turns (after one warm-up call each)."""
-    for fn in fns:
+    for fn in fns if WARMUP else ():
         fn()
     times: list[list[float]] = [[] for _ in fns]
     for _ in range(REPEATS):
