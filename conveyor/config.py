@@ -43,9 +43,8 @@ variable                        meaning                                   defaul
                                 runtime environment (``pip``, ``env_vars``)
 ``CONVEYOR_RAY_ENV_VARS``       this process's variables Ray tasks get     none
                                 too: names or globs, comma-separated
-``CONVEYOR_PRICES``             the price table cost estimates use (a     the table shipped in
-                                YAML file like ``conveyor/cost/prices.    the package
-                                yaml``)
+``CONVEYOR_PRICES``             the price table cost estimates use: a     the package's
+                                YAML file shaped like the shipped one     ``cost/prices.yaml``
 ``AIP_HTTP_PORT``               Vertex AI: the port to listen on          ``8080``
 ``AIP_PREDICT_ROUTE``           Vertex AI: the prediction path            ``/predict``
 ``AIP_HEALTH_ROUTE``            Vertex AI: the health path                ``/health``

@@ -138,3 +138,16 @@ def _stored(a):
     from conveyor.runtime.slots import stored_from_record
 
     return stored_from_record(a)
+
+
+def test_modification_times_are_read_from_every_filesystem_s_listing() -> None:
+    import datetime as dt
+
+    from conveyor.cost.gc import modified_at
+
+    at = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
+    assert modified_at({"mtime": at.timestamp()}) == at.timestamp()                 # local folder
+    assert modified_at({"LastModified": at}) == at.timestamp()                      # s3fs
+    assert modified_at({"updated": "2026-01-02T03:04:05.000Z"}) == at.timestamp()   # gcsfs
+    assert modified_at({"last_modified": at.replace(tzinfo=None)}) == at.timestamp()   # adlfs, naive UTC
+    assert modified_at({"size": 3}) is None                                         # unknown: never an orphan
