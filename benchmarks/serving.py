@@ -160,6 +160,12 @@ def main() -> None:
         "conveyor": {"cmd": [str(bin_dir / "conveyor"), "serve", "--host", "127.0.0.1", "--port", str(conveyor_port), *os.environ.get("CONVEYOR_FLAGS", "").split()],
                      "port": conveyor_port, "ready": "/readyz", "path": "/invocations", "oip": False,
                      "headers": {"Authorization": f"Bearer {key}"}},
+        # The same server with the prediction log encoded on a thread of the serving process (the old default).
+        "conveyor-log-thread": {"cmd": [str(bin_dir / "conveyor"), "serve", "--host", "127.0.0.1", "--port",
+                                        str(conveyor_port), *os.environ.get("CONVEYOR_FLAGS", "").split()],
+                                "port": conveyor_port, "ready": "/readyz", "path": "/invocations", "oip": False,
+                                "headers": {"Authorization": f"Bearer {key}"},
+                                "env": {"CONVEYOR_SERVE_LOG_WRITER": "thread"}},
         **peer_servers(work),
     }
     wanted = os.environ.get("BENCH_SERVERS")
@@ -171,6 +177,7 @@ def main() -> None:
     for _ in range(rounds):          # servers alternate, so a noisy minute hurts both alike
         for name, spec in servers.items():
             run_env = env if "path_prefix" not in spec else {**env, "PATH": spec["path_prefix"] + os.pathsep + env["PATH"]}
+            run_env = {**run_env, **spec.get("env", {})}
             proc = start(spec["cmd"], run_env, work / f"{name}.log")
             base_url = f"http://127.0.0.1:{spec['port']}"
             try:
@@ -181,7 +188,8 @@ def main() -> None:
                     samples.setdefault((name, rows), []).append(r)
             finally:
                 stop(proc)
-    served_rows = sum(r["requests"] * rows for (name, rows), v in samples.items() if name == "conveyor" for r in v)
+    served_rows = sum(r["requests"] * rows for (name, rows), v in samples.items() if name.startswith("conveyor")
+                      for r in v)
     results = {k: {m: float(np.mean([r[m] for r in v])) for m in v[0] if m != "requests"} for k, v in samples.items()}
     for (name, rows), r in sorted(results.items(), key=lambda kv: (kv[0][1], kv[0][0] != "floor")):
         base, strict = results[("floor", rows)], results.get(("floor-orjson", rows))

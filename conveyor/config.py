@@ -90,6 +90,7 @@ class Settings:
     serve_max_in_flight: int = 64
     serve_log_max_rows: int = 500_000
     serve_log_interval_s: float = 2.0
+    serve_log_writer: str = "process"     # "process": encode the prediction log off the serving process
     aip_predict_route: str = "/predict"
     aip_health_route: str = "/health"
     agent_heartbeat_s: float = 60.0
@@ -208,6 +209,8 @@ def load_settings(env: Mapping[str, str] | None = None, cwd: Path | None = None)
                                                    get("serve_log_max_rows", 500_000))),
                     serve_log_interval_s=_seconds("CONVEYOR_SERVE_LOG_INTERVAL_S",
                                                          get("serve_log_interval_s", 2.0)),
+                    serve_log_writer=str(env.get("CONVEYOR_SERVE_LOG_WRITER")
+                                         or get("serve_log_writer", "process")).strip().lower(),
                     dask_scheduler_address=str(env.get("DASK_SCHEDULER_ADDRESS", "")).strip() or None,
                     ray_address=ray_address,
                     ray_shared_root=_flag(get("ray_shared_root", "")),
