@@ -259,6 +259,12 @@ def _write_flush(files: Any, blocks: list[dict[str, Any]], entries: list[Any]) -
 
 
 def main() -> None:
+    import signal
+
+    # Ctrl-C and SIGTERM reach the whole process group; the server, not this child, decides when to stop:
+    # it flushes through us and then says stop (or dies, and we see the pipe close).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     inp, out = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr                          # nothing but frames on the pipe
     try:
