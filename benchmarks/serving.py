@@ -150,8 +150,10 @@ def main() -> None:
 
     floor_port, fast_floor_port, conveyor_port = free_port(), free_port(), free_port()
     def floor(app: str, port: int) -> dict:
+        # uvicorn as it installs (pure-Python loop and parser), whatever else is in the virtualenv
         return {"cmd": [str(bin_dir / "python"), "-m", "uvicorn", f"floor_app:{app}", "--host", "127.0.0.1",
-                        "--log-level", "warning", "--no-access-log", "--port", str(port)],
+                        "--log-level", "warning", "--no-access-log", "--port", str(port),
+                        "--loop", "asyncio", "--http", "h11"],
                 "port": port, "ready": "/docs", "path": "/invocations", "oip": False}
 
     servers = {
@@ -160,6 +162,11 @@ def main() -> None:
         "conveyor": {"cmd": [str(bin_dir / "conveyor"), "serve", "--host", "127.0.0.1", "--port", str(conveyor_port), *os.environ.get("CONVEYOR_FLAGS", "").split()],
                      "port": conveyor_port, "ready": "/readyz", "path": "/invocations", "oip": False,
                      "headers": {"Authorization": f"Bearer {key}"}},
+        "conveyor-granian": {"cmd": [str(bin_dir / "conveyor"), "serve", "--host", "127.0.0.1", "--port",
+                                     str(conveyor_port), "--server", "granian",
+                                     *os.environ.get("CONVEYOR_FLAGS", "").split()],
+                             "port": conveyor_port, "ready": "/readyz", "path": "/invocations", "oip": False,
+                             "headers": {"Authorization": f"Bearer {key}"}},
         # The same server with the prediction log encoded on a thread of the serving process (the old default).
         "conveyor-log-thread": {"cmd": [str(bin_dir / "conveyor"), "serve", "--host", "127.0.0.1", "--port",
                                         str(conveyor_port), *os.environ.get("CONVEYOR_FLAGS", "").split()],
