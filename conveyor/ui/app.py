@@ -112,11 +112,15 @@ def create_ui_app(client: Any) -> Starlette:
         resp.delete_cookie(SESSION_COOKIE, path="/")
         return resp
 
+    async def favicon(request: Request) -> Response:
+        return Response(status_code=204)
+
     async def home(request: Request) -> Response:
         return RedirectResponse("/runs", status_code=303)
 
     routes: list[Any] = api.routes() + [
         Route("/", home, methods=["GET"]),
+        Route("/favicon.ico", favicon, methods=["GET"]),
         Route("/login", login_form, methods=["GET"]),
         Route("/login", login, methods=["POST"]),
         Route("/logout", logout, methods=["POST"]),
