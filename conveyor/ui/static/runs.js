@@ -22,10 +22,23 @@
     const more = h("button", { "data-testid": "next-page" }, "Next page");
     const prev = h("button", { "data-testid": "prev-page" }, "Previous page");
     const pageNo = h("span", { class: "muted" });
-    main.append(h("h1", {}, "Runs"), form, h("div", { class: "bar" }, compareBtn, count),
-      h("table", { "data-testid": "runs" }, h("thead", {}, h("tr", {}, ["", "run", "pipeline", "status", "started", "duration", "parameters"].map((c) => h("th", {}, c)))), body),
-      h("div", { class: "bar" }, prev, more, pageNo));
     const selected = new Set();
+    const allBox = h("input", { type: "checkbox", "aria-label": "select every run on this page", "data-testid": "select-page" });
+    const showSelection = () => {
+      compareBtn.disabled = selected.size < 2;
+      compareBtn.textContent = `Compare selected (${selected.size})`;
+    };
+    allBox.addEventListener("change", () => {
+      for (const box of body.querySelectorAll("input[type=checkbox]")) {
+        box.checked = allBox.checked;
+        const id = box.closest("tr").dataset.run;
+        allBox.checked ? selected.add(id) : selected.delete(id);
+      }
+      showSelection();
+    });
+    main.append(h("h1", {}, "Runs"), form, h("div", { class: "bar" }, compareBtn, count),
+      h("table", { "data-testid": "runs" }, h("thead", {}, h("tr", {}, [allBox, "run", "pipeline", "status", "started", "duration", "parameters"].map((c) => h("th", {}, c)))), body),
+      h("div", { class: "bar" }, prev, more, pageNo));
     const filters = () => ({ pipeline: pipe.value, status: status.value, tag: inputs[0].value, param: inputs[1].value,
       since: inputs[2].value, until: inputs[3].value });
     form.addEventListener("submit", (ev) => {
@@ -43,8 +56,7 @@
         const box = h("input", { type: "checkbox", checked: selected.has(r.id), "aria-label": "select " + r.id });
         box.addEventListener("change", () => {
           box.checked ? selected.add(r.id) : selected.delete(r.id);
-          compareBtn.disabled = selected.size < 2;
-          compareBtn.textContent = `Compare selected (${selected.size})`;
+          showSelection();
         });
         const params = Object.entries(r.parameters).map(([k, v]) => `${k}=${CV.num(v)}`).join(", ");
         return h("tr", { "data-run": r.id }, h("td", {}, box), h("td", {}, CV.link("/runs/" + r.id, r.id)),
