@@ -85,7 +85,7 @@ window.CV = window.CV || {};
     const nav = NAV.map(([href, text]) => h("a", { href, class: location.pathname.startsWith(href) ? "on" : "" }, text));
     document.body.prepend(h("header", {}, h("a", { class: "brand", href: "/runs" }, "Conveyor"), nav, who));
     try {
-      CV.me = await CV.get("/api/session");
+      CV.me = await CV.session;
       who.append(CV.me.actor + " · " + CV.me.role);
       if (CV.me.auth === "session") {
         who.append(h("button", { onclick: async () => {
@@ -98,17 +98,22 @@ window.CV = window.CV || {};
   }
 
   CV.canAct = () => CV.me && (CV.me.role === "approver" || CV.me.role === "admin");
+  CV.whoami = async () => { CV.me = CV.me || await CV.session; return CV.me; };
 
   async function start() {
     const main = document.getElementById("page");
-    await header(main);
+    CV.session = CV.get("/api/session");
+    const top = header(main);
     const path = location.pathname.replace(/\/+$/, "") || "/runs";
     const route = routes.find((r) => r.re.test(path));
-    if (!route) { main.append(h("h1", {}, "Not found"), h("p", {}, "No page at " + path + ".")); return; }
+    if (!route) { await top; main.append(h("h1", {}, "Not found"), h("p", {}, "No page at " + path + ".")); return; }
     document.title = route.title + " · Conveyor";
     const args = path.match(route.re).slice(1).map(decodeURIComponent);
+    const drawing = route.draw(main, ...args);
+    drawing.catch(() => {});
     try {
-      await route.draw(main, ...args);
+      await top;          // the page's own requests are already on their way
+      await drawing;
     } catch (e) {
       main.append(h("p", { class: "error", "data-testid": "error" }, e.message));
     }

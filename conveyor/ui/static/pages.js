@@ -29,7 +29,7 @@
     const base = "/api/models/" + encodeURIComponent(name);
     const comment = h("input", { name: "comment", placeholder: "comment for approve / reject", size: 40 });
     async function draw() {
-      const m = await CV.get(base);
+      const [m] = await Promise.all([CV.get(base), CV.whoami()]);
       const can = CV.canAct();
       const versions = CV.table(["version", "approval", "aliases", "metrics", "run", "created", ""], m.versions.map((v) =>
         h("tr", { "data-version": v.version }, h("td", { class: "num" }, v.version), h("td", { "data-testid": "approval" }, CV.status(v.approval)),

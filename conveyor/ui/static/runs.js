@@ -7,6 +7,9 @@
   // --- /runs ---------------------------------------------------------------------------------
   CV.page("/runs", "Runs", async (main) => {
     const q = new URLSearchParams(location.search);
+    const base = Object.fromEntries(q.entries());
+    let firstPage = CV.get("/api/runs" + CV.qs({ ...base, limit: q.get("limit") || 50 }));
+    firstPage.catch(() => {});
     const pipelines = await CV.get("/api/pipelines");
     const field = (name, el) => h("label", {}, name, el);
     const pipe = h("select", { name: "pipeline" }, h("option", { value: "" }, "all"),
@@ -49,9 +52,10 @@
     const cursors = [null];
     let at = 0;
     async function load() {
-      const base = Object.fromEntries(q.entries());
       const t0 = performance.now();
-      const page = await CV.get("/api/runs" + CV.qs({ ...base, limit: q.get("limit") || 50, cursor: cursors[at] || "" }));
+      const page = firstPage ? await firstPage
+        : await CV.get("/api/runs" + CV.qs({ ...base, limit: q.get("limit") || 50, cursor: cursors[at] || "" }));
+      firstPage = null;
       body.replaceChildren(...page.runs.map((r) => {
         const box = h("input", { type: "checkbox", checked: selected.has(r.id), "aria-label": "select " + r.id });
         box.addEventListener("change", () => {
