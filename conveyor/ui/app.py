@@ -7,6 +7,7 @@ exist) only ``/login`` and ``/static`` answer: the static files are the dashboar
 
 from __future__ import annotations
 
+import logging
 import secrets
 from pathlib import Path
 from typing import Any
@@ -20,11 +21,13 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from conveyor.errors import ConveyorError, PermissionDenied, Unauthenticated
+from conveyor.errors import ConveyorError, NotFound, PermissionDenied, Unauthenticated
+from conveyor.serving.protocols.base import error_response, json_response
 from conveyor.ui.api import Api
 from conveyor.ui.auth import (CSRF_COOKIE, SESSION_COOKIE, SESSION_TTL_S, Sessions, check_csrf, key_record,
                               same_origin)
 
+log = logging.getLogger("conveyor.ui")
 STATIC = Path(__file__).parent / "static"
 PAGES = ["/runs", "/runs/{run_id}", "/compare", "/models", "/models/{name}", "/lineage", "/endpoints",
          "/monitoring", "/automation", "/datasets", "/datasets/{name}", "/studies", "/studies/{name}"]
@@ -102,8 +105,6 @@ def create_ui_app(client: Any) -> Starlette:
             viewer = await run_in_threadpool(api.viewer, request)
             check_csrf(request, viewer)
         except (Unauthenticated, PermissionDenied) as exc:
-            from conveyor.serving.protocols.base import error_response
-
             return error_response(exc)
         token = request.cookies.get(SESSION_COOKIE)
         if token:
@@ -126,6 +127,17 @@ def create_ui_app(client: Any) -> Starlette:
         Route("/logout", logout, methods=["POST"]),
         Mount("/static", app=StaticFiles(directory=STATIC), name="static"),
     ] + [Route(p, page, methods=["GET"]) for p in PAGES]
-    app = Starlette(routes=routes)
+    async def unknown_api(request: Request) -> Response:
+        return error_response(NotFound(f"No API route {request.method} {request.url.path}. The routes are listed at "
+                                       "/api/openapi.json."))
+
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        # the one place an unexpected error is answered: logged with its traceback, answered as JSON
+        log.error("dashboard %s %s failed", request.method, request.url.path, exc_info=exc)
+        return json_response({"error": f"Unexpected error: {type(exc).__name__}. The dashboard's log has the "
+                              "traceback.", "field": "server"}, 500)
+
+    routes.append(Route("/api/{rest:path}", unknown_api, methods=["GET", "POST", "PUT", "DELETE", "PATCH"]))
+    app = Starlette(routes=routes, exception_handlers={Exception: unexpected})
     app.add_middleware(SecurityHeaders)
     return app

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Iterator
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,9 +38,7 @@ def grant_roles(client: Any) -> None:
     boss.grant("alice", "approver")
 
 
-@pytest.fixture
-def home(client: Any) -> Any:
-    """Three real training runs (three versions of model 'clf'), version 1 approved and in production."""
+def _populate(client: Any) -> None:
     from conveyor.registry import ModelRegistry
 
     for i, lr in enumerate((0.1, 0.2, 0.3)):
@@ -46,6 +47,28 @@ def home(client: Any) -> Any:
     alice = ModelRegistry(client.metadata, client.artifacts, "alice")
     alice.approve("clf:1", "first")
     alice.set_alias("clf", "production", 1)
+
+
+@pytest.fixture(scope="session")
+def template_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The home every test starts from, made once by real runs (each test gets its own copy)."""
+    from conveyor.config import load_settings
+    from conveyor.runtime.client import Client
+
+    root = tmp_path_factory.mktemp("ui-home")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
+    c = Client(load_settings(env={**env, "CONVEYOR_HOME": str(root / "home")}, cwd=root))
+    try:
+        _populate(c)
+    finally:
+        c.close()
+    return root / "home"
+
+
+@pytest.fixture
+def home(template_home: Path, settings: Any, client: Any) -> Any:
+    """Three real training runs (three versions of model 'clf'), version 1 approved and in production."""
+    shutil.copytree(template_home, settings.home, dirs_exist_ok=True)
     return client
 
 

@@ -222,3 +222,8 @@ def test_pages_are_served_with_security_headers(api: Any) -> None:
         assert resp.status_code == 200 and "<script" in resp.text, path
         assert resp.headers["x-frame-options"] == "DENY" and "default-src 'self'" in \
             resp.headers["content-security-policy"]
+
+
+def test_unknown_api_route_is_a_json_404(api: Any) -> None:
+    resp = api.get("/api/nothing/here")
+    assert resp.status_code == 404 and "/api/openapi.json" in resp.json()["error"]
