@@ -66,7 +66,7 @@ def api_times(client: object, ids: list[str]) -> dict[str, float]:
     from conveyor.ui.app import create_ui_app
 
     out = {}
-    with TestClient(create_ui_app(client)) as tc:
+    with TestClient(create_ui_app(client), base_url="http://127.0.0.1") as tc:
         cursor = None
         for _ in range(100):
             cursor = tc.get("/api/runs", params={"limit": 50, **({"cursor": cursor} if cursor else {})}).json()[

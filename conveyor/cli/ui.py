@@ -31,6 +31,6 @@ def ui(host: Annotated[str, typer.Option(help="Address to listen on. Keep 127.0.
         raise ConfigurationError(f"Cannot listen on {host}:{port} ({exc.strerror}). Pick another with "
                                  "`conveyor ui --port N`.") from None
     client = Client()
-    app = create_ui_app(client)
+    app = create_ui_app(client, host=host)
     typer.echo(f"Conveyor dashboard on http://{host}:{port}/ (Ctrl-C to stop)")
     uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -21,7 +21,7 @@ from conveyor.errors import ConveyorError, InvalidRequest
 from conveyor.serving.openapi import describe, openapi_document
 from conveyor.serving.protocols.base import error_response, json_response, load_json
 from conveyor.ui import catalog, lineage, runs
-from conveyor.ui.auth import Sessions, Viewer, acting, check_csrf, identify, role_of
+from conveyor.ui.auth import LOOPBACK, Sessions, Viewer, acting, check_csrf, identify, role_of
 
 log = logging.getLogger("conveyor.ui")
 MAX_BODY = 64 * 1024
@@ -60,12 +60,13 @@ Handler = Callable[[Call], Any]
 class Api:
     """Builds the routes over one client and one session table."""
 
-    def __init__(self, client: Any, sessions: Sessions) -> None:
+    def __init__(self, client: Any, sessions: Sessions, open_hosts: frozenset[str] = LOOPBACK) -> None:
         self.client = client
         self.sessions = sessions
+        self.open_hosts = open_hosts
 
     def viewer(self, request: Request) -> Viewer:
-        return identify(request, self.client.metadata, self.sessions, self.client.settings.actor)
+        return identify(request, self.client.metadata, self.sessions, self.client.settings.actor, self.open_hosts)
 
     def route(self, path: str, fn: Handler, *, action: bool = False, body: dict[str, Any] | None = None,
               summary: str | None = None) -> Route:

@@ -24,7 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from conveyor.errors import ConveyorError, NotFound, PermissionDenied, Unauthenticated
 from conveyor.serving.protocols.base import error_response, json_response
 from conveyor.ui.api import Api
-from conveyor.ui.auth import (CSRF_COOKIE, SESSION_COOKIE, SESSION_TTL_S, Sessions, check_csrf, key_record,
+from conveyor.ui.auth import (CSRF_COOKIE, LOOPBACK, SESSION_COOKIE, SESSION_TTL_S, Sessions, check_csrf, key_record,
                               same_origin)
 
 log = logging.getLogger("conveyor.ui")
@@ -66,16 +66,19 @@ def _next(raw: str | None) -> str:
     return raw if raw and raw.startswith("/") and not raw.startswith("//") else "/runs"
 
 
-def create_ui_app(client: Any) -> Starlette:
-    """The dashboard over ``client``'s metadata and artifact stores."""
+def create_ui_app(client: Any, *, host: str | None = None) -> Starlette:
+    """The dashboard over ``client``'s metadata and artifact stores; ``host`` is the name it listens on
+    (answered, besides loopback, while the store has no key)."""
     sessions = Sessions()
-    api = Api(client, sessions)
+    api = Api(client, sessions, LOOPBACK | ({host.strip("[]").lower()} if host and host not in ("0.0.0.0", "::") else set()))
 
     async def page(request: Request) -> Response:
         try:
             viewer = await run_in_threadpool(api.viewer, request)
         except Unauthenticated:
             return RedirectResponse(f"/login?next={quote(request.url.path)}", status_code=303)
+        except PermissionDenied as exc:
+            return Response(exc.message, status_code=403, media_type="text/plain")
         resp = FileResponse(STATIC / "index.html", headers={"cache-control": "no-store"})
         if viewer.auth == "open" and not viewer.csrf:
             _cookie(resp, request, CSRF_COOKIE, secrets.token_urlsafe(24), http_only=False)

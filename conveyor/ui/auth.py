@@ -1,7 +1,8 @@
 """Who is looking at the dashboard: the server's API keys, a session cookie, and CSRF checks.
 
 The dashboard takes the same keys as the server (``conveyor keys create``). While the store holds no
-active key it is open, as the CLI is to whoever can open the store, and acts as ``settings.actor``.
+active key it is open, as the CLI is to whoever can open the store, and acts as ``settings.actor``,
+answering only to this machine's names (the host it listens on, ``localhost``, loopback).
 Once a key exists nothing is served without one: a browser logs in with the key once and gets a
 session cookie (HttpOnly, SameSite=Strict); a script sends ``Authorization: Bearer <key>``.
 
@@ -102,7 +103,11 @@ def presented_bearer(request: Request) -> str:
     return auth[7:].strip() if auth.lower().startswith("bearer ") else ""
 
 
-def identify(request: Request, metadata: Any, sessions: Sessions, default_actor: str) -> Viewer:
+LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def identify(request: Request, metadata: Any, sessions: Sessions, default_actor: str,
+             open_hosts: frozenset[str] = LOOPBACK) -> Viewer:
     """Who makes this request; Unauthenticated when keys exist and none (or a bad one) came."""
     bearer = presented_bearer(request)
     if bearer:
@@ -117,6 +122,12 @@ def identify(request: Request, metadata: Any, sessions: Sessions, default_actor:
     if keys_active(metadata):
         raise Unauthenticated("This dashboard needs an API key: log in at /login, or send "
                               "`Authorization: Bearer <key>` (create one with `conveyor keys create --actor NAME`).")
+    host = (request.url.hostname or "").strip("[]").lower()
+    if host not in open_hosts:
+        # without keys, only names of this machine: a page elsewhere that rebinds its own name to
+        # 127.0.0.1 must not read the dashboard as if it were its own site
+        raise PermissionDenied(f"This dashboard has no API key yet, so it answers only as {', '.join(sorted(open_hosts))}, "
+                               f"not {host!r}. Create a key (`conveyor keys create --actor NAME`) to serve other names.")
     return Viewer(default_actor, "open", csrf=request.cookies.get(CSRF_COOKIE))
 
 

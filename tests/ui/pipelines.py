@@ -50,3 +50,16 @@ def after(value: str) -> int:
 @cv.pipeline
 def gated(flag: str = "go"):
     after(wait_for(flag))
+
+
+@cv.step
+def fit_on_dataset(ref: str) -> int:
+    """Reads a registered dataset version (recorded as read by this run) and registers a model on it."""
+    df = cv.data.load_dataset(ref).to_pandas()
+    model = LogisticRegression().fit(df[["a", "b"]], (df["a"] > 0).astype(int))
+    return cv.register_model("from_data", model).version
+
+
+@cv.pipeline
+def from_dataset(ref: str = "events:1"):
+    fit_on_dataset(ref)

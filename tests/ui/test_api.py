@@ -227,3 +227,70 @@ def test_pages_are_served_with_security_headers(api: Any) -> None:
 def test_unknown_api_route_is_a_json_404(api: Any) -> None:
     resp = api.get("/api/nothing/here")
     assert resp.status_code == 404 and "/api/openapi.json" in resp.json()["error"]
+
+
+def test_dataset_lineage_reaches_the_model_trained_on_it(api: Any, home: Any) -> None:
+    import numpy as np
+    import pandas as pd
+
+    import conveyor as cv
+    from tests.ui.pipelines import from_dataset
+
+    rng = np.random.default_rng(1)
+    cv.data.register_dataset("events", pd.DataFrame({"a": rng.normal(size=40), "b": rng.normal(size=40)}), client=home)
+    run = from_dataset.run(ref="events:1", client=home)
+    assert [d["name"] for d in api.get("/api/datasets").json()] == ["events"]
+    assert api.get("/api/datasets/events").json()["versions"][0]["rows"] == 40
+    lin = api.get("/api/lineage/datasets/events/1").json()
+    assert {"read"} <= {u["role"] for u in lin["uses"]} and run.id in {u["run"] for u in lin["uses"]}
+    assert ("from_data", 1) in {(m["model"], m["version"]) for m in lin["models"]}
+    detail = api.get(f"/api/runs/{run.id}").json()
+    assert {"dataset": "events", "version": 1, "role": "read"} in [
+        {k: d[k] for k in ("dataset", "version", "role")} for d in detail["datasets"]]
+    assert api.get("/api/datasets/none").status_code == 404
+
+
+def test_monitoring_automation_and_studies_read_the_stores(api: Any, home: Any) -> None:
+    import time
+
+    from conveyor.store.metadata import StepOutcome
+
+    auto = home.metadata.automation
+    auto.create_monitor("fraud-drift", "fraud", 3600, {"kind": "drift"})
+    auto.add_check("fraud-drift", "drift", rows=500, drift_share=0.4, findings=[{"column": "a", "drifted": True}])
+    auto.raise_alert("fraud-drift", "drift", "2 of 5 columns drifted", {}, 0)
+    auto.create_schedule("nightly", "tests.ui.pipelines:training", "0 3 * * *", {"lr": 0.1}, time.time() + 3600)
+    auto.fire("schedule", "nightly", {"due": "03:00"})
+    mon = api.get("/api/monitoring").json()
+    assert mon["monitors"][0]["checks"][0]["drift_share"] == 0.4
+    assert mon["alerts"][0]["message"] == "2 of 5 columns drifted"
+    a = api.get("/api/automation").json()
+    assert a["schedules"][0]["cron"] == "0 3 * * *" and a["firings"][0]["source"] == "schedule:nightly"
+    parent = home.list_runs(limit=1)[0].id
+    for n, (lr, value) in enumerate(((0.1, 0.8), (0.3, 0.9))):
+        rid = home.metadata.trials.open(study="s1", number=n, parent_run_id=parent, parent_step_run_id=None,
+                                        parameters={"lr": lr}, pid=1, host="h", sampler=None)
+        home.metadata.trials.close(rid, StepOutcome(status="succeeded", metrics=[("value", value, None, time.time())]),
+                                   status="succeeded")
+    assert api.get("/api/studies").json()[0] | {"started": None} == {
+        "name": "s1", "trials": 2, "by_status": {"succeeded": 2}, "started": None}
+    study = api.get("/api/studies/s1").json()
+    assert [(t["number"], t["parameters"]["lr"], t["metrics"]["value"]) for t in study["trials"]] == [
+        (0, 0.1, 0.8), (1, 0.3, 0.9)]
+    assert api.get("/api/studies/none").status_code == 404
+
+
+def test_without_keys_only_this_machines_names_are_answered(home: Any) -> None:
+    """A page that rebinds its own name to 127.0.0.1 cannot read an open dashboard."""
+    from starlette.testclient import TestClient
+
+    from conveyor.ui.app import create_ui_app
+
+    with TestClient(create_ui_app(home), base_url="http://evil.example:8765") as tc:
+        resp = tc.get("/api/runs")
+        assert resp.status_code == 403 and "conveyor keys create" in resp.json()["error"]
+        assert tc.get("/runs").status_code == 403
+    with TestClient(create_ui_app(home), base_url="http://localhost:8765") as tc:
+        assert tc.get("/api/runs").json()["total"] == 3
+    with TestClient(create_ui_app(home, host="box.lan"), base_url="http://box.lan:8765") as tc:
+        assert tc.get("/api/runs").json()["total"] == 3
