@@ -56,6 +56,16 @@ class Call:
 
 Handler = Callable[[Call], Any]
 
+RUN_FILTERS = {
+    "pipeline": "only this pipeline (or tracking run name)", "status": "only these states, comma-separated",
+    "kind": "pipeline, tracking or trial", "tag*": "KEY=VALUE, repeatable: runs whose tag KEY is VALUE",
+    "param*": "KEY=VALUE, repeatable: runs whose parameter KEY is VALUE",
+    "since": "created at or after: epoch seconds or ISO 8601", "until": "created before: epoch seconds or ISO 8601",
+    "limit": "runs per page, 1-500 (default 50)", "cursor": "next_cursor of the previous page",
+    "offset": "runs to skip (when no cursor)", "total": "0 to skip counting the matching runs"}
+IDS = {"ids": "run ids, comma-separated (at most 200)"}
+KEYS = {"keys": "only these metric keys, comma-separated"}
+
 
 class Api:
     """Builds the routes over one client and one session table."""
@@ -69,7 +79,7 @@ class Api:
         return identify(request, self.client.metadata, self.sessions, self.client.settings.actor, self.open_hosts)
 
     def route(self, path: str, fn: Handler, *, action: bool = False, body: dict[str, Any] | None = None,
-              summary: str | None = None) -> Route:
+              summary: str | None = None, query: dict[str, str] | None = None) -> Route:
         async def handler(request: Request) -> Response:
             try:
                 data = await _body(request) if action else {}
@@ -85,6 +95,7 @@ class Api:
                 log.info("ui %s %s -> %d: %s", request.method, request.url.path, resp.status_code, exc.message)
                 return resp
         handler.__doc__ = summary or fn.__doc__
+        handler.openapi_query = query or {}  # type: ignore[attr-defined]
         if action:
             describe({"application/json": {"schema": body or {"type": "object"}}}, summary)(handler)
         return Route(path, handler, methods=["POST" if action else "GET"])
@@ -103,17 +114,18 @@ class Api:
         routes = [
             r("/api/session", session, summary="Who you are: actor, role, how you logged in, the CSRF token"),
             r("/api/pipelines", lambda c: runs.pipelines(c.client.metadata), summary="Pipeline names"),
-            r("/api/runs", list_runs, summary="Runs, newest first: filters and keyset pagination"),
+            r("/api/runs", list_runs, summary="Runs, newest first: filters and keyset pagination", query=RUN_FILTERS),
             r("/api/runs/{run_id}", lambda c: runs.run_detail(c.client, c.path("run_id")), summary="One run in full"),
             r("/api/runs/{run_id}/states", lambda c: runs.run_states(c.client.metadata, c.path("run_id")),
               summary="A run's status and its steps' states (what a live page polls)"),
             r("/api/runs/{run_id}/logs", lambda c: runs.logs(c.client.metadata, c.path("run_id"),
                                                              c.request.query_params.get("step")),
-              summary="What each step wrote"),
-            r("/api/runs/{run_id}/curves", run_curves, summary="A run's metric curves"),
-            r("/api/compare", lambda c: runs.compare(c.client, c.ids()), summary="Parameters and metrics side by side"),
+              summary="What each step wrote", query={"step": "only this step (node or step name)"}),
+            r("/api/runs/{run_id}/curves", run_curves, summary="A run's metric curves", query=KEYS),
+            r("/api/compare", lambda c: runs.compare(c.client, c.ids()), summary="Parameters and metrics side by side",
+              query=IDS),
             r("/api/curves", lambda c: runs.curves(c.client.metadata, c.ids(), _keys(c)),
-              summary="Metric curves of several runs"),
+              summary="Metric curves of several runs", query=IDS | KEYS),
             r("/api/lineage/artifacts/{artifact_id}",
               lambda c: lineage.artifact_lineage(c.client, c.path("artifact_id")),
               summary="An artifact's producers, consumers, model versions and endpoints"),
@@ -154,6 +166,13 @@ class Api:
                 return error_response(exc)
             doc = openapi_document(everything)
             doc["info"]["title"] = "Conveyor dashboard"
+            for route in everything:
+                op = doc["paths"][route.path]["post" if "POST" in (route.methods or ()) else "get"]
+                op.setdefault("parameters", []).extend(
+                    {"name": name.rstrip("*"), "in": "query", "required": False, "description": text,
+                     "schema": {"type": "array", "items": {"type": "string"}} if name.endswith("*")
+                     else {"type": "string"}, **({"explode": True} if name.endswith("*") else {})}
+                    for name, text in route.endpoint.openapi_query.items())
             return json_response(doc)
 
         return routes + [Route("/api/openapi.json", openapi, methods=["GET"])]

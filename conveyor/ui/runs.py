@@ -202,11 +202,17 @@ def curves(metadata: Any, run_ids: list[str], keys: list[str] | None = None) -> 
     if keys:
         q = q.where(m.c.key.in_(keys))
     out: dict[str, dict[str, dict[str, list[float]]]] = {rid: {} for rid in run_ids}
+    # (run_id, id) is the order of ix_metrics_run's entries, so SQLite reads the index in order and sorts nothing
     with metadata.runs.read() as conn:
-        for rid, key, value, step in conn.execute(q.order_by(m.c.id)):
+        rows = conn.execute(q.order_by(m.c.run_id, m.c.id)).all()
+    last: tuple[str, str] | None = None
+    c: dict[str, list[Any]] = {}
+    for rid, key, value, step in rows:
+        if (rid, key) != last:
             c = out[rid].setdefault(key, {"x": [], "y": []})
-            c["x"].append(len(c["x"]) if step is None else step)
-            c["y"].append(value)
+            last = (rid, key)
+        c["x"].append(len(c["x"]) if step is None else step)
+        c["y"].append(value)
     for per_run in out.values():
         for c in per_run.values():
             if len(c["x"]) > MAX_POINTS:

@@ -294,3 +294,12 @@ def test_without_keys_only_this_machines_names_are_answered(home: Any) -> None:
         assert tc.get("/api/runs").json()["total"] == 3
     with TestClient(create_ui_app(home, host="box.lan"), base_url="http://box.lan:8765") as tc:
         assert tc.get("/api/runs").json()["total"] == 3
+
+
+def test_openapi_describes_query_parameters_and_bodies(api: Any) -> None:
+    doc = api.get("/api/openapi.json").json()
+    runs = {p["name"]: p for p in doc["paths"]["/api/runs"]["get"]["parameters"]}
+    assert {"pipeline", "status", "tag", "param", "since", "until", "limit", "cursor", "offset"} <= set(runs)
+    assert runs["tag"]["schema"]["type"] == "array"
+    body = doc["paths"]["/api/models/{name}/aliases/{alias}"]["post"]["requestBody"]["content"]["application/json"]
+    assert body["schema"]["required"] == ["version"]

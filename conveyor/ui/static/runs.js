@@ -143,8 +143,9 @@
         timeBox.replaceChildren(CV.timeline(full.steps, full.started_at, full.ended_at));
         steps.replaceChildren(...full.steps.map(stepRow));
         statusBox.replaceChildren(CV.status(live.status));
+        await drawCurves();     // a step that finished may have logged more points
         if (live.status === "running") setTimeout(tick, 700);
-        else { await drawCurves(); await drawLogs(); document.body.dataset.live = "done"; }
+        else { await drawLogs(); document.body.dataset.live = "done"; }
       };
       document.body.dataset.live = "polling";
       setTimeout(tick, 700);
