@@ -28,7 +28,7 @@ def test_every_page_draws_without_errors(ui_server: Any, page: Any, home: Any) -
         page.goto(ui_server.url + path)
         _ready(page)
         assert not page.query_selector("[data-testid=error]"), (path, page.inner_text("main"))
-        shot(page, "page" + path.replace("/", "_").replace("?", "_").replace(":", "_"))
+        shot(page, "page" + path.replace(run_id, "run").replace("/", "_").replace("?", "_").replace(":", "_"))
     assert page.errors == []
     page.goto(ui_server.url + "/runs")
     _ready(page)
