@@ -7,6 +7,7 @@ exist) only ``/login`` and ``/static`` answer: the static files are the dashboar
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import secrets
 from pathlib import Path
@@ -16,7 +17,7 @@ from urllib.parse import parse_qs, quote
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import FileResponse, RedirectResponse, Response
+from starlette.responses import RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -35,6 +36,32 @@ HEADERS = [(b"content-security-policy", b"default-src 'self'; img-src 'self' dat
             b"frame-ancestors 'none'; form-action 'self'"),
            (b"x-frame-options", b"DENY"), (b"x-content-type-options", b"nosniff"),
            (b"referrer-policy", b"same-origin")]
+
+
+def asset_version() -> str:
+    """A digest of the static files: pages name their scripts with it, so browsers may keep them for good."""
+    digest = hashlib.sha256()
+    for path in sorted(STATIC.iterdir()):
+        digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+class Assets(StaticFiles):
+    """The static files; one asked for with the current version is cached by the browser for a year."""
+
+    def __init__(self, version: str) -> None:
+        super().__init__(directory=STATIC)
+        self.version = version
+
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        resp = await super().get_response(path, scope)
+        if resp.status_code == 200 and f"v={self.version}".encode() in scope.get("query_string", b""):
+            resp.headers["cache-control"] = "public, max-age=31536000, immutable"
+        return resp
+
+
+def _html(name: str, version: str) -> bytes:
+    return (STATIC / name).read_text(encoding="utf-8").replace("__V__", version).encode()
 
 
 class SecurityHeaders:
@@ -69,6 +96,8 @@ def _next(raw: str | None) -> str:
 def create_ui_app(client: Any, *, host: str | None = None) -> Starlette:
     """The dashboard over ``client``'s metadata and artifact stores; ``host`` is the name it listens on
     (answered, besides loopback, while the store has no key)."""
+    version = asset_version()
+    index, login_page = _html("index.html", version), _html("login.html", version)
     sessions = Sessions()
     api = Api(client, sessions, LOOPBACK | ({host.strip("[]").lower()} if host and host not in ("0.0.0.0", "::") else set()))
 
@@ -79,13 +108,13 @@ def create_ui_app(client: Any, *, host: str | None = None) -> Starlette:
             return RedirectResponse(f"/login?next={quote(request.url.path)}", status_code=303)
         except PermissionDenied as exc:
             return Response(exc.message, status_code=403, media_type="text/plain")
-        resp = FileResponse(STATIC / "index.html", headers={"cache-control": "no-store"})
+        resp = Response(index, media_type="text/html", headers={"cache-control": "no-store"})
         if viewer.auth == "open" and not viewer.csrf:
             _cookie(resp, request, CSRF_COOKIE, secrets.token_urlsafe(24), http_only=False)
         return resp
 
     async def login_form(request: Request) -> Response:
-        return FileResponse(STATIC / "login.html", headers={"cache-control": "no-store"})
+        return Response(login_page, media_type="text/html", headers={"cache-control": "no-store"})
 
     async def login(request: Request) -> Response:
         form = parse_qs((await request.body()).decode("utf-8", "replace"))
@@ -128,7 +157,7 @@ def create_ui_app(client: Any, *, host: str | None = None) -> Starlette:
         Route("/login", login_form, methods=["GET"]),
         Route("/login", login, methods=["POST"]),
         Route("/logout", logout, methods=["POST"]),
-        Mount("/static", app=StaticFiles(directory=STATIC), name="static"),
+        Mount("/static", app=Assets(version), name="static"),
     ] + [Route(p, page, methods=["GET"]) for p in PAGES]
     async def unknown_api(request: Request) -> Response:
         return error_response(NotFound(f"No API route {request.method} {request.url.path}. The routes are listed at "

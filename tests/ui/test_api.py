@@ -303,3 +303,13 @@ def test_openapi_describes_query_parameters_and_bodies(api: Any) -> None:
     assert runs["tag"]["schema"]["type"] == "array"
     body = doc["paths"]["/api/models/{name}/aliases/{alias}"]["post"]["requestBody"]["content"]["application/json"]
     assert body["schema"]["required"] == ["version"]
+
+
+def test_pages_name_their_scripts_by_version_and_those_are_cached(api: Any) -> None:
+    import re
+
+    html = api.get("/runs").text
+    src = re.search(r'src="(/static/app\.js\?v=[0-9a-f]{12})"', html).group(1)
+    assert api.get(src).headers["cache-control"] == "public, max-age=31536000, immutable"
+    assert "immutable" not in api.get("/static/app.js").headers.get("cache-control", "")
+    assert api.get("/runs").headers["cache-control"] == "no-store"
