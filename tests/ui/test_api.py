@@ -313,3 +313,12 @@ def test_pages_name_their_scripts_by_version_and_those_are_cached(api: Any) -> N
     assert api.get(src).headers["cache-control"] == "public, max-age=31536000, immutable"
     assert "immutable" not in api.get("/static/app.js").headers.get("cache-control", "")
     assert api.get("/runs").headers["cache-control"] == "no-store"
+
+
+def test_compare_and_curves_take_id_prefixes_and_name_unknown_runs(api: Any) -> None:
+    ids = [r["id"] for r in api.get("/api/runs").json()["runs"]]
+    prefixes = ",".join(i[:8] for i in ids)
+    assert [r["id"] for r in api.get("/api/compare", params={"ids": prefixes}).json()["runs"]] == ids
+    assert set(api.get("/api/curves", params={"ids": prefixes}).json()) == set(ids)
+    missing = api.get("/api/curves", params={"ids": f"{ids[0]},nope"})
+    assert missing.status_code == 404 and "No run 'nope'" in missing.json()["error"]

@@ -157,6 +157,9 @@
     const ids = new URLSearchParams(location.search).get("ids") || "";
     main.append(h("h1", {}, "Compare runs"));
     if (!ids) { main.append(h("p", { class: "muted" }, "Pick runs on the Runs page and press Compare selected.")); return; }
+    const t0 = performance.now();
+    const curvesAsked = CV.get("/api/curves?ids=" + encodeURIComponent(ids));    // alongside the table's data
+    curvesAsked.catch(() => {});
     const cmp = await CV.get("/api/compare?ids=" + encodeURIComponent(ids));
     const runIds = cmp.runs.map((r) => r.id);
     const head = h("tr", {}, h("th", {}, ""), cmp.runs.map((r) => h("th", {}, CV.link("/runs/" + r.id, r.id.slice(0, 8)))));
@@ -177,8 +180,7 @@
     if (dims.length >= 2) main.append(h("h2", {}, "Parallel coordinates"), h("div", { class: "card" }, CV.parallel(rows, dims)));
     const chartBox = h("div", { class: "grid", "data-testid": "curves" });
     main.append(h("h2", {}, "Curves"), chartBox);
-    const t0 = performance.now();
-    const curves = await CV.get("/api/curves?ids=" + encodeURIComponent(runIds.join(",")));
+    const curves = await curvesAsked;
     const keys = [...new Set(Object.values(curves).flatMap((c) => Object.keys(c)))].filter((k) =>
       Object.values(curves).some((c) => c[k] && c[k].x.length > 1)).sort();
     let pending = keys.length;
@@ -194,7 +196,7 @@
     for (const key of keys) {
       const card = h("div", { class: "card", "data-metric": key });
       chartBox.append(card);
-      const series = runIds.filter((id) => curves[id][key]).map((id) => ({ label: id.slice(0, 8), x: curves[id][key].x, y: curves[id][key].y }));
+      const series = runIds.filter((id) => curves[id] && curves[id][key]).map((id) => ({ label: id.slice(0, 8), x: curves[id][key].x, y: curves[id][key].y }));
       let once = false;
       CV.curves(card, key, series, () => { if (!once) { once = true; drawn(); } });
     }
