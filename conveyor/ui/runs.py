@@ -129,7 +129,8 @@ def step_row(s: Any, reasons: Mapping[str, str]) -> dict[str, Any]:
             "cache_hit": s.cache_hit, "cached_from": s.cached_from, "started": iso(s.started_at),
             "ended": iso(s.ended_at), "started_at": s.started_at, "ended_at": s.ended_at,
             "duration_s": None if s.duration is None else round(s.duration, 6), "error": s.error,
-            "reason": s.reason, "cache_miss": reasons.get(s.name), "map_index": s.map_index}
+            "traceback": s.traceback, "reason": s.reason, "cache_miss": reasons.get(s.name),
+            "map_index": s.map_index}
 
 
 def graph_edges(metadata: Any, run_id: str) -> list[dict[str, str]]:

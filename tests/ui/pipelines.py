@@ -63,3 +63,13 @@ def fit_on_dataset(ref: str) -> int:
 @cv.pipeline
 def from_dataset(ref: str = "events:1"):
     fit_on_dataset(ref)
+
+
+@cv.step
+def explode(x: int) -> int:
+    raise ValueError(f"bad input {x}")
+
+
+@cv.pipeline
+def failing(x: int = 1):
+    explode(x)

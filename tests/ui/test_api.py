@@ -322,3 +322,15 @@ def test_compare_and_curves_take_id_prefixes_and_name_unknown_runs(api: Any) -> 
     assert set(api.get("/api/curves", params={"ids": prefixes}).json()) == set(ids)
     missing = api.get("/api/curves", params={"ids": f"{ids[0]},nope"})
     assert missing.status_code == 404 and "No run 'nope'" in missing.json()["error"]
+
+
+def test_a_failed_run_shows_the_step_error_and_traceback(api: Any, home: Any) -> None:
+    from conveyor.errors import StepFailed
+    from tests.ui.pipelines import failing
+
+    with pytest.raises(StepFailed):
+        failing.run(x=7, client=home)
+    page = api.get("/api/runs", params={"status": "failed"}).json()
+    assert page["total"] == 1 and page["runs"][0]["pipeline"] == "failing"
+    (step,) = api.get(f"/api/runs/{page['runs'][0]['id']}").json()["steps"]
+    assert step["status"] == "failed" and "bad input 7" in step["error"] and "ValueError" in step["traceback"]

@@ -62,7 +62,8 @@
           box.checked ? selected.add(r.id) : selected.delete(r.id);
           showSelection();
         });
-        const params = Object.entries(r.parameters).map(([k, v]) => `${k}=${CV.num(v)}`).join(", ");
+        const params = Object.entries(r.parameters).map(([k, v]) => `${k}=${CV.num(v)}`)
+          .concat(Object.entries(r.tags).map(([k, v]) => `#${k}=${CV.num(v)}`)).join(", ");
         return h("tr", { "data-run": r.id }, h("td", {}, box), h("td", {}, CV.link("/runs/" + r.id, r.id)),
           h("td", {}, r.pipeline || ""), h("td", {}, CV.status(r.status)), h("td", {}, CV.when(r.started)),
           h("td", { class: "num" }, CV.secs(r.duration_s)), h("td", { class: "muted" }, params.slice(0, 120)));
@@ -96,7 +97,7 @@
     const stepRow = (s) => h("tr", { "data-step": s.name }, h("td", {}, s.name), h("td", { "data-testid": "step-status" }, CV.status(s.cache_hit && s.status === "succeeded" ? "cached" : s.status)),
       h("td", { class: "num" }, CV.secs(s.duration_s)), h("td", { class: "num" }, s.attempts),
       h("td", { class: "muted" }, s.cache_hit ? "served from the cache" + (s.cached_from ? ` (step run ${s.cached_from})` : "") : s.cache_miss || s.reason || ""),
-      h("td", { class: "error" }, s.error || ""));
+      h("td", { class: "error" }, s.traceback ? h("details", {}, h("summary", {}, s.error || "error"), h("pre", {}, s.traceback)) : s.error || ""));
     const steps = h("tbody", {}, run.steps.map(stepRow));
     main.append(h("h2", {}, "Steps"), h("table", { "data-testid": "steps" }, h("thead", {}, h("tr", {}, ["step", "state", "duration", "attempts", "cache", "error"].map((c) => h("th", {}, c)))), steps));
     const metricsBox = h("div", { class: "grid", "data-testid": "curves" });
