@@ -92,9 +92,25 @@ def _hundred_runs(home: Any, points: int = 1000) -> list[str]:
 
 def test_compare_a_hundred_runs_draws_every_curve(ui_server: Any, page: Any, home: Any) -> None:
     _hundred_runs(home)
-    page.goto(ui_server.url + "/runs?pipeline=sweep&limit=100")
+    page.goto(ui_server.url + "/runs")
     _ready(page)
     rows = page.locator("[data-testid=runs] tbody tr")
+    assert rows.count() == 50 and page.inner_text("[data-testid=count]") == "103 runs"
+    from playwright.sync_api import expect
+
+    first = rows.nth(0).get_attribute("data-run")
+    page.click("[data-testid=next-page]")
+    expect(page.locator(f"[data-testid=runs] tr[data-run='{first}']")).to_have_count(0)
+    page.click("[data-testid=next-page]")
+    expect(rows).to_have_count(3)
+    assert page.is_disabled("[data-testid=next-page]")
+    page.select_option("select[name=pipeline]", "training")
+    page.click("[data-testid=filters] button[type=submit]")
+    page.wait_for_url("**/runs?pipeline=training")
+    _ready(page)
+    assert rows.count() == 3
+    page.goto(ui_server.url + "/runs?pipeline=sweep&limit=100")
+    _ready(page)
     assert rows.count() == 100
     rows.nth(0).locator("input[type=checkbox]").check()
     rows.nth(0).locator("input[type=checkbox]").uncheck()
