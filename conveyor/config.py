@@ -43,6 +43,9 @@ variable                        meaning                                   defaul
                                 runtime environment (``pip``, ``env_vars``)
 ``CONVEYOR_RAY_ENV_VARS``       this process's variables Ray tasks get     none
                                 too: names or globs, comma-separated
+``CONVEYOR_PRICES``             the price table cost estimates use (a     the table shipped in
+                                YAML file like ``conveyor/cost/prices.    the package
+                                yaml``)
 ``AIP_HTTP_PORT``               Vertex AI: the port to listen on          ``8080``
 ``AIP_PREDICT_ROUTE``           Vertex AI: the prediction path            ``/predict``
 ``AIP_HEALTH_ROUTE``            Vertex AI: the health path                ``/health``
@@ -105,6 +108,7 @@ class Settings:
     ray_shared_root: bool = False
     ray_runtime_env: str = ""          # a JSON object (checked here), merged into every task's runtime env
     ray_env_vars: tuple[tuple[str, str], ...] = ()   # (name, value) of the variables CONVEYOR_RAY_ENV_VARS names
+    prices: str | None = None          # a price table file (CONVEYOR_PRICES); None: the shipped one
 
     def with_overrides(self, **changes: object) -> Settings:
         """Return a copy with some fields replaced."""
@@ -215,7 +219,8 @@ def load_settings(env: Mapping[str, str] | None = None, cwd: Path | None = None)
                     ray_address=ray_address,
                     ray_shared_root=_flag(get("ray_shared_root", "")),
                     ray_runtime_env=_json_table("CONVEYOR_RAY_RUNTIME_ENV", get("ray_runtime_env", "")),
-                    ray_env_vars=_named_variables(env, str(get("ray_env_vars", "") or "")))
+                    ray_env_vars=_named_variables(env, str(get("ray_env_vars", "") or "")),
+                    prices=str(get("prices", "") or "").strip() or None)
 
 
 def _named_variables(env: Mapping[str, str], patterns: str) -> tuple[tuple[str, str], ...]:

@@ -11,6 +11,7 @@ import typer
 from conveyor.cli import artifacts as artifacts_cmd
 from conveyor.cli import automation as automation_cmd
 from conveyor.cli import batch as batch_cmd
+from conveyor.cli import cost as cost_cmd
 from conveyor.cli import datasets as datasets_cmd
 from conveyor.cli import data as data_cmd
 from conveyor.cli import export as export_cmd
@@ -56,6 +57,9 @@ app.command("export")(export_cmd.export)
 app.command("ui")(ui_cmd.ui)
 app.add_typer(datasets_cmd.app, name="datasets", help="Versioned datasets: versions, aliases, lineage, diffs.")
 app.add_typer(data_cmd.app, name="data", help="Data schemas: suggest one from a sample, validate data against it.")
+app.command("gc")(cost_cmd.gc)
+app.command("storage")(cost_cmd.storage)
+app.add_typer(cost_cmd.app, name="cost", help="Right-sizing and cost estimates from what steps and servers used.")
 step_app = typer.Typer(no_args_is_help=True)
 app.add_typer(step_app, name="step", help="Run one step of an exported pipeline (what its tasks run).")
 
