@@ -134,7 +134,7 @@ def main() -> None:
     (work / "model.pkl").write_bytes(pickle.dumps(model))
     bin_dir = Path(sys.executable).parent
     env = {**os.environ, "BENCH_MODEL": str(work / "model.pkl"), "CONVEYOR_HOME": str(work / "home"),
-           "PYTHONPATH": str(HERE / "serving_apps")}
+           "PYTHONPATH": os.pathsep.join([str(HERE / "serving_apps"), str(HERE.parent)])}   # this checkout's code
 
     # Conveyor: register, create the endpoint and a key, like a user does.
     from conveyor.config import load_settings
@@ -154,23 +154,32 @@ def main() -> None:
                         "--log-level", "warning", "--no-access-log", "--port", str(port)],
                 "port": port, "ready": "/docs", "path": "/invocations", "oip": False}
 
+    def conveyor(port: int, extra_env: dict[str, str] | None = None) -> dict:
+        return {"cmd": [str(bin_dir / "conveyor"), "serve", "--host", "127.0.0.1", "--port", str(port),
+                        *os.environ.get("CONVEYOR_FLAGS", "").split()],
+                "port": port, "ready": "/readyz", "path": "/invocations", "oip": False,
+                "headers": {"Authorization": f"Bearer {key}"}, "env": extra_env or {}}
+
     servers = {
         "floor": floor("app", floor_port),
         "floor-orjson": floor("fast_app", fast_floor_port),
-        "conveyor": {"cmd": [str(bin_dir / "conveyor"), "serve", "--host", "127.0.0.1", "--port", str(conveyor_port), *os.environ.get("CONVEYOR_FLAGS", "").split()],
-                     "port": conveyor_port, "ready": "/readyz", "path": "/invocations", "oip": False,
-                     "headers": {"Authorization": f"Bearer {key}"}},
+        "conveyor": conveyor(conveyor_port),
         **peer_servers(work),
+        # the same server without its usage accounting (serving_usage): only when BENCH_SERVERS names it
+        "conveyor-no-usage": conveyor(free_port(), {"CONVEYOR_SERVE_USAGE_INTERVAL_S": "0"}),
     }
     wanted = os.environ.get("BENCH_SERVERS")
     if wanted:
         servers = {k: v for k, v in servers.items() if k in wanted.split(",") or k.startswith("floor")}
+    else:
+        servers.pop("conveyor-no-usage")
     rows_list = [int(r) for r in os.environ.get("BENCH_ROWS", "1,100").split(",")]
     rounds = int(os.environ.get("BENCH_ROUNDS", "2"))
     samples: dict[tuple[str, int], list[dict[str, float]]] = {}
     for _ in range(rounds):          # servers alternate, so a noisy minute hurts both alike
         for name, spec in servers.items():
             run_env = env if "path_prefix" not in spec else {**env, "PATH": spec["path_prefix"] + os.pathsep + env["PATH"]}
+            run_env = {**run_env, **spec.get("env", {})}
             proc = start(spec["cmd"], run_env, work / f"{name}.log")
             base_url = f"http://127.0.0.1:{spec['port']}"
             try:
