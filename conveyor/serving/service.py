@@ -295,9 +295,9 @@ class ServingService:
         v = "-" if version is None else str(version)
         self.metrics.requests.labels(name, v, protocol, str(code)).inc()
         self.metrics.errors.labels(name, v, kind).inc()
-        if self.usage is not None:
+        if self.usage is not None:   # under the version that answered, when one did
             route = table.routes.get(name)
-            model = next((k.name for k in route.keys if k.version == version), None) if route and version is not None else None
+            model = None if route is None else next((k.name for k in route.keys if k.version == version), None)
             self.usage.error(name, model, version if model is not None else None)
         if self.access_log is not None:
             self.access_log.write(ts=time.time(), request_id=request_id, endpoint=name, protocol=protocol,

@@ -32,8 +32,8 @@ def executor_name(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatc
 @pytest.fixture
 def settings(settings: Settings, request: pytest.FixtureRequest) -> Settings:
     """The suite's settings, read again once a cluster's address is in the environment (``executor_name``,
-    ``on_ray``): executors take the address from the settings the client passes them."""
-    setting_up = [name for name in ("executor_name", "on_ray") if name in request.fixturenames]
+    ``on_ray``, ``on_dask``): executors take the address from the settings the client passes them."""
+    setting_up = [name for name in ("executor_name", "on_ray", "on_dask") if name in request.fixturenames]
     for name in setting_up:
         request.getfixturevalue(name)
     return load_settings() if setting_up else settings
