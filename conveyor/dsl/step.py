@@ -351,5 +351,5 @@ def _split_resources(step_name: str, resources: Mapping[str, float] | None, cpus
         if value is not None and (isinstance(value, bool) or not isinstance(value, int | float) or value < 0):
             raise PipelineDefinitionError(f"Step '{step_name}': {name} needs a number of 0 or more, got {value!r}.")
     if given["memory"] is not None:
-        parse_memory(given["memory"], step_name)   # a size no executor or target could read fails here, not at run time
+        parse_memory(given["memory"], step_name)   # a size nothing could read fails here, not at run time
     return given["cpus"], given["memory"], given["gpus"], tuple(sorted(custom))
