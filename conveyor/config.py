@@ -33,6 +33,9 @@ variable                        meaning                                   defaul
 ``CONVEYOR_SERVE_LOG_MAX_ROWS``   prediction-log rows held in memory:     ``500000``
                                 the most a SIGKILL can lose (per worker)
 ``CONVEYOR_SERVE_LOG_INTERVAL_S`` prediction-log flush interval (seconds) ``2``
+``CONVEYOR_SERVE_USAGE_INTERVAL_S`` how often a server writes its CPU and  ``60``
+                                request counts per endpoint and version
+                                to ``serving_usage``; ``0``: not counted
 ``DASK_SCHEDULER_ADDRESS``      the Dask scheduler ``CONVEYOR_EXECUTOR=   a local cluster started once
                                 dask`` connects to (``tcp://host:8786``)  per process
 ``CONVEYOR_RAY_ADDRESS``        the Ray cluster (``host:port``, ``auto``,  ``RAY_ADDRESS``
@@ -43,6 +46,9 @@ variable                        meaning                                   defaul
                                 runtime environment (``pip``, ``env_vars``)
 ``CONVEYOR_RAY_ENV_VARS``       this process's variables Ray tasks get     none
                                 too: names or globs, comma-separated
+``CONVEYOR_PRICES``             the price table cost estimates use (a     the table shipped in
+                                YAML file like ``conveyor/cost/prices.    the package
+                                yaml``)
 ``AIP_HTTP_PORT``               Vertex AI: the port to listen on          ``8080``
 ``AIP_PREDICT_ROUTE``           Vertex AI: the prediction path            ``/predict``
 ``AIP_HEALTH_ROUTE``            Vertex AI: the health path                ``/health``
@@ -91,6 +97,7 @@ class Settings:
     serve_log_max_rows: int = 500_000
     serve_log_interval_s: float = 2.0
     serve_log_writer: str = "process"     # "process": encode the prediction log off the serving process
+    serve_usage_interval_s: float = 60.0   # 0: the server keeps no usage
     aip_predict_route: str = "/predict"
     aip_health_route: str = "/health"
     agent_heartbeat_s: float = 60.0
@@ -105,6 +112,7 @@ class Settings:
     ray_shared_root: bool = False
     ray_runtime_env: str = ""          # a JSON object (checked here), merged into every task's runtime env
     ray_env_vars: tuple[tuple[str, str], ...] = ()   # (name, value) of the variables CONVEYOR_RAY_ENV_VARS names
+    prices: str | None = None          # a price table file (CONVEYOR_PRICES); None: the shipped one
 
     def with_overrides(self, **changes: object) -> Settings:
         """Return a copy with some fields replaced."""
@@ -211,11 +219,14 @@ def load_settings(env: Mapping[str, str] | None = None, cwd: Path | None = None)
                                                          get("serve_log_interval_s", 2.0)),
                     serve_log_writer=str(env.get("CONVEYOR_SERVE_LOG_WRITER")
                                          or get("serve_log_writer", "process")).strip().lower(),
+                    serve_usage_interval_s=_seconds("CONVEYOR_SERVE_USAGE_INTERVAL_S",
+                                                    get("serve_usage_interval_s", 60.0), zero=True),
                     dask_scheduler_address=str(env.get("DASK_SCHEDULER_ADDRESS", "")).strip() or None,
                     ray_address=ray_address,
                     ray_shared_root=_flag(get("ray_shared_root", "")),
                     ray_runtime_env=_json_table("CONVEYOR_RAY_RUNTIME_ENV", get("ray_runtime_env", "")),
-                    ray_env_vars=_named_variables(env, str(get("ray_env_vars", "") or "")))
+                    ray_env_vars=_named_variables(env, str(get("ray_env_vars", "") or "")),
+                    prices=str(get("prices", "") or "").strip() or None)
 
 
 def _named_variables(env: Mapping[str, str], patterns: str) -> tuple[tuple[str, str], ...]:

@@ -11,6 +11,7 @@ import typer
 from conveyor.cli import artifacts as artifacts_cmd
 from conveyor.cli import automation as automation_cmd
 from conveyor.cli import batch as batch_cmd
+from conveyor.cli import cost as cost_cmd
 from conveyor.cli import datasets as datasets_cmd
 from conveyor.cli import data as data_cmd
 from conveyor.cli import export as export_cmd
@@ -21,6 +22,7 @@ from conveyor.cli import runs as runs_cmd
 from conveyor.cli import serving as serving_cmd
 from conveyor.cli import studies as studies_cmd
 from conveyor.cli import transfer as transfer_cmd
+from conveyor.cli import ui as ui_cmd
 from conveyor.cli import workflow
 
 app = typer.Typer(name="conveyor", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -52,8 +54,12 @@ app.add_typer(automation_cmd.triggers_app, name="triggers", help="Pipelines star
 app.add_typer(automation_cmd.firings_app, name="firings", help="What schedules and triggers started, and why.")
 app.command("agent")(automation_cmd.agent)
 app.command("export")(export_cmd.export)
+app.command("ui")(ui_cmd.ui)
 app.add_typer(datasets_cmd.app, name="datasets", help="Versioned datasets: versions, aliases, lineage, diffs.")
 app.add_typer(data_cmd.app, name="data", help="Data schemas: suggest one from a sample, validate data against it.")
+app.command("gc")(cost_cmd.gc)
+app.command("storage")(cost_cmd.storage)
+app.add_typer(cost_cmd.app, name="cost", help="Right-sizing and cost estimates from what steps and servers used.")
 step_app = typer.Typer(no_args_is_help=True)
 app.add_typer(step_app, name="step", help="Run one step of an exported pipeline (what its tasks run).")
 

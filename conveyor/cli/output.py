@@ -43,6 +43,15 @@ def duration(seconds: float | None) -> str:
     return f"{seconds / 60:.1f} min"
 
 
+def size_text(n: float) -> str:
+    """``512 B``, ``3.2 MiB``, ``1.5 GiB``: a byte count for people."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
 STATUS_STYLE = {"succeeded": "green", "cached": "cyan", "resumed": "cyan", "running": "yellow", "failed": "red",
                 "skipped": "dim", "cancelled": "magenta", "interrupted": "magenta", "pending": "dim"}
 

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from conveyor.cli.output import console, print_json
+from conveyor.cli.output import console, print_json, size_text
 
 ToMetadata = Annotated[str, typer.Option("--to-metadata", help="Destination metadata URL (sqlite:///…, "
                                                              "postgresql+psycopg://…).")]
@@ -40,18 +40,10 @@ def _stores(metadata_url: str | None, artifact_root: str | None) -> Any:
                   artifact_store(artifact_root or settings.artifact_root, settings.inline_max_bytes))
 
 
-def _bytes(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024      # type: ignore[assignment]
-    return f"{n} B"
-
-
 def _summary(report: Any) -> str:
     moved = report.transfer
-    parts = [f"{moved.copied} object(s) copied ({_bytes(moved.bytes_copied)})",
-             f"{moved.skipped} already there ({_bytes(moved.bytes_skipped)})",
+    parts = [f"{moved.copied} object(s) copied ({size_text(moved.bytes_copied)})",
+             f"{moved.skipped} already there ({size_text(moved.bytes_skipped)})",
              f"{sum(report.records.inserted.values())} record(s) added"]
     if report.without_bytes:
         parts.append(f"{report.without_bytes} artifact(s) recorded without their bytes")

@@ -91,7 +91,8 @@ def _only(found: list[str], option: str, what: str) -> str:
 
 
 def execute(ref_or_pipeline: object, params: dict[str, object], *, no_cache: bool, executor: str | None,
-            as_json: bool, from_text: bool = True, title: str | None = None, explain_cache: bool = False) -> object:
+            as_json: bool, from_text: bool = True, title: str | None = None, explain_cache: bool = False,
+            tags: dict[str, str] | None = None) -> object:
     """Run a pipeline with a live view and a summary; shared by ``run`` and ``quickstart``."""
     from conveyor.cli.live import LiveSteps, run_summary
     from conveyor.errors import StepFailed
@@ -106,7 +107,7 @@ def execute(ref_or_pipeline: object, params: dict[str, object], *, no_cache: boo
         observer = None if as_json else live
         try:
             run = client.run_pipeline(pipeline, params, cache=not no_cache, executor=executor, from_text=from_text,
-                                      observer=observer)
+                                      observer=observer, tags=tags)
         except StepFailed as exc:
             failure = exc
             run = exc.run  # type: ignore[attr-defined]
@@ -131,10 +132,25 @@ def run(
     as_json: Annotated[bool, typer.Option("--json", help="Print the finished run as JSON.")] = False,
     explain_cache: Annotated[bool, typer.Option("--explain-cache", help="After the run, say why each step that "
                                                 "ran missed the cache.")] = False,
+    tag: Annotated[Optional[list[str]], typer.Option(  # noqa: UP007
+        "--tag", "-t", help="A tag on the run, key=value (repeat); `conveyor cost report --by tag` groups by them.")] = None,
 ) -> None:
     """Run a pipeline, showing each step's state live."""
     execute(target, parse_params(param), no_cache=no_cache, executor=executor, as_json=as_json,
-            explain_cache=explain_cache)
+            explain_cache=explain_cache, tags=_tags(tag))
+
+
+def _tags(items: list[str] | None) -> dict[str, str]:
+    """``--tag key=value`` pairs."""
+    from conveyor.errors import ParameterError
+
+    out: dict[str, str] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ParameterError(f"--tag {item!r} is not key=value. Write e.g. --tag team=search.")
+        out[key.strip()] = value
+    return out
 
 
 def _closed_loop(c: Any) -> None:

@@ -17,6 +17,7 @@ from conveyor.dsl.building import current_build
 from conveyor.dsl.fanout import after_nodes, check_max_parallel, check_name_by, element_labels
 from conveyor.dsl.graph import Const, Expr, ListOf, Node
 from conveyor.dsl.handles import MapOutput, Output, Outputs
+from conveyor.dsl.resources import parse_memory
 from conveyor.errors import PipelineDefinitionError
 
 DEFAULT_OUTPUT = "output"
@@ -349,4 +350,6 @@ def _split_resources(step_name: str, resources: Mapping[str, float] | None, cpus
         value = given[name]
         if value is not None and (isinstance(value, bool) or not isinstance(value, int | float) or value < 0):
             raise PipelineDefinitionError(f"Step '{step_name}': {name} needs a number of 0 or more, got {value!r}.")
+    if given["memory"] is not None:
+        parse_memory(given["memory"], step_name)   # a size nothing could read fails here, not at run time
     return given["cpus"], given["memory"], given["gpus"], tuple(sorted(custom))

@@ -18,6 +18,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from multiprocessing.connection import wait
 from typing import Any
 
+from conveyor.config import Settings
 from conveyor.runtime.worker import StepResult, StepTask, run_task_isolated
 
 
@@ -49,7 +50,8 @@ class ProcessExecutor:
     in_process = False
     shutdown_timeout = 30.0   # seconds workers get to exit before they are terminated
 
-    def __init__(self, max_workers: int = 2) -> None:
+    def __init__(self, max_workers: int = 2, *, settings: Settings | None = None) -> None:
+        # settings: unused, every step takes what it needs in its task
         self._pool = ProcessPoolExecutor(max_workers=max_workers, mp_context=multiprocessing.get_context("spawn"),
                                          initializer=_init_worker, initargs=(os.getpid(),))
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from conveyor.dsl.graph import Condition, Const, Graph, ListOf, Node, Ref
+from conveyor.dsl.resources import parse_memory
 from conveyor.errors import ExportError
 
 ENTRY = ("-m", "conveyor", "step", "exec")   # after the interpreter
@@ -386,19 +387,3 @@ def param_type(annotation: Any) -> tuple[str, tuple[Any, ...]]:
         return (kinds.pop() if len(kinds) == 1 else "json"), tuple(args)
     return {bool: ("boolean", ()), int: ("integer", ()), float: ("number", ()), str: ("string", ())}.get(
         a, ("json", ()))
-
-
-_UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
-          "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
-
-
-def parse_memory(text: str, step: str) -> int:
-    """``"512Mi"``, ``"2G"``, ``"1.5GiB"`` or ``"1048576"`` in bytes."""
-    raw = str(text).strip()
-    num = raw.rstrip("BbIiKkMmGgTt")
-    unit = raw[len(num):].lower().removesuffix("b")
-    try:
-        return int(float(num) * _UNITS[unit])
-    except (KeyError, ValueError):
-        raise ExportError(f"Step '{step}': memory={text!r} is not a size. Write it like '512Mi', '2Gi' or '4G'.") \
-            from None

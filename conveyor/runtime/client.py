@@ -65,7 +65,7 @@ class Client:
 
         name = name or self.settings.executor
         name = "thread" if name == "local" else name
-        return registry.create(name, max_workers=self.settings.max_workers)
+        return registry.create(name, max_workers=self.settings.max_workers, settings=self.settings)
 
     def _engine(self, executor: Any, observer: Observer | None) -> Engine:
         # keep the cache index beside the artifacts too, so runs elsewhere on this root (exported tasks

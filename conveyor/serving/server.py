@@ -38,6 +38,10 @@ def build_app(settings: Settings | None = None, *, auth: str = "auto", default_e
                                                interval_s=settings.serve_log_interval_s,
                                                writer=settings.serve_log_writer,
                                                on_drop=lambda n: service.metrics.log_dropped.inc(n))
+    if settings.serve_usage_interval_s > 0:
+        from conveyor.serving.usage import UsageMeter
+
+        service.usage = UsageMeter(client.metadata.serving_usage.record, interval_s=settings.serve_usage_interval_s)
     if access_log:
         from conveyor.serving.access_log import AccessLog
 

@@ -80,6 +80,11 @@ class ArtifactStore:
         hexpart = content_hash.split(":", 1)[-1]
         return f"{self._base}/objects/{hexpart[:2]}/{hexpart}"
 
+    @property
+    def base(self) -> str:
+        """The root's path on its filesystem, without the scheme (what ``fs`` lists)."""
+        return self._base
+
     def object_path(self, content_hash: str) -> str:
         """Where the object of ``content_hash`` lives on this store's filesystem (without the scheme)."""
         return self._object_path(content_hash)
