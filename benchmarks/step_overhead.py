@@ -9,6 +9,9 @@ Floor: the same functions called by hand; each output pickled to a file and one 
 written and committed per step. Peers run through benchmarks/peers/engine_<name>.py in their own
 virtualenvs (benchmarks/peers/install_peers.sh engine) and are reported as skipped when absent.
 
+Also W1 with resource accounting on and off (CONVEYOR_ACCOUNTING=0), interleaved in one run:
+the cost of measuring each attempt and writing its step_attempts row.
+
 Prints one JSON object per (workload, tool).
 """
 
@@ -175,6 +178,29 @@ def measure_conveyor() -> dict[str, float]:
     return out
 
 
+def measure_accounting(repeats: int = 4 * REPEATS) -> dict[str, float]:
+    """W1 with accounting on and off, alternated run by run (so drift in the machine hits both alike)."""
+    from conveyor.config import load_settings
+    from conveyor.runtime.client import Client
+
+    w1 = conveyor_pipelines()["W1"]
+    times: dict[str, list[float]] = {"on": [], "off": []}
+    with tempfile.TemporaryDirectory() as d:
+        clients = {mode: Client(load_settings(env={"CONVEYOR_HOME": f"{d}/{mode}",
+                                                    "CONVEYOR_ACCOUNTING": "1" if mode == "on" else "0"}))
+                   for mode in times}
+        for client in clients.values():
+            client.run_pipeline(w1, {}, cache=False)   # warm: imports, the store's schema
+        for i in range(repeats):
+            for mode in (("on", "off") if i % 2 == 0 else ("off", "on")):
+                t = time.perf_counter()
+                clients[mode].run_pipeline(w1, {}, cache=False)
+                times[mode].append(time.perf_counter() - t)
+        for client in clients.values():
+            client.close()
+    return {mode: statistics.median(ts) for mode, ts in times.items()}
+
+
 def measure_peer(name: str) -> dict[str, float] | None:
     python = HERE / "peers" / ".venvs" / name / "bin" / "python"
     script = HERE / "peers" / f"engine_{name}.py"
@@ -201,6 +227,12 @@ def main() -> None:
     floor = measure_floor()
     report("floor", floor, floor)
     report("conveyor", measure_conveyor(), floor)
+    acct = measure_accounting()
+    print(json.dumps({"workload": "W1", "tool": "conveyor accounting", "seconds_on": round(acct["on"], 5),
+                      "seconds_off": round(acct["off"], 5),
+                      "added_per_step_ms": round((acct["on"] - acct["off"]) / STEPS["W1"] * 1000, 4),
+                      "ratio_on_to_off": round(acct["on"] / acct["off"], 3), "target_per_step_ms": 0.05}),
+          flush=True)
     for peer in ("prefect", "dagster", "zenml", "metaflow"):
         res = measure_peer(peer)
         if res is None:
@@ -212,4 +244,9 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:] == ["accounting"]:   # only the on/off comparison
+        acct = measure_accounting()
+        print(json.dumps({"workload": "W1", "tool": "conveyor accounting", **{k: round(v, 5) for k, v in acct.items()},
+                          "added_per_step_ms": round((acct["on"] - acct["off"]) / STEPS["W1"] * 1000, 4)}))
+    else:
+        main()

@@ -53,7 +53,8 @@ class Engine:
     """Runs graphs against a metadata store, an artifact store and an executor."""
 
     def __init__(self, metadata: Any, artifacts: Any, executor: Any, *, inline_max_bytes: int = 65536,
-                 observer: Observer | None = None, actor: str = "unknown", shared_cache: Any = None) -> None:
+                 observer: Observer | None = None, actor: str = "unknown", shared_cache: Any = None,
+                 accounting: bool = True) -> None:
         self.metadata = metadata
         self.shared_cache = shared_cache   # the cache index under a shared artifact root (runtime.records)
         self.artifacts = artifacts
@@ -61,6 +62,7 @@ class Engine:
         self.inline_max_bytes = inline_max_bytes
         self.observer = observer or (lambda _e, _n, _i: None)
         self.actor = actor
+        self.accounting = accounting   # measure every attempt and record it in step_attempts
 
     # --- the walk -----------------------------------------------------------------------------
 
@@ -113,7 +115,7 @@ class Engine:
                 done, _ = wait(list(running), timeout=0.5, return_when=FIRST_COMPLETED)
                 for fut in done:
                     call = running.pop(fut)
-                    self._finish(call, fut.result(), maps)
+                    self._finish(call, _result_of(fut, call), maps)
         except KeyboardInterrupt:
             self.executor.shutdown(cancel=True)
             self.metadata.steps.mark_unfinished(run_id, "cancelled", "the run was interrupted")
@@ -340,7 +342,7 @@ class Engine:
             metadata_url=self.metadata.url, actor=self.actor,
             fn=spec.fn if in_process else None,
             fn_ref=None if in_process else FunctionRef(spec.module, spec.qualname, spec.source_file),
-            keep_values=in_process, resources=spec.requests)
+            keep_values=in_process, resources=spec.requests, accounting=self.accounting)
         if call.map_index is None:
             self._ex.status[call.name] = "running"
         self.observer("running", call.name, {})
@@ -358,7 +360,7 @@ class Engine:
             status=result.status, attempts=result.attempts, error=result.error, traceback=result.traceback,
             logs=result.logs, new_outputs=new + logged, inputs=call.inputs, metrics=result.metrics,
             params=call.params + list(result.params.items()), started_at=result.started_at,
-            ended_at=result.ended_at))
+            ended_at=result.ended_at, attempt_rows=self._attempt_rows(result) if self.accounting else ()))
         info = {"duration": result.ended_at - result.started_at, "attempts": result.attempts}
         if result.status != "succeeded":
             self._fail_node(call.node, result.error or "failed", result.traceback or "", record=False)
@@ -385,6 +387,24 @@ class Engine:
             elif all(s is not None for s in holder) and self._ex.status.get(call.node.name) == "running":
                 self._complete_map(call.node.name, maps)
         self.observer("succeeded", call.name, info)
+
+    def _attempt_rows(self, result: StepResult) -> list[dict[str, Any]]:
+        """The step_attempts rows of a result: measured where the attempts ran; an attempt that left no
+        measure (its worker was lost, the executor refused the task) gets a row with its status only."""
+        executor = self.executor.name
+        measured = result.usage
+        first = result.attempts - len(measured)   # attempts before these ones, not measured
+        rows = [dict(attempt=n, status="failed", executor=executor, host=None, started_at=result.started_at,
+                     ended_at=result.ended_at if n == result.attempts else None, wall_s=None, cpu_s=None,
+                     peak_rss_bytes=None, bytes_read=None, bytes_written=None, gpu_s=None, gpu_peak_bytes=None,
+                     error=result.error if n == result.attempts else "the process running this attempt was lost")
+                for n in range(1, first + 1)]
+        for u in measured:
+            rows.append(dict(attempt=u.attempt + first, status=u.status, executor=executor, host=u.host,
+                             started_at=u.started_at, ended_at=u.ended_at, wall_s=u.wall_s, cpu_s=u.cpu_s,
+                             peak_rss_bytes=u.peak_rss_bytes, bytes_read=u.bytes_read, bytes_written=u.bytes_written,
+                             gpu_s=u.gpu_s, gpu_peak_bytes=u.gpu_peak_bytes, error=u.error))
+        return rows
 
     def _complete_map(self, name: str, maps: dict[str, list[Slot | None]]) -> None:
         self._ex.slots[name] = maps.pop(name)
@@ -415,6 +435,20 @@ class Engine:
         self.metadata.steps.record(self._run_id, node.name, node.spec.name,
                                    StepOutcome(status="skipped", reason=reason, attempts=0))
         self.observer("skipped", node.name, {"reason": reason})
+
+
+def _result_of(fut: Future[StepResult], call: _Call) -> StepResult:
+    """The future's result; a failed result when the executor lost the task (a worker pool that broke)."""
+    try:
+        return fut.result()
+    except Exception as exc:
+        import time
+
+        now = time.time()
+        error = (f"{type(exc).__name__}: the executor lost step '{call.name}' ({exc or 'its worker died'}); "
+                 "resume the run to run it again")
+        return StepResult(status="failed", attempts=1, started_at=now, ended_at=now, error=error,
+                          traceback=error + "\n", logs=error + "\n")
 
 
 def _new_artifact(name: str, a: Any) -> NewArtifact:

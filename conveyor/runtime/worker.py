@@ -26,6 +26,8 @@ from typing import Any
 from conveyor.errors import PipelineDefinitionError, RunCancelled, StepTimeout
 from conveyor.runtime.capture import captured, clip
 from conveyor.runtime.context import StepContext, set_current_step
+from conveyor.runtime.usage import AttemptUsage, Measures, ProcessMeter, ThreadMeter, status_of, stopped_child_usage
+from conveyor.store.artifacts.tally import Tally, begin, end, tallying
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +72,7 @@ class StepTask:
     fn_ref: FunctionRef | None = None            # set for out-of-process executors
     keep_values: bool = True                     # return in-memory values (same process only)
     resources: dict[str, Any] = field(default_factory=dict)   # the step's requests (StepSpec.requests)
+    accounting: bool = True                      # measure each attempt (CONVEYOR_ACCOUNTING)
 
 
 @dataclass(slots=True)
@@ -88,6 +91,7 @@ class StepResult:
     logs: str = ""
     metrics: list[tuple[str, float, int | None, float]] = field(default_factory=list)
     params: dict[str, Any] = field(default_factory=dict)
+    usage: list[Any] = field(default_factory=list)               # one AttemptUsage per attempt (runtime.usage)
 
 
 _stores: dict[tuple[str, int], Any] = {}
@@ -253,17 +257,25 @@ class _ThreadAttempts:
 
     def __init__(self) -> None:
         self._late: threading.Thread | None = None
+        self.measures: Measures | None = None   # what the last attempt used (with accounting on)
 
     def attempt(self, task: StepTask, fn: Callable[..., Any], args: dict[str, Any], ctx: StepContext,
                 buffer: io.StringIO) -> _Stored:
-        with _settled(ctx):
-            stored = _store(task, self._call(lambda: fn(**args), task.timeout, task.node_name), ctx)
+        if not task.accounting:
+            with _settled(ctx):
+                return _store(task, self._call(lambda: fn(**args), task.timeout, task.node_name, {}), ctx)
+        box: dict[str, Any] = {}
+        meter = ThreadMeter()
+        try:
+            with _settled(ctx):
+                stored = _store(task, self._call(lambda: fn(**args), task.timeout, task.node_name, box), ctx)
+        finally:
+            self.measures = meter.stop(box.get("cpu", 0.0))
         return stored
 
-    def _call(self, fn: Callable[[], Any], timeout: float | None, name: str) -> Any:
+    def _call(self, fn: Callable[[], Any], timeout: float | None, name: str, box: dict[str, Any]) -> Any:
         if timeout is None:
             return fn()
-        box: dict[str, Any] = {}
         context = contextvars.copy_context()
         from conveyor.runtime import capture
 
@@ -271,10 +283,13 @@ class _ThreadAttempts:
 
         def target() -> None:
             capture._local.buffer = parent_buffer   # the attempt's prints still go to the step's log
+            cpu0 = time.thread_time()
             try:
                 box["value"] = context.run(fn)
             except BaseException as exc:  # handed to the caller below
                 box["error"] = exc
+            finally:
+                box["cpu"] = time.thread_time() - cpu0
 
         thread = threading.Thread(target=target, name=f"conveyor-step-{name}", daemon=True)
         thread.start()
@@ -338,11 +353,13 @@ class _ChildAttempts:
 
     def __init__(self, cancellation: Cancellation | None = None) -> None:
         self.cancellation = cancellation
+        self.measures: Measures | None = None   # what the last attempt used (with accounting on)
 
     def attempt(self, task: StepTask, fn: Callable[..., Any], args: dict[str, Any], ctx: StepContext,
                 buffer: io.StringIO) -> _Stored:
         from conveyor.runtime.processes import stop_tree, wait_exit
 
+        self.measures = None
         if self.cancellation is not None and self.cancellation.cancelled:
             raise RunCancelled(f"Step '{task.node_name}' was cancelled with its run before attempt {ctx.attempt} "
                                "started.")
@@ -364,6 +381,8 @@ class _ChildAttempts:
             payload = _read_frame(read_end, task.timeout, pid, self.cancellation)
         finally:
             os.close(read_end)
+        if payload is _CANCELLED or payload is _TIMED_OUT:
+            self.measures = stopped_child_usage(pid) if task.accounting else None
         if payload is _CANCELLED:
             stop_tree(pid, grace=self.grace)
             raise RunCancelled(f"Step '{task.node_name}' was cancelled with its run; its process and every "
@@ -382,6 +401,7 @@ class _ChildAttempts:
         wait_exit(pid, self.exit_wait)
         stop_tree(pid, grace=1.0)
         outcome = pickle.loads(payload)
+        self.measures = outcome.get("usage")
         buffer.write(outcome["logs"])
         ctx.metrics[:] = outcome["metrics"]
         ctx.params.clear()
@@ -484,8 +504,10 @@ def _child_attempt(task: StepTask, fn: Callable[..., Any], args: dict[str, Any],
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         outcome: dict[str, Any]
         stopped = False
+        tally = Tally()
+        meter = ProcessMeter(tally) if task.accounting else None
         try:
-            with _settled(ctx):
+            with tallying(tally), _settled(ctx):
                 stored = _store(task, fn(**args), ctx)
             outcome = {"outputs": stored.outputs, "logged": stored.logged}
         except _Stopped:
@@ -499,7 +521,8 @@ def _child_attempt(task: StepTask, fn: Callable[..., Any], args: dict[str, Any],
                        "logged": _store_logged(task, ctx)}
         signal.signal(signal.SIGTERM, lambda *_: os.killpg(0, signal.SIGKILL))
         if outcome:
-            outcome.update(logs=buffer.getvalue()[mark:], metrics=list(ctx.metrics), params=dict(ctx.params))
+            outcome.update(logs=buffer.getvalue()[mark:], metrics=list(ctx.metrics), params=dict(ctx.params),
+                           usage=meter.stop() if meter is not None else None)
             try:
                 data = pickle.dumps(outcome)
             except Exception as exc:
@@ -556,28 +579,37 @@ def _run(task: StepTask, attempts: _ThreadAttempts | _ChildAttempts) -> StepResu
                       metadata_url=task.metadata_url, actor=task.actor)
     token = set_current_step(ctx)
     attempt = 0
+    usage: list[AttemptUsage] = []
+    loaded = Tally()   # the inputs loaded before the first attempt are counted in its reads
     try:
         with captured(buffer):
+            opened = begin(loaded)
             try:
                 fn, args = _prepare(task)
             except Exception as exc:
-                return _failed(task, started, 1, exc, buffer, ctx)
+                end(opened)
+                return _failed(task, started, 1, exc, buffer, ctx, _noted(task, usage, 1, started, None, exc, loaded))
+            end(opened)
             while True:
                 attempt += 1
                 ctx.attempt = attempt
+                began = time.time()
                 try:
                     stored = attempts.attempt(task, fn, args, ctx, buffer)
+                    _noted(task, usage, attempt, began, attempts.measures, None, loaded)
                     break
                 except _AfterCall as exc:
-                    return _failed(task, started, attempt, exc.cause, buffer, ctx)
+                    return _failed(task, started, attempt, exc.cause, buffer, ctx,
+                                   _noted(task, usage, attempt, began, attempts.measures, exc.cause, loaded))
                 except BaseException as exc:
+                    _noted(task, usage, attempt, began, attempts.measures, exc, loaded)
                     if isinstance(exc, KeyboardInterrupt | SystemExit):
                         raise
                     # retry_on decides, for timeouts too: StepTimeout is retried only if retry_on names it
                     # (or a base class of it, like the default Exception)
                     retryable = exc.retryable if isinstance(exc, _ChildFailure) else isinstance(exc, task.retry_on)
                     if attempt > task.retries or not retryable or isinstance(exc, RunCancelled):
-                        return _failed(task, started, attempt, exc, buffer, ctx)
+                        return _failed(task, started, attempt, exc, buffer, ctx, usage)
                     delay = min(task.backoff_max, task.backoff * (2 ** (attempt - 1)))
                     error = exc.error if isinstance(exc, _ChildFailure) else f"{type(exc).__name__}: {exc}"
                     print(f"[conveyor] attempt {attempt} of {task.retries + 1} failed: {error}; "
@@ -588,7 +620,31 @@ def _run(task: StepTask, attempts: _ThreadAttempts | _ChildAttempts) -> StepResu
         set_current_step(None) if token is None else _reset(token)
     return StepResult(status="succeeded", attempts=attempt, started_at=started, ended_at=time.time(),
                       outputs=stored.outputs, values=stored.values if task.keep_values else None,
-                      logged=stored.logged, logs=clip(buffer.getvalue()), metrics=ctx.metrics, params=ctx.params)
+                      logged=stored.logged, logs=clip(buffer.getvalue()), metrics=ctx.metrics, params=ctx.params,
+                      usage=usage)
+
+
+_host: str | None = None
+
+
+def _noted(task: StepTask, usage: list[AttemptUsage], attempt: int, began: float, measures: Measures | None,
+           exc: BaseException | None, loaded: Tally) -> list[AttemptUsage]:
+    """Add the attempt's row to ``usage`` (with accounting on) and return the list."""
+    global _host
+    if not task.accounting:
+        return usage
+    if _host is None:
+        import socket
+
+        _host = socket.gethostname()
+    m = measures or Measures()
+    read = m.bytes_read + (loaded.read if attempt == 1 else 0)
+    error = None
+    if exc is not None:
+        error = exc.error if isinstance(exc, _ChildFailure) else f"{type(exc).__name__}: {exc}"
+    usage.append(AttemptUsage(attempt, status_of(exc), began, time.time(), m.cpu_s, m.peak_rss_bytes, read,
+                              m.bytes_written, m.gpu_s, m.gpu_peak_bytes, error, _host))
+    return usage
 
 
 def _reset(token: Any) -> None:
@@ -598,7 +654,7 @@ def _reset(token: Any) -> None:
 
 
 def _failed(task: StepTask, started: float, attempts: int, exc: BaseException, buffer: io.StringIO,
-            ctx: StepContext) -> StepResult:
+            ctx: StepContext, usage: list[AttemptUsage] | None = None) -> StepResult:
     if isinstance(exc, _ChildFailure):
         text, error, logged = exc.text, exc.error, exc.logged
     else:
@@ -608,7 +664,7 @@ def _failed(task: StepTask, started: float, attempts: int, exc: BaseException, b
     buffer.write(text)
     return StepResult(status="failed", attempts=attempts, started_at=started, ended_at=time.time(),
                       error=error, traceback=text, logs=clip(buffer.getvalue()), logged=logged,
-                      metrics=ctx.metrics, params=ctx.params)
+                      metrics=ctx.metrics, params=ctx.params, usage=usage or [])
 
 
 def _user_frames(tb: Any) -> Any:
