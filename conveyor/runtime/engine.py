@@ -38,6 +38,9 @@ class _Call:
     cache_key: str = ""
     step_run_id: str = ""
     parts: KeyParts | None = None
+    attempts_done: int = 0     # attempts before the task now running (those that ended preempted, and earlier ones)
+    failures: int = 0          # of those, the failed ones: they used up part of the step's retries
+    preemptions: int = 0
 
 
 @dataclass
@@ -54,7 +57,7 @@ class Engine:
 
     def __init__(self, metadata: Any, artifacts: Any, executor: Any, *, inline_max_bytes: int = 65536,
                  observer: Observer | None = None, actor: str = "unknown", shared_cache: Any = None,
-                 accounting: bool = True) -> None:
+                 accounting: bool = True, preempt_grace_s: float = 30.0, preemption_retries: int = 3) -> None:
         self.metadata = metadata
         self.shared_cache = shared_cache   # the cache index under a shared artifact root (runtime.records)
         self.artifacts = artifacts
@@ -63,6 +66,8 @@ class Engine:
         self.observer = observer or (lambda _e, _n, _i: None)
         self.actor = actor
         self.accounting = accounting   # measure every attempt and record it in step_attempts
+        self.preempt_grace_s = preempt_grace_s
+        self.preemption_retries = preemption_retries   # preempted attempts of one call run again, apart from retries
 
     # --- the walk -----------------------------------------------------------------------------
 
@@ -115,7 +120,11 @@ class Engine:
                 done, _ = wait(list(running), timeout=0.5, return_when=FIRST_COMPLETED)
                 for fut in done:
                     call = running.pop(fut)
-                    self._finish(call, _result_of(fut, call), maps)
+                    result = _result_of(fut, call)
+                    if result.status == "preempted" and self._preempted(call, result):
+                        running[self._submit(call)] = call   # again, from its last checkpoint
+                        continue
+                    self._finish(call, result, maps)
         except KeyboardInterrupt:
             self.executor.shutdown(cancel=True)
             self.metadata.steps.mark_unfinished(run_id, "cancelled", "the run was interrupted")
@@ -329,20 +338,23 @@ class Engine:
 
     def _submit(self, call: _Call) -> Future[StepResult]:
         spec = call.node.spec
-        call.step_run_id = self.metadata.steps.start(self._run_id, call.name, spec.name, cache_key=call.cache_key,
-                                                     code_hash=call.parts.code_digest if call.parts
-                                                     else spec.code_hash, map_index=call.map_index,
-                                                     cache_parts=call.parts.to_json() if call.parts else None)
+        if not call.step_run_id:   # a call preempted before runs again under its step run
+            call.step_run_id = self.metadata.steps.start(
+                self._run_id, call.name, spec.name, cache_key=call.cache_key,
+                code_hash=call.parts.code_digest if call.parts else spec.code_hash, map_index=call.map_index,
+                cache_parts=call.parts.to_json() if call.parts else None)
         in_process = self.executor.in_process
         task = StepTask(
             run_id=self._run_id, step_run_id=call.step_run_id, node_name=call.name, step_name=spec.name,
-            args=call.args, outputs=spec.outputs, multiple_outputs=spec.multiple_outputs, retries=spec.retries,
+            args=call.args, outputs=spec.outputs, multiple_outputs=spec.multiple_outputs,
+            retries=max(0, spec.retries - call.failures),
             retry_on=spec.retry_on, backoff=spec.backoff, backoff_max=spec.backoff_max, timeout=spec.timeout,
             artifact_root=self.artifacts.root, inline_max_bytes=self.inline_max_bytes, map_index=call.map_index,
             metadata_url=self.metadata.url, actor=self.actor,
             fn=spec.fn if in_process else None,
             fn_ref=None if in_process else FunctionRef(spec.module, spec.qualname, spec.source_file),
-            keep_values=in_process, resources=spec.requests, accounting=self.accounting)
+            keep_values=in_process, resources=spec.requests, accounting=self.accounting,
+            preempt_grace_s=self.preempt_grace_s, attempt_offset=call.attempts_done)
         if call.map_index is None:
             self._ex.status[call.name] = "running"
         self.observer("running", call.name, {})
@@ -356,11 +368,17 @@ class Engine:
         logged = [NewArtifact(name=f"logged/{n}", content_hash=s.content_hash, materializer=s.materializer,
                               materializer_version=s.materializer_version, type_name=s.type_name, size=s.size,
                               uri=s.uri, inline=s.inline, meta=s.meta) for n, s in result.logged]
+        over = result.status == "preempted"   # more often than preemption_retries allows
+        if over:
+            result.status = "failed"
+            result.error = (f"{result.error} It was preempted {call.preemptions + 1} times, more than "
+                            f"CONVEYOR_PREEMPTION_RETRIES={self.preemption_retries} allows.")
         self.metadata.steps.finish(call.step_run_id, self._run_id, StepOutcome(
-            status=result.status, attempts=result.attempts, error=result.error, traceback=result.traceback,
+            status=result.status, attempts=call.attempts_done + result.attempts, error=result.error,
+            traceback=result.traceback, preemptions=call.preemptions + over,
             logs=result.logs, new_outputs=new + logged, inputs=call.inputs, metrics=result.metrics,
             params=call.params + list(result.params.items()), started_at=result.started_at,
-            ended_at=result.ended_at, attempt_rows=self._attempt_rows(result) if self.accounting else ()))
+            ended_at=result.ended_at, attempt_rows=self._attempt_rows(call, result) if self.accounting else ()))
         info = {"duration": result.ended_at - result.started_at, "attempts": result.attempts}
         if result.status != "succeeded":
             self._fail_node(call.node, result.error or "failed", result.traceback or "", record=False)
@@ -388,18 +406,32 @@ class Engine:
                 self._complete_map(call.node.name, maps)
         self.observer("succeeded", call.name, info)
 
-    def _attempt_rows(self, result: StepResult) -> list[dict[str, Any]]:
+    def _preempted(self, call: _Call, result: StepResult) -> bool:
+        """Record a preempted task's attempts; True when the call is to run again (within preemption_retries)."""
+        if call.preemptions >= self.preemption_retries:
+            return False
+        call.preemptions += 1
+        self.metadata.steps.add_attempts(call.step_run_id, self._run_id,
+                                         self._attempt_rows(call, result) if self.accounting else (),
+                                         attempts=call.attempts_done + result.attempts, preemptions=call.preemptions)
+        call.failures += result.attempts - 1   # the attempts before the preempted one failed
+        call.attempts_done += result.attempts
+        self.observer("preempted", call.name, {"attempts": call.attempts_done, "error": result.error})
+        return True
+
+    def _attempt_rows(self, call: _Call, result: StepResult) -> list[dict[str, Any]]:
         """The step_attempts rows of a result: measured where the attempts ran; an attempt that left no
         measure (its worker was lost, the executor refused the task) gets a row with its status only."""
         executor = self.executor.name
         measured = result.usage
         first = result.attempts - len(measured)   # attempts before these ones, not measured
-        rows = [dict(attempt=n, status="failed", executor=executor, host=None, started_at=result.started_at,
+        done = call.attempts_done
+        rows = [dict(attempt=done + n, status="failed", executor=executor, host=None, started_at=result.started_at,
                      ended_at=result.ended_at if n == result.attempts else None, wall_s=None, cpu_s=None,
                      peak_rss_bytes=None, bytes_read=None, bytes_written=None, gpu_s=None, gpu_peak_bytes=None,
                      error=result.error if n == result.attempts else "the process running this attempt was lost")
                 for n in range(1, first + 1)]
-        for u in measured:
+        for u in measured:   # numbered from the call's first attempt by the worker (attempt_offset)
             rows.append(dict(attempt=u.attempt + first, status=u.status, executor=executor, host=u.host,
                              started_at=u.started_at, ended_at=u.ended_at, wall_s=u.wall_s, cpu_s=u.cpu_s,
                              peak_rss_bytes=u.peak_rss_bytes, bytes_read=u.bytes_read, bytes_written=u.bytes_written,

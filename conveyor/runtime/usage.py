@@ -175,8 +175,10 @@ def status_of(exc: BaseException | None) -> str:
     """The ``step_attempts`` status of an attempt that raised ``exc`` (None: it completed)."""
     if exc is None:
         return "completed"
-    from conveyor.errors import RunCancelled, StepTimeout
+    from conveyor.errors import RunCancelled, StepPreempted, StepTimeout
 
+    if isinstance(exc, StepPreempted):
+        return "preempted"
     if isinstance(exc, StepTimeout):
         return "timeout"
     if isinstance(exc, RunCancelled):

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from conveyor.errors import PipelineDefinitionError, RunCancelled, StepTimeout
+from conveyor.errors import PipelineDefinitionError, RunCancelled, StepPreempted, StepTimeout
 from conveyor.runtime.capture import captured, clip
 from conveyor.runtime.context import StepContext, set_current_step
 from conveyor.runtime.usage import AttemptUsage, Measures, ProcessMeter, ThreadMeter, status_of, stopped_child_usage
@@ -73,13 +73,15 @@ class StepTask:
     keep_values: bool = True                     # return in-memory values (same process only)
     resources: dict[str, Any] = field(default_factory=dict)   # the step's requests (StepSpec.requests)
     accounting: bool = True                      # measure each attempt (CONVEYOR_ACCOUNTING)
+    preempt_grace_s: float = 30.0                # after the worker's SIGTERM, then the attempt is stopped
+    attempt_offset: int = 0                      # attempts of this call before this task (preempted ones)
 
 
 @dataclass(slots=True)
 class StepResult:
     """What came of a task."""
 
-    status: str                                   # succeeded | failed
+    status: str                                   # succeeded | failed | preempted (the engine runs it again)
     attempts: int
     started_at: float
     ended_at: float
@@ -187,10 +189,48 @@ class _AfterCall(Exception):
 class _ChildFailure(Exception):
     """An attempt failed in a child process; the exception itself stayed there (it may not pickle)."""
 
-    def __init__(self, error: str, text: str, retryable: bool, logged: list[tuple[str, Any]] | None = None) -> None:
+    def __init__(self, error: str, text: str, retryable: bool, logged: list[tuple[str, Any]] | None = None,
+                 preempted: bool = False) -> None:
         super().__init__(error)
         self.error, self.text, self.retryable = error, text, retryable
         self.logged = logged or []     # the files the attempt logged, stored by the child
+        self.attempt_status = "preempted" if preempted else "failed"
+
+
+class _GraceOver(BaseException):
+    """The grace period after a preemption ended while the body still ran (raised in the child)."""
+
+
+_attempt_child: tuple[int, float] | None = None   # (pid, grace) of the child running an attempt in this worker
+
+
+def preempt_running_attempt() -> bool:
+    """Tell the attempt this worker runs in a child that the worker is being stopped (SIGTERM from
+    outside: a spot instance taken back); False when none runs. Called from the worker's signal handler.
+
+    The child gets SIGUSR1: ``cv.preempted()`` turns True and after the grace period the attempt
+    ends ``preempted``. Should the child not end a few seconds after that, it is stopped.
+    """
+    held = _attempt_child
+    if held is None:
+        return False
+    pid, grace = held
+    import signal
+
+    try:
+        os.kill(pid, signal.SIGUSR1)
+    except ProcessLookupError:
+        return False
+    backstop = threading.Timer(grace + 5.0, lambda: _kill_quietly(pid, signal.SIGTERM))
+    backstop.daemon = True
+    backstop.start()
+    return True
+
+
+def _kill_quietly(pid: int, signum: int) -> None:
+    if _attempt_child is not None and _attempt_child[0] == pid:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signum)
 
 
 def _store_logged(task: StepTask, ctx: StepContext) -> list[tuple[str, Any]]:
@@ -372,14 +412,17 @@ class _ChildAttempts:
         for stream in (sys.stdout, sys.stderr):
             stream.flush()
         read_end, write_end = os.pipe()
+        global _attempt_child
         pid = os.fork()
         if pid == 0:   # the child: never returns
             os.close(read_end)
             _child_attempt(task, fn, args, ctx, buffer, mark, write_end)
+        _attempt_child = (pid, task.preempt_grace_s)
         os.close(write_end)
         try:
             payload = _read_frame(read_end, task.timeout, pid, self.cancellation)
         finally:
+            _attempt_child = None
             os.close(read_end)
         if payload is _CANCELLED or payload is _TIMED_OUT:
             self.measures = stopped_child_usage(pid) if task.accounting else None
@@ -407,7 +450,8 @@ class _ChildAttempts:
         ctx.params.clear()
         ctx.params.update(outcome["params"])
         if "error" in outcome:
-            raise _ChildFailure(outcome["error"], outcome["text"], outcome["retryable"], outcome.get("logged"))
+            raise _ChildFailure(outcome["error"], outcome["text"], outcome["retryable"], outcome.get("logged"),
+                                outcome.get("preempted", False))
         return _Stored(outcome["outputs"], None, outcome["logged"])
 
     def before_retry(self, attempt: int) -> None:
@@ -485,11 +529,22 @@ def _child_attempt(task: StepTask, fn: Callable[..., Any], args: dict[str, Any],
 
     from conveyor.runtime.processes import release_worker_pools, tie_to_parent
 
+    from conveyor.runtime import checkpoint
+
     class _Stopped(BaseException):
         pass
 
     def stop(_signum: int, _frame: Any) -> None:
         raise _Stopped
+
+    def grace_over(_signum: int, _frame: Any) -> None:
+        raise _GraceOver
+
+    def preempt(_signum: int, _frame: Any) -> None:   # the worker was told to stop: a grace period
+        if not checkpoint.preempted():
+            checkpoint.mark_preempted()
+            signal.signal(signal.SIGALRM, grace_over)
+            signal.setitimer(signal.ITIMER_REAL, task.preempt_grace_s)
 
     try:
         for key in [k for k in _stores if not _is_local(k[0])]:
@@ -501,6 +556,8 @@ def _child_attempt(task: StepTask, fn: Callable[..., Any], args: dict[str, Any],
         # (joblib's temporary folders, loky) run below, as they would at a normal exit.
         atexit._clear()
         signal.signal(signal.SIGTERM, stop)   # a timeout: unwind the body, then release its pools below
+        checkpoint.clear_preempted()
+        signal.signal(signal.SIGUSR1, preempt)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         outcome: dict[str, Any]
         stopped = False
@@ -512,6 +569,13 @@ def _child_attempt(task: StepTask, fn: Callable[..., Any], args: dict[str, Any],
             outcome = {"outputs": stored.outputs, "logged": stored.logged}
         except _Stopped:
             outcome, stopped = {}, True
+        except (StepPreempted, _GraceOver) as exc:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            error = (str(exc) if isinstance(exc, StepPreempted) else
+                     f"Step '{task.node_name}' was preempted: its worker was told to stop and the step was still "
+                     f"running {task.preempt_grace_s:g}s later (save progress with cv.checkpoint to continue from it).")
+            outcome = {"error": f"StepPreempted: {error}", "text": f"StepPreempted: {error}\n", "retryable": False,
+                       "preempted": True, "logged": _store_logged(task, ctx)}
         except BaseException as exc:
             cause = exc.cause if isinstance(exc, _AfterCall) else exc
             text = "".join(tb_module.format_exception(type(cause), cause, _user_frames(cause.__traceback__)))
@@ -520,6 +584,8 @@ def _child_attempt(task: StepTask, fn: Callable[..., Any], args: dict[str, Any],
             outcome = {"error": f"{type(cause).__name__}: {cause}", "text": text, "retryable": retryable,
                        "logged": _store_logged(task, ctx)}
         signal.signal(signal.SIGTERM, lambda *_: os.killpg(0, signal.SIGKILL))
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+        signal.setitimer(signal.ITIMER_REAL, 0)
         if outcome:
             outcome.update(logs=buffer.getvalue()[mark:], metrics=list(ctx.metrics), params=dict(ctx.params),
                            usage=meter.stop() if meter is not None else None)
@@ -576,9 +642,9 @@ def _run(task: StepTask, attempts: _ThreadAttempts | _ChildAttempts) -> StepResu
     buffer = io.StringIO()
     ctx = StepContext(run_id=task.run_id, step_name=task.step_name, node_name=task.node_name,
                       step_run_id=task.step_run_id, map_index=task.map_index, artifact_root=task.artifact_root,
-                      metadata_url=task.metadata_url, actor=task.actor)
+                      metadata_url=task.metadata_url, actor=task.actor, inline_max_bytes=task.inline_max_bytes)
     token = set_current_step(ctx)
-    attempt = 0
+    attempt = task.attempt_offset
     usage: list[AttemptUsage] = []
     loaded = Tally()   # the inputs loaded before the first attempt are counted in its reads
     try:
@@ -599,17 +665,22 @@ def _run(task: StepTask, attempts: _ThreadAttempts | _ChildAttempts) -> StepResu
                     _noted(task, usage, attempt, began, attempts.measures, None, loaded)
                     break
                 except _AfterCall as exc:
-                    return _failed(task, started, attempt, exc.cause, buffer, ctx,
+                    return _failed(task, started, attempt - task.attempt_offset, exc.cause, buffer, ctx,
                                    _noted(task, usage, attempt, began, attempts.measures, exc.cause, loaded))
                 except BaseException as exc:
                     _noted(task, usage, attempt, began, attempts.measures, exc, loaded)
                     if isinstance(exc, KeyboardInterrupt | SystemExit):
                         raise
+                    if isinstance(exc, StepPreempted) or getattr(exc, "attempt_status", None) == "preempted":
+                        # the engine runs the call again, maybe elsewhere: this worker is being stopped
+                        result = _failed(task, started, attempt - task.attempt_offset, exc, buffer, ctx, usage)
+                        result.status = "preempted"
+                        return result
                     # retry_on decides, for timeouts too: StepTimeout is retried only if retry_on names it
                     # (or a base class of it, like the default Exception)
                     retryable = exc.retryable if isinstance(exc, _ChildFailure) else isinstance(exc, task.retry_on)
-                    if attempt > task.retries or not retryable or isinstance(exc, RunCancelled):
-                        return _failed(task, started, attempt, exc, buffer, ctx, usage)
+                    if attempt - task.attempt_offset > task.retries or not retryable or isinstance(exc, RunCancelled):
+                        return _failed(task, started, attempt - task.attempt_offset, exc, buffer, ctx, usage)
                     delay = min(task.backoff_max, task.backoff * (2 ** (attempt - 1)))
                     error = exc.error if isinstance(exc, _ChildFailure) else f"{type(exc).__name__}: {exc}"
                     print(f"[conveyor] attempt {attempt} of {task.retries + 1} failed: {error}; "
@@ -618,7 +689,8 @@ def _run(task: StepTask, attempts: _ThreadAttempts | _ChildAttempts) -> StepResu
                     time.sleep(delay)
     finally:
         set_current_step(None) if token is None else _reset(token)
-    return StepResult(status="succeeded", attempts=attempt, started_at=started, ended_at=time.time(),
+    return StepResult(status="succeeded", attempts=attempt - task.attempt_offset, started_at=started,
+                      ended_at=time.time(),
                       outputs=stored.outputs, values=stored.values if task.keep_values else None,
                       logged=stored.logged, logs=clip(buffer.getvalue()), metrics=ctx.metrics, params=ctx.params,
                       usage=usage)

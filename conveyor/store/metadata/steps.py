@@ -104,6 +104,15 @@ class Steps(Repository):
         with self.write() as conn:
             write_finish(conn, step_run_id, run_id, outcome)
 
+    def add_attempts(self, step_run_id: str, run_id: str, rows: Sequence[dict[str, Any]], *, attempts: int,
+                     preemptions: int) -> None:
+        """Record attempts of a step run still under way (preempted ones, before the call runs again)."""
+        with self.write() as conn:
+            conn.execute(update(t.step_runs).where(t.step_runs.c.id == step_run_id)
+                         .values(attempts=attempts, preemptions=preemptions))
+            if rows:
+                _insert_attempts(conn, step_run_id, run_id, rows)
+
     def add_outputs(self, step_run_id: str, run_id: str, artifacts: Sequence[NewArtifact]) -> None:
         """Attach extra outputs (e.g. a model registered from inside the step) to a step run."""
         ts = now()

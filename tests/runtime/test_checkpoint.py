@@ -1,0 +1,123 @@
+"""Checkpoints and preemption (runtime/checkpoint.py): a retried, preempted or resumed attempt
+continues from the last checkpoint; SIGTERM to a worker ends its attempt ``preempted``."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import conveyor as cv
+from conveyor.errors import ConveyorError
+from tests.conftest import REPO
+from tests.processes import alive, wait_until
+from tests.runtime import preempt_pipelines as pp
+
+PIPELINES = Path(pp.__file__)
+
+
+def _driver(settings, target: str, folder: Path, *params: str, grace: float = 20.0) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "CONVEYOR_HOME": str(settings.home), "CONVEYOR_MAX_WORKERS": "1",
+           "CONVEYOR_PREEMPT_GRACE_S": str(grace)}
+    return subprocess.Popen([sys.executable, "-m", "conveyor.cli.main", "run", f"{PIPELINES}:{target}",
+                             "--executor", "process", "-p", f"folder={folder}", *params, "--json"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+
+
+def _attempt_lines(folder: Path) -> list[list[str]]:
+    return [ln.split() for ln in pp.journal(str(folder)) if ln.startswith("attempt")]
+
+
+def _waiting(proc: subprocess.Popen[bytes], check, what: str, timeout: float = 120) -> None:
+    def ready() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"the driver exited before {what}: "
+                                 + (proc.stderr.read().decode() if proc.stderr else ""))
+        return bool(check())
+
+    wait_until(ready, what, timeout=timeout)
+
+
+def test_checkpoint_outside_a_step_is_a_clear_error() -> None:
+    with pytest.raises(ConveyorError, match=r"cv.checkpoint\(\) was called outside a running step"):
+        cv.checkpoint({"epoch": 1})
+    assert cv.preempted() is False
+
+
+@pytest.mark.parametrize("executor", ["thread", "process"])
+def test_a_retried_attempt_continues_from_the_last_checkpoint(client, tmp_path: Path, executor: str) -> None:
+    folder = tmp_path / "work"
+    run = pp.counting.run(folder=str(folder), until=5, client=client, executor=executor)
+    assert run.output("counts_up") == 2                      # the retry started where the checkpoint was
+    assert pp.journal(str(folder)) == [f"count {i}" for i in (0, 1, 2, 2, 3, 4)]
+    rows = [a for a in client.metadata.steps.attempts(run.id) if a["name"] == "counts_up"]
+    assert [(a["attempt"], a["status"]) for a in rows] == [(1, "failed"), (2, "completed")]
+    assert rows[0]["bytes_written"] > 0                       # its checkpoints went through the artifact store
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_sigterm_then_sigkill_of_the_worker_and_resume_redo_at_most_one_epoch(client, settings,
+                                                                               tmp_path: Path) -> None:
+    folder = tmp_path / "work"
+    epochs = 8
+    proc = _driver(settings, "sgd", folder, "-p", f"epochs={epochs}", "-p", "epoch_s=0.6")
+    try:
+        _waiting(proc, lambda: "epoch 2" in pp.journal(str(folder)), "the third epoch to start")
+        worker = int(_attempt_lines(folder)[0][5])
+        os.kill(worker, signal.SIGTERM)            # the spot instance is being taken back: a grace period
+        (run,) = client.list_runs()
+
+        def preempted() -> bool:
+            return any(a["status"] == "preempted" for a in client.metadata.steps.attempts(run.id))
+
+        _waiting(proc, preempted, "the preempted attempt to be recorded")
+        # the engine ran the call again; it continues from its checkpoint, then its worker dies for good
+        _waiting(proc, lambda: len(_attempt_lines(folder)) == 2 and pp.journal(str(folder))[-1].startswith("epoch")
+                 and pp.journal(str(folder))[-1] != f"epoch {int(_attempt_lines(folder)[1][7])}",
+                 "the next attempt to be one epoch in")
+        second = _attempt_lines(folder)[1]
+        os.kill(int(second[5]), signal.SIGKILL)
+        proc.communicate(timeout=120)
+        assert proc.returncode != 0
+        wait_until(lambda: not alive(int(second[3])), "the killed worker's attempt to stop", timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    resumed = client.resume(run.id, executor="process")
+    assert resumed.status == "succeeded" and resumed.output("train_sgd") > 0.9
+    started = [int(ln.split()[1]) for ln in pp.journal(str(folder)) if ln.startswith("epoch")]
+    assert sorted(set(started)) == list(range(epochs))
+    assert len(started) - epochs <= 1                     # at most one epoch was done twice
+    froms = [int(a[7]) for a in _attempt_lines(folder)]
+    assert froms[0] == 0 and froms[1] >= 3 and froms[2] > froms[1]   # each attempt continued from a checkpoint
+    rows = client.metadata.steps.attempts(run.id)
+    assert [a["status"] for a in rows if a["name"] == "train_sgd"][:2] == ["preempted", "failed"]
+    assert rows[-1]["status"] == "completed"
+    assert max(a["preemptions"] or 0 for a in rows) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_a_step_that_never_checkpoints_is_preempted_when_the_grace_period_ends(client, settings,
+                                                                                tmp_path: Path) -> None:
+    folder = tmp_path / "work"
+    proc = _driver(settings, "stubborn", folder, "-p", "seconds=3", grace=1.0)
+    try:
+        _waiting(proc, lambda: _attempt_lines(folder), "the step to start")
+        os.kill(int(_attempt_lines(folder)[0][5]), signal.SIGTERM)
+        _out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err.decode()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    (run,) = client.list_runs()
+    assert run.status == "succeeded" and [int(a[1]) for a in _attempt_lines(folder)] == [1, 2]
+    rows = client.metadata.steps.attempts(run.id)
+    assert [(a["attempt"], a["status"]) for a in rows] == [(1, "preempted"), (2, "completed")]
+    assert "still running 1s later" in str(rows[0]["error"]) and rows[0]["wall_s"] < 3
+    assert rows[1]["preemptions"] == 1 and run.steps["ignores_preemption"].attempts == 2
