@@ -31,7 +31,8 @@ import ray
 from conveyor.config import Settings, load_settings
 from conveyor.errors import ConfigurationError
 from conveyor.executors.ray_code import CodePackages
-from conveyor.runtime.worker import FromStore, FunctionRef, StepResult, StepTask, run_task, run_task_isolated
+from conveyor.runtime.worker import (FromStore, FunctionRef, StepResult, StepTask, preemptible_process, run_task,
+                                     run_task_isolated)
 
 LOOPBACK = "127.0.0.1"
 
@@ -252,7 +253,8 @@ def run_on_worker(task: StepTask, isolated: bool, relative_source: str | None, *
             if base and (Path(base) / relative_source).exists():
                 task.fn_ref = FunctionRef(ref.module, ref.qualname, str(Path(base) / relative_source))
                 break
-    result = (run_task_isolated if isolated else run_task)(task)
+    with preemptible_process(task.preempt_grace_s):   # SIGTERM to this worker: the step is preempted
+        result = (run_task_isolated if isolated else run_task)(task)
     values, result.values = result.values or {}, None
     returned = [values.get(name) if result.status == "succeeded" and result.outputs[name].uri is not None else None
                 for name in task.outputs]

@@ -200,6 +200,8 @@ class _ChildFailure(Exception):
 class _GraceOver(BaseException):
     """The grace period after a preemption ended while the body still ran (raised in the child)."""
 
+    attempt_status = "preempted"
+
 
 _attempt_child: tuple[int, float] | None = None   # (pid, grace) of the child running an attempt in this worker
 
@@ -225,6 +227,42 @@ def preempt_running_attempt() -> bool:
     backstop.daemon = True
     backstop.start()
     return True
+
+
+@contextlib.contextmanager
+def preemptible_process(grace: float) -> Iterator[None]:
+    """While a task runs in this process's main thread (a cluster worker's), SIGTERM preempts it
+    instead of ending the process: the attempt in a child is told (``preempt_running_attempt``), an
+    attempt in this thread sees ``cv.preempted()`` and its grace period. The previous handler is
+    put back afterwards. Nothing happens outside the main thread (signals cannot be handled there).
+    """
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    from conveyor.runtime import checkpoint
+
+    def grace_over(_signum: int, _frame: Any) -> None:
+        raise _GraceOver
+
+    def on_term(_signum: int, _frame: Any) -> None:
+        if preempt_running_attempt() or checkpoint.preempted():
+            return
+        checkpoint.mark_preempted()
+        signal.signal(signal.SIGALRM, grace_over)
+        signal.setitimer(signal.ITIMER_REAL, grace)
+
+    checkpoint.clear_preempted()
+    previous = signal.signal(signal.SIGTERM, on_term)
+    alarm = signal.getsignal(signal.SIGALRM)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, alarm)
+        signal.signal(signal.SIGTERM, previous)
+        checkpoint.clear_preempted()
 
 
 def _kill_quietly(pid: int, signum: int) -> None:

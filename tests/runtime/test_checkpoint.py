@@ -20,11 +20,12 @@ from tests.runtime import preempt_pipelines as pp
 PIPELINES = Path(pp.__file__)
 
 
-def _driver(settings, target: str, folder: Path, *params: str, grace: float = 20.0) -> subprocess.Popen[bytes]:
+def _driver(settings, target: str, folder: Path, *params: str, grace: float = 20.0, executor: str = "process",
+            **extra: str) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PYTHONPATH": str(REPO), "CONVEYOR_HOME": str(settings.home), "CONVEYOR_MAX_WORKERS": "1",
-           "CONVEYOR_PREEMPT_GRACE_S": str(grace)}
+           "CONVEYOR_PREEMPT_GRACE_S": str(grace), **extra}
     return subprocess.Popen([sys.executable, "-m", "conveyor.cli.main", "run", f"{PIPELINES}:{target}",
-                             "--executor", "process", "-p", f"folder={folder}", *params, "--json"],
+                             "--executor", executor, "-p", f"folder={folder}", *params, "--json"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
 
 
@@ -59,17 +60,16 @@ def test_a_retried_attempt_continues_from_the_last_checkpoint(client, tmp_path: 
     assert rows[0]["bytes_written"] > 0                       # its checkpoints went through the artifact store
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(300)
-def test_sigterm_then_sigkill_of_the_worker_and_resume_redo_at_most_one_epoch(client, settings,
-                                                                               tmp_path: Path) -> None:
-    folder = tmp_path / "work"
+def _preempt_kill_and_resume(client, settings, folder: Path, executor: str, **env: str) -> None:
+    """Run the SGD pipeline, SIGTERM its worker mid-epoch, SIGKILL the worker of the next attempt
+    mid-epoch, resume; at most one epoch is done twice and the attempt rows tell what happened."""
     epochs = 8
-    proc = _driver(settings, "sgd", folder, "-p", f"epochs={epochs}", "-p", "epoch_s=0.6")
+    # the process executor runs the body in a child of the worker; a Ray worker runs it itself
+    worker_field = 5 if executor == "process" else 3
+    proc = _driver(settings, "sgd", folder, "-p", f"epochs={epochs}", "-p", "epoch_s=0.6", executor=executor, **env)
     try:
         _waiting(proc, lambda: "epoch 2" in pp.journal(str(folder)), "the third epoch to start")
-        worker = int(_attempt_lines(folder)[0][5])
-        os.kill(worker, signal.SIGTERM)            # the spot instance is being taken back: a grace period
+        os.kill(int(_attempt_lines(folder)[0][worker_field]), signal.SIGTERM)   # a spot instance taken back
         (run,) = client.list_runs()
 
         def preempted() -> bool:
@@ -81,14 +81,14 @@ def test_sigterm_then_sigkill_of_the_worker_and_resume_redo_at_most_one_epoch(cl
                  and pp.journal(str(folder))[-1] != f"epoch {int(_attempt_lines(folder)[1][7])}",
                  "the next attempt to be one epoch in")
         second = _attempt_lines(folder)[1]
-        os.kill(int(second[5]), signal.SIGKILL)
+        os.kill(int(second[worker_field]), signal.SIGKILL)
         proc.communicate(timeout=120)
         assert proc.returncode != 0
         wait_until(lambda: not alive(int(second[3])), "the killed worker's attempt to stop", timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
-    resumed = client.resume(run.id, executor="process")
+    resumed = client.resume(run.id, executor=executor)
     assert resumed.status == "succeeded" and resumed.output("train_sgd") > 0.9
     started = [int(ln.split()[1]) for ln in pp.journal(str(folder)) if ln.startswith("epoch")]
     assert sorted(set(started)) == list(range(epochs))
@@ -97,8 +97,23 @@ def test_sigterm_then_sigkill_of_the_worker_and_resume_redo_at_most_one_epoch(cl
     assert froms[0] == 0 and froms[1] >= 3 and froms[2] > froms[1]   # each attempt continued from a checkpoint
     rows = client.metadata.steps.attempts(run.id)
     assert [a["status"] for a in rows if a["name"] == "train_sgd"][:2] == ["preempted", "failed"]
-    assert rows[-1]["status"] == "completed"
+    assert rows[-1]["status"] == "completed" and {a["executor"] for a in rows} == {executor}
     assert max(a["preemptions"] or 0 for a in rows) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_sigterm_then_sigkill_of_the_worker_and_resume_redo_at_most_one_epoch(client, settings,
+                                                                               tmp_path: Path) -> None:
+    _preempt_kill_and_resume(client, settings, tmp_path / "work", "process")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_the_same_on_the_ray_executor(client, settings, tmp_path: Path, ray_cluster,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RAY_ADDRESS", ray_cluster.address)   # for the driver, and the resume in this process
+    _preempt_kill_and_resume(client, settings, tmp_path / "work", "ray")
 
 
 @pytest.mark.slow
