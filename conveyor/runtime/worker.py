@@ -203,7 +203,7 @@ class _GraceOver(BaseException):
     attempt_status = "preempted"
 
 
-_attempt_child: tuple[int, float] | None = None   # (pid, grace) of the child running an attempt in this worker
+_attempt_children: dict[int, float] = {}   # pid -> grace of the children running attempts in this process
 
 
 def preempt_running_attempt() -> bool:
@@ -213,20 +213,19 @@ def preempt_running_attempt() -> bool:
     The child gets SIGUSR1: ``cv.preempted()`` turns True and after the grace period the attempt
     ends ``preempted``. Should the child not end a few seconds after that, it is stopped.
     """
-    held = _attempt_child
-    if held is None:
-        return False
-    pid, grace = held
     import signal
 
-    try:
-        os.kill(pid, signal.SIGUSR1)
-    except ProcessLookupError:
-        return False
-    backstop = threading.Timer(grace + 5.0, lambda: _kill_quietly(pid, signal.SIGTERM))
-    backstop.daemon = True
-    backstop.start()
-    return True
+    told = False
+    for pid, grace in list(_attempt_children.items()):
+        try:
+            os.kill(pid, signal.SIGUSR1)
+        except ProcessLookupError:
+            continue
+        told = True
+        backstop = threading.Timer(grace + 5.0, _kill_quietly, args=(pid, signal.SIGTERM))
+        backstop.daemon = True
+        backstop.start()
+    return told
 
 
 @contextlib.contextmanager
@@ -266,7 +265,7 @@ def preemptible_process(grace: float) -> Iterator[None]:
 
 
 def _kill_quietly(pid: int, signum: int) -> None:
-    if _attempt_child is not None and _attempt_child[0] == pid:
+    if pid in _attempt_children:   # not reaped yet: the pid is still the attempt's
         with contextlib.suppress(OSError):
             os.kill(pid, signum)
 
@@ -450,17 +449,16 @@ class _ChildAttempts:
         for stream in (sys.stdout, sys.stderr):
             stream.flush()
         read_end, write_end = os.pipe()
-        global _attempt_child
         pid = os.fork()
         if pid == 0:   # the child: never returns
             os.close(read_end)
             _child_attempt(task, fn, args, ctx, buffer, mark, write_end)
-        _attempt_child = (pid, task.preempt_grace_s)
+        _attempt_children[pid] = task.preempt_grace_s
         os.close(write_end)
         try:
             payload = _read_frame(read_end, task.timeout, pid, self.cancellation)
         finally:
-            _attempt_child = None
+            _attempt_children.pop(pid, None)
             os.close(read_end)
         if payload is _CANCELLED or payload is _TIMED_OUT:
             self.measures = stopped_child_usage(pid) if task.accounting else None
