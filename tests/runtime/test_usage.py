@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
 import pytest
 
-from tests.conftest import REPO
 from tests.runtime import usage_pipelines as up
 
 
@@ -52,20 +47,3 @@ def test_accounting_off_writes_no_rows(settings) -> None:
         assert run.status == "succeeded" and off.metadata.steps.attempts(run.id) == []
     finally:
         off.close()
-
-
-def test_runs_show_and_compare_print_the_resources(client, settings) -> None:
-    run = up.bytes_pipeline.run(kib=256, client=client, executor="thread")
-    env = {"PYTHONPATH": str(REPO), "CONVEYOR_HOME": str(settings.home), "COLUMNS": "120",
-           "PATH": "/usr/bin:/bin"}
-    shown = subprocess.run([sys.executable, "-m", "conveyor", "runs", "show", run.id], capture_output=True,
-                           text=True, env=env, check=True).stdout
-    assert "Resources per attempt (thread)" in shown and "256.0 KiB" in shown and "completed" in shown
-    data = json.loads(subprocess.run([sys.executable, "-m", "conveyor", "runs", "show", run.id, "--json"],
-                                     capture_output=True, text=True, env=env, check=True).stdout)
-    payload = next(a for a in data["attempts"] if a["name"] == "payload")
-    assert payload["bytes_written"] >= 256 * 1024 and payload["cpu_s"] is not None
-    compared = json.loads(subprocess.run([sys.executable, "-m", "conveyor", "runs", "compare", run.id, "--json"],
-                                         capture_output=True, text=True, env=env, check=True).stdout)
-    usage = compared[0]["resources"]["payload"]
-    assert usage["attempts"] == 1 and usage["peak_rss_bytes"] > 0 and usage["cpu_s"] is not None
