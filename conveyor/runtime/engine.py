@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import traceback
+import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, wait
@@ -41,6 +42,7 @@ class _Call:
     attempts_done: int = 0     # attempts before the task now running (those that ended preempted, and earlier ones)
     failures: int = 0          # of those, the failed ones: they used up part of the step's retries
     preemptions: int = 0
+    submitted: float = 0.0     # when its current task was handed to the executor
 
 
 @dataclass
@@ -127,6 +129,8 @@ class Engine:
                     self._finish(call, result, maps)
         except KeyboardInterrupt:
             self.executor.shutdown(cancel=True)
+            if self.accounting:
+                self._cancelled_attempts(list(running.values()))
             self.metadata.steps.mark_unfinished(run_id, "cancelled", "the run was interrupted")
             raise RunCancelled(f"Run {run_id} was interrupted and marked cancelled. "
                                f"Resume it with `conveyor runs resume {run_id}`.") from None
@@ -358,6 +362,7 @@ class Engine:
         if call.map_index is None:
             self._ex.status[call.name] = "running"
         self.observer("running", call.name, {})
+        call.submitted = time.time()
         return self.executor.submit(task)
 
     def _finish(self, call: _Call, result: StepResult, maps: dict[str, list[Slot | None]]) -> None:
@@ -405,6 +410,18 @@ class Engine:
             elif all(s is not None for s in holder) and self._ex.status.get(call.node.name) == "running":
                 self._complete_map(call.node.name, maps)
         self.observer("succeeded", call.name, info)
+
+    def _cancelled_attempts(self, calls: list[_Call]) -> None:
+        """A row for each attempt that was running when the run was interrupted (its measures stayed
+        with the attempt: only its status and wall time)."""
+        now = time.time()
+        for call in calls:
+            row = dict(attempt=call.attempts_done + 1, status="cancelled", executor=self.executor.name, host=None,
+                       started_at=call.submitted, ended_at=now, wall_s=now - call.submitted, cpu_s=None,
+                       peak_rss_bytes=None, bytes_read=None, bytes_written=None, gpu_s=None, gpu_peak_bytes=None,
+                       error="the run was interrupted")
+            self.metadata.steps.add_attempts(call.step_run_id, self._run_id, [row], attempts=call.attempts_done + 1,
+                                             preemptions=call.preemptions)
 
     def _preempted(self, call: _Call, result: StepResult) -> bool:
         """Record a preempted task's attempts; True when the call is to run again (within preemption_retries)."""
@@ -474,8 +491,6 @@ def _result_of(fut: Future[StepResult], call: _Call) -> StepResult:
     try:
         return fut.result()
     except Exception as exc:
-        import time
-
         now = time.time()
         error = (f"{type(exc).__name__}: the executor lost step '{call.name}' ({exc or 'its worker died'}); "
                  "resume the run to run it again")

@@ -150,6 +150,8 @@ def test_ctrl_c_cancels_the_run_and_stops_its_step(client, tmp_path: Path, execu
         wait_until(lambda: not alive(pid), "the cancelled step's process to stop", timeout=30)
         (run,) = client.list_runs()
         assert run.status == "cancelled"
+        (row,) = attempts_of(client, run.id, "blocks_in")
+        assert row["status"] == "cancelled" and row["executor"] == executor_name
     finally:
         if proc.poll() is None:
             proc.kill()
