@@ -47,7 +47,7 @@ def list_runs(
 def show(run_id: str, as_json: JsonOpt = False,
          explain_cache: Annotated[bool, typer.Option("--explain-cache", help="Say why each step that ran "
                                                      "missed the cache.")] = False) -> None:
-    """Show one run: parameters, environment, events, steps, metrics and outputs."""
+    """Show one run: parameters, environment, events, steps, what each attempt used, metrics and outputs."""
     from conveyor.cli.cache_reasons import annotate, print_reasons
     from conveyor.cli.live import run_summary
 

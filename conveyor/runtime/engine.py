@@ -124,13 +124,19 @@ class Engine:
                     call = running.pop(fut)
                     result = _result_of(fut, call)
                     if result.status == "preempted" and self._preempted(call, result):
-                        running[self._submit(call)] = call   # again, from its last checkpoint
-                        continue
+                        try:
+                            running[self._submit(call)] = call   # again, from its last checkpoint
+                            continue
+                        except Exception as exc:   # the executor cannot take it (a pool that broke)
+                            result = _lost(call, exc)
                     self._finish(call, result, maps)
         except KeyboardInterrupt:
             self.executor.shutdown(cancel=True)
             if self.accounting:
-                self._cancelled_attempts(list(running.values()))
+                try:
+                    self._cancelled_attempts(list(running.values()))
+                except Exception:   # best effort: the run is marked cancelled below whatever happens
+                    pass
             self.metadata.steps.mark_unfinished(run_id, "cancelled", "the run was interrupted")
             raise RunCancelled(f"Run {run_id} was interrupted and marked cancelled. "
                                f"Resume it with `conveyor runs resume {run_id}`.") from None
@@ -491,11 +497,15 @@ def _result_of(fut: Future[StepResult], call: _Call) -> StepResult:
     try:
         return fut.result()
     except Exception as exc:
-        now = time.time()
-        error = (f"{type(exc).__name__}: the executor lost step '{call.name}' ({exc or 'its worker died'}); "
-                 "resume the run to run it again")
-        return StepResult(status="failed", attempts=1, started_at=now, ended_at=now, error=error,
-                          traceback=error + "\n", logs=error + "\n")
+        return _lost(call, exc)
+
+
+def _lost(call: _Call, exc: BaseException) -> StepResult:
+    now = time.time()
+    error = (f"{type(exc).__name__}: the executor lost step '{call.name}' ({exc or 'its worker died'}); "
+             "resume the run to run it again")
+    return StepResult(status="failed", attempts=1, started_at=call.submitted or now, ended_at=now, error=error,
+                      traceback=error + "\n", logs=error + "\n")
 
 
 def _new_artifact(name: str, a: Any) -> NewArtifact:

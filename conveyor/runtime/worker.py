@@ -198,9 +198,14 @@ class _ChildFailure(Exception):
 
 
 class _GraceOver(BaseException):
-    """The grace period after a preemption ended while the body still ran (raised in the child)."""
+    """The grace period after a preemption ended while the body still ran (raised in its thread)."""
 
     attempt_status = "preempted"
+
+
+def _grace_over_message(task: StepTask) -> str:
+    return (f"Step '{task.node_name}' was preempted: its worker was told to stop and the step was still running "
+            f"{task.preempt_grace_s:g}s later (save progress with cv.checkpoint to continue from it).")
 
 
 _attempt_children: dict[int, float] = {}   # pid -> grace of the children running attempts in this process
@@ -607,9 +612,7 @@ def _child_attempt(task: StepTask, fn: Callable[..., Any], args: dict[str, Any],
             outcome, stopped = {}, True
         except (StepPreempted, _GraceOver) as exc:
             signal.setitimer(signal.ITIMER_REAL, 0)
-            error = (str(exc) if isinstance(exc, StepPreempted) else
-                     f"Step '{task.node_name}' was preempted: its worker was told to stop and the step was still "
-                     f"running {task.preempt_grace_s:g}s later (save progress with cv.checkpoint to continue from it).")
+            error = str(exc) if isinstance(exc, StepPreempted) else _grace_over_message(task)
             outcome = {"error": f"StepPreempted: {error}", "text": f"StepPreempted: {error}\n", "retryable": False,
                        "preempted": True, "logged": _store_logged(task, ctx)}
         except BaseException as exc:
@@ -704,6 +707,8 @@ def _run(task: StepTask, attempts: _ThreadAttempts | _ChildAttempts) -> StepResu
                     return _failed(task, started, attempt - task.attempt_offset, exc.cause, buffer, ctx,
                                    _noted(task, usage, attempt, began, attempts.measures, exc.cause, loaded))
                 except BaseException as exc:
+                    if isinstance(exc, _GraceOver):   # in this thread (a cluster worker's): say it plainly
+                        exc = StepPreempted(_grace_over_message(task))
                     _noted(task, usage, attempt, began, attempts.measures, exc, loaded)
                     if isinstance(exc, KeyboardInterrupt | SystemExit):
                         raise
@@ -746,7 +751,7 @@ def _noted(task: StepTask, usage: list[AttemptUsage], attempt: int, began: float
 
         _host = socket.gethostname()
     m = measures or Measures()
-    read = m.bytes_read + (loaded.read if attempt == 1 else 0)
+    read = m.bytes_read + (loaded.read if attempt == task.attempt_offset + 1 else 0)
     error = None
     if exc is not None:
         error = exc.error if isinstance(exc, _ChildFailure) else f"{type(exc).__name__}: {exc}"
