@@ -254,7 +254,7 @@ def run_on_worker(task: StepTask, isolated: bool, relative_source: str | None, *
                 task.fn_ref = FunctionRef(ref.module, ref.qualname, str(Path(base) / relative_source))
                 break
     with preemptible_process(task.preempt_grace_s):   # SIGTERM to this worker: the step is preempted
-        result = (run_task_isolated if isolated else run_task)(task)
+        result = run_task_isolated(task) if isolated else run_task(task, own_process=True)
     values, result.values = result.values or {}, None
     returned = [values.get(name) if result.status == "succeeded" and result.outputs[name].uri is not None else None
                 for name in task.outputs]

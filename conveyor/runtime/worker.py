@@ -337,9 +337,10 @@ class _ThreadAttempts:
     """Attempts in a thread of this process. A thread cannot be stopped, so after a timeout the
     attempt goes on in the background and a retry waits for it to finish before it starts."""
 
-    def __init__(self) -> None:
+    def __init__(self, own_process: bool = False) -> None:
         self._late: threading.Thread | None = None
         self.measures: Measures | None = None   # what the last attempt used (with accounting on)
+        self.own_process = own_process          # nothing else runs in this process: measure all of it
 
     def attempt(self, task: StepTask, fn: Callable[..., Any], args: dict[str, Any], ctx: StepContext,
                 buffer: io.StringIO) -> _Stored:
@@ -347,6 +348,16 @@ class _ThreadAttempts:
             with _settled(ctx):
                 return _store(task, self._call(lambda: fn(**args), task.timeout, task.node_name, {}), ctx)
         box: dict[str, Any] = {}
+        if self.own_process:   # the threads the body starts (BLAS, pools) count too
+            tally = Tally()
+            opened, whole = begin(tally), ProcessMeter(tally)
+            try:
+                with _settled(ctx):
+                    stored = _store(task, self._call(lambda: fn(**args), task.timeout, task.node_name, box), ctx)
+            finally:
+                end(opened)
+                self.measures = whole.stop()
+            return stored
         meter = ThreadMeter()
         try:
             with _settled(ctx):
@@ -653,14 +664,17 @@ def _prepare(task: StepTask) -> tuple[Callable[..., Any], dict[str, Any]]:
     return fn, _materialize_args(task)
 
 
-def run_task(task: StepTask) -> StepResult:
+def run_task(task: StepTask, *, own_process: bool = False) -> StepResult:
     """Execute a task in this process: the function with retries, then store its outputs. Never raises.
+
+    ``own_process``: the task is all this process runs (a cluster worker's task), so its attempts
+    are measured as the whole process's CPU rather than their thread's.
 
     With a ``timeout``, each attempt runs in a thread. A thread cannot be stopped: a timed-out
     attempt goes on in the background, and a retry (if ``retry_on`` allows one) waits for it to
     finish first, so two attempts of one step never overlap.
     """
-    return _run(task, _ThreadAttempts())
+    return _run(task, _ThreadAttempts(own_process))
 
 
 def run_task_isolated(task: StepTask, cancellation: Cancellation | None = None) -> StepResult:
