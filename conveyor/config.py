@@ -36,6 +36,13 @@ variable                        meaning                                   defaul
 ``CONVEYOR_SERVE_USAGE_INTERVAL_S`` how often a server writes its CPU and  ``60``
                                 request counts per endpoint and version
                                 to ``serving_usage``; ``0``: not counted
+``CONVEYOR_ACCOUNTING``         ``0``: do not measure step attempts nor   on
+                                write ``step_attempts`` rows
+``CONVEYOR_PREEMPT_GRACE_S``    seconds a step gets after its worker's    ``30``
+                                SIGTERM before its attempt is stopped as
+                                preempted
+``CONVEYOR_PREEMPTION_RETRIES`` preempted attempts of one step call that  ``3``
+                                are run again (apart from ``retries``)
 ``DASK_SCHEDULER_ADDRESS``      the Dask scheduler ``CONVEYOR_EXECUTOR=   a local cluster started once
                                 dask`` connects to (``tcp://host:8786``)  per process
 ``CONVEYOR_RAY_ADDRESS``        the Ray cluster (``host:port``, ``auto``,  ``RAY_ADDRESS``
@@ -113,6 +120,9 @@ class Settings:
     ray_runtime_env: str = ""          # a JSON object (checked here), merged into every task's runtime env
     ray_env_vars: tuple[tuple[str, str], ...] = ()   # (name, value) of the variables CONVEYOR_RAY_ENV_VARS names
     prices: str | None = None          # a price table file (CONVEYOR_PRICES); None: the shipped one
+    accounting: bool = True
+    preempt_grace_s: float = 30.0
+    preemption_retries: int = 3
 
     def with_overrides(self, **changes: object) -> Settings:
         """Return a copy with some fields replaced."""
@@ -226,7 +236,10 @@ def load_settings(env: Mapping[str, str] | None = None, cwd: Path | None = None)
                     ray_shared_root=_flag(get("ray_shared_root", "")),
                     ray_runtime_env=_json_table("CONVEYOR_RAY_RUNTIME_ENV", get("ray_runtime_env", "")),
                     ray_env_vars=_named_variables(env, str(get("ray_env_vars", "") or "")),
-                    prices=str(get("prices", "") or "").strip() or None)
+                    prices=str(get("prices", "") or "").strip() or None,
+                    accounting=not _off(get("accounting", "1")),
+                    preempt_grace_s=_seconds("CONVEYOR_PREEMPT_GRACE_S", get("preempt_grace_s", 30)),
+                    preemption_retries=_int("CONVEYOR_PREEMPTION_RETRIES", get("preemption_retries", 3)))
 
 
 def _named_variables(env: Mapping[str, str], patterns: str) -> tuple[tuple[str, str], ...]:
@@ -235,6 +248,10 @@ def _named_variables(env: Mapping[str, str], patterns: str) -> tuple[tuple[str, 
 
     wanted = [p.strip() for p in patterns.split(",") if p.strip()]
     return tuple(sorted((k, v) for k, v in env.items() if any(fnmatch.fnmatchcase(k, p) for p in wanted)))
+
+
+def _off(raw: object) -> bool:
+    return str(raw).strip().lower() in ("0", "false", "no", "off")
 
 
 def _flag(raw: object) -> bool:

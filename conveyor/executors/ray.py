@@ -31,7 +31,8 @@ from conveyor.config import Settings
 from conveyor.errors import ConfigurationError
 from conveyor.executors.ray_code import CodePackages
 from conveyor.executors.ray_connect import LOOPBACK, connect, is_loopback
-from conveyor.runtime.worker import FromStore, FunctionRef, StepResult, StepTask, run_task, run_task_isolated
+from conveyor.runtime.worker import (FromStore, FunctionRef, StepResult, StepTask, preemptible_process, run_task,
+                                     run_task_isolated)
 
 # --- what the cluster has ----------------------------------------------------------------------
 
@@ -181,7 +182,8 @@ def run_on_worker(task: StepTask, isolated: bool, relative_source: str | None, *
             if base and (Path(base) / relative_source).exists():
                 task.fn_ref = FunctionRef(ref.module, ref.qualname, str(Path(base) / relative_source))
                 break
-    result = (run_task_isolated if isolated else run_task)(task)
+    with preemptible_process(task.preempt_grace_s):   # SIGTERM to this worker: the step is preempted
+        result = run_task_isolated(task) if isolated else run_task(task, own_process=True)
     values, result.values = result.values or {}, None
     returned = [values.get(name) if result.status == "succeeded" and result.outputs[name].uri is not None else None
                 for name in task.outputs]

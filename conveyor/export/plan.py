@@ -98,6 +98,7 @@ class Task:
     gpus: int | None = None
     instance_type: str | None = None
     cache: bool = True
+    preemptible: bool = False       # @step(preemptible=True): the target may run it on spot capacity
 
     @property
     def deadline_s(self) -> int | None:
@@ -260,7 +261,8 @@ def lower_graph(graph: Graph, instance_types: Mapping[str, str]) -> dict[str, Ta
             name=name, step=spec.name, upstream=tuple(sorted(node.upstream())), gates=gates[name],
             fan_out=fan_outs.get(name), emits=tuple(emits[name]), retries=spec.retries, backoff=spec.backoff,
             backoff_max=spec.backoff_max, timeout=spec.timeout, cpus=spec.cpus, memory=spec.memory, gpus=spec.gpus,
-            instance_type=instance_types.get(spec.name, instance_types.get("*")), cache=spec.cache)
+            instance_type=instance_types.get(spec.name, instance_types.get("*")), cache=spec.cache,
+            preemptible=spec.preemptible)
         if spec.memory is not None:
             parse_memory(spec.memory, name)
     return tasks

@@ -74,7 +74,10 @@ class Client:
 
         shared = None if self.settings.artifact_root.startswith("memory://") else SharedCache(self.artifacts)
         return Engine(self.metadata, self.artifacts, executor, inline_max_bytes=self.settings.inline_max_bytes,
-                      observer=observer, actor=self.settings.actor, shared_cache=shared)
+                      observer=observer, actor=self.settings.actor, shared_cache=shared,
+                      accounting=self.settings.accounting,
+                      preempt_grace_s=self.settings.preempt_grace_s,
+                      preemption_retries=self.settings.preemption_retries)
 
     def run_pipeline(self, pipeline: Any, params: Mapping[str, Any] | None = None, *, cache: bool = True,
                      executor: str | None = None, run_name: str | None = None,
