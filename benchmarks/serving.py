@@ -122,7 +122,50 @@ def stop(proc: subprocess.Popen) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
 
 
+def usage_overhead(model: object, rounds: int = 21, calls: int = 1000) -> dict[str, float]:
+    """The usage accounting's cost on the request path, in process (wrk through HTTP is too noisy to see it).
+
+    ``ServingService.predict`` (1 row) with and without a UsageMeter in alternating rounds (the median of
+    the per-round ratios), and the accounting alone (its clock reads and ``add``), timed by itself.
+    """
+    import statistics
+    import timeit
+
+    from conveyor.serving.catalog import ColumnSpec, EndpointSpec, InMemoryCatalog, ModelKey, Signature, WeightedRoute
+    from conveyor.serving.service import ServingService
+    from conveyor.serving.usage import UsageMeter
+
+    sig = Signature(tuple(ColumnSpec(f"f{i}", "float64") for i in range(FEATURES)))
+    cat = InMemoryCatalog()
+    cat.add_model("bench", 1, model, sig)
+    cat.set_endpoint(EndpointSpec("bench", (WeightedRoute(ModelKey("bench", 1), 100),)))
+    meter = UsageMeter(lambda records: None, interval_s=3600)
+    services = {"off": ServingService(cat), "on": ServingService(cat, usage=meter)}
+    columns = {f"f{i}": [0.1 * i] for i in range(FEATURES)}
+    per_call: dict[str, list[float]] = {"off": [], "on": []}
+    for i in range(rounds):
+        for label in (("off", "on") if i % 2 else ("on", "off")):
+            start = time.perf_counter()
+            for _ in range(calls):
+                services[label].predict(columns, endpoint="bench", headers={}, protocol="bench")
+            per_call[label].append((time.perf_counter() - start) / calls)
+    ratios = [on / off for on, off in zip(per_call["on"], per_call["off"])]
+    alone = min(timeit.repeat("c = thread_time(); s = perf_counter(); "
+                              "meter.add('bench', 'bench', 1, thread_time() - c, perf_counter() - s)",
+                              globals={"thread_time": time.thread_time, "perf_counter": time.perf_counter,
+                                       "meter": meter}, number=20_000, repeat=5)) / 20_000
+    predict = statistics.median(per_call["off"])
+    return {"predict_us": round(predict * 1e6, 1), "usage_us_per_request": round(alone * 1e6, 2),
+            "usage_share": round(alone / predict, 4), "ab_ratio_median": round(statistics.median(ratios), 4)}
+
+
 def main() -> None:
+    if os.environ.get("BENCH_USAGE_ONLY"):   # only the in-process usage-accounting measurement
+        from sklearn.linear_model import LogisticRegression
+
+        X = np.random.default_rng(0).normal(size=(5000, FEATURES))
+        print(json.dumps(usage_overhead(LogisticRegression().fit(X, X[:, 0] > 0))))
+        return
     if not shutil.which("wrk"):
         sys.exit("wrk is not installed: apt-get install wrk")
     from sklearn.linear_model import LogisticRegression
@@ -134,7 +177,7 @@ def main() -> None:
     (work / "model.pkl").write_bytes(pickle.dumps(model))
     bin_dir = Path(sys.executable).parent
     env = {**os.environ, "BENCH_MODEL": str(work / "model.pkl"), "CONVEYOR_HOME": str(work / "home"),
-           "PYTHONPATH": str(HERE / "serving_apps")}
+           "PYTHONPATH": os.pathsep.join([str(HERE / "serving_apps"), str(HERE.parent)])}   # this checkout's code
 
     # Conveyor: register, create the endpoint and a key, like a user does.
     from conveyor.config import load_settings
@@ -150,27 +193,42 @@ def main() -> None:
 
     floor_port, fast_floor_port, conveyor_port = free_port(), free_port(), free_port()
     def floor(app: str, port: int) -> dict:
+        # uvicorn as it installs (pure-Python loop and parser), whatever else is in the virtualenv
         return {"cmd": [str(bin_dir / "python"), "-m", "uvicorn", f"floor_app:{app}", "--host", "127.0.0.1",
-                        "--log-level", "warning", "--no-access-log", "--port", str(port)],
+                        "--log-level", "warning", "--no-access-log", "--port", str(port),
+                        "--loop", "asyncio", "--http", "h11"],
                 "port": port, "ready": "/docs", "path": "/invocations", "oip": False}
+
+    def conveyor(port: int, extra_env: dict[str, str] | None = None, args: list[str] | None = None) -> dict:
+        return {"cmd": [str(bin_dir / "conveyor"), "serve", "--host", "127.0.0.1", "--port", str(port),
+                        *(args or []), *os.environ.get("CONVEYOR_FLAGS", "").split()],
+                "port": port, "ready": "/readyz", "path": "/invocations", "oip": False,
+                "headers": {"Authorization": f"Bearer {key}"}, "env": extra_env or {}}
 
     servers = {
         "floor": floor("app", floor_port),
         "floor-orjson": floor("fast_app", fast_floor_port),
-        "conveyor": {"cmd": [str(bin_dir / "conveyor"), "serve", "--host", "127.0.0.1", "--port", str(conveyor_port), *os.environ.get("CONVEYOR_FLAGS", "").split()],
-                     "port": conveyor_port, "ready": "/readyz", "path": "/invocations", "oip": False,
-                     "headers": {"Authorization": f"Bearer {key}"}},
+        "conveyor": conveyor(conveyor_port),
+        # the same app on granian (Rust HTTP server) instead of uvicorn
+        "conveyor-granian": conveyor(free_port(), args=["--server", "granian"]),
+        # the same server with the prediction log encoded on a thread of the serving process (the old default)
+        "conveyor-log-thread": conveyor(free_port(), {"CONVEYOR_SERVE_LOG_WRITER": "thread"}),
         **peer_servers(work),
+        # the same server without its usage accounting (serving_usage): only when BENCH_SERVERS names it
+        "conveyor-no-usage": conveyor(free_port(), {"CONVEYOR_SERVE_USAGE_INTERVAL_S": "0"}),
     }
     wanted = os.environ.get("BENCH_SERVERS")
     if wanted:
         servers = {k: v for k, v in servers.items() if k in wanted.split(",") or k.startswith("floor")}
+    else:
+        servers.pop("conveyor-no-usage")
     rows_list = [int(r) for r in os.environ.get("BENCH_ROWS", "1,100").split(",")]
     rounds = int(os.environ.get("BENCH_ROUNDS", "2"))
     samples: dict[tuple[str, int], list[dict[str, float]]] = {}
     for _ in range(rounds):          # servers alternate, so a noisy minute hurts both alike
         for name, spec in servers.items():
             run_env = env if "path_prefix" not in spec else {**env, "PATH": spec["path_prefix"] + os.pathsep + env["PATH"]}
+            run_env = {**run_env, **spec.get("env", {})}
             proc = start(spec["cmd"], run_env, work / f"{name}.log")
             base_url = f"http://127.0.0.1:{spec['port']}"
             try:
@@ -181,7 +239,8 @@ def main() -> None:
                     samples.setdefault((name, rows), []).append(r)
             finally:
                 stop(proc)
-    served_rows = sum(r["requests"] * rows for (name, rows), v in samples.items() if name == "conveyor" for r in v)
+    served_rows = sum(r["requests"] * rows for (name, rows), v in samples.items() if name.startswith("conveyor")
+                      for r in v)
     results = {k: {m: float(np.mean([r[m] for r in v])) for m in v[0] if m != "requests"} for k, v in samples.items()}
     for (name, rows), r in sorted(results.items(), key=lambda kv: (kv[0][1], kv[0][0] != "floor")):
         base, strict = results[("floor", rows)], results.get(("floor-orjson", rows))
@@ -196,6 +255,7 @@ def main() -> None:
     logged = list((work / "home" / "artifacts" / "predictions").rglob("*.parquet"))
     print(json.dumps({"prediction_log_files": len(logged), "conveyor_rows_served": served_rows,
                       "prediction_log_rows": sum(pq.read_metadata(p).num_rows for p in logged)}))
+    print(json.dumps(usage_overhead(model)))
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -9,6 +9,9 @@ Floor: the same functions called by hand; each output pickled to a file and one 
 written and committed per step. Peers run through benchmarks/peers/engine_<name>.py in their own
 virtualenvs (benchmarks/peers/install_peers.sh engine) and are reported as skipped when absent.
 
+Also W1 with resource accounting on and off (CONVEYOR_ACCOUNTING=0), interleaved in one run:
+the cost of measuring each attempt and writing its step_attempts row.
+
 Prints one JSON object per (workload, tool).
 """
 
@@ -175,6 +178,68 @@ def measure_conveyor() -> dict[str, float]:
     return out
 
 
+def measure_accounting(repeats: int = 4 * REPEATS) -> dict[str, float]:
+    """W1 with accounting on and off, alternated run by run (so drift in the machine hits both alike)."""
+    from conveyor.config import load_settings
+    from conveyor.runtime.client import Client
+
+    w1 = conveyor_pipelines()["W1"]
+    times: dict[str, list[float]] = {"on": [], "off": []}
+    with tempfile.TemporaryDirectory() as d:
+        clients = {mode: Client(load_settings(env={"CONVEYOR_HOME": f"{d}/{mode}",
+                                                    "CONVEYOR_ACCOUNTING": "1" if mode == "on" else "0"}))
+                   for mode in times}
+        for client in clients.values():
+            client.run_pipeline(w1, {}, cache=False)   # warm: imports, the store's schema
+        for i in range(repeats):
+            for mode in (("on", "off") if i % 2 == 0 else ("off", "on")):
+                t = time.perf_counter()
+                clients[mode].run_pipeline(w1, {}, cache=False)
+                times[mode].append(time.perf_counter() - t)
+        for client in clients.values():
+            client.close()
+    # the fastest run of each mode as well: on a shared machine the median moves with the neighbours' load
+    return {**{mode: statistics.median(ts) for mode, ts in times.items()},
+            **{f"{mode}_min": min(ts) for mode, ts in times.items()}}
+
+
+def measure_accounting_parts(n: int = 2000) -> dict[str, float]:
+    """The added work alone, in microseconds a step: measuring an attempt where it runs, and the
+    step run's end written with and without its step_attempts row (fastest of ``n``, interleaved)."""
+    from conveyor.runtime import worker
+    from conveyor.runtime.usage import ThreadMeter
+    from conveyor.store.artifacts.tally import Tally
+    from conveyor.store.metadata import MetadataStore
+    from conveyor.store.metadata.records import StepOutcome
+
+    task = worker.StepTask(run_id="r", step_run_id="s", node_name="n", step_name="n", args={}, outputs=("output",),
+                           multiple_outputs=False, retries=0, retry_on=(Exception,), backoff=0.0, backoff_max=0.0,
+                           timeout=None, artifact_root="", inline_max_bytes=0)
+    meter = []
+    for _ in range(n):
+        t = time.perf_counter()
+        worker._noted(task, [], 1, 0.0, ThreadMeter().stop(), None, Tally())
+        meter.append(time.perf_counter() - t)
+    row = dict(attempt=1, status="completed", executor="thread", host="h", started_at=1.0, ended_at=2.0, wall_s=1.0,
+               cpu_s=1.0, peak_rss_bytes=1, bytes_read=0, bytes_written=1, gpu_s=None, gpu_peak_bytes=None, error=None)
+    writes: dict[str, list[float]] = {"on": [], "off": []}
+    with tempfile.TemporaryDirectory() as d:
+        md = MetadataStore(f"sqlite:///{d}/m.db")
+        run = md.runs.create(kind="pipeline", name=None, pipeline_id=None, pipeline_name="b", pipeline_ref=None,
+                             parameters={}, tags={}, environment_hash=None, git_commit=None, git_dirty=None,
+                             options={}, pid=1, host="h")
+        for _ in range(n // 4):
+            for mode, rows in (("on", [row]), ("off", [])):
+                sid = md.steps.start(run, "a", "a", cache_key="k", code_hash="c")
+                t = time.perf_counter()
+                md.steps.finish(sid, run, StepOutcome(status="succeeded", attempt_rows=rows))
+                writes[mode].append(time.perf_counter() - t)
+        md.close()
+    return {"measure_us": min(meter) * 1e6, "measure_median_us": statistics.median(meter) * 1e6,
+            "write_added_us": (min(writes["on"]) - min(writes["off"])) * 1e6,
+            "write_added_median_us": (statistics.median(writes["on"]) - statistics.median(writes["off"])) * 1e6}
+
+
 def measure_peer(name: str) -> dict[str, float] | None:
     python = HERE / "peers" / ".venvs" / name / "bin" / "python"
     script = HERE / "peers" / f"engine_{name}.py"
@@ -201,6 +266,9 @@ def main() -> None:
     floor = measure_floor()
     report("floor", floor, floor)
     report("conveyor", measure_conveyor(), floor)
+    report_accounting(measure_accounting())
+    print(json.dumps({"workload": "accounting parts", **{k: round(v, 1) for k, v in measure_accounting_parts().items()}}),
+          flush=True)
     for peer in ("prefect", "dagster", "zenml", "metaflow"):
         res = measure_peer(peer)
         if res is None:
@@ -211,5 +279,20 @@ def main() -> None:
             report(peer, res, floor)
 
 
+def report_accounting(acct: dict[str, float]) -> None:
+    n = STEPS["W1"]
+    print(json.dumps({"workload": "W1", "tool": "conveyor accounting on vs off",
+                      **{f"seconds_{k}": round(v, 5) for k, v in acct.items()},
+                      "added_per_step_ms_median": round((acct["on"] - acct["off"]) / n * 1000, 4),
+                      "added_per_step_ms_min": round((acct["on_min"] - acct["off_min"]) / n * 1000, 4),
+                      "ratio_on_to_off": round(acct["on"] / acct["off"], 3), "target_per_step_ms": 0.05}),
+          flush=True)
+
+
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:] == ["accounting"]:   # only the on/off comparison
+        report_accounting(measure_accounting())
+        print(json.dumps({"workload": "accounting parts",
+                          **{k: round(v, 1) for k, v in measure_accounting_parts().items()}}), flush=True)
+    else:
+        main()

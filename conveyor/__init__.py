@@ -14,7 +14,9 @@ _EXPORTS = {
     "step": "conveyor.dsl", "pipeline": "conveyor.dsl", "when": "conveyor.dsl", "unless": "conveyor.dsl",
     "unmapped": "conveyor.dsl", "Pipeline": "conveyor.dsl", "Step": "conveyor.dsl",
     "ConveyorError": "conveyor.errors", "ParameterError": "conveyor.errors", "QualityGateFailed": "conveyor.errors",
-    "StepTimeout": "conveyor.errors",
+    "StepTimeout": "conveyor.errors", "StepPreempted": "conveyor.errors",
+    "checkpoint": "conveyor.runtime.checkpoint", "restore": "conveyor.runtime.checkpoint",
+    "preempted": "conveyor.runtime.checkpoint",
     "HookContext": "conveyor.runtime.hooks",
     "Client": "conveyor.runtime.client", "Run": "conveyor.runtime.run",
     "StepContext": "conveyor.runtime.context", "get_step_context": "conveyor.runtime.context",
@@ -31,7 +33,8 @@ __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
     from conveyor.dsl import Pipeline, Step, pipeline, step, unless, unmapped, when
-    from conveyor.errors import ConveyorError, ParameterError, QualityGateFailed, StepTimeout
+    from conveyor.errors import ConveyorError, ParameterError, QualityGateFailed, StepPreempted, StepTimeout
+    from conveyor.runtime.checkpoint import checkpoint, preempted, restore
     from conveyor.runtime.hooks import HookContext
     from conveyor.runtime.client import Client
     from conveyor.runtime.context import StepContext, get_step_context

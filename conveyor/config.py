@@ -33,6 +33,16 @@ variable                        meaning                                   defaul
 ``CONVEYOR_SERVE_LOG_MAX_ROWS``   prediction-log rows held in memory:     ``500000``
                                 the most a SIGKILL can lose (per worker)
 ``CONVEYOR_SERVE_LOG_INTERVAL_S`` prediction-log flush interval (seconds) ``2``
+``CONVEYOR_SERVE_USAGE_INTERVAL_S`` how often a server writes its CPU and  ``60``
+                                request counts per endpoint and version
+                                to ``serving_usage``; ``0``: not counted
+``CONVEYOR_ACCOUNTING``         ``0``: do not measure step attempts nor   on
+                                write ``step_attempts`` rows
+``CONVEYOR_PREEMPT_GRACE_S``    seconds a step gets after its worker's    ``30``
+                                SIGTERM before its attempt is stopped as
+                                preempted
+``CONVEYOR_PREEMPTION_RETRIES`` preempted attempts of one step call that  ``3``
+                                are run again (apart from ``retries``)
 ``DASK_SCHEDULER_ADDRESS``      the Dask scheduler ``CONVEYOR_EXECUTOR=   a local cluster started once
                                 dask`` connects to (``tcp://host:8786``)  per process
 ``CONVEYOR_RAY_ADDRESS``        the Ray cluster (``host:port``, ``auto``,  ``RAY_ADDRESS``
@@ -92,6 +102,8 @@ class Settings:
     serve_max_in_flight: int = 64
     serve_log_max_rows: int = 500_000
     serve_log_interval_s: float = 2.0
+    serve_log_writer: str = "process"     # "process": encode the prediction log off the serving process
+    serve_usage_interval_s: float = 60.0   # 0: the server keeps no usage
     aip_predict_route: str = "/predict"
     aip_health_route: str = "/health"
     agent_heartbeat_s: float = 60.0
@@ -107,6 +119,9 @@ class Settings:
     ray_runtime_env: str = ""          # a JSON object (checked here), merged into every task's runtime env
     ray_env_vars: tuple[tuple[str, str], ...] = ()   # (name, value) of the variables CONVEYOR_RAY_ENV_VARS names
     prices: str | None = None          # a price table file (CONVEYOR_PRICES); None: the shipped one
+    accounting: bool = True
+    preempt_grace_s: float = 30.0
+    preemption_retries: int = 3
 
     def with_overrides(self, **changes: object) -> Settings:
         """Return a copy with some fields replaced."""
@@ -211,12 +226,19 @@ def load_settings(env: Mapping[str, str] | None = None, cwd: Path | None = None)
                                                    get("serve_log_max_rows", 500_000))),
                     serve_log_interval_s=_seconds("CONVEYOR_SERVE_LOG_INTERVAL_S",
                                                          get("serve_log_interval_s", 2.0)),
+                    serve_log_writer=str(env.get("CONVEYOR_SERVE_LOG_WRITER")
+                                         or get("serve_log_writer", "process")).strip().lower(),
+                    serve_usage_interval_s=_seconds("CONVEYOR_SERVE_USAGE_INTERVAL_S",
+                                                    get("serve_usage_interval_s", 60.0), zero=True),
                     dask_scheduler_address=str(env.get("DASK_SCHEDULER_ADDRESS", "")).strip() or None,
                     ray_address=ray_address,
                     ray_shared_root=_flag(get("ray_shared_root", "")),
                     ray_runtime_env=_json_table("CONVEYOR_RAY_RUNTIME_ENV", get("ray_runtime_env", "")),
                     ray_env_vars=_named_variables(env, str(get("ray_env_vars", "") or "")),
-                    prices=str(get("prices", "") or "").strip() or None)
+                    prices=str(get("prices", "") or "").strip() or None,
+                    accounting=not _off(get("accounting", "1")),
+                    preempt_grace_s=_seconds("CONVEYOR_PREEMPT_GRACE_S", get("preempt_grace_s", 30)),
+                    preemption_retries=_int("CONVEYOR_PREEMPTION_RETRIES", get("preemption_retries", 3)))
 
 
 def _named_variables(env: Mapping[str, str], patterns: str) -> tuple[tuple[str, str], ...]:
@@ -225,6 +247,10 @@ def _named_variables(env: Mapping[str, str], patterns: str) -> tuple[tuple[str, 
 
     wanted = [p.strip() for p in patterns.split(",") if p.strip()]
     return tuple(sorted((k, v) for k, v in env.items() if any(fnmatch.fnmatchcase(k, p) for p in wanted)))
+
+
+def _off(raw: object) -> bool:
+    return str(raw).strip().lower() in ("0", "false", "no", "off")
 
 
 def _flag(raw: object) -> bool:

@@ -11,6 +11,7 @@ The tree::
     ├── QualityGateFailed             a step's check rejected a result (raised by user steps)
     │   └── ValidationFailed          data broke a schema constraint whose policy is ``fail``
     ├── StepTimeout                   one attempt of a step ran longer than its ``timeout``
+    ├── StepPreempted                 a step's worker was told to stop (SIGTERM); the attempt ends ``preempted``
     ├── RunCancelled                  a run was interrupted (Ctrl-C, SIGTERM)
     ├── ArtifactError
     │   ├── ArtifactIntegrityError    bytes on disk do not match the recorded hash
@@ -190,6 +191,17 @@ class ArtifactUntrusted(ArtifactError):
     settings do not allow that for this store (``CONVEYOR_ALLOW_PICKLE``)."""
 
     headline = "Untrusted artifact"
+
+
+class StepPreempted(ConveyorError):
+    """The worker running this attempt was told to stop (SIGTERM: a spot instance taken back).
+
+    Raised by ``cv.checkpoint`` once the state is saved, or at the end of the grace period
+    (``CONVEYOR_PREEMPT_GRACE_S``). The attempt ends ``preempted`` and the step call runs again
+    (apart from ``retries``), continuing from its last checkpoint. Do not catch it.
+    """
+
+    headline = "Step preempted"
 
 
 class StepTimeout(ConveyorError):

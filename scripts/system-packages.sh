@@ -2,7 +2,7 @@
 # Installs what the test suite starts for real, if missing: Debian packages (PostgreSQL, wrk,
 # Node.js and npm, Redis) and Azurite, the Azure Blob emulator, from npm into .cache/azurite.
 # Installs what the test suite starts for real, if missing: Debian packages (PostgreSQL, MariaDB, wrk,
-# Node.js and npm) and Azurite, the Azure Blob emulator, from npm into .cache/azurite.
+# Node.js and npm, Redis, Chromium) and Azurite, the Azure Blob emulator, from npm into .cache/azurite.
 set -euo pipefail
 need=()
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
@@ -12,6 +12,8 @@ command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+# the dashboard's browser tests drive Debian's Chromium through Playwright (never `playwright install`)
+[ -x /usr/bin/chromium ] || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "Missing Debian packages: ${need[*]}. Install them: sudo apt-get install -y ${need[*]}" >&2

@@ -112,8 +112,8 @@ def ray_cluster() -> Iterator[RayCluster]:
             yield RayCluster(address=address, temp_dir=temp_dir)
         finally:
             # a driver still connected when its raylet goes exits the whole process: this test session
-            if "conveyor.executors.ray" in sys.modules:
-                sys.modules["conveyor.executors.ray"].disconnect()
+            if "conveyor.executors.ray_connect" in sys.modules:
+                sys.modules["conveyor.executors.ray_connect"].disconnect()
             for proc in reversed(procs):
                 _stop(proc)
             shutil.rmtree(temp_dir, ignore_errors=True)

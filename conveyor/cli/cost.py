@@ -7,7 +7,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from conveyor.cli.output import console, duration, print_json, size_text
+from conveyor.cli.output import console, duration, print_json, size
 
 app = typer.Typer(no_args_is_help=True)
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
@@ -69,7 +69,7 @@ def gc(dry_run: Annotated[bool, typer.Option("--dry-run", help="Only say what wo
         if not (plan.rows_deleted or plan.objects_deleted or any(r.temporary_deleted for r in plan.roots)):
             return
         if not typer.confirm(f"Remove {plan.rows_deleted} artifact row(s) and {plan.objects_deleted} object(s) "
-                             f"({size_text(plan.bytes_freed)})?"):
+                             f"({size(plan.bytes_freed)})?"):
             raise typer.Abort()
     report = collect(client.metadata, stores, older_than_s=age, dry_run=dry_run)
     if as_json:
@@ -95,13 +95,13 @@ def _print_gc(report: Any) -> None:
         table.add_column(col, justify="left" if col == "root" else "right")
     for r in report.roots:
         table.add_row(r.root, str(r.examined), str(r.objects_deleted), str(r.orphans_deleted),
-                      str(r.temporary_deleted), str(r.kept_by_documents), size_text(r.bytes_freed + r.orphan_bytes))
+                      str(r.temporary_deleted), str(r.kept_by_documents), size(r.bytes_freed + r.orphan_bytes))
     out = console()
     out.print(table)
     rows = "Artifact rows to remove" if report.dry_run else "Artifact rows removed"
     out.print(f"{rows}: {report.rows_deleted} ({report.inline_rows_deleted} inline) from {report.runs_touched} "
               f"run(s); kept: {report.rows_kept}. Bytes {'to free' if report.dry_run else 'freed'}: "
-              f"{size_text(report.bytes_freed)}{' (dry run: nothing changed)' if report.dry_run else ''}. "
+              f"{size(report.bytes_freed)}{' (dry run: nothing changed)' if report.dry_run else ''}. "
               f"Took {duration(report.seconds)}.", highlight=False)
 
 
@@ -124,15 +124,15 @@ def storage(by: Annotated[str, typer.Option("--by", help="Group by pipeline, mod
     for col in cols:
         table.add_column(col, justify="left" if col == by else "right")
     for r in rows:
-        cells = [r.name, str(r.objects), size_text(r.bytes)]
+        cells = [r.name, str(r.objects), size(r.bytes)]
         if by != "pipeline":
             cells.append(str(r.versions))
         if by == "dataset":
-            cells.append(size_text(r.referenced_bytes or 0))
+            cells.append(size(r.referenced_bytes or 0))
         table.add_row(*cells)
     out = console()
     out.print(table)
-    out.print(f"The store holds {objects} distinct object(s), {size_text(total)} in all; an object counts in "
+    out.print(f"The store holds {objects} distinct object(s), {size(total)} in all; an object counts in "
               "every group that uses it.", highlight=False)
 
 
@@ -210,7 +210,7 @@ def report(since: Annotated[str, typer.Option("--since", help="The window: 30d, 
     for r in result.rows:
         per_k = r.cpu_s_per_1k_requests
         table.add_row(r.name, f"{r.vcpu_hours:.2f}", f"{r.gpu_hours:.2f}", _money(r.compute),
-                      size_text(r.storage_bytes), _money(r.storage), str(r.requests),
+                      size(r.storage_bytes), _money(r.storage), str(r.requests),
                       "—" if per_k is None else f"{per_k:.3f}", _money(r.serving), _money(r.total))
     out = console()
     out.print(table)

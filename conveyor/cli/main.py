@@ -22,6 +22,7 @@ from conveyor.cli import runs as runs_cmd
 from conveyor.cli import serving as serving_cmd
 from conveyor.cli import studies as studies_cmd
 from conveyor.cli import transfer as transfer_cmd
+from conveyor.cli import ui as ui_cmd
 from conveyor.cli import workflow
 
 app = typer.Typer(name="conveyor", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -53,6 +54,7 @@ app.add_typer(automation_cmd.triggers_app, name="triggers", help="Pipelines star
 app.add_typer(automation_cmd.firings_app, name="firings", help="What schedules and triggers started, and why.")
 app.command("agent")(automation_cmd.agent)
 app.command("export")(export_cmd.export)
+app.command("ui")(ui_cmd.ui)
 app.add_typer(datasets_cmd.app, name="datasets", help="Versioned datasets: versions, aliases, lineage, diffs.")
 app.add_typer(data_cmd.app, name="data", help="Data schemas: suggest one from a sample, validate data against it.")
 app.command("gc")(cost_cmd.gc)

@@ -43,13 +43,15 @@ def duration(seconds: float | None) -> str:
     return f"{seconds / 60:.1f} min"
 
 
-def size_text(n: float) -> str:
-    """``512 B``, ``3.2 MiB``, ``1.5 GiB``: a byte count for people."""
+def size(n: float | None) -> str:
+    """Bytes, human-readable (binary units)."""
+    if n is None:
+        return "—"
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if abs(n) < 1024 or unit == "TiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
-    return f"{n} B"
+    return f"{n:.1f} TiB"
 
 
 STATUS_STYLE = {"succeeded": "green", "cached": "cyan", "resumed": "cyan", "running": "yellow", "failed": "red",

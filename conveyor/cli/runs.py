@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from conveyor.cli.output import console, duration, executor_help, print_json, status, when
+from conveyor.cli.output import console, duration, executor_help, print_json, size, status, when
 
 app = typer.Typer(no_args_is_help=True)
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
@@ -47,7 +47,7 @@ def list_runs(
 def show(run_id: str, as_json: JsonOpt = False,
          explain_cache: Annotated[bool, typer.Option("--explain-cache", help="Say why each step that ran "
                                                      "missed the cache.")] = False) -> None:
-    """Show one run: parameters, environment, events, steps, metrics and outputs."""
+    """Show one run: parameters, environment, events, steps, what each attempt used, metrics and outputs."""
     from conveyor.cli.cache_reasons import annotate, print_reasons
     from conveyor.cli.live import run_summary
 
@@ -58,6 +58,7 @@ def show(run_id: str, as_json: JsonOpt = False,
         data["events"] = [{"at": at, "kind": kind, "detail": detail} for at, kind, detail in client.metadata.runs.events(run.id)]
         data["outputs"] = [{"step": s, "name": n, "artifact": a.id, "type": a.type_name, "size": a.size}
                            for s, n, a in client.metadata.artifacts.for_run(run.id)]
+        data["attempts"] = client.metadata.steps.attempts(run.id)
         print_json(annotate(data, client, run.id))
         return
     c = console()
@@ -74,6 +75,7 @@ def show(run_id: str, as_json: JsonOpt = False,
     run_summary(c, run)
     if explain_cache or any(s.status in ("succeeded", "failed") and not s.cache_hit for s in run.steps.values()):
         print_reasons(c, client, rec.id)
+    _print_usage(c, client.metadata.steps.attempts(rec.id))
     outs = client.metadata.artifacts.for_run(rec.id)
     if outs:
         from rich.table import Table
@@ -84,6 +86,38 @@ def show(run_id: str, as_json: JsonOpt = False,
         for step, name, a in outs:
             t.add_row(step, name, a.id, (a.type_name or "").rsplit(".", 1)[-1], f"{a.size or 0:,}")
         c.print(t)
+
+
+def _print_usage(c: object, attempts: list[dict[str, object]]) -> None:
+    """The table of what each step attempt used (none when accounting was off)."""
+    if not attempts:
+        return
+    from rich.table import Table
+
+    executors = sorted({str(a["executor"]) for a in attempts if a["executor"]})
+    t = Table(title=f"Resources per attempt ({', '.join(executors)})", title_justify="left",
+              caption="a thread step's peak RSS is its whole process's" if "thread" in executors else None)
+    for col in ("step", "#", "status", "wall", "CPU", "peak RSS", "read", "written"):
+        t.add_column(col, justify="left" if col in ("step", "status") else "right", no_wrap=col != "step")
+    for a in attempts:
+        t.add_row(str(a["name"]), str(a["attempt"]), status(str(a["status"])), duration(a["wall_s"]),  # type: ignore[arg-type]
+                  duration(a["cpu_s"]), size(a["peak_rss_bytes"]),  # type: ignore[arg-type]
+                  size(a["bytes_read"]), size(a["bytes_written"]))  # type: ignore[arg-type]
+    c.print(t)  # type: ignore[attr-defined]
+
+
+def step_usage(attempts: list[dict[str, object]]) -> dict[str, dict[str, float | int | None]]:
+    """Per step (node name): CPU seconds over its attempts, the largest peak RSS, attempts and preemptions."""
+    out: dict[str, dict[str, float | int | None]] = {}
+    for a in attempts:
+        u = out.setdefault(str(a["name"]), {"cpu_s": None, "peak_rss_bytes": None, "attempts": 0,
+                                             "preemptions": a.get("preemptions") or 0})
+        u["attempts"] = int(u["attempts"] or 0) + 1
+        if a["cpu_s"] is not None:
+            u["cpu_s"] = float(u["cpu_s"] or 0.0) + float(a["cpu_s"])  # type: ignore[arg-type]
+        if a["peak_rss_bytes"] is not None:
+            u["peak_rss_bytes"] = max(int(u["peak_rss_bytes"] or 0), int(a["peak_rss_bytes"]))  # type: ignore[call-overload]
+    return out
 
 
 @app.command("logs")
@@ -129,7 +163,7 @@ def resume(
 
 @app.command("compare")
 def compare(run_ids: list[str], as_json: JsonOpt = False) -> None:
-    """Parameters and metrics of several runs side by side."""
+    """Parameters, metrics and per-step CPU and peak RSS of several runs side by side."""
     client = _client()
     runs = [client.get_run(r) for r in run_ids]
     rows: dict[str, list[str]] = {}
@@ -137,12 +171,16 @@ def compare(run_ids: list[str], as_json: JsonOpt = False) -> None:
     for i, run in enumerate(runs):
         params = {**run.parameters, **run.params}
         metrics = run.metrics
+        usage = step_usage(client.metadata.steps.attempts(run.id))
         data.append({"id": run.id, "pipeline": run.pipeline, "status": run.status, "parameters": params,
-                     "metrics": metrics})
+                     "metrics": metrics, "resources": usage})
         for k, v in params.items():
             rows.setdefault(f"param  {k}", [""] * len(runs))[i] = str(v)
         for k, v in metrics.items():
             rows.setdefault(f"metric {k}", [""] * len(runs))[i] = f"{v:.6g}"
+        for name, u in usage.items():
+            rows.setdefault(f"step   {name} CPU", [""] * len(runs))[i] = duration(u["cpu_s"])
+            rows.setdefault(f"step   {name} peak RSS", [""] * len(runs))[i] = size(u["peak_rss_bytes"])
     if as_json:
         print_json(data)
         return
@@ -153,7 +191,8 @@ def compare(run_ids: list[str], as_json: JsonOpt = False) -> None:
     for run in runs:
         table.add_column(run.id, justify="right")
     table.add_row("status", *[status(r.status) for r in runs])
-    for key in sorted(rows, key=lambda k: (not k.startswith("param"), k)):
+    order = {"param": 0, "metri": 1, "step ": 2}
+    for key in sorted(rows, key=lambda k: (order.get(k[:5], 3), k)):
         vals = rows[key]
         differs = len({v for v in vals}) > 1
         table.add_row(f"[bold]{key}[/]" if differs else key, *vals)

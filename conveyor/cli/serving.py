@@ -26,7 +26,9 @@ def serve(host: Annotated[str, typer.Option(help="Interface to listen on.")] = "
           auth: Annotated[str, typer.Option(help="auto (once a key exists), on, off.")] = "auto",
           access_log: Annotated[bool, typer.Option(help="JSON access log on stderr.")] = True,
           prediction_log: Annotated[bool, typer.Option(
-              help="Log features and predictions to Parquet (what monitoring reads).")] = True) -> None:
+              help="Log features and predictions to Parquet (what monitoring reads).")] = True,
+          server: Annotated[Optional[str], typer.Option(  # noqa: UP007
+              help="HTTP server: uvicorn or granian (default: CONVEYOR_SERVE_HTTP, else uvicorn).")] = None) -> None:
     """Serve every endpoint over OIP v2, SageMaker, Vertex AI, Azure ML and MLflow contracts."""
     from conveyor.config import load_settings
     from conveyor.errors import ConfigurationError
@@ -36,7 +38,7 @@ def serve(host: Annotated[str, typer.Option(help="Interface to listen on.")] = "
         raise ConfigurationError(f"--auth {auth!r}: use auto, on or off.")
     settings = load_settings()
     run(host, port or settings.aip_http_port or 8080, workers=workers, auth=auth,
-        default_endpoint=default_endpoint, access_log=access_log, prediction_log=prediction_log)
+        default_endpoint=default_endpoint, access_log=access_log, prediction_log=prediction_log, server=server)
 
 
 def _endpoints() -> Any:

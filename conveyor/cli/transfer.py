@@ -11,7 +11,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from conveyor.cli.output import console, print_json, size_text
+from conveyor.cli.output import console, print_json, size
 
 ToMetadata = Annotated[str, typer.Option("--to-metadata", help="Destination metadata URL (sqlite:///…, "
                                                              "postgresql+psycopg://…).")]
@@ -42,8 +42,8 @@ def _stores(metadata_url: str | None, artifact_root: str | None) -> Any:
 
 def _summary(report: Any) -> str:
     moved = report.transfer
-    parts = [f"{moved.copied} object(s) copied ({size_text(moved.bytes_copied)})",
-             f"{moved.skipped} already there ({size_text(moved.bytes_skipped)})",
+    parts = [f"{moved.copied} object(s) copied ({size(moved.bytes_copied)})",
+             f"{moved.skipped} already there ({size(moved.bytes_skipped)})",
              f"{sum(report.records.inserted.values())} record(s) added"]
     if report.without_bytes:
         parts.append(f"{report.without_bytes} artifact(s) recorded without their bytes")

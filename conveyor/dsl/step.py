@@ -17,6 +17,7 @@ from conveyor.dsl.building import current_build
 from conveyor.dsl.fanout import after_nodes, check_max_parallel, check_name_by, element_labels
 from conveyor.dsl.graph import Const, Expr, ListOf, Node
 from conveyor.dsl.handles import MapOutput, Output, Outputs
+from conveyor.dsl.resources import parse_memory
 from conveyor.errors import PipelineDefinitionError
 
 DEFAULT_OUTPUT = "output"
@@ -50,6 +51,7 @@ class StepSpec:
     cache_key: Callable[..., Any] | None = None
     on_success: Callable[[Any], Any] | None = None   # called with a HookContext after the step succeeds
     on_failure: Callable[[Any], Any] | None = None   # called with a HookContext after its last attempt fails
+    preemptible: bool = False   # may run on capacity that is taken back (spot): exports may schedule it there
 
     @property
     def multiple_outputs(self) -> bool:
@@ -253,7 +255,8 @@ def step(*, name: str | None = ..., retries: int = ..., retry_on: Sequence[type[
          memory: str | None = ..., gpus: int | None = ..., resources: Mapping[str, float] | None = ...,
          tags: Sequence[str] = ..., outputs: Sequence[str] | None = ..., cache_version: str | int = ..., cache_files: Sequence[str] = ...,
          cache_key: Callable[..., Any] | None = ..., on_success: Callable[[Any], Any] | None = ...,
-         on_failure: Callable[[Any], Any] | None = ...) -> Callable[[Callable[..., Any]], Step]: ...
+         on_failure: Callable[[Any], Any] | None = ...,
+         preemptible: bool = ...) -> Callable[[Callable[..., Any]], Step]: ...
 
 
 def step(fn: Callable[..., Any] | None = None, /, *, name: str | None = None, retries: int = 0,
@@ -262,7 +265,7 @@ def step(fn: Callable[..., Any] | None = None, /, *, name: str | None = None, re
          memory: str | None = None, gpus: int | None = None, resources: Mapping[str, float] | None = None,
          tags: Sequence[str] = (), outputs: Sequence[str] | None = None, cache_version: str | int = "", cache_files: Sequence[str] = (),
          cache_key: Callable[..., Any] | None = None, on_success: Callable[[Any], Any] | None = None,
-         on_failure: Callable[[Any], Any] | None = None) -> Any:
+         on_failure: Callable[[Any], Any] | None = None, preemptible: bool = False) -> Any:
     """Declare a step.
 
     ``retries`` extra attempts with exponential backoff (``backoff`` seconds, doubling) for
@@ -277,12 +280,20 @@ def step(fn: Callable[..., Any] | None = None, /, *, name: str | None = None, re
     cluster schedules on; the keys ``cpus``, ``memory`` and ``gpus`` may be given there too); ``outputs`` names several outputs (the function returns a tuple or a dict).
     ``on_success`` / ``on_failure`` are called with a :class:`~conveyor.runtime.hooks.HookContext`
     when the step succeeds or fails for good (a hook that raises is logged, never fails the run).
+    ``preemptible=True`` says the step may run on capacity that is taken back (spot instances):
+    it saves its progress with ``cv.checkpoint`` and continues with ``cv.restore``, so exports may
+    schedule it there. Any step whose worker gets SIGTERM is given a grace period and ends
+    ``preempted`` (docs/resources.md); preempted attempts are retried apart from ``retries``.
     """
     def wrap(f: Callable[..., Any]) -> Step:
         if not callable(f) or isinstance(f, Step):
             raise PipelineDefinitionError(f"@step needs a function, got {f!r}.")
         if retries < 0:
             raise PipelineDefinitionError(f"Step '{f.__name__}': retries must be >= 0, got {retries}.")
+        if not isinstance(preemptible, bool):
+            raise PipelineDefinitionError(
+                f"Step '{f.__name__}': preemptible takes True or False, got {type(preemptible).__name__} "
+                f"{preemptible!r:.60}.")
         if timeout is not None and timeout <= 0:
             raise PipelineDefinitionError(f"Step '{f.__name__}': timeout must be positive seconds, got {timeout}.")
         kinds = retry_on if isinstance(retry_on, Sequence) else (retry_on,)
@@ -317,6 +328,7 @@ def step(fn: Callable[..., Any] | None = None, /, *, name: str | None = None, re
             qualname=f.__qualname__, source_file=source_file,
             parameters=tuple(inspect.signature(f).parameters), cache_version=str(cache_version),
             cache_files=files, cache_key=cache_key, on_success=on_success, on_failure=on_failure,
+            preemptible=preemptible,
         )
         return Step(spec)
 
@@ -349,4 +361,6 @@ def _split_resources(step_name: str, resources: Mapping[str, float] | None, cpus
         value = given[name]
         if value is not None and (isinstance(value, bool) or not isinstance(value, int | float) or value < 0):
             raise PipelineDefinitionError(f"Step '{step_name}': {name} needs a number of 0 or more, got {value!r}.")
+    if given["memory"] is not None:
+        parse_memory(given["memory"], step_name)   # a size nothing could read fails here, not at run time
     return given["cpus"], given["memory"], given["gpus"], tuple(sorted(custom))

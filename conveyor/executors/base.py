@@ -16,6 +16,9 @@ class Executor(Protocol):
     attempt is stopped, or its retry waits for it); ``shutdown`` returns in bounded time whatever
     the step bodies started; out-of-process executors leave no process, pool or semaphore of a
     step behind and their workers exit when the engine's process dies.
+
+    The registry builds one as ``cls(max_workers=..., settings=...)``: the caller's settings are
+    passed in (a cluster's address, what workers need), never read from the environment again.
     """
 
     name: str

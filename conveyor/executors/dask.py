@@ -27,21 +27,19 @@ and stops its attempt with every process it started.
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from collections import deque
 from concurrent.futures import Future
 from typing import Any
 
-from conveyor.errors import ConfigurationError
+from conveyor.config import Settings
+from conveyor.dsl.resources import parse_memory
+from conveyor.errors import ConfigurationError, PipelineDefinitionError
 from conveyor.runtime.worker import Cancellation, StepResult, StepTask, run_task_isolated
 
 # @step hint -> the Dask worker resource it asks for
 RESOURCE_NAMES = {"cpus": "CPU", "memory": "MEMORY", "gpus": "GPU"}
-_MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGTP]i?)?B?\s*$", re.IGNORECASE)
-_UNITS = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15,
-          "KI": 2**10, "MI": 2**20, "GI": 2**30, "TI": 2**40, "PI": 2**50}
 
 _clients: dict[str, Any] = {}
 _clients_lock = threading.Lock()
@@ -76,15 +74,11 @@ def connect(address: str | None, local_workers: int = 2) -> Any:
         return client
 
 
-def parse_memory(text: Any, step: str) -> int:
-    """Bytes from ``"4Gi"``, ``"512M"``, ``"2GB"`` or a number."""
-    if isinstance(text, int | float) and not isinstance(text, bool):
-        return int(text)
-    match = _MEMORY.match(str(text))
-    if match is None:
-        raise ConfigurationError(f"Step '{step}': memory={text!r} is not a size; write it like '4Gi', '512Mi' "
-                                 "or '2G'.")
-    return int(float(match.group(1)) * _UNITS[(match.group(2) or "").upper()])
+def _memory(text: Any, step: str) -> int:
+    try:
+        return parse_memory(text, step)
+    except PipelineDefinitionError as exc:   # met at submission: the cluster's configuration is what is refused
+        raise ConfigurationError(exc.message) from None
 
 
 def worker_resources(task: StepTask, declared: list[dict[str, float]], address: str) -> dict[str, float]:
@@ -92,7 +86,7 @@ def worker_resources(task: StepTask, declared: list[dict[str, float]], address: 
     wanted: dict[str, float] = {}
     for hint, amount in task.resources.items():
         name = RESOURCE_NAMES.get(hint, hint)
-        value = float(parse_memory(amount, task.node_name) if hint == "memory" else amount)
+        value = float(_memory(amount, task.node_name) if hint == "memory" else amount)
         if value <= 0:
             continue
         having = [w[name] for w in declared if name in w]
@@ -126,10 +120,8 @@ class DaskExecutor:
     cancel_wait = 10.0    # seconds ``shutdown(cancel=True)`` waits for the scheduler to confirm
     refresh_s = 5.0       # seconds between looks at the cluster's workers
 
-    def __init__(self, max_workers: int = 2, address: str | None = None) -> None:
-        from conveyor.config import load_settings
-
-        self.address = address or load_settings().dask_scheduler_address
+    def __init__(self, max_workers: int = 2, *, settings: Settings, address: str | None = None) -> None:
+        self.address = address or settings.dask_scheduler_address
         self._client = connect(self.address, local_workers=max_workers)
         self._futures: dict[str, Any] = {}      # this executor's (this run's) Dask futures by key
         self._lock = threading.Lock()

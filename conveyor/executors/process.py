@@ -5,6 +5,11 @@ runs in a child that the worker forks, in a session of its own: a timed-out atte
 with every process it started, and after each attempt whatever the body left running (loky or
 multiprocessing pools, child processes, threads) is shut down, so nothing keeps the run from
 returning. Workers exit when the process that started them dies.
+
+SIGTERM to a worker from outside (a spot instance taken back, a node drained) preempts the
+attempt it runs: the step gets ``CONVEYOR_PREEMPT_GRACE_S`` to checkpoint, its attempt ends
+``preempted`` and the engine runs the call again; a second SIGTERM, or one while no attempt runs,
+stops the worker at once. The executor itself stops workers with SIGUSR2 (never preempting).
 """
 
 from __future__ import annotations
@@ -18,11 +23,12 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from multiprocessing.connection import wait
 from typing import Any
 
+from conveyor.config import Settings
 from conveyor.runtime.worker import StepResult, StepTask, run_task_isolated
 
 
 def _init_worker(owner_pid: int) -> None:
-    """Tie the worker to its owner, adopt orphans of its attempts, and stop its attempt on SIGTERM."""
+    """Tie the worker to its owner, adopt orphans of its attempts, preempt its attempt on SIGTERM."""
     from conveyor.runtime import processes
 
     # No watchdog thread where the kernel enforces it: the worker forks, and forking a process
@@ -30,7 +36,7 @@ def _init_worker(owner_pid: int) -> None:
     processes.tie_to_parent(owner_pid)
     processes.become_subreaper()
 
-    def on_term(_signum: int, _frame: Any) -> None:
+    def stop_now(_signum: int, _frame: Any) -> None:
         for pid in processes.children_of({os.getpid()}):
             with contextlib.suppress(OSError):
                 os.killpg(pid, signal.SIGKILL)
@@ -38,8 +44,19 @@ def _init_worker(owner_pid: int) -> None:
                 os.kill(pid, signal.SIGKILL)
         os._exit(143)
 
+    def on_term(signum: int, frame: Any) -> None:
+        from conveyor.runtime.worker import preempt_running_attempt
+
+        signal.signal(signal.SIGTERM, stop_now)   # a second SIGTERM does not wait for the grace period
+        if not preempt_running_attempt():
+            stop_now(signum, frame)
+
     signal.signal(signal.SIGTERM, on_term)
+    signal.signal(STOP_SIGNAL, stop_now)
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C is the engine's to handle
+
+
+STOP_SIGNAL = signal.SIGUSR2   # how the executor stops its workers: SIGTERM preempts
 
 
 class ProcessExecutor:
@@ -49,7 +66,8 @@ class ProcessExecutor:
     in_process = False
     shutdown_timeout = 30.0   # seconds workers get to exit before they are terminated
 
-    def __init__(self, max_workers: int = 2) -> None:
+    def __init__(self, max_workers: int = 2, *, settings: Settings | None = None) -> None:
+        # settings: unused, every step takes what it needs in its task
         self._pool = ProcessPoolExecutor(max_workers=max_workers, mp_context=multiprocessing.get_context("spawn"),
                                          initializer=_init_worker, initargs=(os.getpid(),))
 
@@ -62,7 +80,8 @@ class ProcessExecutor:
         processes = list((getattr(self._pool, "_processes", None) or {}).values())
         if cancel:
             for proc in processes:
-                proc.terminate()
+                with contextlib.suppress(OSError, TypeError):   # TypeError: not started (no pid)
+                    os.kill(proc.pid, STOP_SIGNAL)
         self._pool.shutdown(wait=False, cancel_futures=cancel)
         # wait on the exit sentinels (not join): the pool's own thread reaps these processes too
         deadline = time.monotonic() + (1.0 if cancel else self.shutdown_timeout)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import ipaddress
 import json
 import os
 import socket
@@ -28,81 +27,12 @@ from typing import Any
 
 import ray
 
-from conveyor.config import Settings, load_settings
+from conveyor.config import Settings
 from conveyor.errors import ConfigurationError
 from conveyor.executors.ray_code import CodePackages
-from conveyor.runtime.worker import FromStore, FunctionRef, StepResult, StepTask, run_task, run_task_isolated
-
-LOOPBACK = "127.0.0.1"
-
-# --- the connection: one per process -------------------------------------------------------------
-
-_connect_lock = threading.Lock()
-_connected: str | None = None   # the address this process connected to
-
-
-def connect(address: str | None) -> str:
-    """Connect this process to the Ray cluster at ``address`` once, and reuse it afterwards.
-
-    ``local`` starts a Ray instance on loopback for this process (and only then is one started);
-    none, in a process that called ``ray.init`` itself, uses that connection;
-    ``auto`` finds the cluster ``ray start`` started on this machine; anything else is the
-    cluster's GCS address (``host:port``) or a ``ray://`` client address.
-    """
-    global _connected
-    if not address and ray.is_initialized():   # this process called ray.init itself: use that connection
-        with _connect_lock:
-            _connected = _connected or "(connected by this process)"
-            return _connected
-    if not address:
-        raise ConfigurationError(
-            "CONVEYOR_EXECUTOR=ray needs a Ray cluster: set RAY_ADDRESS (or CONVEYOR_RAY_ADDRESS) to its address "
-            "(host:port, or auto for the cluster `ray start` started on this machine), or CONVEYOR_RAY_ADDRESS=local "
-            "to start a local Ray for this process.")
-    with _connect_lock:
-        if ray.is_initialized():
-            if _connected is not None and _connected != address:
-                raise ConfigurationError(
-                    f"This process is connected to the Ray cluster at {_connected}; it cannot also use {address}. "
-                    "Run the pipeline from another process, or set RAY_ADDRESS to the connected cluster.")
-            _connected = _connected or address
-            return _connected
-        options: dict[str, Any] = {"log_to_driver": False, "logging_level": "WARNING", "configure_logging": True}
-        try:
-            if address == "local":
-                ray.init(_node_ip_address=LOOPBACK, include_dashboard=False, **options)
-            else:
-                host = address.removeprefix("ray://").rsplit(":", 1)[0]
-                if _is_loopback(host):   # a cluster bound to loopback: this driver must be on loopback too
-                    options["_node_ip_address"] = LOOPBACK
-                ray.init(address=address, **options)
-        except ConnectionError as exc:
-            cause = f"{exc} ({exc.__cause__})" if exc.__cause__ else str(exc)
-            hint = (" The cluster uses token authentication: set RAY_AUTH_MODE=token and make its token available "
-                    "(RAY_AUTH_TOKEN, or ~/.ray/auth_token).") if "Authentication" in cause else ""
-            raise ConfigurationError(f"Cannot connect to the Ray cluster at {address}: {_first_line(exc)}.{hint} "
-                                     "Check RAY_ADDRESS and that the cluster is running (`ray status`).") from None
-        _connected = address
-        return address
-
-
-def disconnect() -> None:
-    """Close this process's connection to the cluster (before the cluster itself goes away)."""
-    global _connected
-    with _connect_lock:
-        if ray.is_initialized():
-            ray.shutdown()
-        _connected = None
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
+from conveyor.executors.ray_connect import LOOPBACK, connect, is_loopback
+from conveyor.runtime.worker import (FromStore, FunctionRef, StepResult, StepTask, preemptible_process, run_task,
+                                     run_task_isolated)
 
 # --- what the cluster has ----------------------------------------------------------------------
 
@@ -124,7 +54,7 @@ class Node:
     resources: dict[str, float]
 
     def on_this_machine(self, here: set[str]) -> bool:
-        return self.hostname in here or self.address in here or _is_loopback(self.address)
+        return self.hostname in here or self.address in here or is_loopback(self.address)
 
 
 def alive_nodes() -> list[Node]:
@@ -139,8 +69,8 @@ _UNITS = {"CPU": "CPU", "GPU": "GPU", "memory": "bytes of memory"}
 
 def ray_requests(step: str, declared: dict[str, Any]) -> dict[str, float]:
     """A step's declared resources as Ray's names: ``CPU`` (1 unless declared), ``GPU``, ``memory`` (bytes), custom."""
-    from conveyor.export.plan import parse_memory
-    from conveyor.errors import ExportError
+    from conveyor.dsl.resources import parse_memory
+    from conveyor.errors import PipelineDefinitionError
 
     out: dict[str, float] = {"CPU": float(declared.get("cpus", 1) if declared.get("cpus") is not None else 1)}
     for key, value in declared.items():
@@ -149,7 +79,7 @@ def ray_requests(step: str, declared: dict[str, Any]) -> dict[str, float]:
         elif key == "memory":
             try:
                 out["memory"] = float(parse_memory(value, step))
-            except ExportError as exc:
+            except PipelineDefinitionError as exc:
                 raise ConfigurationError(str(exc)) from None
         elif key != "cpus":
             out[key] = float(value)
@@ -252,7 +182,8 @@ def run_on_worker(task: StepTask, isolated: bool, relative_source: str | None, *
             if base and (Path(base) / relative_source).exists():
                 task.fn_ref = FunctionRef(ref.module, ref.qualname, str(Path(base) / relative_source))
                 break
-    result = (run_task_isolated if isolated else run_task)(task)
+    with preemptible_process(task.preempt_grace_s):   # SIGTERM to this worker: the step is preempted
+        result = run_task_isolated(task) if isolated else run_task(task, own_process=True)
     values, result.values = result.values or {}, None
     returned = [values.get(name) if result.status == "succeeded" and result.outputs[name].uri is not None else None
                 for name in task.outputs]
@@ -297,10 +228,10 @@ class RayExecutor:
     in_process = False
     shutdown_timeout = 30.0   # seconds shutdown() waits for tasks in flight (none with cancel)
 
-    def __init__(self, max_workers: int = 0, *, address: str | None = None, settings: Settings | None = None) -> None:
+    def __init__(self, max_workers: int = 0, *, settings: Settings, address: str | None = None) -> None:
         # max_workers is the local executors' knob; the cluster's resources bound parallelism here
-        self._settings = settings or load_settings()
-        self.address = connect(address or self._settings.ray_address)
+        self._settings = settings
+        self.address = connect(address or settings.ray_address)
         self._nodes = alive_nodes()
         self._objects: dict[str, Any] = {}       # content hash -> ObjectRef of the value, for this run
         self._pending: dict[int, _Pending] = {}
@@ -490,4 +421,4 @@ def _failed(task: StepTask, kind: str, message: str) -> StepResult:
                       traceback=error + "\n", logs=error + "\n")
 
 
-__all__ = ["RayExecutor", "connect", "disconnect", "run_on_worker"]
+__all__ = ["RayExecutor", "run_on_worker"]

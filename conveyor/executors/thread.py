@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from concurrent.futures import Future, ThreadPoolExecutor
 
+from conveyor.config import Settings
 from conveyor.runtime.worker import StepResult, StepTask, run_task
 
 
@@ -18,7 +19,8 @@ class ThreadExecutor:
     name = "thread"
     in_process = True
 
-    def __init__(self, max_workers: int = 4) -> None:
+    def __init__(self, max_workers: int = 4, *, settings: Settings | None = None) -> None:
+        # settings: unused, every step takes what it needs in its task
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="conveyor-step")
 
     def submit(self, task: StepTask) -> Future[StepResult]:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from conveyor.dsl.graph import Condition, Const, Graph, ListOf, Node, Ref
+from conveyor.dsl.resources import parse_memory
 from conveyor.errors import ExportError
 
 ENTRY = ("-m", "conveyor", "step", "exec")   # after the interpreter
@@ -97,6 +98,7 @@ class Task:
     gpus: int | None = None
     instance_type: str | None = None
     cache: bool = True
+    preemptible: bool = False       # @step(preemptible=True): the target may run it on spot capacity
 
     @property
     def deadline_s(self) -> int | None:
@@ -259,7 +261,8 @@ def lower_graph(graph: Graph, instance_types: Mapping[str, str]) -> dict[str, Ta
             name=name, step=spec.name, upstream=tuple(sorted(node.upstream())), gates=gates[name],
             fan_out=fan_outs.get(name), emits=tuple(emits[name]), retries=spec.retries, backoff=spec.backoff,
             backoff_max=spec.backoff_max, timeout=spec.timeout, cpus=spec.cpus, memory=spec.memory, gpus=spec.gpus,
-            instance_type=instance_types.get(spec.name, instance_types.get("*")), cache=spec.cache)
+            instance_type=instance_types.get(spec.name, instance_types.get("*")), cache=spec.cache,
+            preemptible=spec.preemptible)
         if spec.memory is not None:
             parse_memory(spec.memory, name)
     return tasks
@@ -386,19 +389,3 @@ def param_type(annotation: Any) -> tuple[str, tuple[Any, ...]]:
         return (kinds.pop() if len(kinds) == 1 else "json"), tuple(args)
     return {bool: ("boolean", ()), int: ("integer", ()), float: ("number", ()), str: ("string", ())}.get(
         a, ("json", ()))
-
-
-_UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
-          "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
-
-
-def parse_memory(text: str, step: str) -> int:
-    """``"512Mi"``, ``"2G"``, ``"1.5GiB"`` or ``"1048576"`` in bytes."""
-    raw = str(text).strip()
-    num = raw.rstrip("BbIiKkMmGgTt")
-    unit = raw[len(num):].lower().removesuffix("b")
-    try:
-        return int(float(num) * _UNITS[unit])
-    except (KeyError, ValueError):
-        raise ExportError(f"Step '{step}': memory={text!r} is not a size. Write it like '512Mi', '2Gi' or '4G'.") \
-            from None

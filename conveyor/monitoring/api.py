@@ -8,8 +8,8 @@ from typing import Any
 from conveyor.errors import InvalidRequest, NotFound
 from conveyor.monitoring.drift import DriftConfig, DriftReport, compare
 from conveyor.monitoring.profile import Profile
-from conveyor.monitoring.sources import (features_of, log_window, parse_window, read_labels, read_table,
-                                         reference_profile, served_version)
+from conveyor.monitoring.sources import (features_of, log_window, looks_like_uri, parse_window, read_labels,
+                                         read_table, reference_profile, served_version)
 
 
 def _client(client: Any) -> Any:
@@ -30,7 +30,8 @@ def drift_report(endpoint: str | None = None, *, window: str | dt.timedelta | No
     ``current``: a file URI or data; by default the endpoint's prediction log over ``window``.
     """
     meta: dict[str, Any] = {"endpoint": endpoint}
-    needs_client = current is None or reference is None or isinstance(reference, str)
+    needs_client = current is None or reference is None or (isinstance(reference, str)
+                                                             and not looks_like_uri(reference))
     cl = _client(client) if needs_client else client
     if current is None:
         if endpoint is None:

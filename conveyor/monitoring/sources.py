@@ -27,18 +27,24 @@ def parse_window(text: str) -> dt.timedelta:
 def read_table(uri: str, storage_options: dict[str, Any] | None = None) -> Any:
     """A Parquet or CSV file (or a folder of Parquet files) on any fsspec filesystem, as an Arrow table."""
     import fsspec
-    import pyarrow.csv as pcsv
-    import pyarrow.dataset as ds
-    import pyarrow.parquet as pq
 
     fs, path = fsspec.core.url_to_fs(uri, **(storage_options or {}))
     if not fs.exists(path):
         raise NotFound(f"No file or folder at {uri}.")
     if fs.isdir(path):
+        import pyarrow.dataset as ds      # a third of a second to import: only for folders
+
         return ds.dataset(path, filesystem=fs, format="parquet").to_table()
-    with fs.open(path, "rb") as fh:
-        if path.endswith((".csv", ".csv.gz", ".txt")):
+    if path.endswith((".csv", ".csv.gz", ".txt")):
+        import pyarrow.csv as pcsv
+
+        with fs.open(path, "rb") as fh:
             return pcsv.read_csv(fh)
+    import pyarrow.parquet as pq
+
+    if fs.protocol in ("file", "local") or "file" in (fs.protocol or ()):
+        return pq.read_table(path, memory_map=True)   # Arrow's own threaded reader, no Python file object
+    with fs.open(path, "rb") as fh:
         return pq.read_table(fh)
 
 
@@ -107,6 +113,7 @@ def ingest_labels(artifact_root: str, data: Any, *, id_column: str = "request_id
     """Store ground-truth labels (keyed by request id, optionally ``row``) next to the prediction log."""
     import fsspec
     import pyarrow as pa
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     from conveyor.monitoring.profile import to_arrow
@@ -117,7 +124,7 @@ def ingest_labels(artifact_root: str, data: Any, *, id_column: str = "request_id
             raise InvalidRequest(f"The labels have no column '{col}'. Columns: {', '.join(table.column_names)}. "
                                  f"Name them with --id-column / --label-column.", field=col)
     n = table.num_rows
-    out = {"request_id": pa.compute.cast(table.column(id_column), pa.string()),
+    out = {"request_id": pc.cast(table.column(id_column), pa.string()),
            "row": table.column("row").cast(pa.int32()) if "row" in table.column_names
            else pa.array(np.zeros(n, dtype=np.int32)),
            "label": table.column(label_column),

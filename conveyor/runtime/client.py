@@ -65,7 +65,7 @@ class Client:
 
         name = name or self.settings.executor
         name = "thread" if name == "local" else name
-        return registry.create(name, max_workers=self.settings.max_workers)
+        return registry.create(name, max_workers=self.settings.max_workers, settings=self.settings)
 
     def _engine(self, executor: Any, observer: Observer | None) -> Engine:
         # keep the cache index beside the artifacts too, so runs elsewhere on this root (exported tasks
@@ -74,7 +74,10 @@ class Client:
 
         shared = None if self.settings.artifact_root.startswith("memory://") else SharedCache(self.artifacts)
         return Engine(self.metadata, self.artifacts, executor, inline_max_bytes=self.settings.inline_max_bytes,
-                      observer=observer, actor=self.settings.actor, shared_cache=shared)
+                      observer=observer, actor=self.settings.actor, shared_cache=shared,
+                      accounting=self.settings.accounting,
+                      preempt_grace_s=self.settings.preempt_grace_s,
+                      preemption_retries=self.settings.preemption_retries)
 
     def run_pipeline(self, pipeline: Any, params: Mapping[str, Any] | None = None, *, cache: bool = True,
                      executor: str | None = None, run_name: str | None = None,

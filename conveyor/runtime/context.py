@@ -23,6 +23,7 @@ class StepContext:
     artifact_root: str = ""
     metadata_url: str = ""
     actor: str = "unknown"
+    inline_max_bytes: int = 65536
     metrics: list[tuple[str, float, int | None, float]] = field(default_factory=list)
     params: dict[str, Any] = field(default_factory=dict)
     logged_files: list[tuple[str, str]] = field(default_factory=list)   # (name, path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import traceback
+import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, wait
@@ -38,6 +39,10 @@ class _Call:
     cache_key: str = ""
     step_run_id: str = ""
     parts: KeyParts | None = None
+    attempts_done: int = 0     # attempts before the task now running (those that ended preempted, and earlier ones)
+    failures: int = 0          # of those, the failed ones: they used up part of the step's retries
+    preemptions: int = 0
+    submitted: float = 0.0     # when its current task was handed to the executor
 
 
 @dataclass
@@ -53,7 +58,8 @@ class Engine:
     """Runs graphs against a metadata store, an artifact store and an executor."""
 
     def __init__(self, metadata: Any, artifacts: Any, executor: Any, *, inline_max_bytes: int = 65536,
-                 observer: Observer | None = None, actor: str = "unknown", shared_cache: Any = None) -> None:
+                 observer: Observer | None = None, actor: str = "unknown", shared_cache: Any = None,
+                 accounting: bool = True, preempt_grace_s: float = 30.0, preemption_retries: int = 3) -> None:
         self.metadata = metadata
         self.shared_cache = shared_cache   # the cache index under a shared artifact root (runtime.records)
         self.artifacts = artifacts
@@ -61,6 +67,9 @@ class Engine:
         self.inline_max_bytes = inline_max_bytes
         self.observer = observer or (lambda _e, _n, _i: None)
         self.actor = actor
+        self.accounting = accounting   # measure every attempt and record it in step_attempts
+        self.preempt_grace_s = preempt_grace_s
+        self.preemption_retries = preemption_retries   # preempted attempts of one call run again, apart from retries
 
     # --- the walk -----------------------------------------------------------------------------
 
@@ -113,9 +122,21 @@ class Engine:
                 done, _ = wait(list(running), timeout=0.5, return_when=FIRST_COMPLETED)
                 for fut in done:
                     call = running.pop(fut)
-                    self._finish(call, fut.result(), maps)
+                    result = _result_of(fut, call)
+                    if result.status == "preempted" and self._preempted(call, result):
+                        try:
+                            running[self._submit(call)] = call   # again, from its last checkpoint
+                            continue
+                        except Exception as exc:   # the executor cannot take it (a pool that broke)
+                            result = _lost(call, exc)
+                    self._finish(call, result, maps)
         except KeyboardInterrupt:
             self.executor.shutdown(cancel=True)
+            if self.accounting:
+                try:
+                    self._cancelled_attempts(list(running.values()))
+                except Exception:   # best effort: the run is marked cancelled below whatever happens
+                    pass
             self.metadata.steps.mark_unfinished(run_id, "cancelled", "the run was interrupted")
             raise RunCancelled(f"Run {run_id} was interrupted and marked cancelled. "
                                f"Resume it with `conveyor runs resume {run_id}`.") from None
@@ -327,23 +348,27 @@ class Engine:
 
     def _submit(self, call: _Call) -> Future[StepResult]:
         spec = call.node.spec
-        call.step_run_id = self.metadata.steps.start(self._run_id, call.name, spec.name, cache_key=call.cache_key,
-                                                     code_hash=call.parts.code_digest if call.parts
-                                                     else spec.code_hash, map_index=call.map_index,
-                                                     cache_parts=call.parts.to_json() if call.parts else None)
+        if not call.step_run_id:   # a call preempted before runs again under its step run
+            call.step_run_id = self.metadata.steps.start(
+                self._run_id, call.name, spec.name, cache_key=call.cache_key,
+                code_hash=call.parts.code_digest if call.parts else spec.code_hash, map_index=call.map_index,
+                cache_parts=call.parts.to_json() if call.parts else None)
         in_process = self.executor.in_process
         task = StepTask(
             run_id=self._run_id, step_run_id=call.step_run_id, node_name=call.name, step_name=spec.name,
-            args=call.args, outputs=spec.outputs, multiple_outputs=spec.multiple_outputs, retries=spec.retries,
+            args=call.args, outputs=spec.outputs, multiple_outputs=spec.multiple_outputs,
+            retries=max(0, spec.retries - call.failures),
             retry_on=spec.retry_on, backoff=spec.backoff, backoff_max=spec.backoff_max, timeout=spec.timeout,
             artifact_root=self.artifacts.root, inline_max_bytes=self.inline_max_bytes, map_index=call.map_index,
             metadata_url=self.metadata.url, actor=self.actor,
             fn=spec.fn if in_process else None,
             fn_ref=None if in_process else FunctionRef(spec.module, spec.qualname, spec.source_file),
-            keep_values=in_process, resources=spec.requests)
+            keep_values=in_process, resources=spec.requests, accounting=self.accounting,
+            preempt_grace_s=self.preempt_grace_s, attempt_offset=call.attempts_done)
         if call.map_index is None:
             self._ex.status[call.name] = "running"
         self.observer("running", call.name, {})
+        call.submitted = time.time()
         return self.executor.submit(task)
 
     def _finish(self, call: _Call, result: StepResult, maps: dict[str, list[Slot | None]]) -> None:
@@ -354,11 +379,17 @@ class Engine:
         logged = [NewArtifact(name=f"logged/{n}", content_hash=s.content_hash, materializer=s.materializer,
                               materializer_version=s.materializer_version, type_name=s.type_name, size=s.size,
                               uri=s.uri, inline=s.inline, meta=s.meta) for n, s in result.logged]
+        over = result.status == "preempted"   # more often than preemption_retries allows
+        if over:
+            result.status = "failed"
+            result.error = (f"{result.error} It was preempted {call.preemptions + 1} times, more than "
+                            f"CONVEYOR_PREEMPTION_RETRIES={self.preemption_retries} allows.")
         self.metadata.steps.finish(call.step_run_id, self._run_id, StepOutcome(
-            status=result.status, attempts=result.attempts, error=result.error, traceback=result.traceback,
+            status=result.status, attempts=call.attempts_done + result.attempts, error=result.error,
+            traceback=result.traceback, preemptions=call.preemptions + over,
             logs=result.logs, new_outputs=new + logged, inputs=call.inputs, metrics=result.metrics,
             params=call.params + list(result.params.items()), started_at=result.started_at,
-            ended_at=result.ended_at))
+            ended_at=result.ended_at, attempt_rows=self._attempt_rows(call, result) if self.accounting else ()))
         info = {"duration": result.ended_at - result.started_at, "attempts": result.attempts}
         if result.status != "succeeded":
             self._fail_node(call.node, result.error or "failed", result.traceback or "", record=False)
@@ -385,6 +416,50 @@ class Engine:
             elif all(s is not None for s in holder) and self._ex.status.get(call.node.name) == "running":
                 self._complete_map(call.node.name, maps)
         self.observer("succeeded", call.name, info)
+
+    def _cancelled_attempts(self, calls: list[_Call]) -> None:
+        """A row for each attempt that was running when the run was interrupted (its measures stayed
+        with the attempt: only its status and wall time)."""
+        now = time.time()
+        for call in calls:
+            row = dict(attempt=call.attempts_done + 1, status="cancelled", executor=self.executor.name, host=None,
+                       started_at=call.submitted, ended_at=now, wall_s=now - call.submitted, cpu_s=None,
+                       peak_rss_bytes=None, bytes_read=None, bytes_written=None, gpu_s=None, gpu_peak_bytes=None,
+                       error="the run was interrupted")
+            self.metadata.steps.add_attempts(call.step_run_id, self._run_id, [row], attempts=call.attempts_done + 1,
+                                             preemptions=call.preemptions)
+
+    def _preempted(self, call: _Call, result: StepResult) -> bool:
+        """Record a preempted task's attempts; True when the call is to run again (within preemption_retries)."""
+        if call.preemptions >= self.preemption_retries:
+            return False
+        call.preemptions += 1
+        self.metadata.steps.add_attempts(call.step_run_id, self._run_id,
+                                         self._attempt_rows(call, result) if self.accounting else (),
+                                         attempts=call.attempts_done + result.attempts, preemptions=call.preemptions)
+        call.failures += result.attempts - 1   # the attempts before the preempted one failed
+        call.attempts_done += result.attempts
+        self.observer("preempted", call.name, {"attempts": call.attempts_done, "error": result.error})
+        return True
+
+    def _attempt_rows(self, call: _Call, result: StepResult) -> list[dict[str, Any]]:
+        """The step_attempts rows of a result: measured where the attempts ran; an attempt that left no
+        measure (its worker was lost, the executor refused the task) gets a row with its status only."""
+        executor = self.executor.name
+        measured = result.usage
+        first = result.attempts - len(measured)   # attempts before these ones, not measured
+        done = call.attempts_done
+        rows = [dict(attempt=done + n, status="failed", executor=executor, host=None, started_at=result.started_at,
+                     ended_at=result.ended_at if n == result.attempts else None, wall_s=None, cpu_s=None,
+                     peak_rss_bytes=None, bytes_read=None, bytes_written=None, gpu_s=None, gpu_peak_bytes=None,
+                     error=result.error if n == result.attempts else "the process running this attempt was lost")
+                for n in range(1, first + 1)]
+        for u in measured:   # numbered from the call's first attempt by the worker (attempt_offset)
+            rows.append(dict(attempt=u.attempt + first, status=u.status, executor=executor, host=u.host,
+                             started_at=u.started_at, ended_at=u.ended_at, wall_s=u.wall_s, cpu_s=u.cpu_s,
+                             peak_rss_bytes=u.peak_rss_bytes, bytes_read=u.bytes_read, bytes_written=u.bytes_written,
+                             gpu_s=u.gpu_s, gpu_peak_bytes=u.gpu_peak_bytes, error=u.error))
+        return rows
 
     def _complete_map(self, name: str, maps: dict[str, list[Slot | None]]) -> None:
         self._ex.slots[name] = maps.pop(name)
@@ -415,6 +490,22 @@ class Engine:
         self.metadata.steps.record(self._run_id, node.name, node.spec.name,
                                    StepOutcome(status="skipped", reason=reason, attempts=0))
         self.observer("skipped", node.name, {"reason": reason})
+
+
+def _result_of(fut: Future[StepResult], call: _Call) -> StepResult:
+    """The future's result; a failed result when the executor lost the task (a worker pool that broke)."""
+    try:
+        return fut.result()
+    except Exception as exc:
+        return _lost(call, exc)
+
+
+def _lost(call: _Call, exc: BaseException) -> StepResult:
+    now = time.time()
+    error = (f"{type(exc).__name__}: the executor lost step '{call.name}' ({exc or 'its worker died'}); "
+             "resume the run to run it again")
+    return StepResult(status="failed", attempts=1, started_at=call.submitted or now, ended_at=now, error=error,
+                      traceback=error + "\n", logs=error + "\n")
 
 
 def _new_artifact(name: str, a: Any) -> NewArtifact:

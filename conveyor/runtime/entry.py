@@ -262,7 +262,10 @@ class _Task:
             shared = SharedCache(self.artifacts)
         workers = 1 if isinstance(self.select, int) or not self.node.is_map else self.settings.max_workers
         return Engine(self.metadata, self.artifacts, _Inline(workers), inline_max_bytes=self.settings.inline_max_bytes,
-                      observer=observer, actor=self.settings.actor, shared_cache=shared)
+                      observer=observer, actor=self.settings.actor, shared_cache=shared,
+                      accounting=self.settings.accounting,
+                      preempt_grace_s=self.settings.preempt_grace_s,
+                      preemption_retries=self.settings.preemption_retries)
 
     def _ensure_run(self) -> None:
         from conveyor.runtime.loader import pipeline_ref

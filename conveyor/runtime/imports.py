@@ -76,7 +76,8 @@ def import_run(client: Any, run_id: str, source_root: str, *, copy: bool = True)
             reason=d.get("reason"), new_outputs=new, reused_outputs=reused,
             inputs=[i for i in inputs if i[1] in known],
             metrics=[tuple(m) for m in d.get("metrics") or []], params=[tuple(p) for p in d.get("params") or []],
-            started_at=d.get("started_at"), ended_at=d.get("ended_at"))
+            started_at=d.get("started_at"), ended_at=d.get("ended_at"),
+            attempt_rows=[dict(a) for a in d.get("attempts_used") or []], preemptions=d.get("preemptions"))
         if md.steps.adopt(step_from_doc(d), outcome, code_hash=d.get("code_hash"), cache_parts=d.get("cache_parts")):
             added += 1
     models = _register(md, dst, docs, registrations, copy)

@@ -137,7 +137,8 @@ class RecordSteps:
                                if aid in self._known},
                             **{a.name: artifact_doc(a) for a in outcome.new_outputs}},
                    reused=[list(p) for p in outcome.reused_outputs], inputs=[list(i) for i in outcome.inputs],
-                   metrics=[list(m) for m in outcome.metrics], params=[list(p) for p in outcome.params])
+                   metrics=[list(m) for m in outcome.metrics], params=[list(p) for p in outcome.params],
+                   attempts_used=[dict(row) for row in outcome.attempt_rows], preemptions=outcome.preemptions)
         if outcome.started_at is not None:
             doc["started_at"] = outcome.started_at
         self._write(doc)

@@ -23,9 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from conveyor.errors import PipelineDefinitionError, RunCancelled, StepTimeout
+from conveyor.errors import PipelineDefinitionError, RunCancelled, StepPreempted, StepTimeout
 from conveyor.runtime.capture import captured, clip
 from conveyor.runtime.context import StepContext, set_current_step
+from conveyor.runtime.usage import AttemptUsage, Measures, ProcessMeter, ThreadMeter, status_of, stopped_child_usage
+from conveyor.store.artifacts.tally import Tally, begin, end, tallying
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,13 +72,16 @@ class StepTask:
     fn_ref: FunctionRef | None = None            # set for out-of-process executors
     keep_values: bool = True                     # return in-memory values (same process only)
     resources: dict[str, Any] = field(default_factory=dict)   # the step's requests (StepSpec.requests)
+    accounting: bool = True                      # measure each attempt (CONVEYOR_ACCOUNTING)
+    preempt_grace_s: float = 30.0                # after the worker's SIGTERM, then the attempt is stopped
+    attempt_offset: int = 0                      # attempts of this call before this task (preempted ones)
 
 
 @dataclass(slots=True)
 class StepResult:
     """What came of a task."""
 
-    status: str                                   # succeeded | failed
+    status: str                                   # succeeded | failed | preempted (the engine runs it again)
     attempts: int
     started_at: float
     ended_at: float
@@ -88,6 +93,7 @@ class StepResult:
     logs: str = ""
     metrics: list[tuple[str, float, int | None, float]] = field(default_factory=list)
     params: dict[str, Any] = field(default_factory=dict)
+    usage: list[Any] = field(default_factory=list)               # one AttemptUsage per attempt (runtime.usage)
 
 
 _stores: dict[tuple[str, int], Any] = {}
@@ -183,10 +189,90 @@ class _AfterCall(Exception):
 class _ChildFailure(Exception):
     """An attempt failed in a child process; the exception itself stayed there (it may not pickle)."""
 
-    def __init__(self, error: str, text: str, retryable: bool, logged: list[tuple[str, Any]] | None = None) -> None:
+    def __init__(self, error: str, text: str, retryable: bool, logged: list[tuple[str, Any]] | None = None,
+                 preempted: bool = False) -> None:
         super().__init__(error)
         self.error, self.text, self.retryable = error, text, retryable
         self.logged = logged or []     # the files the attempt logged, stored by the child
+        self.attempt_status = "preempted" if preempted else "failed"
+
+
+class _GraceOver(BaseException):
+    """The grace period after a preemption ended while the body still ran (raised in its thread)."""
+
+    attempt_status = "preempted"
+
+
+def _grace_over_message(task: StepTask) -> str:
+    return (f"Step '{task.node_name}' was preempted: its worker was told to stop and the step was still running "
+            f"{task.preempt_grace_s:g}s later (save progress with cv.checkpoint to continue from it).")
+
+
+_attempt_children: dict[int, float] = {}   # pid -> grace of the children running attempts in this process
+
+
+def preempt_running_attempt() -> bool:
+    """Tell the attempt this worker runs in a child that the worker is being stopped (SIGTERM from
+    outside: a spot instance taken back); False when none runs. Called from the worker's signal handler.
+
+    The child gets SIGUSR1: ``cv.preempted()`` turns True and after the grace period the attempt
+    ends ``preempted``. Should the child not end a few seconds after that, it is stopped.
+    """
+    import signal
+
+    told = False
+    for pid, grace in list(_attempt_children.items()):
+        try:
+            os.kill(pid, signal.SIGUSR1)
+        except ProcessLookupError:
+            continue
+        told = True
+        backstop = threading.Timer(grace + 5.0, _kill_quietly, args=(pid, signal.SIGTERM))
+        backstop.daemon = True
+        backstop.start()
+    return told
+
+
+@contextlib.contextmanager
+def preemptible_process(grace: float) -> Iterator[None]:
+    """While a task runs in this process's main thread (a cluster worker's), SIGTERM preempts it
+    instead of ending the process: the attempt in a child is told (``preempt_running_attempt``), an
+    attempt in this thread sees ``cv.preempted()`` and its grace period. The previous handler is
+    put back afterwards. Nothing happens outside the main thread (signals cannot be handled there).
+    """
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    from conveyor.runtime import checkpoint
+
+    def grace_over(_signum: int, _frame: Any) -> None:
+        raise _GraceOver
+
+    def on_term(_signum: int, _frame: Any) -> None:
+        if preempt_running_attempt() or checkpoint.preempted():
+            return
+        checkpoint.mark_preempted()
+        signal.signal(signal.SIGALRM, grace_over)
+        signal.setitimer(signal.ITIMER_REAL, grace)
+
+    checkpoint.clear_preempted()
+    previous = signal.signal(signal.SIGTERM, on_term)
+    alarm = signal.getsignal(signal.SIGALRM)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, alarm)
+        signal.signal(signal.SIGTERM, previous)
+        checkpoint.clear_preempted()
+
+
+def _kill_quietly(pid: int, signum: int) -> None:
+    if pid in _attempt_children:   # not reaped yet: the pid is still the attempt's
+        with contextlib.suppress(OSError):
+            os.kill(pid, signum)
 
 
 def _store_logged(task: StepTask, ctx: StepContext) -> list[tuple[str, Any]]:
@@ -251,19 +337,38 @@ class _ThreadAttempts:
     """Attempts in a thread of this process. A thread cannot be stopped, so after a timeout the
     attempt goes on in the background and a retry waits for it to finish before it starts."""
 
-    def __init__(self) -> None:
+    def __init__(self, own_process: bool = False) -> None:
         self._late: threading.Thread | None = None
+        self.measures: Measures | None = None   # what the last attempt used (with accounting on)
+        self.own_process = own_process          # nothing else runs in this process: measure all of it
 
     def attempt(self, task: StepTask, fn: Callable[..., Any], args: dict[str, Any], ctx: StepContext,
                 buffer: io.StringIO) -> _Stored:
-        with _settled(ctx):
-            stored = _store(task, self._call(lambda: fn(**args), task.timeout, task.node_name), ctx)
+        if not task.accounting:
+            with _settled(ctx):
+                return _store(task, self._call(lambda: fn(**args), task.timeout, task.node_name, {}), ctx)
+        box: dict[str, Any] = {}
+        if self.own_process:   # the threads the body starts (BLAS, pools) count too
+            tally = Tally()
+            opened, whole = begin(tally), ProcessMeter(tally)
+            try:
+                with _settled(ctx):
+                    stored = _store(task, self._call(lambda: fn(**args), task.timeout, task.node_name, box), ctx)
+            finally:
+                end(opened)
+                self.measures = whole.stop()
+            return stored
+        meter = ThreadMeter()
+        try:
+            with _settled(ctx):
+                stored = _store(task, self._call(lambda: fn(**args), task.timeout, task.node_name, box), ctx)
+        finally:
+            self.measures = meter.stop(box.get("cpu", 0.0))
         return stored
 
-    def _call(self, fn: Callable[[], Any], timeout: float | None, name: str) -> Any:
+    def _call(self, fn: Callable[[], Any], timeout: float | None, name: str, box: dict[str, Any]) -> Any:
         if timeout is None:
             return fn()
-        box: dict[str, Any] = {}
         context = contextvars.copy_context()
         from conveyor.runtime import capture
 
@@ -271,10 +376,13 @@ class _ThreadAttempts:
 
         def target() -> None:
             capture._local.buffer = parent_buffer   # the attempt's prints still go to the step's log
+            cpu0 = time.thread_time()
             try:
                 box["value"] = context.run(fn)
             except BaseException as exc:  # handed to the caller below
                 box["error"] = exc
+            finally:
+                box["cpu"] = time.thread_time() - cpu0
 
         thread = threading.Thread(target=target, name=f"conveyor-step-{name}", daemon=True)
         thread.start()
@@ -338,11 +446,13 @@ class _ChildAttempts:
 
     def __init__(self, cancellation: Cancellation | None = None) -> None:
         self.cancellation = cancellation
+        self.measures: Measures | None = None   # what the last attempt used (with accounting on)
 
     def attempt(self, task: StepTask, fn: Callable[..., Any], args: dict[str, Any], ctx: StepContext,
                 buffer: io.StringIO) -> _Stored:
         from conveyor.runtime.processes import stop_tree, wait_exit
 
+        self.measures = None
         if self.cancellation is not None and self.cancellation.cancelled:
             raise RunCancelled(f"Step '{task.node_name}' was cancelled with its run before attempt {ctx.attempt} "
                                "started.")
@@ -359,11 +469,15 @@ class _ChildAttempts:
         if pid == 0:   # the child: never returns
             os.close(read_end)
             _child_attempt(task, fn, args, ctx, buffer, mark, write_end)
+        _attempt_children[pid] = task.preempt_grace_s
         os.close(write_end)
         try:
             payload = _read_frame(read_end, task.timeout, pid, self.cancellation)
         finally:
+            _attempt_children.pop(pid, None)
             os.close(read_end)
+        if payload is _CANCELLED or payload is _TIMED_OUT:
+            self.measures = stopped_child_usage(pid) if task.accounting else None
         if payload is _CANCELLED:
             stop_tree(pid, grace=self.grace)
             raise RunCancelled(f"Step '{task.node_name}' was cancelled with its run; its process and every "
@@ -382,12 +496,14 @@ class _ChildAttempts:
         wait_exit(pid, self.exit_wait)
         stop_tree(pid, grace=1.0)
         outcome = pickle.loads(payload)
+        self.measures = outcome.get("usage")
         buffer.write(outcome["logs"])
         ctx.metrics[:] = outcome["metrics"]
         ctx.params.clear()
         ctx.params.update(outcome["params"])
         if "error" in outcome:
-            raise _ChildFailure(outcome["error"], outcome["text"], outcome["retryable"], outcome.get("logged"))
+            raise _ChildFailure(outcome["error"], outcome["text"], outcome["retryable"], outcome.get("logged"),
+                                outcome.get("preempted", False))
         return _Stored(outcome["outputs"], None, outcome["logged"])
 
     def before_retry(self, attempt: int) -> None:
@@ -465,11 +581,22 @@ def _child_attempt(task: StepTask, fn: Callable[..., Any], args: dict[str, Any],
 
     from conveyor.runtime.processes import release_worker_pools, tie_to_parent
 
+    from conveyor.runtime import checkpoint
+
     class _Stopped(BaseException):
         pass
 
     def stop(_signum: int, _frame: Any) -> None:
         raise _Stopped
+
+    def grace_over(_signum: int, _frame: Any) -> None:
+        raise _GraceOver
+
+    def preempt(_signum: int, _frame: Any) -> None:   # the worker was told to stop: a grace period
+        if not checkpoint.preempted():
+            checkpoint.mark_preempted()
+            signal.signal(signal.SIGALRM, grace_over)
+            signal.setitimer(signal.ITIMER_REAL, task.preempt_grace_s)
 
     try:
         for key in [k for k in _stores if not _is_local(k[0])]:
@@ -481,15 +608,24 @@ def _child_attempt(task: StepTask, fn: Callable[..., Any], args: dict[str, Any],
         # (joblib's temporary folders, loky) run below, as they would at a normal exit.
         atexit._clear()
         signal.signal(signal.SIGTERM, stop)   # a timeout: unwind the body, then release its pools below
+        checkpoint.clear_preempted()
+        signal.signal(signal.SIGUSR1, preempt)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         outcome: dict[str, Any]
         stopped = False
+        tally = Tally()
+        meter = ProcessMeter(tally) if task.accounting else None
         try:
-            with _settled(ctx):
+            with tallying(tally), _settled(ctx):
                 stored = _store(task, fn(**args), ctx)
             outcome = {"outputs": stored.outputs, "logged": stored.logged}
         except _Stopped:
             outcome, stopped = {}, True
+        except (StepPreempted, _GraceOver) as exc:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            error = str(exc) if isinstance(exc, StepPreempted) else _grace_over_message(task)
+            outcome = {"error": f"StepPreempted: {error}", "text": f"StepPreempted: {error}\n", "retryable": False,
+                       "preempted": True, "logged": _store_logged(task, ctx)}
         except BaseException as exc:
             cause = exc.cause if isinstance(exc, _AfterCall) else exc
             text = "".join(tb_module.format_exception(type(cause), cause, _user_frames(cause.__traceback__)))
@@ -498,8 +634,11 @@ def _child_attempt(task: StepTask, fn: Callable[..., Any], args: dict[str, Any],
             outcome = {"error": f"{type(cause).__name__}: {cause}", "text": text, "retryable": retryable,
                        "logged": _store_logged(task, ctx)}
         signal.signal(signal.SIGTERM, lambda *_: os.killpg(0, signal.SIGKILL))
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+        signal.setitimer(signal.ITIMER_REAL, 0)
         if outcome:
-            outcome.update(logs=buffer.getvalue()[mark:], metrics=list(ctx.metrics), params=dict(ctx.params))
+            outcome.update(logs=buffer.getvalue()[mark:], metrics=list(ctx.metrics), params=dict(ctx.params),
+                           usage=meter.stop() if meter is not None else None)
             try:
                 data = pickle.dumps(outcome)
             except Exception as exc:
@@ -525,14 +664,17 @@ def _prepare(task: StepTask) -> tuple[Callable[..., Any], dict[str, Any]]:
     return fn, _materialize_args(task)
 
 
-def run_task(task: StepTask) -> StepResult:
+def run_task(task: StepTask, *, own_process: bool = False) -> StepResult:
     """Execute a task in this process: the function with retries, then store its outputs. Never raises.
+
+    ``own_process``: the task is all this process runs (a cluster worker's task), so its attempts
+    are measured as the whole process's CPU rather than their thread's.
 
     With a ``timeout``, each attempt runs in a thread. A thread cannot be stopped: a timed-out
     attempt goes on in the background, and a retry (if ``retry_on`` allows one) waits for it to
     finish first, so two attempts of one step never overlap.
     """
-    return _run(task, _ThreadAttempts())
+    return _run(task, _ThreadAttempts(own_process))
 
 
 def run_task_isolated(task: StepTask, cancellation: Cancellation | None = None) -> StepResult:
@@ -553,31 +695,47 @@ def _run(task: StepTask, attempts: _ThreadAttempts | _ChildAttempts) -> StepResu
     buffer = io.StringIO()
     ctx = StepContext(run_id=task.run_id, step_name=task.step_name, node_name=task.node_name,
                       step_run_id=task.step_run_id, map_index=task.map_index, artifact_root=task.artifact_root,
-                      metadata_url=task.metadata_url, actor=task.actor)
+                      metadata_url=task.metadata_url, actor=task.actor, inline_max_bytes=task.inline_max_bytes)
     token = set_current_step(ctx)
-    attempt = 0
+    attempt = task.attempt_offset
+    usage: list[AttemptUsage] = []
+    loaded = Tally()   # the inputs loaded before the first attempt are counted in its reads
     try:
         with captured(buffer):
+            opened = begin(loaded)
             try:
                 fn, args = _prepare(task)
             except Exception as exc:
-                return _failed(task, started, 1, exc, buffer, ctx)
+                end(opened)
+                return _failed(task, started, 1, exc, buffer, ctx, _noted(task, usage, 1, started, None, exc, loaded))
+            end(opened)
             while True:
                 attempt += 1
                 ctx.attempt = attempt
+                began = time.time()
                 try:
                     stored = attempts.attempt(task, fn, args, ctx, buffer)
+                    _noted(task, usage, attempt, began, attempts.measures, None, loaded)
                     break
                 except _AfterCall as exc:
-                    return _failed(task, started, attempt, exc.cause, buffer, ctx)
+                    return _failed(task, started, attempt - task.attempt_offset, exc.cause, buffer, ctx,
+                                   _noted(task, usage, attempt, began, attempts.measures, exc.cause, loaded))
                 except BaseException as exc:
+                    if isinstance(exc, _GraceOver):   # in this thread (a cluster worker's): say it plainly
+                        exc = StepPreempted(_grace_over_message(task))
+                    _noted(task, usage, attempt, began, attempts.measures, exc, loaded)
                     if isinstance(exc, KeyboardInterrupt | SystemExit):
                         raise
+                    if isinstance(exc, StepPreempted) or getattr(exc, "attempt_status", None) == "preempted":
+                        # the engine runs the call again, maybe elsewhere: this worker is being stopped
+                        result = _failed(task, started, attempt - task.attempt_offset, exc, buffer, ctx, usage)
+                        result.status = "preempted"
+                        return result
                     # retry_on decides, for timeouts too: StepTimeout is retried only if retry_on names it
                     # (or a base class of it, like the default Exception)
                     retryable = exc.retryable if isinstance(exc, _ChildFailure) else isinstance(exc, task.retry_on)
-                    if attempt > task.retries or not retryable or isinstance(exc, RunCancelled):
-                        return _failed(task, started, attempt, exc, buffer, ctx)
+                    if attempt - task.attempt_offset > task.retries or not retryable or isinstance(exc, RunCancelled):
+                        return _failed(task, started, attempt - task.attempt_offset, exc, buffer, ctx, usage)
                     delay = min(task.backoff_max, task.backoff * (2 ** (attempt - 1)))
                     error = exc.error if isinstance(exc, _ChildFailure) else f"{type(exc).__name__}: {exc}"
                     print(f"[conveyor] attempt {attempt} of {task.retries + 1} failed: {error}; "
@@ -586,9 +744,34 @@ def _run(task: StepTask, attempts: _ThreadAttempts | _ChildAttempts) -> StepResu
                     time.sleep(delay)
     finally:
         set_current_step(None) if token is None else _reset(token)
-    return StepResult(status="succeeded", attempts=attempt, started_at=started, ended_at=time.time(),
+    return StepResult(status="succeeded", attempts=attempt - task.attempt_offset, started_at=started,
+                      ended_at=time.time(),
                       outputs=stored.outputs, values=stored.values if task.keep_values else None,
-                      logged=stored.logged, logs=clip(buffer.getvalue()), metrics=ctx.metrics, params=ctx.params)
+                      logged=stored.logged, logs=clip(buffer.getvalue()), metrics=ctx.metrics, params=ctx.params,
+                      usage=usage)
+
+
+_host: str | None = None
+
+
+def _noted(task: StepTask, usage: list[AttemptUsage], attempt: int, began: float, measures: Measures | None,
+           exc: BaseException | None, loaded: Tally) -> list[AttemptUsage]:
+    """Add the attempt's row to ``usage`` (with accounting on) and return the list."""
+    global _host
+    if not task.accounting:
+        return usage
+    if _host is None:
+        import socket
+
+        _host = socket.gethostname()
+    m = measures or Measures()
+    read = m.bytes_read + (loaded.read if attempt == task.attempt_offset + 1 else 0)
+    error = None
+    if exc is not None:
+        error = exc.error if isinstance(exc, _ChildFailure) else f"{type(exc).__name__}: {exc}"
+    usage.append(AttemptUsage(attempt, status_of(exc), began, time.time(), m.cpu_s, m.peak_rss_bytes, read,
+                              m.bytes_written, m.gpu_s, m.gpu_peak_bytes, error, _host))
+    return usage
 
 
 def _reset(token: Any) -> None:
@@ -598,7 +781,7 @@ def _reset(token: Any) -> None:
 
 
 def _failed(task: StepTask, started: float, attempts: int, exc: BaseException, buffer: io.StringIO,
-            ctx: StepContext) -> StepResult:
+            ctx: StepContext, usage: list[AttemptUsage] | None = None) -> StepResult:
     if isinstance(exc, _ChildFailure):
         text, error, logged = exc.text, exc.error, exc.logged
     else:
@@ -608,7 +791,7 @@ def _failed(task: StepTask, started: float, attempts: int, exc: BaseException, b
     buffer.write(text)
     return StepResult(status="failed", attempts=attempts, started_at=started, ended_at=time.time(),
                       error=error, traceback=text, logs=clip(buffer.getvalue()), logged=logged,
-                      metrics=ctx.metrics, params=ctx.params)
+                      metrics=ctx.metrics, params=ctx.params, usage=usage or [])
 
 
 def _user_frames(tb: Any) -> Any:

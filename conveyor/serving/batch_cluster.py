@@ -54,9 +54,13 @@ class RayPool:
     """Chunks as Ray tasks (one CPU each) on the connected cluster."""
 
     def __init__(self, load_model: Any, workers: int | None, address: str | None) -> None:
-        from conveyor.executors.ray_connect import connect_ray
+        from conveyor.config import load_settings
+        from conveyor.executors.ray_connect import connect
 
-        ray = self._ray = connect_ray(address, start_local=True, num_cpus=workers)
+        connect(address or load_settings().ray_address, start_local=True, num_cpus=workers)
+        import ray
+
+        self._ray = ray
         bundle = _bundle(load_model)
         cpus = int(ray.cluster_resources().get("CPU", 0))
         if cpus < 1:

@@ -54,15 +54,23 @@ class _Block:
     """Rows of one (endpoint, hour, feature layout) in preallocated arrays, filled by copies on the request path.
 
     A request costs two slice copies and a few list appends; Arrow and Parquet work happens later on
-    the writer thread.
+    the writer thread, or in the writer process when the arrays live in shared memory (``shared``).
     """
 
     __slots__ = ("names", "dtypes", "features", "prediction", "rows", "counts", "request_ids", "ts", "models",
-                 "versions", "shadows", "latency_ms")
+                 "versions", "shadows", "latency_ms", "shared")
 
-    def __init__(self, names: tuple[str, ...], dtypes: tuple[str, ...], capacity: int) -> None:
-        self.features = np.empty((capacity, len(names)))
-        self.prediction = np.empty(capacity)
+    def __init__(self, names: tuple[str, ...], dtypes: tuple[str, ...], capacity: int,
+                 shared_folder: str | None = None) -> None:
+        self.shared = None
+        if shared_folder is not None:
+            from conveyor.serving.log_writer import SharedArrays
+
+            self.shared = SharedArrays(capacity, len(names), shared_folder)
+            self.features, self.prediction = self.shared.features, self.shared.prediction
+        else:
+            self.features = np.empty((capacity, len(names)))
+            self.prediction = np.empty(capacity)
         self.reset(names, dtypes)
 
     def reset(self, names: tuple[str, ...], dtypes: tuple[str, ...]) -> None:
@@ -95,19 +103,84 @@ class _Block:
         self.latency_ms.append(latency_ms)
 
     def table(self) -> Any:
-        import pyarrow as pa
+        return block_table(self.names, self.dtypes, self.features, self.prediction, self.rows, self.counts,
+                           self.request_ids, self.ts, self.models, self.versions, self.shadows, self.latency_ms)
 
-        counts = np.asarray(self.counts, dtype=np.int64)
-        rows = self.rows
-        cols = _request_columns(counts, self.request_ids, self.ts, self.models, self.versions, self.shadows,
-                                self.latency_ms)
-        cols["prediction"] = pa.array(self.prediction[:rows].copy())   # the block is reused
-        features = self.features[:rows].T.copy()   # one copy, column by column; the block is reused
-        for j, (name, dtype) in enumerate(zip(self.names, self.dtypes, strict=True)):
-            cols[f"feature.{name}"] = pa.array(features[j] if dtype == "float64" else features[j].astype(dtype))
-        # Nothing here can be null: declared so, Parquet skips definition levels (40% of the encoding).
-        schema = pa.schema([pa.field(name, col.type, nullable=False) for name, col in cols.items()])
-        return pa.Table.from_arrays(list(cols.values()), schema=schema)
+    def describe(self, endpoint: str, hour: int) -> dict[str, Any]:
+        """What the writer process needs to read a shared block."""
+        assert self.shared is not None
+        return {"path": self.shared.path, "capacity": len(self.prediction), "names": self.names,
+                "dtypes": self.dtypes, "endpoint": endpoint, "hour": hour, "rows": self.rows, "counts": self.counts,
+                "request_ids": self.request_ids, "ts": self.ts, "models": self.models, "versions": self.versions,
+                "shadows": self.shadows, "latency_ms": self.latency_ms}
+
+    def release(self) -> None:
+        if self.shared is not None:
+            self.shared.release()
+            self.shared = None
+
+
+def block_table(names: tuple[str, ...], dtypes: tuple[str, ...], features: np.ndarray, prediction: np.ndarray,
+                rows: int, counts: list[int], request_ids: list[str], ts: list[float], models: list[str],
+                versions: list[int], shadows: list[bool], latency_ms: list[float]) -> Any:
+    """The Arrow table of a block's first ``rows`` rows (copied: the block is reused)."""
+    import pyarrow as pa
+
+    cols = _request_columns(np.asarray(counts, dtype=np.int64), request_ids, ts, models, versions, shadows,
+                            latency_ms)
+    cols["prediction"] = pa.array(prediction[:rows].copy())
+    columns = features[:rows].T.copy()   # one copy, column by column
+    for j, (name, dtype) in enumerate(zip(names, dtypes, strict=True)):
+        cols[f"feature.{name}"] = pa.array(columns[j] if dtype == "float64" else columns[j].astype(dtype))
+    # Nothing here can be null: declared so, Parquet skips definition levels (40% of the encoding).
+    schema = pa.schema([pa.field(name, col.type, nullable=False) for name, col in cols.items()])
+    return pa.Table.from_arrays(list(cols.values()), schema=schema)
+
+
+class LogFiles:
+    """Writes tables as the log's Parquet files, each complete or absent."""
+
+    def __init__(self, root: str, storage_options: dict[str, Any] | None, row_group_rows: int) -> None:
+        import fsspec
+        import pyarrow.parquet  # noqa: F401  (imported now, not on the first flush while serving)
+
+        self.fs, base = fsspec.core.url_to_fs(root, **(storage_options or {}))
+        self.base = base.rstrip("/") + "/predictions"
+        self.row_group_rows = row_group_rows
+
+    def write(self, endpoint: str, hour_key: int, tables: list[Any]) -> tuple[int, list[str]]:
+        """One Parquet file per schema (feature layouts can change within an hour; readers unify them)."""
+        groups: list[tuple[Any, list[Any]]] = []
+        for table in tables:
+            group = next((g for g in groups if g[0] == table.schema), None)
+            if group is None:
+                groups.append((table.schema, [table]))
+            else:
+                group[1].append(table)
+        stamp = dt.datetime.fromtimestamp(hour_key * 3600, dt.UTC)
+        folder = f"{self.base}/endpoint={endpoint}/date={stamp:%Y-%m-%d}/hour={stamp:%H}"
+        self.fs.makedirs(folder, exist_ok=True)
+        rows, paths = 0, []
+        for schema, group in groups:
+            path = f"{folder}/{uuid.uuid4().hex}.parquet"
+            rows += self._write_file(path, schema, group)
+            paths.append(path)
+        return rows, paths
+
+    def _write_file(self, path: str, schema: Any, tables: list[Any]) -> int:
+        folder, _, name = path.rpartition("/")
+        local = _is_local(self.fs)
+        target = f"{folder}/.{name}.tmp" if local else path
+        try:
+            with self.fs.open(target, "wb") as fh:
+                rows = _encode(fh, schema, tables, self.row_group_rows)
+            if local:
+                self.fs.mv(target, path)             # a rename: the file appears whole or not at all
+        except BaseException:
+            with contextlib.suppress(Exception):      # no half-written file for readers to trip on
+                self.fs.rm(target)
+            raise
+        return rows
 
 
 class PredictionLog:
@@ -120,16 +193,30 @@ class PredictionLog:
     ``row_group_rows``, giving the core back after each one. On one core a thread that is not
     interrupted keeps it for a whole scheduler tick (4 ms at 250 Hz); short pieces keep every
     pause of the event loop below a millisecond.
+
+    ``writer="process"`` moves that work out of the serving process: blocks live in shared memory
+    and a child process (``log_writer.py``), below the server's priority and off the CPUs it is
+    pinned to, turns them into files; the thread only hands blocks over and waits for the answer.
     """
 
     def __init__(self, root: str, *, flush_rows: int = 50_000, interval_s: float = 2.0, max_rows: int = 500_000,
                  chunk_rows: int = 4096, row_group_rows: int = 4096, on_drop: Any = None,
-                 storage_options: dict[str, Any] | None = None) -> None:
-        import fsspec
-        import pyarrow.parquet  # noqa: F401  (imported now, not on the first flush while serving)
+                 storage_options: dict[str, Any] | None = None, writer: str = "thread") -> None:
+        if writer not in ("thread", "process"):
+            from conveyor.errors import ConfigurationError
 
-        self.fs, base = fsspec.core.url_to_fs(root, **(storage_options or {}))
-        self.base = base.rstrip("/") + "/predictions"
+            raise ConfigurationError(f"Prediction log writer {writer!r} is not one of: thread, process "
+                                     "(CONVEYOR_SERVE_LOG_WRITER).")
+        self.files = LogFiles(root, storage_options, row_group_rows)
+        self.fs, self.base = self.files.fs, self.files.base
+        self.writer = writer
+        self._process = None
+        self._shared_folder: str | None = None
+        if writer == "process":
+            from conveyor.serving.log_writer import WriterProcess, shared_folder
+
+            self._shared_folder = shared_folder()
+            self._process = WriterProcess(root, storage_options, row_group_rows)
         self.flush_rows, self.interval_s, self.max_rows = flush_rows, interval_s, max_rows
         self.chunk_rows, self.row_group_rows = chunk_rows, row_group_rows
         self._open: dict[tuple[Any, ...], _Block] = {}            # (endpoint, hour, names, dtypes) -> block
@@ -209,23 +296,24 @@ class PredictionLog:
     def _block(self, names: tuple[str, ...], dtypes: tuple[str, ...], n: int, busy: bool) -> _Block:
         rows = self._block_rows(len(names), busy)
         if n > rows:                                # one request larger than a block: a block of its own
-            return _Block(names, dtypes, n)
+            return _Block(names, dtypes, n, self._shared_folder)
         spare = self._spare.get((len(names), rows))
         if spare:
             block = spare.pop()
             block.reset(names, dtypes)
             return block
-        return _Block(names, dtypes, rows)
+        return _Block(names, dtypes, rows, self._shared_folder)
 
     def _recycle(self, block: _Block) -> None:
         """Keep an emptied block of a standard size for reuse (fresh pages fault on first touch)."""
         rows, width = block.features.shape
-        if rows not in (self._block_rows(width, True), self._block_rows(width, False)):
-            return
-        with self._lock:
-            spare = self._spare.setdefault((width, rows), [])
-            if len(spare) < 8:
-                spare.append(block)
+        if rows in (self._block_rows(width, True), self._block_rows(width, False)):
+            with self._lock:
+                spare = self._spare.setdefault((width, rows), [])
+                if len(spare) < 8:
+                    spare.append(block)
+                    return
+        block.release()
 
     def _run(self) -> None:
         _lower_priority()
@@ -250,6 +338,11 @@ class PredictionLog:
 
     def _write_all(self, blocks: list[Any], entries: dict[tuple[str, int], list[_Entry]]) -> int:
         """Turn what one flush took into tables and files."""
+        if self._process is not None and self._process.ready():
+            written = self._write_in_process(blocks, entries)
+            if written is not None:
+                return written
+        # Here: the writer thread's own way, also while the writer process starts or if it keeps failing.
         tables: dict[tuple[str, int], list[Any]] = {}
         for (endpoint, hour, *_), block in blocks:
             try:
@@ -270,40 +363,39 @@ class PredictionLog:
                 self._lost(sum(t.num_rows for t in group), "writing")
         return total
 
+    def _write_in_process(self, blocks: list[Any], entries: dict[tuple[str, int], list[_Entry]]) -> int | None:
+        """Hand one flush to the writer process and wait for its answer (on this thread, not the loop);
+        None when the process failed twice, and the caller writes the rows itself."""
+        if not blocks and not entries:
+            return 0
+        described = [block.describe(endpoint, hour) for (endpoint, hour, *_), block in blocks if block.rows]
+        plain = [(key, [(e.request_id, e.ts, e.model, e.version, e.shadow, e.latency_ms,
+                         {k: np.asarray(v) for k, v in e.columns().items()}, e.prediction) for e in group])
+                 for key, group in entries.items()]
+        rows = sum(b["rows"] for b in described) + sum(len(i[-1]) for _, g in plain for i in g)
+        try:
+            answer = self._process.flush(described, plain)
+        except Exception:                              # the child died twice in a row: write here instead
+            log.exception("the prediction log's writer process failed twice; writing %d rows in the server", rows)
+            return None
+        for _, block in blocks:
+            self._recycle(block)
+        self.written_files.extend(answer["paths"])
+        if answer["lost"]:
+            self.dropped_rows += answer["lost"]
+            self._on_drop(answer["lost"])
+            for error in answer["errors"]:
+                log.error("prediction log: %s; those rows were dropped", error)
+        return int(answer["rows"])
+
     def _lost(self, n: int, doing: str) -> None:
         self.dropped_rows += n
         self._on_drop(n)
         log.exception("%s %d prediction log rows failed; they were dropped", doing, n)
 
     def _write(self, endpoint: str, hour_key: int, tables: list[Any]) -> int:
-        """One Parquet file per schema (feature layouts can change within an hour; readers unify them)."""
-        groups: list[tuple[Any, list[Any]]] = []
-        for table in tables:
-            group = next((g for g in groups if g[0] == table.schema), None)
-            if group is None:
-                groups.append((table.schema, [table]))
-            else:
-                group[1].append(table)
-        stamp = dt.datetime.fromtimestamp(hour_key * 3600, dt.UTC)
-        folder = f"{self.base}/endpoint={endpoint}/date={stamp:%Y-%m-%d}/hour={stamp:%H}"
-        self.fs.makedirs(folder, exist_ok=True)
-        return sum(self._write_file(f"{folder}/{uuid.uuid4().hex}.parquet", schema, group)
-                   for schema, group in groups)
-
-    def _write_file(self, path: str, schema: Any, tables: list[Any]) -> int:
-        folder, _, name = path.rpartition("/")
-        local = _is_local(self.fs)
-        target = f"{folder}/.{name}.tmp" if local else path
-        try:
-            with self.fs.open(target, "wb") as fh:
-                rows = _encode(fh, schema, tables, self.row_group_rows)
-            if local:
-                self.fs.mv(target, path)             # a rename: the file appears whole or not at all
-        except BaseException:
-            with contextlib.suppress(Exception):      # no half-written file for readers to trip on
-                self.fs.rm(target)
-            raise
-        self.written_files.append(path)
+        rows, paths = self.files.write(endpoint, hour_key, tables)
+        self.written_files.extend(paths)
         return rows
 
     def close(self) -> None:
@@ -312,6 +404,13 @@ class PredictionLog:
         self._wake.set()
         self._thread.join(timeout=30)
         self.flush()
+        if self._process is not None:
+            self._process.close()
+            with self._lock:
+                spare, self._spare = self._spare, {}
+            for blocks in spare.values():
+                for block in blocks:
+                    block.release()
 
 
 def _is_local(fs: Any) -> bool:

@@ -26,6 +26,7 @@ from conveyor.serving.metrics import ServerMetrics
 from conveyor.serving.models import ModelCache
 from conveyor.serving.routing import Route, RoutingTable
 from conveyor.serving.schema import Batch, validate
+from conveyor.serving.usage import UsageMeter
 
 log = logging.getLogger("conveyor.serving")
 
@@ -57,10 +58,11 @@ class ServingService:
 
     def __init__(self, catalog: Catalog, *, prediction_log: Any = None, metrics: ServerMetrics | None = None,
                  memory_cap_bytes: int = 2 << 30, default_endpoint: str | None = None, poll_s: float = 1.0,
-                 auth: str = "auto", access_log: Any = None) -> None:
+                 auth: str = "auto", access_log: Any = None, usage: UsageMeter | None = None) -> None:
         self.catalog = catalog
         self.prediction_log = prediction_log
         self.access_log = access_log
+        self.usage = usage             # requests, errors, CPU per endpoint and version, to serving_usage
         self._request_id = _RequestIds()
         self._series: dict[tuple[str, int, str], tuple[Any, Any, Any]] = {}
         self.metrics = metrics or ServerMetrics()
@@ -138,6 +140,8 @@ class ServingService:
         if self._poller is None:
             self._poller = threading.Thread(target=self._poll, name="conveyor-catalog-poller", daemon=True)
             self._poller.start()
+        if self.usage is not None:
+            self.usage.start()
 
     def _poll(self) -> None:
         while not self._stop.wait(self._poll_s):
@@ -154,6 +158,8 @@ class ServingService:
             self.prediction_log.close()
         if self.access_log is not None:
             self.access_log.close()
+        if self.usage is not None:
+            self.usage.close()
 
     def _loaded(self, m: LoadedModel) -> None:
         self.metrics.model_load.labels(m.key.name, str(m.key.version)).observe(m.load_seconds)
@@ -210,7 +216,7 @@ class ServingService:
         ``key`` is the version a protocol already chose (to read its signature); else it is chosen
         here. Raises ConveyorError subclasses: 4xx for bad requests, PredictionFailed when the model raises.
         """
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.thread_time()
         route = self.route(endpoint)
         name = route.spec.name
         if not authorized:
@@ -223,6 +229,8 @@ class ServingService:
         try:
             values = np.asarray(loaded.model.predict(batch.to_model_input(loaded.model)))
         except Exception as exc:
+            if self.usage is not None:   # the request and its error are counted with the answer (count_error)
+                self.usage.add(name, key.name, key.version, time.thread_time() - cpu, time.perf_counter() - start, 0)
             raise PredictionFailed(f"Model {key} raised {type(exc).__name__}: {str(exc)[:300]}",
                                    version=key.version) from exc
         elapsed = time.perf_counter() - start
@@ -244,6 +252,8 @@ class ServingService:
         if self.access_log is not None:
             self.access_log.write(ts=now, request_id=rid, endpoint=name, model=key.name, version=key.version,
                                   protocol=protocol, status=200, rows=batch.rows, ms=round(elapsed * 1000, 3))
+        if self.usage is not None:
+            self.usage.add(name, key.name, key.version, time.thread_time() - cpu, time.perf_counter() - start)
         return Prediction(values, name, key, rid, batch)
 
     def _series_for(self, endpoint: str, version: int, protocol: str) -> tuple[Any, Any, Any]:
@@ -285,6 +295,10 @@ class ServingService:
         v = "-" if version is None else str(version)
         self.metrics.requests.labels(name, v, protocol, str(code)).inc()
         self.metrics.errors.labels(name, v, kind).inc()
+        if self.usage is not None:   # under the version that answered, when one did
+            route = table.routes.get(name)
+            model = None if route is None else next((k.name for k in route.keys if k.version == version), None)
+            self.usage.error(name, model, version if model is not None else None)
         if self.access_log is not None:
             self.access_log.write(ts=time.time(), request_id=request_id, endpoint=name, protocol=protocol,
                                   status=code, error=kind)

@@ -55,15 +55,16 @@ class ProcessDispatcher:
 
 
 class RayDispatcher:
-    """Trials as Ray tasks on the cluster at ``RAY_ADDRESS`` (or a local Ray started for this process)."""
+    """Trials as Ray tasks on the cluster at ``address`` (the settings' Ray address), else on a local Ray."""
 
     name = "ray"
 
-    def __init__(self, parallelism: int, *, num_cpus: float = 1) -> None:
+    def __init__(self, parallelism: int, *, address: str | None = None, num_cpus: float = 1) -> None:
+        from conveyor.executors.ray_connect import connect
+
+        connect(address, start_local=True)
         import ray
 
-        if not ray.is_initialized():
-            ray.init(ignore_reinit_error=True, log_to_driver=False, _node_ip_address="127.0.0.1")
         self._remote = ray.remote(num_cpus=num_cpus, max_retries=0)(evaluate_pickled)
         self._refs: list[Any] = []
 
@@ -90,7 +91,7 @@ def _pickled(task: TrialTask) -> bytes:
     return cloudpickle.dumps(task)   # type: ignore[no-any-return]
 
 
-def dispatcher(name: str, parallelism: int) -> Dispatcher | None:
+def dispatcher(name: str, parallelism: int, *, ray_address: str | None = None) -> Dispatcher | None:
     """The dispatcher for an executor name; None for threads (``local``): lanes evaluate in place."""
     name = "thread" if name == "local" else name
     if name == "thread":
@@ -102,5 +103,5 @@ def dispatcher(name: str, parallelism: int) -> Dispatcher | None:
             import ray  # noqa: F401
         except ImportError:
             raise ConfigurationError("Trials on Ray need Ray: pip install 'conveyor[ray]'.") from None
-        return RayDispatcher(parallelism)
+        return RayDispatcher(parallelism, address=ray_address)
     raise ConfigurationError(f"cv.tune: executor {name!r} is not known. Use one of: {', '.join(DISPATCHERS)}.")

@@ -141,7 +141,7 @@ def tune(objective: Callable[..., Any], space: Mapping[str, Any] | None = None, 
     done = _finished(study)
     remaining = max(0, n_trials - done)
 
-    pool = dispatcher(executor or settings.executor, parallelism)
+    pool = dispatcher(executor or settings.executor, parallelism, ray_address=settings.ray_address)
     trial_writes = _trial_writes(md, storage)
     best = _Best(dirs, study)
     bar = _progress(progress, name, n_trials, done)

@@ -74,9 +74,16 @@ def test_list_show_logs_compare_delete(cli) -> None:
     assert {o["step"] for o in shown["outputs"]} == {"make", "total", "explode"}
     logs = cli("runs", "logs", first, "--step", "make").stdout
     assert "making 5 rows" in logs
+    attempts = {a["name"]: a for a in shown["attempts"]}          # what each step attempt used
+    assert set(attempts) == {"make", "total", "explode"} and attempts["make"]["status"] == "completed"
+    assert attempts["make"]["cpu_s"] is not None and attempts["make"]["bytes_written"] > 0
+    text = cli("runs", "show", first).stdout
+    assert "Resources per attempt (thread)" in text and "peak RSS" in text and "MiB" in text
     compared = json.loads(cli("runs", "compare", first, second, "--json").stdout)
     assert [c["metrics"]["total"] for c in compared] == [10.0, 15.0]
-    assert "param  rows" in cli("runs", "compare", first, second).stdout
+    assert compared[0]["resources"]["make"]["attempts"] == 1 and compared[1]["resources"]["make"]["peak_rss_bytes"] > 0
+    table = cli("runs", "compare", first, second).stdout
+    assert "param  rows" in table and "step   make CPU" in table and "step   make peak RSS" in table
     cli("runs", "delete", first, "--yes")
     assert [r["id"] for r in json.loads(cli("runs", "list", "--json").stdout)] == [second]
 

@@ -325,3 +325,25 @@ def test_max_parallel_is_kept_on_the_mapped_node() -> None:
 
     graph = sweep.build()
     assert graph.nodes["train"].max_parallel == 2 and graph.nodes["train_2"].max_parallel is None
+
+
+def test_preemptible_is_recorded_in_the_spec_and_the_export_plan() -> None:
+    from conveyor.export.plan import lower_graph
+
+    @cv.step(preemptible=True)
+    def fit(n: int) -> int:
+        return n
+
+    @cv.step
+    def report(n: int) -> int:
+        return n
+
+    @cv.pipeline
+    def spot(n: int = 1):
+        report(fit(n))
+
+    assert fit.spec.preemptible is True and report.spec.preemptible is False
+    tasks = lower_graph(spot.build(n=1), {})
+    assert tasks["fit"].preemptible is True and tasks["report"].preemptible is False
+    with pytest.raises(PipelineDefinitionError, match="preemptible takes True or False, got str 'yes'"):
+        cv.step(preemptible="yes")(lambda: 1)   # type: ignore[arg-type]

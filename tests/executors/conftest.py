@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from conveyor.config import Settings, load_settings
 from conveyor.executors import registry
 
 DISTRIBUTED = {"dask", "ray"}
@@ -26,3 +27,13 @@ def executor_name(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatc
     elif name == "ray":
         monkeypatch.setenv("RAY_ADDRESS", request.getfixturevalue("ray_cluster").address)
     return name
+
+
+@pytest.fixture
+def settings(settings: Settings, request: pytest.FixtureRequest) -> Settings:
+    """The suite's settings, read again once a cluster's address is in the environment (``executor_name``,
+    ``on_ray``, ``on_dask``): executors take the address from the settings the client passes them."""
+    setting_up = [name for name in ("executor_name", "on_ray", "on_dask") if name in request.fixturenames]
+    for name in setting_up:
+        request.getfixturevalue(name)
+    return load_settings() if setting_up else settings

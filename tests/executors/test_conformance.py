@@ -39,14 +39,24 @@ def test_failure_keeps_the_users_traceback_and_finishes_other_branches(client, e
     assert steps["inc_2"].status == "skipped" and steps["slow_ok"].status == "succeeded"
 
 
+def attempts_of(client, run_id: str, name: str) -> list[dict[str, object]]:
+    return [a for a in client.metadata.steps.attempts(run_id) if a["name"] == name]
+
+
 def test_retries_and_retry_on(client, tmp_path: Path, executor_name: str) -> None:
     folder = str(tmp_path / "work")
     run = ep.retried.run(folder=folder, client=client, executor=executor_name)
     assert run.steps["flaky_in"].attempts == 3 and (Path(folder) / "flaky").read_text() == "xxx"
     assert client.metadata.steps.logs(run.id, "flaky_in")[0][2].count("retrying in") == 2
-    with pytest.raises(StepFailed, match="KeyError"):
+    rows = attempts_of(client, run.id, "flaky_in")     # every attempt is recorded, the failed ones too
+    assert [(a["attempt"], a["status"]) for a in rows] == [(1, "failed"), (2, "failed"), (3, "completed")]
+    assert "ConnectionError" in str(rows[0]["error"]) and rows[2]["error"] is None
+    assert {a["executor"] for a in rows} == {executor_name} and all(a["cpu_s"] is not None for a in rows)
+    with pytest.raises(StepFailed, match="KeyError") as err:
         ep.not_retried.run(folder=folder, client=client, executor=executor_name)
     assert (Path(folder) / "permanent").read_text() == "x"
+    (row,) = attempts_of(client, err.value.run.id, "permanent_in")
+    assert row["status"] == "failed" and "KeyError" in str(row["error"])
 
 
 def test_logs_metrics_and_params_are_captured(client, executor_name: str) -> None:
@@ -85,6 +95,9 @@ def test_fan_out_with_a_limit_joins_conditions_and_a_large_output(client, tmp_pa
     sizes = [a.size for a in client.metadata.steps.outputs([run.steps["big_array"].id])[run.steps["big_array"].id]
              .values()]
     assert sizes and sizes[0] >= 50 * 2**20
+    (written,) = attempts_of(client, run.id, "big_array")
+    assert written["status"] == "completed" and written["bytes_written"] == sizes[0]   # counted where it was stored
+    assert written["peak_rss_bytes"] >= 50 * 2**20 and written["wall_s"] > 0
 
 
 @pytest.mark.slow
@@ -96,6 +109,9 @@ def test_timeouts_follow_retry_on(client, tmp_path: Path, executor_name: str) ->
     steps = err.value.run.steps
     assert steps["overruns"].status == "failed" and steps["overruns"].attempts == 1     # not retried
     assert steps["overruns_once"].status == "succeeded" and steps["overruns_once"].attempts == 2
+    run_id = err.value.run.id
+    assert [a["status"] for a in attempts_of(client, run_id, "overruns_once")] == ["timeout", "completed"]
+    assert [a["status"] for a in attempts_of(client, run_id, "overruns")] == ["timeout"]
     lines = ep.journal(folder)
     assert [ln for ln in lines if ln.startswith("overruns")] == ["overruns start 1"]
     once = [ln for ln in lines if ln.startswith("once")]
@@ -134,6 +150,8 @@ def test_ctrl_c_cancels_the_run_and_stops_its_step(client, tmp_path: Path, execu
         wait_until(lambda: not alive(pid), "the cancelled step's process to stop", timeout=30)
         (run,) = client.list_runs()
         assert run.status == "cancelled"
+        (row,) = attempts_of(client, run.id, "blocks_in")
+        assert row["status"] == "cancelled" and row["executor"] == executor_name
     finally:
         if proc.poll() is None:
             proc.kill()

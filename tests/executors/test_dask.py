@@ -23,10 +23,16 @@ def _our_clients(address: str) -> int:
         return probe.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.clients)) - 1
 
 
+@pytest.fixture
+def on_dask(dask_cluster: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """DASK_SCHEDULER_ADDRESS names the session's cluster (in the settings the client passes the executor)."""
+    monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", dask_cluster)
+    return dask_cluster
+
+
 @pytest.mark.slow
 def test_runs_reuse_one_connection_and_refuse_a_missing_gpu_at_submission(
-        client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dask_cluster: str) -> None:
-    monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", dask_cluster)
+        client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, on_dask: str, dask_cluster: str) -> None:
     monkeypatch.setenv("CONVEYOR_EXECUTOR", "dask")
     assert load_settings().executor == "dask" and load_settings().dask_scheduler_address == dask_cluster
     ep.retried.run(folder=str(tmp_path / "a"), client=client, executor="dask")
@@ -66,11 +72,9 @@ def test_step_hints_become_the_resources_workers_declare() -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_a_step_whose_worker_dies_runs_again_on_another_worker(client, tmp_path: Path,
-                                                                monkeypatch: pytest.MonkeyPatch,
-                                                                dask_cluster: str) -> None:
+                                                                on_dask: str, dask_cluster: str) -> None:
     from distributed import Client
 
-    monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", dask_cluster)
     folder = tmp_path / "work"
     run = ep.worker_dies.run(folder=str(folder), client=client, executor="dask")
     assert run.status == "succeeded" and run.output("kills_its_worker") == "survived"

@@ -61,6 +61,8 @@ def test_tasks_without_a_database_record_beside_outputs_and_import_as_a_run(clie
                                           "report": "succeeded"}
     steps = run.steps
     assert all(steps[f"score[{i}]"].attempts == 2 for i in range(3))    # each shard failed once, the retry healed it
+    shard = [(a["attempt"], a["status"]) for a in client.metadata.steps.attempts("exp-1") if a["name"] == "score[0]"]
+    assert shard == [(1, "failed"), (2, "completed")]           # measured by the task, imported with its record
     assert run.output("total") == {"total": 18.0, "count": 3}
     assert run.output("publish") == "run:18.0"
     assert run.metrics["total"] == 18.0
@@ -113,6 +115,9 @@ def test_tasks_with_a_database_record_there_and_the_last_task_ends_the_run(share
     assert statuses["publish"] == "skipped" and statuses["report"] == "succeeded"
     assert "condition not met" in (run.steps["publish"].reason or "")
     assert not (shared / "runs").exists()     # with a database nothing is written beside the outputs
+    rows = db.metadata.steps.attempts("db-1")  # each task measured its attempts, in a child process of its own
+    assert rows and {a["executor"] for a in rows} == {"task"} and {a["status"] for a in rows} == {"completed"}
+    assert all(a["cpu_s"] is not None and a["peak_rss_bytes"] > 0 for a in rows)
     assert isinstance(Settings, type)
 
 

@@ -77,13 +77,11 @@ def recorder_loader(folder: str = "", gate: float | None = None, poison: float |
 def _session_cluster_only(request) -> None:
     """A Ray connection left by an earlier test to another (local) instance would hide the cluster."""
     if "ray_cluster" in request.fixturenames and "ray" in sys.modules:
-        import ray
+        from conveyor.executors.ray_connect import connected_address, disconnect, same_cluster
 
-        from conveyor.executors.ray_connect import _connected_to, _port
-
-        current = ray.is_initialized() and _connected_to(ray)
-        if current and _port(current) != _port(request.getfixturevalue("ray_cluster").address):
-            ray.shutdown()
+        current = connected_address()
+        if current and not same_cluster(current, request.getfixturevalue("ray_cluster").address):
+            disconnect()
 
 
 @pytest.fixture(scope="module")

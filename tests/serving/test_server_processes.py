@@ -103,3 +103,22 @@ def test_sigkill_under_load_loses_at_most_the_buffered_rows(client, serve_proces
     rows = table.num_rows - 1                         # the restarted server's one request
     assert answered >= 800 and dropped < 100
     assert answered - max_rows - dropped <= rows <= answered + 4   # at most 4 requests were in flight at the kill
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("http_server", ["uvicorn", "granian"])
+def test_sigterm_flushes_the_log_through_the_writer_process(client, serve_process, http_server) -> None:
+    """SIGTERM to the whole process group (what Ctrl-C and Kubernetes do) reaches the writer child too:
+    it must outlive the server's last flush, whichever HTTP server runs the app."""
+    _deploy(client)
+    server = serve_process("--no-access-log", "--server", http_server,
+                           env={"CONVEYOR_SERVE_LOG_INTERVAL_S": "60", "CONVEYOR_SERVE_LOG_WRITER": "process"})
+    with httpx.Client(base_url=server.url, timeout=10) as http:
+        codes = [http.post("/invocations", json={"instances": [[float(i)], [1.0]]}).status_code for i in range(25)]
+    assert codes == [200] * 25
+    server.kill(signal.SIGTERM)
+    assert server.proc.returncode in (0, -signal.SIGTERM), server.output()[-2000:]   # uvicorn re-raises it
+    table = read_prediction_log(client.settings.artifact_root, "d")
+    assert table.num_rows == 50
+    assert sorted(set(table.column("feature.x0").to_pylist())) == [float(i) for i in range(25)]
+    assert "Traceback" not in server.output()

@@ -16,10 +16,10 @@ def test_trials_run_as_ray_tasks_and_report_to_the_study(ray_cluster: RayCluster
     pytest.importorskip("ray")
     import optuna
 
-    from conveyor.executors.ray_connect import connect_ray
+    from conveyor.executors.ray_connect import connect
     from conveyor.train.storage import study_storage
 
-    connect_ray(ray_cluster.address)    # the session's connection when other tests made it already
+    connect(ray_cluster.address)    # the session's connection when other tests made it already
 
     def objective(trial: Any) -> float:
         import os as worker_os

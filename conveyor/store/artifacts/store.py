@@ -25,6 +25,7 @@ from conveyor.store.artifacts.materializers import registry as default_materiali
 from conveyor.store.artifacts.materializers.json_value import JsonMaterializer, is_plain_json
 from conveyor.store.artifacts.retry import RetryPolicy, from_backend, translated, with_retries
 from conveyor.store.artifacts.staging import CHUNK_BYTES, StagedObject
+from conveyor.store.artifacts.tally import add_read, add_written
 
 log = logging.getLogger("conveyor.artifacts")
 T = TypeVar("T")
@@ -108,6 +109,7 @@ class ArtifactStore:
         if materializer is None and is_plain_json(value):
             data = canonical_json(value)
             if len(data) <= self.inline_max_bytes:
+                add_written(len(data))   # an inline value is written with the step's record
                 return StoredArtifact(content_hash=digest(data), materializer="json",
                                       materializer_version=JsonMaterializer.version,
                                       type_name=_type_name(value), size=len(data), uri=None, inline=value,
@@ -135,6 +137,7 @@ class ArtifactStore:
             meta = m.save(value, writer) or {}
             final = self._object_path(writer.content_hash)
             staged.place(final, writer.size)
+            add_written(writer.size)
         except BaseException:
             staged.discard()
             raise
@@ -309,6 +312,7 @@ class ArtifactStore:
                 return None
 
         data = self._io(fetch, "reading an artifact", where)
+        add_read(len(data) if data is not None else 0)
         if data is None:
             raise ArtifactIntegrityError(
                 f"Artifact {where} is missing from the store. Re-run the step that produced it with --no-cache.")

@@ -133,3 +133,5 @@ class StepOutcome:
     params: Sequence[tuple[str, Any]] = ()
     started_at: float | None = None
     ended_at: float | None = None
+    attempt_rows: Sequence[dict[str, Any]] = ()           # step_attempts rows (without ids), one per attempt
+    preemptions: int | None = None

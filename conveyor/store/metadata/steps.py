@@ -32,7 +32,11 @@ def write_finish(conn: Connection, step_run_id: str, run_id: str, outcome: StepO
         logs=outcome.logs, reason=outcome.reason, ended_at=outcome.ended_at or ts)
     if outcome.started_at is not None:
         values["started_at"] = outcome.started_at
+    if outcome.preemptions is not None:
+        values["preemptions"] = outcome.preemptions
     conn.execute(update(t.step_runs).where(t.step_runs.c.id == step_run_id).values(**values))
+    if outcome.attempt_rows:
+        _insert_attempts(conn, step_run_id, run_id, outcome.attempt_rows)
     if outcome.new_outputs:
         conn.execute(insert(t.artifacts), [dict(
             id=a.id, content_hash=a.content_hash, materializer=a.materializer,
@@ -55,6 +59,32 @@ def write_finish(conn: Connection, step_run_id: str, run_id: str, outcome: StepO
                                         for k, v in outcome.params])
 
 
+_ATTEMPT_COLUMNS = ("step_run_id", "run_id", "attempt", "status", "executor", "host", "started_at", "ended_at",
+                    "wall_s", "cpu_s", "peak_rss_bytes", "bytes_read", "bytes_written", "gpu_s", "gpu_peak_bytes",
+                    "error")
+_attempt_sql: dict[str, str] = {}
+
+
+def _insert_attempts(conn: Connection, step_run_id: str, run_id: str, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert step_attempts rows as plain SQL: every step call writes them, and the expression
+    insert costs twice as much (plain column values only: floats, integers, text)."""
+    style = conn.dialect.paramstyle
+    sql = _attempt_sql.get(style)
+    if sql is None:
+        marks = {"qmark": lambda c: "?", "format": lambda c: "%s", "pyformat": lambda c: f"%({c})s",
+                 "named": lambda c: f":{c}"}.get(style)
+        if marks is None:   # numeric, or a driver we do not know: the expression insert
+            conn.execute(insert(t.step_attempts), [dict(r, step_run_id=step_run_id, run_id=run_id) for r in rows])
+            return
+        sql = _attempt_sql[style] = (f"INSERT INTO step_attempts ({', '.join(_ATTEMPT_COLUMNS)}) "
+                                     f"VALUES ({', '.join(marks(c) for c in _ATTEMPT_COLUMNS)})")
+    full = [{**r, "step_run_id": step_run_id, "run_id": run_id} for r in rows]
+    if style in ("qmark", "format"):
+        conn.exec_driver_sql(sql, [tuple(r.get(c) for c in _ATTEMPT_COLUMNS) for r in full])
+    else:
+        conn.exec_driver_sql(sql, [{c: r.get(c) for c in _ATTEMPT_COLUMNS} for r in full])
+
+
 class Steps(Repository):
     """Reads and writes step runs."""
 
@@ -73,6 +103,15 @@ class Steps(Repository):
         """Record a step run's end with its outputs, inputs, metrics and params, atomically."""
         with self.write() as conn:
             write_finish(conn, step_run_id, run_id, outcome)
+
+    def add_attempts(self, step_run_id: str, run_id: str, rows: Sequence[dict[str, Any]], *, attempts: int,
+                     preemptions: int) -> None:
+        """Record attempts of a step run still under way (preempted ones, before the call runs again)."""
+        with self.write() as conn:
+            conn.execute(update(t.step_runs).where(t.step_runs.c.id == step_run_id)
+                         .values(attempts=attempts, preemptions=preemptions))
+            if rows:
+                _insert_attempts(conn, step_run_id, run_id, rows)
 
     def add_outputs(self, step_run_id: str, run_id: str, artifacts: Sequence[NewArtifact]) -> None:
         """Attach extra outputs (e.g. a model registered from inside the step) to a step run."""
@@ -189,6 +228,15 @@ class Steps(Repository):
             for r in rows:
                 result[r.sid][r.out_name] = artifact_record(r)
         return result
+
+    def attempts(self, run_id: str) -> list[dict[str, Any]]:
+        """The run's step_attempts rows with their step run's name, in the order the attempts started."""
+        a, s = t.step_attempts, t.step_runs
+        q = (select(s.c.name, s.c.step, s.c.preemptions, *[c for c in a.c if c.name not in ("id", "run_id")])
+             .join(s, s.c.id == a.c.step_run_id).where(a.c.run_id == run_id)
+             .order_by(a.c.started_at, s.c.name, a.c.attempt))
+        with self.read() as conn:
+            return [dict(r._mapping) for r in conn.execute(q)]
 
     def logs(self, run_id: str, name: str | None = None) -> list[tuple[str, int, str]]:
         """(step name, attempts, captured text) for the run's step runs."""

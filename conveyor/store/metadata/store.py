@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from conveyor.store.metadata.datasets import Datasets
     from conveyor.store.metadata.endpoints import Endpoints
     from conveyor.store.metadata.models import Models
+    from conveyor.store.metadata.serving_usage import ServingUsage
     from conveyor.store.metadata.trials import Trials
     from conveyor.store.metadata.watermarks import Watermarks
 
@@ -81,6 +82,12 @@ class MetadataStore:
         from conveyor.store.metadata.trials import Trials
 
         return Trials(self.engine)
+
+    @cached_property
+    def serving_usage(self) -> ServingUsage:
+        from conveyor.store.metadata.serving_usage import ServingUsage
+
+        return ServingUsage(self.engine)
 
     def __repr__(self) -> str:
         return f"MetadataStore({redact(self.url)!r})"
