@@ -50,9 +50,11 @@ def now() -> float:
 
 def add_attempts(metadata: Any, run_id: str, measures: dict[str, list[tuple[float, float | None, int | None,
                                                                             float | None]]]) -> None:
-    """Insert ``step_attempts`` rows for a run's step runs: step name -> [(wall_s, cpu_s, peak_rss, gpu_s)]."""
+    """Replace the ``step_attempts`` rows the executor wrote for a run's step runs with known measures:
+    step name -> [(wall_s, cpu_s, peak_rss, gpu_s)]."""
     from sqlalchemy import insert, select
 
+    drop_attempts(metadata, run_id)
     with metadata.artifacts.write() as conn:
         steps = {row.step: row for row in conn.execute(
             select(t.step_runs.c.id, t.step_runs.c.step, t.step_runs.c.started_at)
@@ -65,3 +67,11 @@ def add_attempts(metadata: Any, run_id: str, measures: dict[str, list[tuple[floa
                                  started_at=s.started_at, ended_at=(s.started_at or 0) + wall, wall_s=wall, cpu_s=cpu,
                                  peak_rss_bytes=rss, gpu_s=gpu))
         conn.execute(insert(t.step_attempts), rows)
+
+
+def drop_attempts(metadata: Any, run_id: str) -> None:
+    """Remove a run's attempt rows, as for a run recorded before attempts were measured."""
+    from sqlalchemy import delete
+
+    with metadata.artifacts.write() as conn:
+        conn.execute(delete(t.step_attempts).where(t.step_attempts.c.run_id == run_id))

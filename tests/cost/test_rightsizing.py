@@ -8,7 +8,7 @@ import pytest
 from conveyor.cost.prices import load_prices
 from conveyor.cost.rightsizing import GIB, recommend
 from tests.cost import pipelines as p
-from tests.cost.conftest import add_attempts
+from tests.cost.conftest import add_attempts, drop_attempts
 
 MIB = 1 << 20
 
@@ -17,6 +17,8 @@ def test_recommend_compares_requests_with_p95_memory_and_peak_cores(client) -> N
     prices = load_prices()
     rss = [1 * GIB, 1 * GIB, 2 * GIB]
     runs = [p.chain.run(client=client, seed=s) for s in range(3)]
+    for run in runs:
+        drop_attempts(client.metadata, run.id)       # known measures below; check keeps none (durations only)
     for run, mem, cpu in zip(runs, rss, (10.0, 5.0, 8.0), strict=True):
         add_attempts(client.metadata, run.id, {"load": [(10.0, cpu, mem, None)],
                                                "fit": [(2.0, 7.0, 3 * GIB, None)]})
@@ -57,3 +59,11 @@ def test_a_pipeline_without_runs_keeps_its_requests(client) -> None:
     steps, run_ids = recommend(p.chain, client.metadata, load_prices())
     assert run_ids == [] and all(s.attempts == 0 and "no runs" in s.note for s in steps)
     assert {s.step for s in steps} == {"load", "fit", "check"}
+
+
+def test_recommend_reads_the_attempts_the_executor_measured(client) -> None:
+    p.chain.run(client=client, seed=21)
+    steps, _runs = recommend(p.chain, client.metadata, load_prices(), last=1)
+    load = next(s for s in steps if s.step == "load")
+    assert load.attempts == 1 and load.measured == 1 and load.p95_wall_s is not None
+    assert load.recommended.cpus is not None and load.instances["aws"] is not None
