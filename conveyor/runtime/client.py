@@ -154,6 +154,7 @@ class Client:
 
         md = self.metadata
         engine = self._engine(executor, chain(observer, steps))
+        md.runs.set_plan(run_id, plan_of(graph))   # the steps to come, for the dashboard's live graph
         try:
             execution: Execution = engine.execute(graph, run_id, cache=cache, prior=prior)
         except BaseException as exc:
@@ -252,3 +253,12 @@ def _jsonable(values: Mapping[str, Any]) -> dict[str, Any]:
     from conveyor.runtime.slots import json_param
 
     return {k: json_param(v) for k, v in values.items()}
+
+
+def plan_of(graph: Any) -> str:
+    """The graph a run is about to walk, as JSON: step names in order and who waits for whom."""
+    import orjson
+
+    return orjson.dumps({"steps": list(graph.nodes),
+                         "edges": [[up, name] for name, node in graph.nodes.items()
+                                   for up in sorted(node.upstream())]}).decode()

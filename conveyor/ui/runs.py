@@ -177,7 +177,31 @@ def run_detail(client: Any, run_id: str) -> dict[str, Any]:
         "datasets": [{"dataset": u.dataset, "version": u.version, "role": u.role, "at": iso(u.at)}
                      for u in md.datasets.read_by_run(rec.id)],
     })
+    _add_plan(data, md.runs.plan(rec.id))
     return data
+
+
+def _add_plan(data: dict[str, Any], plan: str | None) -> None:
+    """Steps of the run's plan that have not started yet (``pending``), and the plan's edges the
+    lineage cannot show yet (no artifact has passed along them)."""
+    import orjson
+
+    if not plan:
+        return
+    try:
+        spec = orjson.loads(plan)
+    except orjson.JSONDecodeError:
+        return
+    seen = {s["name"] for s in data["steps"]}
+    for name in spec.get("steps", []):
+        if name not in seen:
+            data["steps"].append({"id": None, "name": name, "step": name, "status": "pending", "cache_hit": False,
+                                  "cached_from": None,
+                                  "attempts": 0, "started": None, "ended": None, "started_at": None,
+                                  "ended_at": None, "duration_s": None, "error": None, "traceback": None,
+                                  "reason": None, "cache_miss": None, "map_index": None})
+    known = {(e["from"], e["to"]) for e in data["edges"]}
+    data["edges"].extend({"from": a, "to": b, "input": None} for a, b in spec.get("edges", []) if (a, b) not in known)
 
 
 def run_states(metadata: Any, run_id: str) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from tests.ui.conftest import make_key
-from tests.ui.pipelines import training
+from tests.ui.pipelines import gated, training
 
 
 def test_runs_page_lists_newest_first_with_filters(api: Any, home: Any) -> None:
@@ -334,3 +334,33 @@ def test_a_failed_run_shows_the_step_error_and_traceback(api: Any, home: Any) ->
     assert page["total"] == 1 and page["runs"][0]["pipeline"] == "failing"
     (step,) = api.get(f"/api/runs/{page['runs'][0]['id']}").json()["steps"]
     assert step["status"] == "failed" and "bad input 7" in step["error"] and "ValueError" in step["traceback"]
+
+
+def test_a_running_run_shows_the_steps_still_to_come_from_its_plan(api: Any, home: Any, tmp_path: Any) -> None:
+    import threading
+    import time
+
+    flag = tmp_path / "go"
+    done: dict[str, Any] = {}
+    worker = threading.Thread(target=lambda: done.setdefault("run", gated.run(flag=str(flag), client=home)))
+    worker.start()
+    try:
+        deadline = time.monotonic() + 30
+        run = None
+        while time.monotonic() < deadline:
+            runs = api.get("/api/runs", params={"pipeline": "gated", "status": "running"}).json()["runs"]
+            if runs:
+                run = api.get(f"/api/runs/{runs[0]['id']}").json()
+                if any(s["status"] == "running" for s in run["steps"]):
+                    break
+            time.sleep(0.05)
+        assert run is not None
+        assert {s["name"]: s["status"] for s in run["steps"]} == {"wait_for": "running", "after": "pending"}
+        assert {"from": "wait_for", "to": "after", "input": None} in run["edges"]
+        assert all(e["kind"] != "plan" for e in run["events"])       # the plan is not a line of history
+    finally:
+        flag.write_text("now")
+        worker.join(timeout=60)
+    final = api.get(f"/api/runs/{done['run'].id}").json()
+    assert [s["status"] for s in final["steps"]] == ["succeeded", "succeeded"]
+    assert final["edges"] == [{"from": "wait_for", "to": "after", "input": "value"}]   # lineage, no duplicate

@@ -61,6 +61,7 @@ def test_run_page_follows_a_running_pipeline_to_the_end(ui_server: Any, page: An
         _ready(page)
         page.wait_for_selector("[data-testid=run-status] [data-status=running]")
         page.wait_for_selector("g[data-node=wait_for][data-state=running]")
+        assert page.get_attribute("g[data-node=after]", "data-state") == "pending"   # from the run's plan
         shot(page, "live-running")
         flag.write_text("now")
         page.wait_for_selector("body[data-live=done]", timeout=20_000)

@@ -14,6 +14,7 @@ from conveyor.store.metadata.base import Repository, new_id, now
 from conveyor.store.metadata.records import RunRecord
 
 TERMINAL = ("succeeded", "failed", "cancelled")
+PLAN = "plan"   # the run_events kind of a run's planned graph (not part of its history)
 
 
 def _run(row: Any) -> RunRecord:
@@ -148,10 +149,23 @@ class Runs(Repository):
             return [_run(r) for r in conn.execute(q)]
 
     def events(self, run_id: str) -> list[tuple[float, str, str | None]]:
+        """The run's history, oldest first (its plan, a record of another kind, is not part of it)."""
         with self.read() as conn:
             rows = conn.execute(select(t.run_events.c.at, t.run_events.c.kind, t.run_events.c.detail)
-                                .where(t.run_events.c.run_id == run_id).order_by(t.run_events.c.id))
+                                .where(t.run_events.c.run_id == run_id, t.run_events.c.kind != PLAN)
+                                .order_by(t.run_events.c.id))
             return [(r.at, r.kind, r.detail) for r in rows]
+
+    def set_plan(self, run_id: str, plan: str) -> None:
+        """Record the graph a run (or a resume of it) is about to walk, as JSON: what is still to come."""
+        self.add_event(run_id, PLAN, plan)
+
+    def plan(self, run_id: str) -> str | None:
+        """The latest plan recorded for a run, or None (runs from before plans were recorded)."""
+        with self.read() as conn:
+            return conn.execute(select(t.run_events.c.detail)
+                                .where(t.run_events.c.run_id == run_id, t.run_events.c.kind == PLAN)
+                                .order_by(t.run_events.c.id.desc()).limit(1)).scalar()
 
     def delete(self, run_id: str) -> None:
         """Delete a run with its steps, metrics, params, events and lineage (artifact bytes stay)."""
