@@ -128,8 +128,8 @@ def probe(address: str, endpoint: tuple[str, int], *, start_local: bool = False,
     local = ("unset RAY_ADDRESS and CONVEYOR_RAY_ADDRESS to use a local Ray" if start_local
              else "set CONVEYOR_RAY_ADDRESS=local to start a local Ray for this process")
     raise ConfigurationError(
-        f"No Ray cluster answers at {address} ({reason}, from RAY_ADDRESS or CONVEYOR_RAY_ADDRESS). Start it with "
-        f"`ray start --head --port {endpoint[1]}` on {endpoint[0]}, or {local}.")
+        f"No Ray cluster answers at {address} ({reason}). Start it with `ray start --head --port {endpoint[1]}` on "
+        f"{endpoint[0]}, or {local}.")
 
 
 def is_loopback(host: str) -> bool:
