@@ -73,7 +73,7 @@ WATCH = """window.__seen = {}; window.__watch = (name, sel, n) => {
   const obs = new MutationObserver(check);
   obs.observe(document, { childList: true, subtree: true }); check(); };"""
 
-RUN_ROW = ".ag-center-cols-container [role=row]"
+RUN_ROW = ".ag-center-cols-container [role=row], .ag-center-cols-container .ag-row"
 TRACE = ".js-plotly-plot .scatterlayer .trace"
 
 
@@ -120,12 +120,13 @@ def measure(browser: object, content: dict, repeat: int, port: int) -> dict:
         ctx = browser.new_context(viewport={"width": 1280, "height": 900})  # type: ignore[attr-defined]
         page = ctx.new_page()
         runs_url = f"{url}/#/experiments/{info['runs_experiment']}/runs"
-        _watched(page, runs_url, "rows", RUN_ROW, 1)        # warm: static files into the cache
+        _watched(page, runs_url, "rows", RUN_ROW, 1, timeout_s=300)      # warm: static files into the cache
         page.close()
         first = []
         for _ in range(repeat):
             page = ctx.new_page()
             first.append(_watched(page, runs_url, "rows", RUN_ROW, 1))
+            page.screenshot(path=str(home / "runs.png"))
             page.close()
         ids = json.dumps(info["curve_ids"], separators=(",", ":"))
         exps = json.dumps([info["curves_experiment"]])
