@@ -1,16 +1,20 @@
-"""Dashboard: time to the first rows of 10,000 runs and to every curve of 100 runs × 1,000 points drawn.
+"""Dashboard: first rows of 10,000 runs, every curve of 100 runs x 1,000 steps, a 500-step run's graph.
 
-Prints JSON. Two measures in Debian's Chromium (Playwright, never its own browser download), each
-against a floor written by hand in the same run:
+Prints JSON. The same content for Conveyor and (when its peer virtualenv exists, see
+``benchmarks/ui_mlflow.py``) MLflow's UI: 10,000 runs with 5 parameters and 5 metrics each and 100
+runs with a 1,000-step ``loss`` curve; for Conveyor also one finished 500-step pipeline run. In
+Debian's Chromium (Playwright, never its own browser download), from navigation start:
 
-- runs: from navigation start to the ``ui:first-rows`` mark of ``/runs`` over 10,000 runs (and
-  filtered by a rare pipeline, by status, by a parameter, and the 100th page by cursor). Floor: the
-  same 50 rows read with sqlite3 and written into a static HTML table that Chromium loads.
-- curves: from navigation start to ``ui:curves-drawn`` of ``/compare`` for 100 runs × 1,000 points.
-  Floor: the same curves fetched as one JSON array and drawn as canvas polylines by hand.
+- runs: to the first run row in the DOM (a MutationObserver installed before the page's scripts;
+  Conveyor's ``ui:first-rows`` mark too), also filtered by a rare pipeline, a status and a
+  parameter. Floor: the same 50 rows read with sqlite3 as a static HTML table.
+- curves: to ``ui:curves-drawn`` of ``/compare`` for the 100 runs. Floor: the same curves fetched
+  as one JSON array and drawn as canvas polylines by hand.
+- graph: to ``ui:graph-drawn`` of ``/runs/{id}`` of the 500-step run.
 
-The API's own answer times (in-process, median of 5) are printed too. An MLflow comparison is left
-for later (peer virtualenvs under benchmarks/peers). Usage: python benchmarks/ui.py [--runs 10000]
+Ratios: against the floors, and MLflow's times over Conveyor's. The API's own answer times
+(in-process, median of 5) are printed too.
+Usage: python benchmarks/ui.py [--runs 10000] [--repeat 5] [--steps 500] [--no-mlflow]
 """
 
 from __future__ import annotations
@@ -279,14 +283,16 @@ def main() -> None:
             result["graph_api_done_ms"] = timing
             ctx.close()
             if ui_mlflow.available() and not args.no_mlflow:
+                print(json.dumps(result), file=sys.stderr, flush=True)     # Conveyor's numbers, whatever follows
                 ml = ui_mlflow.measure(browser, data, args.repeat, free_port())
                 ml["first_rows_ms"] = spread(ml["first_rows_ms"])
-                ml["curves_drawn_ms"] = spread(ml["curves_drawn_ms"])
                 result["mlflow"] = ml
                 result["first_rows_mlflow_over_conveyor"] = round(
                     ml["first_rows_ms"]["median"] / runs["first page"]["median"], 1)
-                result["curves_mlflow_over_conveyor"] = round(
-                    ml["curves_drawn_ms"]["median"] / statistics.median(curves), 1)
+                if ml["curves_drawn_ms"]:
+                    ml["curves_drawn_ms"] = spread(ml["curves_drawn_ms"])
+                    result["curves_mlflow_over_conveyor"] = round(
+                        ml["curves_drawn_ms"]["median"] / statistics.median(curves), 1)
             else:
                 result["mlflow"] = "skipped: bash benchmarks/peers/install_peers.sh mlflow"
             browser.close()

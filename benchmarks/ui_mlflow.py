@@ -130,17 +130,26 @@ def measure(browser: object, content: dict, repeat: int, port: int) -> dict:
             page.close()
         ids = json.dumps(info["curve_ids"], separators=(",", ":"))
         exps = json.dumps([info["curves_experiment"]])
-        curves_url = f"{url}/#/metric/loss?runs={ids}&experiments={exps}&plot_metric_keys=[%22loss%22]"
+        # the URL MLflow's own compare view links a metric to (Routes.getMetricPageRoute)
+        curves_url = (f"{url}/#/metric/?runs={ids}&metric=%22loss%22&experiments={exps}&plot_metric_keys=%5B%22loss%22%5D"
+                      "&plot_layout={}&x_axis=step&y_axis_scale=linear&line_smoothness=1&show_point=false"
+                      "&deselected_curves=[]&last_linear_y_axis_range=[]")
         curves = []
         for _ in range(repeat):
             page = ctx.new_page()
-            curves.append(_watched(page, curves_url, "curves", TRACE, len(info["curve_ids"]), timeout_s=300))
+            try:
+                curves.append(_watched(page, curves_url, "curves", TRACE, len(info["curve_ids"]), timeout_s=150))
+            except Exception as exc:  # noqa: BLE001 - say what failed, keep the other numbers
+                result["curves_error"] = str(exc).splitlines()[0]
+                page.screenshot(path=str(home / "curves.png"))
+                page.close()
+                break
             page.screenshot(path=str(home / "curves.png"))
             page.close()
         ctx.close()
         result.update(first_rows_ms=[round(x, 1) for x in first], curves_drawn_ms=[round(x, 1) for x in curves],
                       first_rows_median_ms=round(statistics.median(first), 1),
-                      curves_median_ms=round(statistics.median(curves), 1), home=str(home))
+                      curves_median_ms=round(statistics.median(curves), 1) if curves else None, home=str(home))
     finally:
         proc.terminate()
         proc.wait(timeout=20)
