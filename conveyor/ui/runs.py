@@ -103,8 +103,23 @@ def list_runs(metadata: Any, query: Mapping[str, Any]) -> dict[str, Any]:
             if query.get("total", "1") != "0" else None
     more = len(rows) > limit
     rows = rows[:limit]
-    return {"runs": [run_row(x) for x in rows], "total": total,
+    latest = latest_metrics(metadata, [x.id for x in rows])
+    return {"runs": [{**run_row(x), "metrics": latest.get(x.id, {})} for x in rows], "total": total,
             "next_cursor": encode_cursor(rows[-1].created_at, rows[-1].id) if more and rows else None}
+
+
+def latest_metrics(metadata: Any, run_ids: list[str]) -> dict[str, dict[str, float]]:
+    """Each run's last value of every metric, for a page of runs, in one query on ``ix_metrics_run``."""
+    out: dict[str, dict[str, float]] = {}
+    if not run_ids:
+        return out
+    m = t.metrics
+    last = select(func.max(m.c.id)).where(m.c.run_id.in_(run_ids)).group_by(m.c.run_id, m.c.key)
+    with metadata.runs.read() as conn:    # the database picks each curve's last point: 100 runs x 1,000 steps
+        for rid, key, value in conn.execute(select(m.c.run_id, m.c.key, m.c.value)    # send 100 rows, not 100,000
+                                            .where(m.c.id.in_(last)).order_by(m.c.key)):
+            out.setdefault(rid, {})[key] = value
+    return out
 
 
 def _int(text: Any, name: str, low: int, high: int) -> int:
@@ -147,18 +162,25 @@ def graph_edges(metadata: Any, run_id: str) -> list[dict[str, str]]:
         return [{"from": x.src, "to": x.dst, "input": x.input} for x in conn.execute(q)]
 
 
-def run_detail(client: Any, run_id: str) -> dict[str, Any]:
-    """One run in full: record, steps with states and cache reasons, graph, timeline, params, metrics,
-    artifacts and environment."""
+def cache_misses(metadata: Any, run_id: str) -> dict[str, str]:
+    """Why each step that ran missed the cache, by node name (two queries a step: the run page asks
+    for it after drawing the graph, so a 500-step run is not held up by it)."""
     from conveyor.runtime.cache import miss_reasons
 
+    rec = metadata.runs.get(run_id)
+    try:
+        return miss_reasons(metadata, rec.id)
+    except Exception:    # an explanation is a courtesy; a run recorded oddly still shows
+        return {}
+
+
+def run_detail(client: Any, run_id: str, explain: bool = True) -> dict[str, Any]:
+    """One run in full: record, steps with states and (``explain``) cache reasons, graph, timeline,
+    params, metrics, artifacts and environment."""
     md = client.metadata
     rec = md.runs.get(run_id)
     steps = md.steps.for_run(rec.id)
-    try:
-        reasons = miss_reasons(md, rec.id)
-    except Exception:    # an explanation is a courtesy; a run recorded oddly still shows
-        reasons = {}
+    reasons = cache_misses(md, rec.id) if explain else {}
     with md.runs.read() as conn:
         row = conn.execute(select(t.runs).where(t.runs.c.id == rec.id)).first()
     data = run_row(row)
@@ -260,9 +282,8 @@ def compare(client: Any, run_ids: list[str]) -> dict[str, Any]:
         for rid, key, value in conn.execute(select(t.params.c.run_id, t.params.c.key, t.params.c.value)
                                             .where(t.params.c.run_id.in_(ids)).order_by(t.params.c.id)):
             params[rid].setdefault(key, value)
-        for rid, key, value in conn.execute(select(t.metrics.c.run_id, t.metrics.c.key, t.metrics.c.value)
-                                            .where(t.metrics.c.run_id.in_(ids)).order_by(t.metrics.c.id)):
-            metrics[rid][key] = value
+    for rid, per_run in latest_metrics(md, ids).items():
+        metrics[rid].update(per_run)
     pkeys = sorted({k for p in params.values() for k in p})
     mkeys = sorted({k for m in metrics.values() for k in m})
     return {

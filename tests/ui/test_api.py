@@ -70,6 +70,17 @@ def test_run_detail_has_steps_graph_timeline_metrics_and_artifacts(api: Any, hom
     assert states["status"] == "succeeded" and [s["status"] for s in states["steps"]] == ["succeeded"] * 2
 
 
+def test_run_page_reads_cache_reasons_apart_and_runs_list_shows_last_metrics(api: Any) -> None:
+    page = api.get("/api/runs", params={"param": "lr=0.1"}).json()["runs"][0]
+    assert page["metrics"]["loss"] == pytest.approx(1 / (1 + 19 * 0.1)) and page["metrics"]["auc"] == pytest.approx(0.71)
+    full = api.get(f"/api/runs/{page['id']}").json()
+    quick = api.get(f"/api/runs/{page['id']}", params={"explain": "0"}).json()
+    assert all(s["cache_miss"] is None for s in quick["steps"]) and quick["edges"] == full["edges"]
+    why = api.get(f"/api/runs/{page['id']}/cache-misses").json()
+    assert why == {s["name"]: s["cache_miss"] for s in full["steps"] if s["cache_miss"]} and why["train"]
+    assert api.get("/api/runs/nope/cache-misses").status_code == 404
+
+
 def test_a_second_identical_run_shows_cache_hits(api: Any, home: Any) -> None:
     again = training.run(seed=0, lr=0.1, client=home)
     steps = api.get(f"/api/runs/{again.id}").json()["steps"]

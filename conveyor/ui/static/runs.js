@@ -40,7 +40,7 @@
       showSelection();
     });
     main.append(h("h1", {}, "Runs"), form, h("div", { class: "bar" }, compareBtn, count),
-      h("table", { "data-testid": "runs" }, h("thead", {}, h("tr", {}, [allBox, "run", "pipeline", "status", "started", "duration", "parameters"].map((c) => h("th", {}, c)))), body),
+      h("table", { "data-testid": "runs" }, h("thead", {}, h("tr", {}, [allBox, "run", "pipeline", "status", "started", "duration", "parameters", "metrics"].map((c) => h("th", {}, c)))), body),
       h("div", { class: "bar" }, prev, more, pageNo));
     const filters = () => ({ pipeline: pipe.value, status: status.value, tag: inputs[0].value, param: inputs[1].value,
       since: inputs[2].value, until: inputs[3].value });
@@ -66,7 +66,8 @@
           .concat(Object.entries(r.tags).map(([k, v]) => `#${k}=${CV.num(v)}`)).join(", ");
         return h("tr", { "data-run": r.id }, h("td", {}, box), h("td", {}, CV.link("/runs/" + r.id, r.id)),
           h("td", {}, r.pipeline || ""), h("td", {}, CV.status(r.status)), h("td", {}, CV.when(r.started)),
-          h("td", { class: "num" }, CV.secs(r.duration_s)), h("td", { class: "muted" }, params.slice(0, 120)));
+          h("td", { class: "num" }, CV.secs(r.duration_s)), h("td", { class: "muted" }, params.slice(0, 120)),
+          h("td", { class: "muted" }, Object.entries(r.metrics || {}).map(([k, v]) => `${k}=${CV.num(v)}`).join(", ").slice(0, 120)));
       }));
       cursors[at + 1] = page.next_cursor;
       more.disabled = !page.next_cursor;
@@ -83,7 +84,7 @@
 
   // --- /runs/{id} ----------------------------------------------------------------------------
   CV.page("/runs/([^/]+)", "Run", async (main, id) => {
-    const run = await CV.get("/api/runs/" + encodeURIComponent(id));
+    const run = await CV.get("/api/runs/" + encodeURIComponent(id) + "?explain=0");    // cache reasons come after the graph
     const statusBox = h("span", { "data-testid": "run-status" }, CV.status(run.status));
     main.append(h("h1", {}, `Run ${run.id} `, h("span", { class: "muted" }, run.pipeline || ""), " ", statusBox));
     main.append(CV.kv({ started: CV.when(run.started), ended: CV.when(run.ended), duration: CV.secs(run.duration_s),
@@ -92,8 +93,16 @@
     if (run.error) main.append(h("pre", { class: "error" }, run.error));
     main.append(h("h2", {}, "Parameters"), CV.kv({ ...run.parameters, ...run.params }));
     const graphBox = h("div", { class: "card" }, CV.runGraph(run.steps, run.edges));
+    main.append(h("h2", {}, "Graph"), graphBox);
+    // the graph is in the document: let it paint (the frame after next) before the rest of the page
+    // is built, then ask why steps missed the cache (two queries a step) while that is drawn
+    await new Promise((ok) => (document.hidden ? ok() : requestAnimationFrame(() => requestAnimationFrame(ok))));
+    performance.mark("ui:graph-drawn");
+    document.body.dataset.graph = "drawn";
+    const explained = CV.get(`/api/runs/${run.id}/cache-misses`);
+    explained.catch(() => {});
     const timeBox = h("div", { class: "card" }, CV.timeline(run.steps, run.started_at, run.ended_at));
-    main.append(h("h2", {}, "Graph"), graphBox, h("h2", {}, "Timeline"), timeBox);
+    main.append(h("h2", {}, "Timeline"), timeBox);
     const stepRow = (s) => h("tr", { "data-step": s.name }, h("td", {}, s.name), h("td", { "data-testid": "step-status" }, CV.status(s.cache_hit && s.status === "succeeded" ? "cached" : s.status)),
       h("td", { class: "num" }, CV.secs(s.duration_s)), h("td", { class: "num" }, s.attempts),
       h("td", { class: "muted" }, s.cache_hit ? "served from the cache" + (s.cached_from ? ` (step run ${s.cached_from})` : "") : s.cache_miss || s.reason || ""),
@@ -128,6 +137,11 @@
     main.append(h("h2", {}, "History"), CV.table(["at", "event", "detail"], run.events.map((e) =>
       h("tr", {}, h("td", {}, CV.when(e.at)), h("td", {}, e.kind), h("td", { class: "muted" }, e.detail || "")))));
     main.append(h("h2", {}, "Environment"), h("details", {}, h("summary", {}, "python, platform, packages"), h("pre", {}, JSON.stringify(run.environment, null, 2))));
+    const why = await explained.catch(() => null);
+    if (why) {
+      for (const s of run.steps) s.cache_miss = why[s.name] || null;
+      steps.replaceChildren(...run.steps.map(stepRow));
+    }
 
     // Live: poll the small states answer until the run ends, then redraw what changed.
     if (run.status === "running") {
