@@ -47,9 +47,60 @@ def audit(client: Any, limit: int = 200) -> list[dict[str, Any]]:
     return [_audit(a) for a in client.registry.audit(None, limit=limit)]
 
 
+TRAFFIC_WINDOW_S = 24 * 3600
+
+
 def endpoints(client: Any) -> list[dict[str, Any]]:
-    return [{"name": e.name, "spec": e.spec, "created": iso(e.created_at), "updated": iso(e.updated_at)}
+    """Endpoints with their routes, and over the last 24 hours: requests, errors, mean latency and CPU
+    per version (what servers wrote to ``serving_usage``) and the prediction log's volume."""
+    import time
+
+    since = time.time() - TRAFFIC_WINDOW_S
+    traffic: dict[str, list[dict[str, Any]]] = {}
+    for u in client.metadata.serving_usage.totals(since=since):
+        traffic.setdefault(u.endpoint, []).append({
+            "model": u.model, "version": u.version, "requests": u.requests, "errors": u.errors,
+            "error_rate": u.errors / u.requests if u.requests else 0.0,
+            "mean_latency_ms": 1000 * u.wall_s / u.requests if u.requests else None,
+            "cpu_ms_per_request": 1000 * u.cpu_s / u.requests if u.requests else None})
+    volume = prediction_log_volume(client.settings.artifact_root, since)
+    return [{"name": e.name, "spec": e.spec, "created": iso(e.created_at), "updated": iso(e.updated_at),
+             "traffic": traffic.get(e.name, []), "prediction_log": volume.get(e.name, {"files": 0, "rows": 0,
+                                                                                       "bytes": 0})}
             for e in client.metadata.endpoints.list()]
+
+
+def prediction_log_volume(root: str, since: float) -> dict[str, dict[str, int]]:
+    """Files, rows and bytes of each endpoint's prediction log in the hours since ``since``: one listing,
+    then only the Parquet footers (row counts), never the data."""
+    import datetime as dt
+
+    import fsspec
+    import pyarrow.parquet as pq
+
+    from conveyor.serving.prediction_log import _hour_in_window, is_log_file
+
+    fs, base = fsspec.core.url_to_fs(root)
+    folder = base.rstrip("/") + "/predictions"
+    try:
+        found = fs.find(folder, detail=True)
+    except (FileNotFoundError, OSError):
+        return {}
+    start = dt.datetime.fromtimestamp(since, dt.UTC)
+    out: dict[str, dict[str, int]] = {}
+    for path, info in found.items():
+        if not is_log_file(path) or not _hour_in_window(path, start, None) or "endpoint=" not in path:
+            continue
+        endpoint = path.split("endpoint=", 1)[1].split("/", 1)[0]
+        entry = out.setdefault(endpoint, {"files": 0, "rows": 0, "bytes": 0})
+        entry["files"] += 1
+        entry["bytes"] += int(info.get("size") or 0)
+        try:
+            with fs.open(path, "rb") as fh:
+                entry["rows"] += pq.ParquetFile(fh).metadata.num_rows
+        except Exception:   # a file being replaced, or unreadable: counted by size only
+            continue
+    return out
 
 
 def monitoring(client: Any) -> dict[str, Any]:

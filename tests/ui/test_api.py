@@ -375,3 +375,38 @@ def test_a_running_run_shows_the_steps_still_to_come_from_its_plan(api: Any, hom
     final = api.get(f"/api/runs/{done['run'].id}").json()
     assert [s["status"] for s in final["steps"]] == ["succeeded", "succeeded"]
     assert final["edges"] == [{"from": "wait_for", "to": "after", "input": "value"}]   # lineage, no duplicate
+
+
+def test_endpoints_show_traffic_per_version_and_the_logs_volume(api: Any, home: Any) -> None:
+    import time
+
+    import numpy as np
+
+    from conveyor.serving.prediction_log import PredictionLog
+    from conveyor.serving.schema import Batch
+    from conveyor.store.metadata.serving_usage import UsageRecord
+
+    home.metadata.endpoints.create("churn", {"routes": [{"model": "clf:1", "weight": 90},
+                                                        {"model": "clf:2", "weight": 10}]}, "boss")
+    now = time.time()
+    home.metadata.serving_usage.record([
+        UsageRecord("churn", "clf", 1, now - 120, now - 60, 900, 9, 0.45, 1.8, "a"),
+        UsageRecord("churn", "clf", 1, now - 60, now, 100, 1, 0.05, 0.2, "b"),
+        UsageRecord("churn", "clf", 2, now - 60, now, 50, 0, 0.05, 0.5, "a"),
+        UsageRecord("churn", "clf", 2, now - 3 * 86400, now - 2 * 86400, 7, 7, 1.0, 1.0, "a"),   # too old
+    ])
+    log = PredictionLog(home.settings.artifact_root, interval_s=60)
+    for i in range(30):
+        log.record(request_id=f"r{i}", ts=now, endpoint="churn", model="clf", version=1, shadow=False,
+                   latency_ms=1.0, prediction=np.zeros(2),
+                   batch=Batch(None, 2, matrix=np.zeros((2, 3)), names=("a", "b", "c"),
+                               dtypes=("float64",) * 3))
+    log.close()
+    churn = next(e for e in api.get("/api/endpoints").json() if e["name"] == "churn")
+    by_version = {u["version"]: u for u in churn["traffic"]}
+    assert by_version[1]["requests"] == 1000 and by_version[1]["errors"] == 10
+    assert by_version[1]["error_rate"] == pytest.approx(0.01)
+    assert by_version[1]["mean_latency_ms"] == pytest.approx(2.0) and by_version[1]["cpu_ms_per_request"] == pytest.approx(0.5)
+    assert by_version[2]["requests"] == 50 and by_version[2]["mean_latency_ms"] == pytest.approx(10.0)
+    assert churn["prediction_log"]["rows"] == 60 and churn["prediction_log"]["files"] >= 1
+    assert churn["prediction_log"]["bytes"] > 0

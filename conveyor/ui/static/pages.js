@@ -111,9 +111,17 @@
   // --- endpoints, monitoring, automation ------------------------------------------------------
   CV.page("/endpoints", "Endpoints", async (main) => {
     const eps = await CV.get("/api/endpoints");
-    main.append(h("h1", {}, "Endpoints"), CV.table(["endpoint", "routes", "shadows", "updated"], eps.map((e) =>
+    main.append(h("h1", {}, "Endpoints"), CV.table(["endpoint", "routes", "shadows", "logged (24 h)", "updated"], eps.map((e) =>
       h("tr", {}, h("td", {}, e.name), h("td", {}, (e.spec.routes || []).map((r) => `${r.model} (${r.weight ?? 100}%)`).join(", ")),
-        h("td", {}, (e.spec.shadows || []).join(", ")), h("td", {}, CV.when(e.updated)))), { "data-testid": "endpoints" }));
+        h("td", {}, (e.spec.shadows || []).join(", ")),
+        h("td", { class: "num" }, `${e.prediction_log.rows.toLocaleString()} rows, ${e.prediction_log.files} files`),
+        h("td", {}, CV.when(e.updated)))), { "data-testid": "endpoints" }),
+      h("h2", {}, "Traffic per version, last 24 hours"),
+      CV.table(["endpoint", "version", "requests", "errors", "error rate", "mean latency ms", "CPU ms / request"],
+        eps.flatMap((e) => e.traffic.map((u) => h("tr", {}, h("td", {}, e.name), h("td", {}, u.model ? `${u.model}:${u.version}` : "(none answered)"),
+          h("td", { class: "num" }, u.requests.toLocaleString()), h("td", { class: "num" }, u.errors.toLocaleString()),
+          h("td", { class: "num" }, (100 * u.error_rate).toFixed(2) + "%"), h("td", { class: "num" }, CV.num(u.mean_latency_ms)),
+          h("td", { class: "num" }, CV.num(u.cpu_ms_per_request))))), { "data-testid": "traffic" }));
   });
 
   CV.page("/monitoring", "Monitoring", async (main) => {
