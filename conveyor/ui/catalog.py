@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from conveyor.errors import NotFound
+from conveyor.errors import InvalidRequest, NotFound
 from conveyor.store.metadata import tables as t
 from conveyor.ui.runs import iso
 
@@ -143,6 +143,23 @@ def dataset(client: Any, name: str) -> dict[str, Any]:
         {"version": v.version, "kind": v.kind, "content_hash": v.content_hash, "rows": v.num_rows,
          "files": v.num_files, "size": v.size, "source": v.source, "run": v.run_id, "artifact": v.artifact_id,
          "schema": v.schema, "aliases": list(v.aliases), "created": iso(v.created_at)} for v in ds.versions(name)]}
+
+
+def dataset_diff(client: Any, name: str, a: str | None, b: str | None, key: str | None) -> dict[str, Any]:
+    """Two versions of a dataset compared (``conveyor data diff``): schema, rows added, removed and
+    changed (by ``key``), and distributions."""
+    from conveyor.data.datasets import DatasetCatalog
+
+    ds = client.metadata.datasets
+    if not ds.exists(name):
+        raise NotFound(f"No dataset '{name}'. Datasets: {', '.join(ds.names()) or '(none)'}.")
+    for field, value in (("a", a), ("b", b)):
+        if not value or not value.isdigit():
+            raise InvalidRequest(f"Name the version to compare as {field}=N (a whole number); got {value!r}.",
+                                 field=field)
+    keys = [k.strip() for k in key.split(",") if k.strip()] if key else None
+    catalog = DatasetCatalog(client.metadata, client.artifacts, client.settings.actor)
+    return catalog.diff(f"{name}:{a}", f"{name}:{b}", key=keys).to_dict()
 
 
 def studies(client: Any) -> list[dict[str, Any]]:

@@ -410,3 +410,24 @@ def test_endpoints_show_traffic_per_version_and_the_logs_volume(api: Any, home: 
     assert by_version[2]["requests"] == 50 and by_version[2]["mean_latency_ms"] == pytest.approx(10.0)
     assert churn["prediction_log"]["rows"] == 60 and churn["prediction_log"]["files"] >= 1
     assert churn["prediction_log"]["bytes"] > 0
+
+
+def test_two_dataset_versions_compared_by_key(api: Any, home: Any) -> None:
+    import pandas as pd
+
+    import conveyor as cv
+
+    before = pd.DataFrame({"id": [1, 2, 3, 4], "x": [1.0, 2.0, 3.0, 4.0], "c": ["a", "b", "a", "b"]})
+    after = pd.DataFrame({"id": [2, 3, 4, 5], "x": [2.0, 30.0, 4.0, 5.0], "c": ["b", "a", "b", "a"]})
+    cv.data.register_dataset("customers", before, client=home)
+    cv.data.register_dataset("customers", after, client=home)
+    d = api.get("/api/datasets/customers/diff", params={"a": 1, "b": 2, "key": "id"}).json()
+    assert (d["added"], d["removed"], d["changed"]) == (1, 1, 1)
+    assert d["changed_by_column"] == {"x": 1, "c": 0} and d["rows"] == [4, 4]
+    nokey = api.get("/api/datasets/customers/diff", params={"a": 1, "b": 2}).json()
+    assert nokey["changed"] is None
+    bad = api.get("/api/datasets/customers/diff", params={"a": "one", "b": 2})
+    assert bad.status_code == 400 and bad.json()["field"] == "a"
+    missing = api.get("/api/datasets/customers/diff", params={"a": 1, "b": 9})
+    assert missing.status_code == 404 and "customers" in missing.json()["error"]
+    assert api.get("/api/datasets/nope/diff", params={"a": 1, "b": 2}).status_code == 404

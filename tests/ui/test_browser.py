@@ -176,3 +176,21 @@ def test_approver_approves_and_rolls_back_viewer_is_refused(ui_server: Any, brow
         {method: 'POST', body: '{}', headers: {'Content-Type': 'application/json'}})).status""")
     assert status == 403
     ctx.close()
+
+
+def test_a_dataset_page_compares_two_versions(ui_server: Any, page: Any, home: Any) -> None:
+    import pandas as pd
+
+    import conveyor as cv
+
+    cv.data.register_dataset("orders", pd.DataFrame({"id": [1, 2, 3], "x": [1.0, 2.0, 3.0]}), client=home)
+    cv.data.register_dataset("orders", pd.DataFrame({"id": [2, 3, 4], "x": [2.0, 9.0, 4.0]}), client=home)
+    page.goto(ui_server.url + "/datasets/orders")
+    _ready(page)
+    page.fill("#diff-key", "id")
+    page.click("[data-testid=diff-run]")
+    page.wait_for_selector("[data-testid=dataset-diff] p")
+    text = page.inner_text("[data-testid=dataset-diff]")
+    assert "1 added, 1 removed, 1 changed" in text and "x 1" in text
+    shot(page, "dataset-diff")
+    assert page.errors == []

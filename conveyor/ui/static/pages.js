@@ -163,6 +163,31 @@
         h("td", { class: "num" }, (v.size || 0).toLocaleString()), h("td", {}, v.aliases.join(", ")),
         h("td", {}, v.run ? CV.link("/runs/" + v.run, v.run.slice(0, 8)) : "—"), h("td", {}, CV.when(v.created)),
         h("td", {}, CV.link(`/lineage?dataset=${encodeURIComponent(name)}:${v.version}`, "lineage"))))));
+    // Compare two versions: the same diff as `conveyor data diff`.
+    if (d.versions.length >= 2) {
+      const nums = d.versions.map((v) => v.version).sort((x, y) => x - y);
+      const pick = (id, value) => h("select", { id }, nums.map((n) => h("option", n === value ? { value: n, selected: "" } : { value: n }, String(n))));
+      const a = pick("diff-a", nums[nums.length - 2]), b = pick("diff-b", nums[nums.length - 1]);
+      const key = h("input", { id: "diff-key", placeholder: "key columns (optional)" });
+      const out = h("div", { "data-testid": "dataset-diff" });
+      const run = async () => {
+        const q = new URLSearchParams({ a: a.value, b: b.value });
+        if (key.value.trim()) q.set("key", key.value.trim());
+        let r;
+        try { r = await CV.get(`/api/datasets/${encodeURIComponent(name)}/diff?${q}`); } catch (e) { out.replaceChildren(h("p", { class: "error" }, e.message)); return; }
+        const cols = (list) => list.map((c) => c.name + (c.type ? ` (${c.type})` : "")).join(", ") || "—";
+        out.replaceChildren(
+          h("p", {}, `${r.names[0]} → ${r.names[1]}: ${r.rows[0].toLocaleString()} → ${r.rows[1].toLocaleString()} rows; ` +
+            `${r.added} added, ${r.removed} removed` + (r.changed === null ? " (no key: changed rows not matched)" : `, ${r.changed} changed`)),
+          CV.table(["", ""], [["columns added", cols(r.columns_added)], ["columns removed", cols(r.columns_removed)],
+            ["type changes", r.type_changes.map((c) => `${c.name}: ${c.before} → ${c.after}`).join(", ") || "—"],
+            ["changed by column", Object.entries(r.changed_by_column).map(([c, n]) => `${c} ${n}`).join(", ") || "—"]]
+            .map(([k, v]) => h("tr", {}, h("th", {}, k), h("td", {}, v)))),
+          r.distributions.length ? CV.table(["column", "distribution", "why"], r.distributions.map((x) =>
+            h("tr", {}, h("td", {}, x.column), h("td", {}, x.drifted ? "shifted" : "stable"), h("td", { class: "muted" }, x.reason || ""))), {}) : h("span"));
+      };
+      main.append(h("h2", {}, "Compare versions"), h("p", {}, a, " → ", b, " ", key, " ", h("button", { onclick: run, "data-testid": "diff-run" }, "Compare")), out);
+    }
   });
 
   CV.page("/studies", "Studies", async (main) => {
