@@ -89,7 +89,7 @@ class Api:
                     check_csrf(request, viewer)
                     call.registry = await run_in_threadpool(self._registry, viewer)
                 result = await run_in_threadpool(fn, call)
-                return json_response(result)
+                return result if isinstance(result, Response) else json_response(result)
             except ConveyorError as exc:
                 resp = error_response(exc)
                 log.info("ui %s %s -> %d: %s", request.method, request.url.path, resp.status_code, exc.message)
@@ -153,6 +153,8 @@ class Api:
             r("/api/audit", lambda c: catalog.audit(c.client), summary="The registry's audit log, newest first"),
             r("/api/endpoints", lambda c: catalog.endpoints(c.client), summary="Serving endpoints"),
             r("/api/monitoring", lambda c: catalog.monitoring(c.client), summary="Monitors, their checks and alerts"),
+            r("/api/monitoring/{name}/report", lambda c: catalog.monitor_report(c.client, c.path("name")),
+              summary="The drift and data-quality report (HTML with plots) of a monitor's current window"),
             r("/api/automation", lambda c: catalog.automation(c.client), summary="Schedules, triggers and firings"),
             r("/api/datasets", lambda c: catalog.datasets(c.client), summary="Datasets"),
             r("/api/datasets/{name}", lambda c: catalog.dataset(c.client, c.path("name")),

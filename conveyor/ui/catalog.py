@@ -104,7 +104,7 @@ def prediction_log_volume(root: str, since: float) -> dict[str, dict[str, int]]:
 
 
 def monitoring(client: Any) -> dict[str, Any]:
-    """Monitors with their latest checks (the reports' verdicts) and recent alerts."""
+    """Monitors with their latest checks, oldest first (the reports' verdicts), and recent alerts."""
     auto = client.metadata.automation
     out = []
     for m in auto.monitors():
@@ -116,6 +116,24 @@ def monitoring(client: Any) -> dict[str, Any]:
     alerts = [{"id": a.id, "source": a.source, "at": iso(a.at), "message": a.message, "delivery": a.delivery,
                "suppressed": a.suppressed} for a in auto.alerts(limit=100)]
     return {"monitors": out, "alerts": alerts}
+
+
+def monitor_report(client: Any, name: str) -> Any:
+    """The drift and quality report of a monitor's endpoint over its window ending now, as the HTML page
+    `conveyor monitor report -o` writes (per-column plots), against the monitor's reference."""
+    from starlette.responses import HTMLResponse
+
+    from conveyor.monitoring.api import drift_report
+    from conveyor.monitoring.report import to_html
+
+    monitor = next((m for m in client.metadata.automation.monitors() if m.name == name), None)
+    if monitor is None:
+        known = ", ".join(m.name for m in client.metadata.automation.monitors()) or "(none)"
+        raise NotFound(f"No monitor '{name}'. Monitors: {known}.")
+    window = monitor.config.get("window") or f"{int(monitor.every_s)}s"
+    report = drift_report(monitor.endpoint, window=window, reference=monitor.config.get("reference"), client=client)
+    return HTMLResponse(to_html(report, f"Drift report — {monitor.endpoint} ({name}, last {window})"),
+                        headers={"cache-control": "no-store"})
 
 
 def automation(client: Any) -> dict[str, Any]:

@@ -431,3 +431,40 @@ def test_two_dataset_versions_compared_by_key(api: Any, home: Any) -> None:
     missing = api.get("/api/datasets/customers/diff", params={"a": 1, "b": 9})
     assert missing.status_code == 404 and "customers" in missing.json()["error"]
     assert api.get("/api/datasets/nope/diff", params={"a": 1, "b": 2}).status_code == 404
+
+
+def test_a_monitor_has_its_history_and_an_html_drift_report_of_its_window(api: Any, home: Any) -> None:
+    import time
+
+    import numpy as np
+    import pandas as pd
+    from sklearn.linear_model import LogisticRegression
+
+    from conveyor.serving.prediction_log import PredictionLog
+    from conveyor.serving.schema import Batch
+
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(rng.normal(size=(2_000, 2)), columns=["f0", "f1"])
+    home.registry.register("scorer", LogisticRegression().fit(X.to_numpy(), (X["f0"] > 0).astype(int)), data=X)
+    home.metadata.endpoints.create("scoring", {"routes": [{"model": "scorer:1", "weight": 100}]}, "boss")
+    log = PredictionLog(home.settings.artifact_root, interval_s=60)
+    now = time.time()
+    for i in range(600):
+        row = rng.normal(size=(1, 2)) + np.array([[1.5, 0.0]])          # f0 has moved
+        log.record(request_id=f"q{i}", ts=now - 60 + i * 0.05, endpoint="scoring", model="scorer", version=1,
+                   shadow=False, latency_ms=1.0, prediction=np.array([1]),
+                   batch=Batch(None, 1, matrix=row, names=("f0", "f1"), dtypes=("float64", "float64")))
+    log.close()
+    auto = home.metadata.automation
+    auto.create_monitor("scoring-drift", "scoring", 3600, {"window": "1h", "reference": None, "drift_share": 0.3})
+    auto.add_check("scoring-drift", "ok", rows=500, drift_share=0.0, at=now - 120)
+    auto.add_check("scoring-drift", "alert", rows=600, drift_share=0.5, at=now - 60,
+                   findings=[{"kind": "drift", "share": 0.5, "threshold": 0.3, "columns": ["f0"]}])
+    monitors = api.get("/api/monitoring").json()["monitors"]
+    m = next(x for x in monitors if x["name"] == "scoring-drift")
+    assert [c["drift_share"] for c in m["checks"]] == [0.0, 0.5]                  # oldest first
+    page = api.get("/api/monitoring/scoring-drift/report")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "f0" in page.text and "<svg" in page.text and "drift" in page.text.lower()
+    missing = api.get("/api/monitoring/nope/report")
+    assert missing.status_code == 404 and "scoring-drift" in missing.json()["error"]

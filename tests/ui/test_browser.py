@@ -194,3 +194,25 @@ def test_a_dataset_page_compares_two_versions(ui_server: Any, page: Any, home: A
     assert "1 added, 1 removed, 1 changed" in text and "x 1" in text
     shot(page, "dataset-diff")
     assert page.errors == []
+
+
+def test_the_monitoring_page_charts_each_monitors_checks(ui_server: Any, page: Any, home: Any) -> None:
+    import time
+
+    auto = home.metadata.automation
+    auto.create_monitor("api-drift", "api", 600, {"window": "1h", "reference": None, "drift_share": 0.3,
+                                                  "p99_latency_ms": 50})
+    now = time.time()
+    for i, share in enumerate([0.0, 0.1, 0.4]):
+        auto.add_check("api-drift", "alert" if share > 0.3 else "ok", rows=100, drift_share=share, p99_ms=10.0 + i,
+                       at=now - 600 * (3 - i),
+                       findings=[{"kind": "drift", "share": share, "threshold": 0.3, "columns": ["x"]}] if share > 0.3
+                       else [])
+    page.goto(ui_server.url + "/monitoring")
+    _ready(page)
+    page.wait_for_selector("[data-testid=monitor-history] .uplot")
+    assert page.locator("[data-testid=monitor-history] .uplot").count() == 2          # drift share, p99
+    assert "drift in x" in page.inner_text("main")
+    assert page.get_attribute("[data-testid=drift-report]", "href") == "/api/monitoring/api-drift/report"
+    shot(page, "monitoring-history")
+    assert page.errors == []

@@ -127,11 +127,38 @@
   CV.page("/monitoring", "Monitoring", async (main) => {
     const m = await CV.get("/api/monitoring");
     main.append(h("h1", {}, "Monitoring"), CV.table(["monitor", "endpoint", "every", "last check", "drift share", "metric", "p99 ms"], m.monitors.map((x) => {
-      const c = x.checks[0] || {};
+      const c = x.checks[x.checks.length - 1] || {};                 // checks come oldest first
       return h("tr", {}, h("td", {}, x.name), h("td", {}, x.endpoint), h("td", {}, CV.secs(x.every_s)),
         h("td", {}, c.status ? CV.status(c.status) : "—", " ", CV.when(c.at)), h("td", { class: "num" }, CV.num(c.drift_share)),
         h("td", { class: "num" }, CV.num(c.metric)), h("td", { class: "num" }, CV.num(c.p99_ms)));
     }), { "data-testid": "monitors" }),
+    // Each monitor over time: drift share, the quality metric and p99 latency at every check, and what
+    // the latest check found.
+    ...m.monitors.filter((x) => x.checks.length).flatMap((x) => {
+      const checks = x.checks;                                      // oldest first
+      const t0 = Date.parse(checks[0].at) / 1000;
+      const box = h("div", { class: "grid", "data-testid": "monitor-history" });
+      const measures = [["drift_share", "drift share"], ["metric", x.config.metric || "metric"], ["p99_ms", "p99 latency ms"]];
+      const draw = () => {
+        for (const [key, label] of measures) {
+          const pts = checks.filter((c) => typeof c[key] === "number");
+          if (!pts.length) continue;
+          const cell = h("div", { class: "card" });
+          box.append(cell);
+          CV.curves(cell, `${x.name}: ${label} (minutes since the first check shown)`,
+            [{ label, x: pts.map((c) => (Date.parse(c.at) / 1000 - t0) / 60), y: pts.map((c) => c[key]) }]);
+        }
+      };
+      setTimeout(draw, 0);
+      const last = checks[checks.length - 1];
+      return [h("h2", {}, `${x.name} over time`), box,
+        h("p", { class: "muted" }, last.findings.length ? "Latest check found: " + last.findings.map((f) =>
+          f.kind === "drift" ? `drift in ${(f.columns || []).join(", ")} (share ${CV.num(f.share)})` :
+          f.kind === "latency" ? `p99 ${CV.num(f.p99_ms)} ms over ${f.threshold}` :
+          f.kind === "performance" ? `${f.metric} ${CV.num(f.value)} past ${f.threshold}` : f.kind).join("; ") : "Latest check found nothing."),
+        h("p", {}, h("a", { href: `/api/monitoring/${encodeURIComponent(x.name)}/report`, target: "_blank", "data-testid": "drift-report" },
+          "Drift and quality report of the current window (HTML, with plots)"))];
+    }),
     h("h2", {}, "Alerts"), CV.table(["at", "source", "message", "delivery"], m.alerts.map((a) =>
       h("tr", {}, h("td", {}, CV.when(a.at)), h("td", {}, a.source), h("td", {}, a.message), h("td", {}, a.delivery))), { "data-testid": "alerts" }));
   });
