@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import exists, false, func, select
 
 from conveyor.store.metadata import tables as t
+from conveyor.store.metadata.serving_usage import UsageRecord
 
 if TYPE_CHECKING:
     from conveyor.store.metadata import MetadataStore
@@ -55,21 +56,6 @@ class AttemptUsage:
     @property
     def gpu_hours(self) -> float:
         return (self.gpu_s or 0.0) / 3600.0
-
-
-@dataclass(frozen=True, slots=True)
-class ServingUsage:
-    """CPU a server spent for one endpoint and model version over one period."""
-
-    endpoint: str
-    model: str | None
-    version: int | None
-    period_start: float
-    period_end: float
-    requests: int
-    errors: int
-    cpu_s: float
-    wall_s: float
 
 
 def last_runs(metadata: MetadataStore, pipeline: str, n: int) -> list[str]:
@@ -119,15 +105,9 @@ def step_usage(metadata: MetadataStore, *, run_ids: Sequence[str] | None = None,
     return out
 
 
-def serving_usage(metadata: MetadataStore, *, since: float | None = None) -> list[ServingUsage]:
+def serving_usage(metadata: MetadataStore, *, since: float | None = None) -> list[UsageRecord]:
     """The serving periods that ended since ``since`` (all of them when None)."""
-    u = t.serving_usage
-    q = select(u)
-    if since is not None:
-        q = q.where(u.c.period_end >= since)
-    with metadata.artifacts.read() as conn:
-        return [ServingUsage(row.endpoint, row.model, row.version, row.period_start, row.period_end, row.requests,
-                             row.errors, row.cpu_s, row.wall_s) for row in conn.execute(q.order_by(u.c.period_start))]
+    return metadata.serving_usage.periods(since)
 
 
 def models_by_run(metadata: MetadataStore) -> dict[str, list[str]]:

@@ -72,12 +72,13 @@ def acting_actor(metadata: Any, presented: str) -> str:
     return str(record.actor)
 
 
-async def _body(request: Request) -> dict[str, Any]:
+async def json_object_body(request: Request, max_bytes: int = MAX_BODY) -> dict[str, Any]:
+    """An action's JSON object body (empty: ``{}``); too large or not an object is a clear 400."""
     raw = await request.body()
     if not raw:
         return {}
-    if len(raw) > MAX_BODY:
-        raise InvalidRequest(f"The body is larger than {MAX_BODY} bytes.", field="body")
+    if len(raw) > max_bytes:
+        raise InvalidRequest(f"The body is larger than {max_bytes} bytes.", field="body")
     data = load_json(raw)
     if not isinstance(data, dict):
         raise InvalidRequest("The body must be a JSON object.", field="body")
@@ -116,7 +117,7 @@ def governance_routes(service: Any) -> list[Route]:
     def endpoint(action: Action, *, reads_body: bool = False) -> Callable[[Request], Awaitable[Response]]:
         async def handler(request: Request) -> Response:
             try:
-                body = await _body(request) if reads_body else {}
+                body = await json_object_body(request) if reads_body else {}
                 actor = await run_in_threadpool(acting_actor, metadata, _presented(request))
                 from conveyor.registry import ModelRegistry
 

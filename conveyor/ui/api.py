@@ -18,8 +18,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from conveyor.errors import ConveyorError, InvalidRequest
+from conveyor.serving.governance_routes import json_object_body
 from conveyor.serving.openapi import describe, openapi_document
-from conveyor.serving.protocols.base import error_response, json_response, load_json
+from conveyor.serving.protocols.base import error_response, json_response
 from conveyor.ui import catalog, lineage, runs
 from conveyor.ui.auth import LOOPBACK, Sessions, Viewer, acting, check_csrf, identify, role_of
 
@@ -82,7 +83,7 @@ class Api:
               summary: str | None = None, query: dict[str, str] | None = None) -> Route:
         async def handler(request: Request) -> Response:
             try:
-                data = await _body(request) if action else {}
+                data = await json_object_body(request, MAX_BODY) if action else {}
                 viewer = await run_in_threadpool(self.viewer, request)
                 call = Call(self.client, request, viewer, data)
                 if action:
@@ -188,18 +189,6 @@ class Api:
             return json_response(doc)
 
         return routes + [Route("/api/openapi.json", openapi, methods=["GET"])]
-
-
-async def _body(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    if not raw:
-        return {}
-    if len(raw) > MAX_BODY:
-        raise InvalidRequest(f"The body is larger than {MAX_BODY} bytes.", field="body")
-    data = load_json(raw)
-    if not isinstance(data, dict):
-        raise InvalidRequest("The body must be a JSON object.", field="body")
-    return data
 
 
 def _keys(c: Call) -> list[str] | None:

@@ -47,6 +47,16 @@ class ServingUsage(Repository):
                 conn.execute(insert(t.serving_usage), rows)
         return len(rows)
 
+    def periods(self, since: float | None = None) -> list[UsageRecord]:
+        """Every recorded period (ending after ``since``), oldest first, one per server and version."""
+        u = t.serving_usage
+        query = select(u).order_by(u.c.period_start)
+        if since is not None:
+            query = query.where(u.c.period_end >= since)
+        with self.read() as conn:
+            return [UsageRecord(r.endpoint, r.model, r.version, r.period_start, r.period_end, r.requests, r.errors,
+                                r.cpu_s, r.wall_s, r.host) for r in conn.execute(query)]
+
     def totals(self, endpoint: str | None = None, since: float | None = None) -> list[UsageRecord]:
         """Sums per (endpoint, model, version) over every period (ending after ``since``), hosts together."""
         u = t.serving_usage
