@@ -110,10 +110,18 @@ def test_sigterm_then_sigkill_of_the_worker_and_resume_redo_at_most_one_epoch(cl
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_the_same_on_the_ray_executor(client, settings, tmp_path: Path, ray_cluster,
+def test_the_same_on_the_ray_executor(settings, tmp_path: Path, ray_cluster,
                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from conveyor.config import load_settings
+    from conveyor.runtime.client import Client
+
     monkeypatch.setenv("RAY_ADDRESS", ray_cluster.address)   # for the driver, and the resume in this process
-    _preempt_kill_and_resume(client, settings, tmp_path / "work", "ray")
+    settings = load_settings()                                # executors take the address from these
+    client = Client(settings)
+    try:
+        _preempt_kill_and_resume(client, settings, tmp_path / "work", "ray")
+    finally:
+        client.close()
 
 
 @pytest.mark.slow
