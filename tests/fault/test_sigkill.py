@@ -128,7 +128,9 @@ def test_sigkill_at_random_points_then_resume_loses_nothing(tmp_path: Path) -> N
         assert final_outputs(home.db, run["id"]) == expected, f"trial {trial}: outputs differ"
         kinds = [r["kind"] for r in query(home.db, "SELECT kind FROM run_events WHERE run_id=? ORDER BY id",
                                           run["id"])]
-        assert kinds == ["started", "interrupted", "resumed", "succeeded"]
+        # the history, and a plan recorded by the start and by the resume (what the dashboard draws)
+        assert [k for k in kinds if k != "plan"] == ["started", "interrupted", "resumed", "succeeded"]
+        assert kinds.count("plan") in (1, 2)          # the killed start may not have reached its plan
         shutil.rmtree(home.root)
 
     print(f"\nSIGKILL: {trial} kills, {dict(outcome)}; completed step records at the kill: "
