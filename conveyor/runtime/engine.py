@@ -96,6 +96,11 @@ class Engine:
         held: dict[str, deque[_Call]] = {}   # node -> ready calls waiting for room under its max_parallel
         maps: dict[str, list[Slot | None]] = {}
         self._graph = graph
+        self._hits: dict[str, tuple[Any, dict[str, Any]] | None] = {}   # cache lookups done, by key; used once
+        if cache and only is None and not self._partial:
+            # A re-run most likely hits what the pipeline's last run recorded: those keys in one query,
+            # so a fully cached chain does not look up the cache once per step.
+            self._hits.update(self.metadata.steps.find_cached_many(keys_of_last_run_before=run_id))
         for name in pending:
             self.observer("pending", name, {})
         try:
@@ -103,13 +108,23 @@ class Engine:
                 progressed = True
                 while progressed:   # reused (cached, resumed, skipped) nodes can unblock others at once
                     progressed = False
+                    starting: list[tuple[Node, list[_Call]]] = []
                     for name in [n for n, node in pending.items()
                                  if all(ex.status.get(u) in (*DONE_OK, "failed", "skipped") for u in node.upstream())]:
                         node = pending.pop(name)
                         progressed = True
                         try:
-                            calls = self._start(node, maps)
+                            candidates = self._start(node, maps)
                         except Exception as exc:  # a bad condition or map input: this node fails, others go on
+                            self._fail_node(node, f"{type(exc).__name__}: {exc}", traceback.format_exc())
+                            continue
+                        if candidates is not None:
+                            starting.append((node, candidates))
+                    self._look_up([c for _, cs in starting for c in cs])   # the ready calls' keys in one query
+                    for node, candidates in starting:
+                        try:
+                            calls = self._started(node, candidates, maps)
+                        except Exception as exc:
                             self._fail_node(node, f"{type(exc).__name__}: {exc}", traceback.format_exc())
                             continue
                         for call in calls:
@@ -161,20 +176,21 @@ class Engine:
 
     # --- starting nodes -----------------------------------------------------------------------
 
-    def _start(self, node: Node, maps: dict[str, list[Slot | None]]) -> list[_Call]:
+    def _start(self, node: Node, maps: dict[str, list[Slot | None]]) -> list[_Call] | None:
+        """A ready node's calls, keyed but not yet looked up in the cache (see ``_started``); None when
+        the node is done already (skipped, or a fan-out over nothing)."""
         ex = self._ex
         for up in sorted(node.upstream()):
             if ex.status[up] in ("failed", "skipped"):
                 self._skip(node, f"upstream step '{up}' {ex.status[up]}")
-                return []
+                return None
         for cond in node.conditions:
             left, right = self._eval(cond.left), self._eval(cond.right)
             if not cond.evaluate(left, right):
                 self._skip(node, f"condition not met: {cond.describe()} (value {left!r})")
-                return []
+                return None
         if not node.is_map:
-            call = self._prepare(node, node.name, dict(node.inputs), None)
-            return [] if self._reuse(call) else [call]
+            return [self._prepare(node, node.name, dict(node.inputs), None)]
         items = {k: self._elements(node.inputs[k]) for k in node.map_over}
         lengths = {k: len(v) for k, v in items.items()}
         if len(set(lengths.values())) > 1:
@@ -190,15 +206,25 @@ class Engine:
             self.metadata.steps.record(self._run_id, node.name, node.spec.name, StepOutcome(
                 status="succeeded", attempts=0, reason="fan-out over an empty list: no elements ran"))
             self._complete_map(node.name, maps)
-            return []
+            return None
         calls = []
         for i in range(n):
             if self._select is not None and not self._select(i):
                 continue
             inputs: dict[str, Any] = {k: (v if k not in items else items[k][i]) for k, v in node.inputs.items()}
-            call = self._prepare(node, f"{node.name}[{labels[i] if labels else i}]", inputs, i)
+            calls.append(self._prepare(node, f"{node.name}[{labels[i] if labels else i}]", inputs, i))
+        return calls
+
+    def _started(self, node: Node, candidates: list[_Call], maps: dict[str, list[Slot | None]]) -> list[_Call]:
+        """Reuse what can be (resumed, cached) of a node's calls; the calls left to run."""
+        if not node.is_map:
+            return [c for c in candidates if not self._reuse(c)]
+        ex = self._ex
+        n = len(maps[node.name])
+        calls = []
+        for call in candidates:
             if self._reuse(call):
-                maps[node.name][i] = self._ex.slots.pop(call.name)[node.spec.outputs[0]]
+                maps[node.name][call.map_index] = self._ex.slots.pop(call.name)[node.spec.outputs[0]]
             else:
                 calls.append(call)
         if self._partial:
@@ -308,7 +334,10 @@ class Engine:
             return True
         if not (self._cache and spec.cache):
             return False
-        hit = self.metadata.steps.find_cached(call.cache_key)
+        if call.cache_key in self._hits:
+            hit = self._hits.pop(call.cache_key)   # once: a later call with this key looks again
+        else:
+            hit = self.metadata.steps.find_cached(call.cache_key)
         shared = False
         if (hit is None or not self._usable(hit, spec.outputs)) and self.shared_cache is not None:
             hit, shared = self.shared_cache.find(call.cache_key), True   # written by a run elsewhere on this root
@@ -329,6 +358,18 @@ class Engine:
         if call.map_index is None:
             self._hook(call.node, "on_success", "cached")
         return True
+
+    def _look_up(self, calls: list[_Call]) -> None:
+        """Look up the cache for these calls' keys in one query (``_reuse`` takes the answers)."""
+        if not self._cache:
+            return
+        keys = {c.cache_key for c in calls if c.node.spec.cache and c.cache_key not in self._hits
+                and not (c.name in self._prior and self._prior[c.name][0].cache_key == c.cache_key)}
+        if not keys:
+            return
+        found = self.metadata.steps.find_cached_many(sorted(keys))
+        for key in keys:
+            self._hits[key] = found.get(key)
 
     def _usable(self, hit: tuple[Any, dict[str, Any]], names: tuple[str, ...]) -> bool:
         return set(names) <= set(hit[1]) and self._intact(hit[1], names)

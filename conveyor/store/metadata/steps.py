@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import and_, func, insert, select, update
 from sqlalchemy.engine import Connection
 
 from conveyor.store.metadata import tables as t
@@ -143,7 +143,7 @@ class Steps(Repository):
             conn.execute(insert(t.step_runs).values(
                 id=sid, run_id=run_id, name=name, step=step, map_index=map_index, status="pending", attempts=0,
                 cache_key=cache_key, cache_hit=False, code_hash=code_hash, cache_parts=cache_parts, started_at=ts))
-        self.finish(sid, run_id, outcome)
+            write_finish(conn, sid, run_id, outcome)
         return sid
 
     def adopt(self, record: StepRunRecord, outcome: StepOutcome, *, code_hash: str | None = None,
@@ -180,6 +180,50 @@ class Steps(Repository):
                 select(t.lineage.c.name, t.artifacts).join(t.artifacts, t.artifacts.c.id == t.lineage.c.artifact_id)
                 .where(t.lineage.c.step_run_id == row.id, t.lineage.c.direction == "output")).all()
         return _step(row), {o.name: artifact_record(o) for o in outs}
+
+    def find_cached_many(self, keys: Sequence[str] = (), *, keys_of_last_run_before: str | None = None,
+                         ) -> dict[str, tuple[StepRunRecord, dict[str, ArtifactRecord]]]:
+        """``find_cached`` for many keys in one query: by key, the newest succeeded step run and its outputs.
+
+        ``keys_of_last_run_before`` takes the keys instead from the latest other run of the same
+        pipeline as that run id (what a re-run most likely hits). Keys without a hit are left out.
+        """
+        s = t.step_runs
+        if keys_of_last_run_before is not None:
+            runs, mine = t.runs, t.runs.alias("mine")
+            last = (select(runs.c.id).where(
+                runs.c.pipeline_name == select(mine.c.pipeline_name).where(mine.c.id == keys_of_last_run_before)
+                .scalar_subquery(), runs.c.id != keys_of_last_run_before)
+                .order_by(runs.c.created_at.desc()).limit(1).scalar_subquery())
+            prev = s.alias("prev")
+            chunks: list[Any] = [select(prev.c.cache_key).where(prev.c.run_id == last, prev.c.cache_key.isnot(None))]
+        else:
+            unique = sorted(set(keys))
+            chunks = [unique[i:i + 500] for i in range(0, len(unique), 500)]
+        found: dict[str, tuple[StepRunRecord, dict[str, ArtifactRecord]]] = {}
+        with self.read() as conn:
+            for chunk in chunks:
+                rank = func.row_number().over(partition_by=s.c.cache_key, order_by=s.c.ended_at.desc()).label("rank")
+                ranked = select(s, rank).where(s.c.cache_key.in_(chunk), s.c.status.in_(("succeeded", "cached"))) \
+                    .subquery("ranked")
+                a, lin = t.artifacts, t.lineage
+                q = (select(*ranked.c, lin.c.name.label("out_name"), *[c.label(f"a_{c.name}") for c in a.c])
+                     .select_from(ranked.outerjoin(lin, and_(lin.c.step_run_id == ranked.c.id,
+                                                             lin.c.direction == "output"))
+                                  .outerjoin(a, a.c.id == lin.c.artifact_id))
+                     .where(ranked.c.rank == 1))
+                for row in conn.execute(q):
+                    hit = found.get(row.cache_key)
+                    if hit is None:
+                        hit = found[row.cache_key] = (_step(row), {})
+                    if row.a_id is not None:
+                        hit[1][row.out_name] = ArtifactRecord(
+                            id=row.a_id, content_hash=row.a_content_hash, materializer=row.a_materializer,
+                            materializer_version=row.a_materializer_version, type_name=row.a_type_name,
+                            size=row.a_size, uri=row.a_uri, inline=row.a_inline, meta=row.a_meta or {},
+                            name=row.a_name, run_id=row.a_run_id, step_run_id=row.a_step_run_id,
+                            created_at=row.a_created_at)
+        return found
 
     def cache_parts(self, step_run_id: str) -> dict[str, Any] | None:
         """The stored components of a step run's cache key (``None`` for runs recorded before they existed)."""
