@@ -97,6 +97,7 @@ class Engine:
         maps: dict[str, list[Slot | None]] = {}
         self._graph = graph
         self._hits: dict[str, tuple[Any, dict[str, Any]] | None] = {}   # cache lookups done, by key; used once
+        self._unwritten: list[tuple[str, str, str, StepOutcome, dict[str, Any]]] = []   # cached steps, see _write
         if cache and only is None and not self._partial:
             # A re-run most likely hits what the pipeline's last run recorded: those keys in one query,
             # so a fully cached chain does not look up the cache once per step.
@@ -129,6 +130,7 @@ class Engine:
                             continue
                         for call in calls:
                             held.setdefault(call.node.name, deque()).append(call)
+                self._write()
                 self._release(held, running)
                 if not running:
                     for name in list(pending):   # cannot happen with graphs the DSL builds; never hang
@@ -146,6 +148,7 @@ class Engine:
                             result = _lost(call, exc)
                     self._finish(call, result, maps)
         except KeyboardInterrupt:
+            self._write()
             self.executor.shutdown(cancel=True)
             if self.accounting:
                 try:
@@ -155,7 +158,16 @@ class Engine:
             self.metadata.steps.mark_unfinished(run_id, "cancelled", "the run was interrupted")
             raise RunCancelled(f"Run {run_id} was interrupted and marked cancelled. "
                                f"Resume it with `conveyor runs resume {run_id}`.") from None
+        finally:
+            self._write()
         return ex
+
+    def _write(self) -> None:
+        """Record the cached step runs found since the last call, in one transaction (before anything
+        else is written or submitted, so the store sees the steps in the order they were reused)."""
+        if self._unwritten:
+            records, self._unwritten = self._unwritten, []
+            self.metadata.steps.record_many(records)
 
     def _release(self, held: dict[str, deque[_Call]], running: dict[Future[StepResult], _Call]) -> None:
         """Submit the held calls that fit: a mapped node with ``max_parallel`` runs that many at once."""
@@ -203,6 +215,7 @@ class Engine:
         maps[node.name] = [None] * n
         ex.status[node.name] = "running"
         if n == 0 and not self._partial:   # recorded, so the run's record says it succeeded (a resume may follow a skip)
+            self._write()
             self.metadata.steps.record(self._run_id, node.name, node.spec.name, StepOutcome(
                 status="succeeded", attempts=0, reason="fan-out over an empty list: no elements ran"))
             self._complete_map(node.name, maps)
@@ -346,16 +359,18 @@ class Engine:
         record, outputs = hit
         if shared:   # that run's artifacts are not in this database: record them as this step run's outputs
             outputs = {n: dataclasses.replace(outputs[n], id=new_artifact_id()) for n in spec.outputs}
-        self.metadata.steps.record(
+        at = time.time()
+        self._unwritten.append((   # written with the other steps reused alongside it: see _write
             self._run_id, call.name, spec.name,
             StepOutcome(status="cached", attempts=0, cache_hit=True, cached_from=record.id,
                         reused_outputs=[] if shared else [(n, outputs[n].id) for n in spec.outputs],
                         new_outputs=[_new_artifact(n, outputs[n]) for n in spec.outputs] if shared else (),
-                        inputs=call.inputs, params=call.params),
-            cache_key=call.cache_key, code_hash=call.parts.code_digest if call.parts else spec.code_hash,
-            map_index=call.map_index, cache_parts=call.parts.to_json() if call.parts else None)
+                        inputs=call.inputs, params=call.params, started_at=at, ended_at=at),
+            dict(cache_key=call.cache_key, code_hash=call.parts.code_digest if call.parts else spec.code_hash,
+                 map_index=call.map_index, cache_parts=call.parts.to_json() if call.parts else None)))
         self._adopt(call, outputs, "cached")
-        if call.map_index is None:
+        if call.map_index is None and spec.on_success is not None:
+            self._write()   # the hook may read the run
             self._hook(call.node, "on_success", "cached")
         return True
 
@@ -389,6 +404,7 @@ class Engine:
 
     def _submit(self, call: _Call) -> Future[StepResult]:
         spec = call.node.spec
+        self._write()
         if not call.step_run_id:   # a call preempted before runs again under its step run
             call.step_run_id = self.metadata.steps.start(
                 self._run_id, call.name, spec.name, cache_key=call.cache_key,
@@ -515,6 +531,7 @@ class Engine:
         if self._ex.first_failure is None:
             self._ex.first_failure = (node.name, error, traceback)
         if record:
+            self._write()
             self.metadata.steps.record(self._run_id, node.name, node.spec.name,
                                        StepOutcome(status="failed", error=error, traceback=traceback))
             self.observer("failed", node.name, {"error": error})
@@ -528,6 +545,7 @@ class Engine:
 
     def _skip(self, node: Node, reason: str) -> None:
         self._ex.status[node.name] = "skipped"
+        self._write()
         self.metadata.steps.record(self._run_id, node.name, node.spec.name,
                                    StepOutcome(status="skipped", reason=reason, attempts=0))
         self.observer("skipped", node.name, {"reason": reason})

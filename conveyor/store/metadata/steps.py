@@ -146,6 +146,41 @@ class Steps(Repository):
             write_finish(conn, sid, run_id, outcome)
         return sid
 
+    def record_many(self, records: Sequence[tuple[str, str, str, StepOutcome, dict[str, Any]]]) -> None:
+        """``record`` for many step runs that never ran, in one transaction and a few statements:
+        (run id, name, step, outcome, keywords of ``record``). Their outcomes carry no metrics, logged
+        outputs or attempts (cached steps); the outcome's ``started_at`` is the step run's start."""
+        if not records:
+            return
+        ts = now()
+        steps, artifacts, edges, params = [], [], [], []
+        for run_id, name, step, o, kw in records:
+            sid = new_id()
+            steps.append(dict(
+                id=sid, run_id=run_id, name=name, step=step, map_index=kw.get("map_index"), status=o.status,
+                attempts=o.attempts, cache_key=kw.get("cache_key"), cache_hit=o.cache_hit, cached_from=o.cached_from,
+                code_hash=kw.get("code_hash"), cache_parts=kw.get("cache_parts"), error=o.error,
+                traceback=o.traceback, logs=o.logs, reason=o.reason, started_at=o.started_at or ts,
+                ended_at=o.ended_at or ts, preemptions=o.preemptions))
+            artifacts += [dict(id=a.id, content_hash=a.content_hash, materializer=a.materializer,
+                               materializer_version=a.materializer_version, type_name=a.type_name, size=a.size,
+                               uri=a.uri, inline=a.inline, meta=a.meta, name=a.name, run_id=run_id,
+                               step_run_id=sid, created_at=ts) for a in o.new_outputs]
+            edges += [dict(artifact_id=a.id, step_run_id=sid, run_id=run_id, direction="output", name=a.name,
+                           position=None) for a in o.new_outputs]
+            edges += [dict(artifact_id=aid, step_run_id=sid, run_id=run_id, direction="output", name=n,
+                           position=None) for n, aid in o.reused_outputs]
+            edges += [dict(artifact_id=aid, step_run_id=sid, run_id=run_id, direction="input", name=n, position=pos)
+                      for n, aid, pos in o.inputs]
+            params += [dict(run_id=run_id, step_run_id=sid, key=k, value=v) for k, v in o.params]
+            if o.metrics or o.attempt_rows:
+                raise ValueError("record_many takes step runs without metrics or attempts; use record")
+        with self.write() as conn:
+            conn.execute(insert(t.step_runs), steps)
+            for table, rows in ((t.artifacts, artifacts), (t.lineage, edges), (t.params, params)):
+                if rows:
+                    conn.execute(insert(table), rows)
+
     def adopt(self, record: StepRunRecord, outcome: StepOutcome, *, code_hash: str | None = None,
               cache_parts: dict[str, Any] | None = None) -> bool:
         """Insert a step run recorded elsewhere (an imported run) under its own id; False if it is here already."""
