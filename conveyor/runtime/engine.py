@@ -369,8 +369,7 @@ class Engine:
             dict(cache_key=call.cache_key, code_hash=call.parts.code_digest if call.parts else spec.code_hash,
                  map_index=call.map_index, cache_parts=call.parts.to_json() if call.parts else None)))
         self._adopt(call, outputs, "cached")
-        if call.map_index is None and spec.on_success is not None:
-            self._write()   # the hook may read the run
+        if call.map_index is None:
             self._hook(call.node, "on_success", "cached")
         return True
 
@@ -540,6 +539,7 @@ class Engine:
     def _hook(self, node: Node, kind: str, status: str, error: str | None = None) -> None:
         hook = node.spec.on_success if kind == "on_success" else node.spec.on_failure
         if hook is not None:
+            self._write()   # the hook may read the run: the cached steps found so far are in it
             call_hook(hook, HookContext(self._run_id, self._graph.name, node.name, status, error), kind=kind,
                       metadata=self.metadata)
 

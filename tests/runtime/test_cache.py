@@ -337,3 +337,23 @@ def test_the_calls_of_a_fan_out_are_looked_up_together(client) -> None:
         assert all(s.cache_hit for s in run.steps.values())
         assert run.output("total") == sum(2 * i * i for i in range(n))
     assert lookups[20] == lookups[5] <= 4   # one per ready set (make, the square calls, total), not per call
+
+
+def test_a_cached_steps_hook_sees_it_and_the_steps_before_it_recorded(client) -> None:
+    seen: list[dict[str, str]] = []
+
+    def look(ctx) -> None:
+        seen.append({s.name: s.status for s in client.metadata.steps.for_run(ctx.run_id)})
+
+    @cv.step(name="hooked", on_success=look)
+    def hooked(x: int) -> int:
+        return x * 10
+
+    @cv.pipeline(name="hooked_after_inc")
+    def hooked_after_inc():
+        hooked(p.inc(1))
+
+    hooked_after_inc.run(client=client)
+    run = hooked_after_inc.run(client=client)
+    assert {s.name: s.status for s in run.steps.values()} == {"inc": "cached", "hooked": "cached"}
+    assert seen[-1] == {"inc": "cached", "hooked": "cached"}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import and_, func, insert, select, update
+from sqlalchemy import and_, bindparam, func, insert, select, update
 from sqlalchemy.engine import Connection
 
 from conveyor.store.metadata import tables as t
@@ -23,6 +23,45 @@ def _step(row: Any) -> StepRunRecord:
     )
 
 
+_STEP_COLUMNS = ("id", "run_id", "name", "step", "status", "attempts", "cache_hit", "cache_key", "started_at",
+                 "ended_at", "map_index", "cached_from", "error", "traceback", "reason")   # what _step reads
+
+
+_lookups: dict[str, Any] = {}
+
+
+def _lookup(kind: str) -> Any:
+    """The cache lookup statement, made once (building it costs more than running it): for the keys
+    bound as ``keys`` (``kind="keys"``), or for those of the latest other run of the same pipeline as
+    the run bound as ``run_id`` (``"last"``). Rows: a step run, the newest one by key, with its outputs."""
+    if kind in _lookups:
+        return _lookups[kind]
+    s, runs, a, lin = t.step_runs, t.runs, t.artifacts, t.lineage
+    if kind == "last":
+        mine, prev = runs.alias("mine"), s.alias("prev")
+        run_id = bindparam("run_id")
+        last = (select(runs.c.id).where(
+            runs.c.pipeline_name == select(mine.c.pipeline_name).where(mine.c.id == run_id).scalar_subquery(),
+            runs.c.id != run_id).order_by(runs.c.created_at.desc()).limit(1).scalar_subquery())
+        keys: Any = select(prev.c.cache_key).where(prev.c.run_id == last, prev.c.cache_key.isnot(None))
+    else:
+        keys = bindparam("keys", expanding=True)
+    rank = func.row_number().over(partition_by=s.c.cache_key, order_by=s.c.ended_at.desc()).label("rank")
+    # rank the candidates on their keys alone, then read the whole rows of the winners only
+    ranked = select(s.c.id, rank).where(s.c.cache_key.in_(keys), s.c.status.in_(("succeeded", "cached"))) \
+        .subquery("ranked")
+    q = (select(*[s.c[c] for c in _STEP_COLUMNS], lin.c.name.label("out_name"), *[c.label(f"a_{c.name}") for c in a.c])
+         .select_from(ranked.join(s, s.c.id == ranked.c.id)
+                      .outerjoin(lin, and_(lin.c.step_run_id == s.c.id, lin.c.direction == "output"))
+                      .outerjoin(a, a.c.id == lin.c.artifact_id))
+         .where(ranked.c.rank == 1))
+    _lookups[kind] = q
+    return q
+
+
+_UPDATE_STEP = update(t.step_runs).where(t.step_runs.c.id == bindparam("_sid"))
+
+
 def write_finish(conn: Connection, step_run_id: str, run_id: str, outcome: StepOutcome) -> None:
     """The writes of a step run's end, inside the caller's transaction."""
     ts = now()
@@ -34,7 +73,8 @@ def write_finish(conn: Connection, step_run_id: str, run_id: str, outcome: StepO
         values["started_at"] = outcome.started_at
     if outcome.preemptions is not None:
         values["preemptions"] = outcome.preemptions
-    conn.execute(update(t.step_runs).where(t.step_runs.c.id == step_run_id).values(**values))
+    # parameters rather than .values(): the statement is compiled once per set of columns, not per call
+    conn.execute(_UPDATE_STEP, {**values, "_sid": step_run_id})
     if outcome.attempt_rows:
         _insert_attempts(conn, step_run_id, run_id, outcome.attempt_rows)
     if outcome.new_outputs:
@@ -93,7 +133,7 @@ class Steps(Repository):
         """Insert a step run in state ``running``."""
         sid = new_id()
         with self.write() as conn:
-            conn.execute(insert(t.step_runs).values(
+            conn.execute(insert(t.step_runs), dict(
                 id=sid, run_id=run_id, name=name, step=step, map_index=map_index, status="running", attempts=0,
                 cache_key=cache_key, cache_hit=False, code_hash=code_hash, cache_parts=cache_parts,
                 started_at=now()))
@@ -140,7 +180,7 @@ class Steps(Repository):
         sid = new_id()
         ts = now()
         with self.write() as conn:
-            conn.execute(insert(t.step_runs).values(
+            conn.execute(insert(t.step_runs), dict(
                 id=sid, run_id=run_id, name=name, step=step, map_index=map_index, status="pending", attempts=0,
                 cache_key=cache_key, cache_hit=False, code_hash=code_hash, cache_parts=cache_parts, started_at=ts))
             write_finish(conn, sid, run_id, outcome)
@@ -223,31 +263,15 @@ class Steps(Repository):
         ``keys_of_last_run_before`` takes the keys instead from the latest other run of the same
         pipeline as that run id (what a re-run most likely hits). Keys without a hit are left out.
         """
-        s = t.step_runs
         if keys_of_last_run_before is not None:
-            runs, mine = t.runs, t.runs.alias("mine")
-            last = (select(runs.c.id).where(
-                runs.c.pipeline_name == select(mine.c.pipeline_name).where(mine.c.id == keys_of_last_run_before)
-                .scalar_subquery(), runs.c.id != keys_of_last_run_before)
-                .order_by(runs.c.created_at.desc()).limit(1).scalar_subquery())
-            prev = s.alias("prev")
-            chunks: list[Any] = [select(prev.c.cache_key).where(prev.c.run_id == last, prev.c.cache_key.isnot(None))]
+            batches: list[tuple[Any, dict[str, Any]]] = [(_lookup("last"), {"run_id": keys_of_last_run_before})]
         else:
             unique = sorted(set(keys))
-            chunks = [unique[i:i + 500] for i in range(0, len(unique), 500)]
+            batches = [(_lookup("keys"), {"keys": unique[i:i + 500]}) for i in range(0, len(unique), 500)]
         found: dict[str, tuple[StepRunRecord, dict[str, ArtifactRecord]]] = {}
         with self.read() as conn:
-            for chunk in chunks:
-                rank = func.row_number().over(partition_by=s.c.cache_key, order_by=s.c.ended_at.desc()).label("rank")
-                ranked = select(s, rank).where(s.c.cache_key.in_(chunk), s.c.status.in_(("succeeded", "cached"))) \
-                    .subquery("ranked")
-                a, lin = t.artifacts, t.lineage
-                q = (select(*ranked.c, lin.c.name.label("out_name"), *[c.label(f"a_{c.name}") for c in a.c])
-                     .select_from(ranked.outerjoin(lin, and_(lin.c.step_run_id == ranked.c.id,
-                                                             lin.c.direction == "output"))
-                                  .outerjoin(a, a.c.id == lin.c.artifact_id))
-                     .where(ranked.c.rank == 1))
-                for row in conn.execute(q):
+            for q, values in batches:
+                for row in conn.execute(q, values):
                     hit = found.get(row.cache_key)
                     if hit is None:
                         hit = found[row.cache_key] = (_step(row), {})
