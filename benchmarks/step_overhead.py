@@ -12,7 +12,8 @@ virtualenvs (benchmarks/peers/install_peers.sh engine) and are reported as skipp
 Also W1 with resource accounting on and off (CONVEYOR_ACCOUNTING=0), interleaved in one run:
 the cost of measuring each attempt and writing its step_attempts row.
 
-Prints one JSON object per (workload, tool).
+Prints one JSON object per (workload, tool). `python benchmarks/step_overhead.py chain` runs W1 and W4
+alone against the floor's W1 (a quick check of the per-step cost and the cached re-run).
 """
 
 from __future__ import annotations
@@ -289,8 +290,41 @@ def report_accounting(acct: dict[str, float]) -> None:
           flush=True)
 
 
+def measure_chain() -> dict[str, float]:
+    """W1 (the floor and Conveyor) and W4 only: the chain's per-step cost and its fully cached re-run."""
+    from conveyor.config import load_settings
+    from conveyor.runtime.client import Client
+
+    def floor() -> None:
+        with tempfile.TemporaryDirectory() as d:
+            floor_w1(Floor(Path(d)))
+
+    w1 = conveyor_pipelines()["W1"]
+    runs = []
+    for i in range(REPEATS + 1):   # the first warms imports and the environment snapshot
+        with tempfile.TemporaryDirectory() as d:
+            client = Client(load_settings(env={"CONVEYOR_HOME": d}))
+            client.metadata
+            client.artifacts
+            t = time.perf_counter()
+            client.run_pipeline(w1, {}, cache=False)
+            runs.append(time.perf_counter() - t)
+            client.close()
+    with tempfile.TemporaryDirectory() as d:
+        client = Client(load_settings(env={"CONVEYOR_HOME": d}))
+        client.run_pipeline(w1, {})
+        cached = timed(lambda: client.run_pipeline(w1, {}))
+        client.close()
+    return {"floor": timed(floor), "W1": statistics.median(runs[1:]), "W4": cached}
+
+
 if __name__ == "__main__":
-    if sys.argv[1:] == ["accounting"]:   # only the on/off comparison
+    if sys.argv[1:] == ["chain"]:   # W1 and W4 only, against the floor's W1
+        res = measure_chain()
+        print(json.dumps({"workload": "W1/W4", **{f"{k}_ms": round(v * 1000, 2) for k, v in res.items()},
+                          "W1_ratio_to_floor": round(res["W1"] / res["floor"], 3),
+                          "W1_overhead_per_step_ms": round((res["W1"] - res["floor"]) / 20 * 1000, 3)}), flush=True)
+    elif sys.argv[1:] == ["accounting"]:   # only the on/off comparison
         report_accounting(measure_accounting())
         print(json.dumps({"workload": "accounting parts",
                           **{k: round(v, 1) for k, v in measure_accounting_parts().items()}}), flush=True)

@@ -96,6 +96,12 @@ class Engine:
         held: dict[str, deque[_Call]] = {}   # node -> ready calls waiting for room under its max_parallel
         maps: dict[str, list[Slot | None]] = {}
         self._graph = graph
+        self._hits: dict[str, tuple[Any, dict[str, Any]] | None] = {}   # cache lookups done, by key; used once
+        self._unwritten: list[tuple[str, str, str, StepOutcome, dict[str, Any]]] = []   # cached steps, see _write
+        if cache and only is None and not self._partial:
+            # A re-run most likely hits what the pipeline's last run recorded: those keys in one query,
+            # so a fully cached chain does not look up the cache once per step.
+            self._hits.update(self.metadata.steps.find_cached_many(keys_of_last_run_before=run_id))
         for name in pending:
             self.observer("pending", name, {})
         try:
@@ -103,17 +109,28 @@ class Engine:
                 progressed = True
                 while progressed:   # reused (cached, resumed, skipped) nodes can unblock others at once
                     progressed = False
+                    starting: list[tuple[Node, list[_Call]]] = []
                     for name in [n for n, node in pending.items()
                                  if all(ex.status.get(u) in (*DONE_OK, "failed", "skipped") for u in node.upstream())]:
                         node = pending.pop(name)
                         progressed = True
                         try:
-                            calls = self._start(node, maps)
+                            candidates = self._start(node, maps)
                         except Exception as exc:  # a bad condition or map input: this node fails, others go on
+                            self._fail_node(node, f"{type(exc).__name__}: {exc}", traceback.format_exc())
+                            continue
+                        if candidates is not None:
+                            starting.append((node, candidates))
+                    self._look_up([c for _, cs in starting for c in cs])   # the ready calls' keys in one query
+                    for node, candidates in starting:
+                        try:
+                            calls = self._started(node, candidates, maps)
+                        except Exception as exc:
                             self._fail_node(node, f"{type(exc).__name__}: {exc}", traceback.format_exc())
                             continue
                         for call in calls:
                             held.setdefault(call.node.name, deque()).append(call)
+                self._write()
                 self._release(held, running)
                 if not running:
                     for name in list(pending):   # cannot happen with graphs the DSL builds; never hang
@@ -131,6 +148,7 @@ class Engine:
                             result = _lost(call, exc)
                     self._finish(call, result, maps)
         except KeyboardInterrupt:
+            self._write()
             self.executor.shutdown(cancel=True)
             if self.accounting:
                 try:
@@ -140,7 +158,16 @@ class Engine:
             self.metadata.steps.mark_unfinished(run_id, "cancelled", "the run was interrupted")
             raise RunCancelled(f"Run {run_id} was interrupted and marked cancelled. "
                                f"Resume it with `conveyor runs resume {run_id}`.") from None
+        finally:
+            self._write()
         return ex
+
+    def _write(self) -> None:
+        """Record the cached step runs found since the last call, in one transaction (before anything
+        else is written or submitted, so the store sees the steps in the order they were reused)."""
+        if self._unwritten:
+            records, self._unwritten = self._unwritten, []
+            self.metadata.steps.record_many(records)
 
     def _release(self, held: dict[str, deque[_Call]], running: dict[Future[StepResult], _Call]) -> None:
         """Submit the held calls that fit: a mapped node with ``max_parallel`` runs that many at once."""
@@ -161,20 +188,21 @@ class Engine:
 
     # --- starting nodes -----------------------------------------------------------------------
 
-    def _start(self, node: Node, maps: dict[str, list[Slot | None]]) -> list[_Call]:
+    def _start(self, node: Node, maps: dict[str, list[Slot | None]]) -> list[_Call] | None:
+        """A ready node's calls, keyed but not yet looked up in the cache (see ``_started``); None when
+        the node is done already (skipped, or a fan-out over nothing)."""
         ex = self._ex
         for up in sorted(node.upstream()):
             if ex.status[up] in ("failed", "skipped"):
                 self._skip(node, f"upstream step '{up}' {ex.status[up]}")
-                return []
+                return None
         for cond in node.conditions:
             left, right = self._eval(cond.left), self._eval(cond.right)
             if not cond.evaluate(left, right):
                 self._skip(node, f"condition not met: {cond.describe()} (value {left!r})")
-                return []
+                return None
         if not node.is_map:
-            call = self._prepare(node, node.name, dict(node.inputs), None)
-            return [] if self._reuse(call) else [call]
+            return [self._prepare(node, node.name, dict(node.inputs), None)]
         items = {k: self._elements(node.inputs[k]) for k in node.map_over}
         lengths = {k: len(v) for k, v in items.items()}
         if len(set(lengths.values())) > 1:
@@ -187,18 +215,29 @@ class Engine:
         maps[node.name] = [None] * n
         ex.status[node.name] = "running"
         if n == 0 and not self._partial:   # recorded, so the run's record says it succeeded (a resume may follow a skip)
+            self._write()
             self.metadata.steps.record(self._run_id, node.name, node.spec.name, StepOutcome(
                 status="succeeded", attempts=0, reason="fan-out over an empty list: no elements ran"))
             self._complete_map(node.name, maps)
-            return []
+            return None
         calls = []
         for i in range(n):
             if self._select is not None and not self._select(i):
                 continue
             inputs: dict[str, Any] = {k: (v if k not in items else items[k][i]) for k, v in node.inputs.items()}
-            call = self._prepare(node, f"{node.name}[{labels[i] if labels else i}]", inputs, i)
+            calls.append(self._prepare(node, f"{node.name}[{labels[i] if labels else i}]", inputs, i))
+        return calls
+
+    def _started(self, node: Node, candidates: list[_Call], maps: dict[str, list[Slot | None]]) -> list[_Call]:
+        """Reuse what can be (resumed, cached) of a node's calls; the calls left to run."""
+        if not node.is_map:
+            return [c for c in candidates if not self._reuse(c)]
+        ex = self._ex
+        n = len(maps[node.name])
+        calls = []
+        for call in candidates:
             if self._reuse(call):
-                maps[node.name][i] = self._ex.slots.pop(call.name)[node.spec.outputs[0]]
+                maps[node.name][call.map_index] = self._ex.slots.pop(call.name)[node.spec.outputs[0]]
             else:
                 calls.append(call)
         if self._partial:
@@ -308,7 +347,10 @@ class Engine:
             return True
         if not (self._cache and spec.cache):
             return False
-        hit = self.metadata.steps.find_cached(call.cache_key)
+        if call.cache_key in self._hits:
+            hit = self._hits.pop(call.cache_key)   # once: a later call with this key looks again
+        else:
+            hit = self.metadata.steps.find_cached(call.cache_key)
         shared = False
         if (hit is None or not self._usable(hit, spec.outputs)) and self.shared_cache is not None:
             hit, shared = self.shared_cache.find(call.cache_key), True   # written by a run elsewhere on this root
@@ -317,18 +359,31 @@ class Engine:
         record, outputs = hit
         if shared:   # that run's artifacts are not in this database: record them as this step run's outputs
             outputs = {n: dataclasses.replace(outputs[n], id=new_artifact_id()) for n in spec.outputs}
-        self.metadata.steps.record(
+        at = time.time()
+        self._unwritten.append((   # written with the other steps reused alongside it: see _write
             self._run_id, call.name, spec.name,
             StepOutcome(status="cached", attempts=0, cache_hit=True, cached_from=record.id,
                         reused_outputs=[] if shared else [(n, outputs[n].id) for n in spec.outputs],
                         new_outputs=[_new_artifact(n, outputs[n]) for n in spec.outputs] if shared else (),
-                        inputs=call.inputs, params=call.params),
-            cache_key=call.cache_key, code_hash=call.parts.code_digest if call.parts else spec.code_hash,
-            map_index=call.map_index, cache_parts=call.parts.to_json() if call.parts else None)
+                        inputs=call.inputs, params=call.params, started_at=at, ended_at=at),
+            dict(cache_key=call.cache_key, code_hash=call.parts.code_digest if call.parts else spec.code_hash,
+                 map_index=call.map_index, cache_parts=call.parts.to_json() if call.parts else None)))
         self._adopt(call, outputs, "cached")
         if call.map_index is None:
             self._hook(call.node, "on_success", "cached")
         return True
+
+    def _look_up(self, calls: list[_Call]) -> None:
+        """Look up the cache for these calls' keys in one query (``_reuse`` takes the answers)."""
+        if not self._cache:
+            return
+        keys = {c.cache_key for c in calls if c.node.spec.cache and c.cache_key not in self._hits
+                and not (c.name in self._prior and self._prior[c.name][0].cache_key == c.cache_key)}
+        if not keys:
+            return
+        found = self.metadata.steps.find_cached_many(sorted(keys))
+        for key in keys:
+            self._hits[key] = found.get(key)
 
     def _usable(self, hit: tuple[Any, dict[str, Any]], names: tuple[str, ...]) -> bool:
         return set(names) <= set(hit[1]) and self._intact(hit[1], names)
@@ -348,6 +403,7 @@ class Engine:
 
     def _submit(self, call: _Call) -> Future[StepResult]:
         spec = call.node.spec
+        self._write()
         if not call.step_run_id:   # a call preempted before runs again under its step run
             call.step_run_id = self.metadata.steps.start(
                 self._run_id, call.name, spec.name, cache_key=call.cache_key,
@@ -474,6 +530,7 @@ class Engine:
         if self._ex.first_failure is None:
             self._ex.first_failure = (node.name, error, traceback)
         if record:
+            self._write()
             self.metadata.steps.record(self._run_id, node.name, node.spec.name,
                                        StepOutcome(status="failed", error=error, traceback=traceback))
             self.observer("failed", node.name, {"error": error})
@@ -482,11 +539,13 @@ class Engine:
     def _hook(self, node: Node, kind: str, status: str, error: str | None = None) -> None:
         hook = node.spec.on_success if kind == "on_success" else node.spec.on_failure
         if hook is not None:
+            self._write()   # the hook may read the run: the cached steps found so far are in it
             call_hook(hook, HookContext(self._run_id, self._graph.name, node.name, status, error), kind=kind,
                       metadata=self.metadata)
 
     def _skip(self, node: Node, reason: str) -> None:
         self._ex.status[node.name] = "skipped"
+        self._write()
         self.metadata.steps.record(self._run_id, node.name, node.spec.name,
                                    StepOutcome(status="skipped", reason=reason, attempts=0))
         self.observer("skipped", node.name, {"reason": reason})

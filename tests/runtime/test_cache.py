@@ -280,3 +280,80 @@ def test_a_failing_cache_key_fails_the_step_with_its_reason(client) -> None:
 
     with pytest.raises(StepFailed, match="cache_key function raised OSError: source unreachable"):
         broken_key.run(client=client)
+
+
+def _cache_lookups(client, fn) -> int:
+    """How many queries look step runs up by cache key while ``fn`` runs (real SQL on the real store)."""
+    from sqlalchemy import event
+
+    seen: list[str] = []
+
+    def note(_conn, _cursor, statement, _params, _context, _many) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and ("cache_key IN" in statement
+                                                              or "cache_key = " in statement):
+            seen.append(statement)
+
+    engine = client.metadata.engine
+    event.listen(engine, "before_cursor_execute", note)
+    try:
+        fn()
+    finally:
+        event.remove(engine, "before_cursor_execute", note)
+    return len(seen)
+
+
+def test_a_fully_cached_re_run_looks_the_cache_up_in_a_constant_number_of_queries(client) -> None:
+    lookups = {}
+    for n in (5, 20):
+        p.chain.run(n=n, client=client)
+        run = None
+
+        def again() -> None:
+            nonlocal run
+            run = p.chain.run(n=n, client=client)
+
+        lookups[n] = _cache_lookups(client, again)
+        assert len(run.steps) == n and all(s.status == "cached" for s in run.steps.values())
+        assert run.output(f"inc_{n}") == n
+    assert p.count("inc") == 20     # the 5 of the first chain are the first 5 of the second: cached too
+    assert lookups[20] == lookups[5] <= 2
+
+
+def test_the_calls_of_a_fan_out_are_looked_up_together(client) -> None:
+    @cv.pipeline(name="squares_elsewhere")     # not fanout: its last run's keys are not fetched ahead
+    def squares_elsewhere(n: int = 4):
+        p.total(p.square.map(v=p.make(n)[0], k=cv.unmapped(2)))
+
+    lookups = {}
+    for n in (5, 20):
+        p.fanout.run(n=n, client=client)
+        run = None
+
+        def elsewhere() -> None:
+            nonlocal run
+            run = squares_elsewhere.run(n=n, client=client)
+
+        lookups[n] = _cache_lookups(client, elsewhere)
+        assert all(s.cache_hit for s in run.steps.values())
+        assert run.output("total") == sum(2 * i * i for i in range(n))
+    assert lookups[20] == lookups[5] <= 4   # one per ready set (make, the square calls, total), not per call
+
+
+def test_a_cached_steps_hook_sees_it_and_the_steps_before_it_recorded(client) -> None:
+    seen: list[dict[str, str]] = []
+
+    def look(ctx) -> None:
+        seen.append({s.name: s.status for s in client.metadata.steps.for_run(ctx.run_id)})
+
+    @cv.step(name="hooked", on_success=look)
+    def hooked(x: int) -> int:
+        return x * 10
+
+    @cv.pipeline(name="hooked_after_inc")
+    def hooked_after_inc():
+        hooked(p.inc(1))
+
+    hooked_after_inc.run(client=client)
+    run = hooked_after_inc.run(client=client)
+    assert {s.name: s.status for s in run.steps.values()} == {"inc": "cached", "hooked": "cached"}
+    assert seen[-1] == {"inc": "cached", "hooked": "cached"}

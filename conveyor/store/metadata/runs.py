@@ -45,12 +45,21 @@ class Runs(Repository):
             return pid, version
 
     def save_environment(self, env: dict[str, Any]) -> str:
-        """Store an environment description once; return its hash."""
+        """Store an environment description once; return its hash.
+
+        A process runs many pipelines in one environment: the description last saved here is not
+        hashed and written again (environments are never deleted).
+        """
+        last = getattr(self, "_last_environment", None)
+        if last is not None and last[0] is env and last[1] == env:
+            return last[2]
         blob = orjson.dumps(env, option=orjson.OPT_SORT_KEYS)
         digest = hashlib.sha256(blob).hexdigest()
-        with self.write() as conn:
-            if conn.execute(select(t.environments.c.hash).where(t.environments.c.hash == digest)).first() is None:
-                conn.execute(insert(t.environments).values(hash=digest, data=env))
+        if last is None or last[2] != digest:
+            with self.write() as conn:
+                if conn.execute(select(t.environments.c.hash).where(t.environments.c.hash == digest)).first() is None:
+                    conn.execute(insert(t.environments).values(hash=digest, data=env))
+        self._last_environment = (env, orjson.loads(blob), digest)
         return digest
 
     def environment(self, digest: str) -> dict[str, Any]:

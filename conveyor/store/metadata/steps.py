@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import and_, bindparam, func, insert, select, update
 from sqlalchemy.engine import Connection
 
 from conveyor.store.metadata import tables as t
@@ -23,6 +23,45 @@ def _step(row: Any) -> StepRunRecord:
     )
 
 
+_STEP_COLUMNS = ("id", "run_id", "name", "step", "status", "attempts", "cache_hit", "cache_key", "started_at",
+                 "ended_at", "map_index", "cached_from", "error", "traceback", "reason")   # what _step reads
+
+
+_lookups: dict[str, Any] = {}
+
+
+def _lookup(kind: str) -> Any:
+    """The cache lookup statement, made once (building it costs more than running it): for the keys
+    bound as ``keys`` (``kind="keys"``), or for those of the latest other run of the same pipeline as
+    the run bound as ``run_id`` (``"last"``). Rows: a step run, the newest one by key, with its outputs."""
+    if kind in _lookups:
+        return _lookups[kind]
+    s, runs, a, lin = t.step_runs, t.runs, t.artifacts, t.lineage
+    if kind == "last":
+        mine, prev = runs.alias("mine"), s.alias("prev")
+        run_id = bindparam("run_id")
+        last = (select(runs.c.id).where(
+            runs.c.pipeline_name == select(mine.c.pipeline_name).where(mine.c.id == run_id).scalar_subquery(),
+            runs.c.id != run_id).order_by(runs.c.created_at.desc()).limit(1).scalar_subquery())
+        keys: Any = select(prev.c.cache_key).where(prev.c.run_id == last, prev.c.cache_key.isnot(None))
+    else:
+        keys = bindparam("keys", expanding=True)
+    rank = func.row_number().over(partition_by=s.c.cache_key, order_by=s.c.ended_at.desc()).label("rank")
+    # rank the candidates on their keys alone, then read the whole rows of the winners only
+    ranked = select(s.c.id, rank).where(s.c.cache_key.in_(keys), s.c.status.in_(("succeeded", "cached"))) \
+        .subquery("ranked")
+    q = (select(*[s.c[c] for c in _STEP_COLUMNS], lin.c.name.label("out_name"), *[c.label(f"a_{c.name}") for c in a.c])
+         .select_from(ranked.join(s, s.c.id == ranked.c.id)
+                      .outerjoin(lin, and_(lin.c.step_run_id == s.c.id, lin.c.direction == "output"))
+                      .outerjoin(a, a.c.id == lin.c.artifact_id))
+         .where(ranked.c.rank == 1))
+    _lookups[kind] = q
+    return q
+
+
+_UPDATE_STEP = update(t.step_runs).where(t.step_runs.c.id == bindparam("_sid"))
+
+
 def write_finish(conn: Connection, step_run_id: str, run_id: str, outcome: StepOutcome) -> None:
     """The writes of a step run's end, inside the caller's transaction."""
     ts = now()
@@ -34,7 +73,8 @@ def write_finish(conn: Connection, step_run_id: str, run_id: str, outcome: StepO
         values["started_at"] = outcome.started_at
     if outcome.preemptions is not None:
         values["preemptions"] = outcome.preemptions
-    conn.execute(update(t.step_runs).where(t.step_runs.c.id == step_run_id).values(**values))
+    # parameters rather than .values(): the statement is compiled once per set of columns, not per call
+    conn.execute(_UPDATE_STEP, {**values, "_sid": step_run_id})
     if outcome.attempt_rows:
         _insert_attempts(conn, step_run_id, run_id, outcome.attempt_rows)
     if outcome.new_outputs:
@@ -93,7 +133,7 @@ class Steps(Repository):
         """Insert a step run in state ``running``."""
         sid = new_id()
         with self.write() as conn:
-            conn.execute(insert(t.step_runs).values(
+            conn.execute(insert(t.step_runs), dict(
                 id=sid, run_id=run_id, name=name, step=step, map_index=map_index, status="running", attempts=0,
                 cache_key=cache_key, cache_hit=False, code_hash=code_hash, cache_parts=cache_parts,
                 started_at=now()))
@@ -140,11 +180,46 @@ class Steps(Repository):
         sid = new_id()
         ts = now()
         with self.write() as conn:
-            conn.execute(insert(t.step_runs).values(
+            conn.execute(insert(t.step_runs), dict(
                 id=sid, run_id=run_id, name=name, step=step, map_index=map_index, status="pending", attempts=0,
                 cache_key=cache_key, cache_hit=False, code_hash=code_hash, cache_parts=cache_parts, started_at=ts))
-        self.finish(sid, run_id, outcome)
+            write_finish(conn, sid, run_id, outcome)
         return sid
+
+    def record_many(self, records: Sequence[tuple[str, str, str, StepOutcome, dict[str, Any]]]) -> None:
+        """``record`` for many step runs that never ran, in one transaction and a few statements:
+        (run id, name, step, outcome, keywords of ``record``). Their outcomes carry no metrics, logged
+        outputs or attempts (cached steps); the outcome's ``started_at`` is the step run's start."""
+        if not records:
+            return
+        ts = now()
+        steps, artifacts, edges, params = [], [], [], []
+        for run_id, name, step, o, kw in records:
+            sid = new_id()
+            steps.append(dict(
+                id=sid, run_id=run_id, name=name, step=step, map_index=kw.get("map_index"), status=o.status,
+                attempts=o.attempts, cache_key=kw.get("cache_key"), cache_hit=o.cache_hit, cached_from=o.cached_from,
+                code_hash=kw.get("code_hash"), cache_parts=kw.get("cache_parts"), error=o.error,
+                traceback=o.traceback, logs=o.logs, reason=o.reason, started_at=o.started_at or ts,
+                ended_at=o.ended_at or ts, preemptions=o.preemptions))
+            artifacts += [dict(id=a.id, content_hash=a.content_hash, materializer=a.materializer,
+                               materializer_version=a.materializer_version, type_name=a.type_name, size=a.size,
+                               uri=a.uri, inline=a.inline, meta=a.meta, name=a.name, run_id=run_id,
+                               step_run_id=sid, created_at=ts) for a in o.new_outputs]
+            edges += [dict(artifact_id=a.id, step_run_id=sid, run_id=run_id, direction="output", name=a.name,
+                           position=None) for a in o.new_outputs]
+            edges += [dict(artifact_id=aid, step_run_id=sid, run_id=run_id, direction="output", name=n,
+                           position=None) for n, aid in o.reused_outputs]
+            edges += [dict(artifact_id=aid, step_run_id=sid, run_id=run_id, direction="input", name=n, position=pos)
+                      for n, aid, pos in o.inputs]
+            params += [dict(run_id=run_id, step_run_id=sid, key=k, value=v) for k, v in o.params]
+            if o.metrics or o.attempt_rows:
+                raise ValueError("record_many takes step runs without metrics or attempts; use record")
+        with self.write() as conn:
+            conn.execute(insert(t.step_runs), steps)
+            for table, rows in ((t.artifacts, artifacts), (t.lineage, edges), (t.params, params)):
+                if rows:
+                    conn.execute(insert(table), rows)
 
     def adopt(self, record: StepRunRecord, outcome: StepOutcome, *, code_hash: str | None = None,
               cache_parts: dict[str, Any] | None = None) -> bool:
@@ -180,6 +255,34 @@ class Steps(Repository):
                 select(t.lineage.c.name, t.artifacts).join(t.artifacts, t.artifacts.c.id == t.lineage.c.artifact_id)
                 .where(t.lineage.c.step_run_id == row.id, t.lineage.c.direction == "output")).all()
         return _step(row), {o.name: artifact_record(o) for o in outs}
+
+    def find_cached_many(self, keys: Sequence[str] = (), *, keys_of_last_run_before: str | None = None,
+                         ) -> dict[str, tuple[StepRunRecord, dict[str, ArtifactRecord]]]:
+        """``find_cached`` for many keys in one query: by key, the newest succeeded step run and its outputs.
+
+        ``keys_of_last_run_before`` takes the keys instead from the latest other run of the same
+        pipeline as that run id (what a re-run most likely hits). Keys without a hit are left out.
+        """
+        if keys_of_last_run_before is not None:
+            batches: list[tuple[Any, dict[str, Any]]] = [(_lookup("last"), {"run_id": keys_of_last_run_before})]
+        else:
+            unique = sorted(set(keys))
+            batches = [(_lookup("keys"), {"keys": unique[i:i + 500]}) for i in range(0, len(unique), 500)]
+        found: dict[str, tuple[StepRunRecord, dict[str, ArtifactRecord]]] = {}
+        with self.read() as conn:
+            for q, values in batches:
+                for row in conn.execute(q, values):
+                    hit = found.get(row.cache_key)
+                    if hit is None:
+                        hit = found[row.cache_key] = (_step(row), {})
+                    if row.a_id is not None:
+                        hit[1][row.out_name] = ArtifactRecord(
+                            id=row.a_id, content_hash=row.a_content_hash, materializer=row.a_materializer,
+                            materializer_version=row.a_materializer_version, type_name=row.a_type_name,
+                            size=row.a_size, uri=row.a_uri, inline=row.a_inline, meta=row.a_meta or {},
+                            name=row.a_name, run_id=row.a_run_id, step_run_id=row.a_step_run_id,
+                            created_at=row.a_created_at)
+        return found
 
     def cache_parts(self, step_run_id: str) -> dict[str, Any] | None:
         """The stored components of a step run's cache key (``None`` for runs recorded before they existed)."""
