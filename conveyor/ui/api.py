@@ -66,6 +66,8 @@ RUN_FILTERS = {
     "offset": "runs to skip (when no cursor)", "total": "0 to skip counting the matching runs"}
 IDS = {"ids": "run ids, comma-separated (at most 200)"}
 KEYS = {"keys": "only these metric keys, comma-separated"}
+POINTS = {"points": "at most about this many points a curve, its shape kept (each step range's lowest and "
+                    "highest value); all of them when absent"}
 
 
 class Api:
@@ -129,8 +131,8 @@ class Api:
             r("/api/runs/{run_id}/curves", run_curves, summary="A run's metric curves", query=KEYS),
             r("/api/compare", lambda c: runs.compare(c.client, c.ids()), summary="Parameters and metrics side by side",
               query=IDS),
-            r("/api/curves", lambda c: runs.curves(c.client.metadata, c.ids(), _keys(c)),
-              summary="Metric curves of several runs", query=IDS | KEYS),
+            r("/api/curves", lambda c: runs.curves(c.client.metadata, c.ids(), _keys(c), _points(c)),
+              summary="Metric curves of several runs", query=IDS | KEYS | POINTS),
             r("/api/lineage/artifacts/{artifact_id}",
               lambda c: lineage.artifact_lineage(c.client, c.path("artifact_id")),
               summary="An artifact's producers, consumers, model versions and endpoints"),
@@ -194,6 +196,15 @@ class Api:
 def _keys(c: Call) -> list[str] | None:
     raw = c.request.query_params.get("keys")
     return [k for k in raw.split(",") if k] if raw else None
+
+
+def _points(c: Call) -> int | None:
+    raw = c.request.query_params.get("points")
+    if raw is None:
+        return None
+    if not raw.isdigit() or not 2 <= int(raw) <= 100_000:
+        raise InvalidRequest(f"points={raw!r}: use a whole number from 2 to 100000.", field="points")
+    return int(raw)
 
 
 def run_curves(c: Call) -> Any:

@@ -468,3 +468,20 @@ def test_a_monitor_has_its_history_and_an_html_drift_report_of_its_window(api: A
     assert "f0" in page.text and "<svg" in page.text and "drift" in page.text.lower()
     missing = api.get("/api/monitoring/nope/report")
     assert missing.status_code == 404 and "scoring-drift" in missing.json()["error"]
+
+
+def test_thinned_curves_keep_their_shape_and_ends(api: Any, home: Any) -> None:
+    import math
+
+    rid = home.metadata.runs.create(kind="tracking", name="long", parameters={})
+    values = [math.sin(s / 40) + (9.0 if s == 1234 else 0.0) - (7.0 if s == 2500 else 0.0) for s in range(3000)]
+    home.metadata.tracking.log_metrics(rid, [("loss", v, s) for s, v in enumerate(values)])
+    full = api.get("/api/curves", params={"ids": rid}).json()[rid]["loss"]
+    assert len(full["x"]) == 3000
+    thin = api.get("/api/curves", params={"ids": rid, "points": 200}).json()[rid]["loss"]
+    assert 150 <= len(thin["x"]) <= 202 and thin["x"] == sorted(thin["x"])
+    assert thin["x"][0] == 0 and thin["x"][-1] == 2999                  # both ends
+    assert max(thin["y"]) == max(values) and min(thin["y"]) == min(values)   # the spike and the dip survive
+    assert all(values[int(x)] == y for x, y in zip(thin["x"], thin["y"], strict=True))   # real points only
+    bad = api.get("/api/curves", params={"ids": rid, "points": "lots"})
+    assert bad.status_code == 400 and bad.json()["field"] == "points"

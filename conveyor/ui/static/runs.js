@@ -173,7 +173,8 @@
     main.append(h("h1", {}, "Compare runs"));
     if (!ids) { main.append(h("p", { class: "muted" }, "Pick runs on the Runs page and press Compare selected.")); return; }
     const t0 = performance.now();
-    const curvesAsked = CV.get("/api/curves?ids=" + encodeURIComponent(ids));    // alongside the table's data
+    // alongside the table's data; 250 step ranges, their low and high, are all a chart this wide can show
+    const curvesAsked = CV.get("/api/curves?points=500&ids=" + encodeURIComponent(ids));
     curvesAsked.catch(() => {});
     const cmp = await CV.get("/api/compare?ids=" + encodeURIComponent(ids));
     const runIds = cmp.runs.map((r) => r.id);
