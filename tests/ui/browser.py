@@ -67,9 +67,12 @@ class UiProcess:
 
 @pytest.fixture(scope="session")
 def browser() -> Iterator[Any]:
-    pw = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the dev extra has it)")
+    # A missing browser is a broken set-up, not a reason to pass: fail loudly, as the other fixtures do.
+    import playwright.sync_api as pw
+
     if not CHROMIUM.exists():
-        pytest.skip("Chromium is missing: run scripts/system-packages.sh (it installs Debian's chromium)")
+        raise RuntimeError("Chromium is missing: run scripts/system-packages.sh (make test does) "
+                           "or apt-get install chromium.")
     with pw.sync_playwright() as p:
         b = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
         yield b
