@@ -29,7 +29,7 @@ test: $(STAMP)
 	mkdir -p .cache && ($(BIN)/python -m tests.export.prewarm > .cache/prewarm.log 2>&1 &)
 	bash scripts/system-packages.sh
 	$(MAKE) audit
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=25
 
 # pip-audit over the pinned dev install; offline it prints SKIPPED instead of failing
 audit: $(STAMP)
