@@ -156,11 +156,29 @@ class RecordSteps:
         self.finish(sid, run_id, outcome)
         return sid
 
+    def record_many(self, records: Any) -> None:
+        """``record`` for each (run id, name, step, outcome, keywords) of cached steps found together."""
+        for run_id, name, step, outcome, kw in records:
+            self.record(run_id, name, step, outcome, **kw)
+
     def find_cached(self, cache_key: str) -> tuple[StepRunRecord, dict[str, ArtifactRecord]] | None:
         hit = self.cache.find(cache_key)
         if hit is not None:
             self.remember(hit[1])
         return hit
+
+    def find_cached_many(self, keys: Any = (), *, keys_of_last_run_before: str | None = None,
+                         ) -> dict[str, tuple[StepRunRecord, dict[str, ArtifactRecord]]]:
+        """``find_cached`` for each key (the cache index is one small document per key). A task has no
+        earlier run of its own to look ahead into: ``keys_of_last_run_before`` finds nothing."""
+        if keys_of_last_run_before is not None:
+            return {}
+        found = {}
+        for key in keys:
+            hit = self.find_cached(key)
+            if hit is not None:
+                found[key] = hit
+        return found
 
     def mark_unfinished(self, run_id: str, status: str, reason: str) -> None:
         for sid in list(self._open):
