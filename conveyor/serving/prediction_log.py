@@ -530,7 +530,7 @@ def read_prediction_log(root: str, endpoint: str | None = None, since: dt.dateti
     folder = base.rstrip("/") + "/predictions"
     if endpoint:
         folder += f"/endpoint={endpoint}"
-    files = [f for f in fs.find(folder) if is_log_file(f) and _hour_in_window(f, since, until)]
+    files = [f for f in fs.find(folder) if is_log_file(f) and hour_in_window(f, since, until)]
     if not files:
         return pa.table({})
     factory = ds.FileSystemDatasetFactory(
@@ -546,7 +546,7 @@ def read_prediction_log(root: str, endpoint: str | None = None, since: dt.dateti
     return dataset.to_table(filter=flt)
 
 
-def _hour_in_window(path: str, since: dt.datetime | None, until: dt.datetime | None) -> bool:
+def hour_in_window(path: str, since: dt.datetime | None, until: dt.datetime | None) -> bool:
     """Whether the ``date=…/hour=…`` partition of ``path`` can hold rows in [since, until)."""
     if since is None and until is None:
         return True

@@ -78,7 +78,7 @@ def prediction_log_volume(root: str, since: float) -> dict[str, dict[str, int]]:
     import fsspec
     import pyarrow.parquet as pq
 
-    from conveyor.serving.prediction_log import _hour_in_window, is_log_file
+    from conveyor.serving.prediction_log import hour_in_window, is_log_file
 
     fs, base = fsspec.core.url_to_fs(root)
     folder = base.rstrip("/") + "/predictions"
@@ -89,7 +89,7 @@ def prediction_log_volume(root: str, since: float) -> dict[str, dict[str, int]]:
     start = dt.datetime.fromtimestamp(since, dt.UTC)
     out: dict[str, dict[str, int]] = {}
     for path, info in found.items():
-        if not is_log_file(path) or not _hour_in_window(path, start, None) or "endpoint=" not in path:
+        if not is_log_file(path) or not hour_in_window(path, start, None) or "endpoint=" not in path:
             continue
         endpoint = path.split("endpoint=", 1)[1].split("/", 1)[0]
         entry = out.setdefault(endpoint, {"files": 0, "rows": 0, "bytes": 0})

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -50,6 +54,19 @@ def after(value: str) -> int:
 @cv.pipeline
 def gated(flag: str = "go"):
     after(wait_for(flag))
+
+
+@contextlib.contextmanager
+def gated_run(home: Any, flag: Path) -> Iterator[dict[str, Any]]:
+    """``gated`` running on a thread until the block ends (or writes ``flag``); the dict gets its ``run``."""
+    done: dict[str, Any] = {}
+    worker = threading.Thread(target=lambda: done.setdefault("run", gated.run(flag=str(flag), client=home)))
+    worker.start()
+    try:
+        yield done
+    finally:
+        flag.write_text("now")
+        worker.join(timeout=60)
 
 
 @cv.step

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from tests.ui.conftest import make_key
-from tests.ui.pipelines import gated, training
+from tests.ui.pipelines import gated_run, training
 
 
 def test_runs_page_lists_newest_first_with_filters(api: Any, home: Any) -> None:
@@ -348,14 +348,9 @@ def test_a_failed_run_shows_the_step_error_and_traceback(api: Any, home: Any) ->
 
 
 def test_a_running_run_shows_the_steps_still_to_come_from_its_plan(api: Any, home: Any, tmp_path: Any) -> None:
-    import threading
     import time
 
-    flag = tmp_path / "go"
-    done: dict[str, Any] = {}
-    worker = threading.Thread(target=lambda: done.setdefault("run", gated.run(flag=str(flag), client=home)))
-    worker.start()
-    try:
+    with gated_run(home, tmp_path / "go") as done:
         deadline = time.monotonic() + 30
         run = None
         while time.monotonic() < deadline:
@@ -369,9 +364,6 @@ def test_a_running_run_shows_the_steps_still_to_come_from_its_plan(api: Any, hom
         assert {s["name"]: s["status"] for s in run["steps"]} == {"wait_for": "running", "after": "pending"}
         assert {"from": "wait_for", "to": "after", "input": None} in run["edges"]
         assert all(e["kind"] != "plan" for e in run["events"])       # the plan is not a line of history
-    finally:
-        flag.write_text("now")
-        worker.join(timeout=60)
     final = api.get(f"/api/runs/{done['run'].id}").json()
     assert [s["status"] for s in final["steps"]] == ["succeeded", "succeeded"]
     assert final["edges"] == [{"from": "wait_for", "to": "after", "input": "value"}]   # lineage, no duplicate

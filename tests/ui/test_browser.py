@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +10,7 @@ import pytest
 
 from tests.ui.browser import browser, page, shot, ui_server  # noqa: F401  (fixtures)
 from tests.ui.conftest import make_key
-from tests.ui.pipelines import gated
+from tests.ui.pipelines import gated_run
 
 pytestmark = pytest.mark.slow
 
@@ -44,10 +43,7 @@ def test_every_page_draws_without_errors(ui_server: Any, page: Any, home: Any) -
 def test_run_page_follows_a_running_pipeline_to_the_end(ui_server: Any, page: Any, home: Any,
                                                         tmp_path: Path) -> None:
     flag = tmp_path / "go"
-    done: dict[str, Any] = {}
-    worker = threading.Thread(target=lambda: done.setdefault("run", gated.run(flag=str(flag), client=home)))
-    worker.start()
-    try:
+    with gated_run(home, flag) as done:
         import time
 
         deadline = time.monotonic() + 30
@@ -69,9 +65,6 @@ def test_run_page_follows_a_running_pipeline_to_the_end(ui_server: Any, page: An
         assert page.get_attribute("g[data-node=after]", "data-state") == "succeeded"
         assert page.locator("[data-testid=steps] [data-status=succeeded]").count() == 2
         shot(page, "live-done")
-    finally:
-        flag.write_text("now")
-        worker.join(timeout=60)
     assert done["run"].status == "succeeded"
     assert page.errors == []
 
