@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import traceback
 import time
 from collections import deque
@@ -22,7 +23,9 @@ from conveyor.runtime.records import artifact_doc
 from conveyor.store.metadata.records import NewArtifact, StepOutcome, new_artifact_id
 
 DONE_OK = ("succeeded", "cached", "resumed")
+_SETTLED = frozenset((*DONE_OK, "failed", "skipped"))
 Observer = Callable[[str, str, dict[str, Any]], None]
+log = logging.getLogger("conveyor.engine")
 
 
 @dataclass(slots=True)
@@ -92,12 +95,18 @@ class Engine:
         for name, (status, slots) in (done or {}).items():
             ex.status[name], ex.slots[name] = status, slots
         pending = dict(graph.nodes) if only is None else {only: graph.nodes[only]}
+        upstream = {name: tuple(node.upstream()) for name, node in pending.items()}
         running: dict[Future[StepResult], _Call] = {}
         held: dict[str, deque[_Call]] = {}   # node -> ready calls waiting for room under its max_parallel
         maps: dict[str, list[Slot | None]] = {}
         self._graph = graph
         self._hits: dict[str, tuple[Any, dict[str, Any]] | None] = {}   # cache lookups done, by key; used once
         self._unwritten: list[tuple[str, str, str, StepOutcome, dict[str, Any]]] = []   # cached steps, see _write
+        self._ended: list[tuple[str, str, StepOutcome]] = []   # step runs' ends, written with what follows
+        self._ended_keys: set[str] = set()   # their cache keys: a lookup of one of them writes them first
+        self._beginning: list[tuple[str, str, str, str, dict[str, Any]]] = []   # starts, written before submitting
+        self._indexed: list[tuple[str, dict[str, Any], dict[str, Any]]] = []   # shared cache entries to write
+        self._indexer: Any = None   # the thread writing them (see _publish)
         if cache and only is None and not self._partial:
             # A re-run most likely hits what the pipeline's last run recorded: those keys in one query,
             # so a fully cached chain does not look up the cache once per step.
@@ -110,8 +119,7 @@ class Engine:
                 while progressed:   # reused (cached, resumed, skipped) nodes can unblock others at once
                     progressed = False
                     starting: list[tuple[Node, list[_Call]]] = []
-                    for name in [n for n, node in pending.items()
-                                 if all(ex.status.get(u) in (*DONE_OK, "failed", "skipped") for u in node.upstream())]:
+                    for name in [n for n in pending if all(ex.status.get(u) in _SETTLED for u in upstream[n])]:
                         node = pending.pop(name)
                         progressed = True
                         try:
@@ -130,8 +138,9 @@ class Engine:
                             continue
                         for call in calls:
                             held.setdefault(call.node.name, deque()).append(call)
-                self._write()
                 self._release(held, running)
+                self._write()   # before waiting: what finished is in the store while others run
+                self._publish()
                 if not running:
                     for name in list(pending):   # cannot happen with graphs the DSL builds; never hang
                         self._skip(pending.pop(name), "unreachable")
@@ -149,6 +158,7 @@ class Engine:
                     self._finish(call, result, maps)
         except KeyboardInterrupt:
             self._write()
+            self._publish()
             self.executor.shutdown(cancel=True)
             if self.accounting:
                 try:
@@ -159,32 +169,84 @@ class Engine:
             raise RunCancelled(f"Run {run_id} was interrupted and marked cancelled. "
                                f"Resume it with `conveyor runs resume {run_id}`.") from None
         finally:
-            self._write()
+            try:
+                self._write()
+            finally:
+                self._published()
         return ex
 
     def _write(self) -> None:
-        """Record the cached step runs found since the last call, in one transaction (before anything
-        else is written or submitted, so the store sees the steps in the order they were reused)."""
-        if self._unwritten:
-            records, self._unwritten = self._unwritten, []
-            self.metadata.steps.record_many(records)
+        """Record, in one transaction, the step runs that ended, the cached ones found and the starts
+        of the calls about to be submitted, since the last call: a chain commits once a step (one
+        step's end with the next one's start). Called before anything else is written, before a task
+        is submitted and before the walk waits, so the store sees the steps in order, a running step
+        is recorded as running before it runs, and an ended one as ended while the others run."""
+        if not (self._ended or self._unwritten or self._beginning):
+            return
+        ended, records, starts = self._ended, self._unwritten, self._beginning
+        self._ended, self._unwritten, self._beginning = [], [], []
+        self._ended_keys.clear()
+        steps = self.metadata.steps
+        if hasattr(steps, "write_many"):
+            steps.write_many(finished=ended, recorded=records, started=starts)
+            return
+        for step_run_id, run_id, outcome in ended:   # a store without batched writes
+            steps.finish(step_run_id, run_id, outcome)
+        if records:
+            steps.record_many(records)
+        for sid, run_id, name, step, kw in starts:
+            steps.start(run_id, name, step, sid=sid, **kw)
+
+    def _publish(self) -> None:
+        """Write the shared cache index's entries of the steps that succeeded, after their step runs
+        are in the store, on a thread of their own: the index only saves work, so its files are not
+        in the way of the next steps. ``_published`` waits for them at the end of the walk."""
+        if not self._indexed:
+            return
+        entries, self._indexed = self._indexed, []
+        if self._indexer is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._indexer = ThreadPoolExecutor(1, thread_name_prefix="conveyor-cache-index")
+        self._indexer.submit(self._index, entries)
+
+    def _index(self, entries: list[tuple[str, dict[str, Any], dict[str, Any]]]) -> None:
+        for key, step, outputs in entries:
+            try:
+                self.shared_cache.add(key, step, outputs)
+            except Exception as exc:   # add warns of a store's errors itself; never fail a run for the index
+                log.warning("the shared cache index entry of %s was not written (%s: %s)", step.get("name"),
+                            type(exc).__name__, exc)
+
+    def _published(self) -> None:
+        """Wait until the shared cache index holds every entry of the walk."""
+        self._publish()
+        if self._indexer is not None:
+            self._indexer.shutdown(wait=True)
+            self._indexer = None
 
     def _release(self, held: dict[str, deque[_Call]], running: dict[Future[StepResult], _Call]) -> None:
-        """Submit the held calls that fit: a mapped node with ``max_parallel`` runs that many at once."""
+        """Submit the held calls that fit: a mapped node with ``max_parallel`` runs that many at once.
+        Their starts are written together, with whatever else waits to be written, then they are submitted."""
         if not held:
             return
         busy: dict[str, int] = {}
         for call in running.values():
             busy[call.node.name] = busy.get(call.node.name, 0) + 1
+        ready: list[_Call] = []
         for name in list(held):
             queue = held[name]
             limit = queue[0].node.max_parallel
             room = len(queue) if limit is None else limit - busy.get(name, 0)
             for _ in range(min(room, len(queue))):
-                call = queue.popleft()
-                running[self._submit(call)] = call
+                ready.append(queue.popleft())
             if not queue:
                 del held[name]
+        for call in ready:
+            self._begin(call)
+        self._write()
+        for call in ready:
+            running[self._hand_over(call)] = call
 
     # --- starting nodes -----------------------------------------------------------------------
 
@@ -381,6 +443,8 @@ class Engine:
                 and not (c.name in self._prior and self._prior[c.name][0].cache_key == c.cache_key)}
         if not keys:
             return
+        if keys & self._ended_keys:   # a step of this run that just ended answers one of them
+            self._write()
         found = self.metadata.steps.find_cached_many(sorted(keys))
         for key in keys:
             self._hits[key] = found.get(key)
@@ -402,13 +466,22 @@ class Engine:
     # --- running and finishing ----------------------------------------------------------------
 
     def _submit(self, call: _Call) -> Future[StepResult]:
-        spec = call.node.spec
+        self._begin(call)
         self._write()
-        if not call.step_run_id:   # a call preempted before runs again under its step run
-            call.step_run_id = self.metadata.steps.start(
-                self._run_id, call.name, spec.name, cache_key=call.cache_key,
-                code_hash=call.parts.code_digest if call.parts else spec.code_hash, map_index=call.map_index,
-                cache_parts=call.parts.to_json() if call.parts else None)
+        return self._hand_over(call)
+
+    def _begin(self, call: _Call) -> None:
+        """Give the call its step run, to be written as running (by ``_write``) before it is handed over."""
+        if call.step_run_id:   # a call preempted before runs again under its step run
+            return
+        spec = call.node.spec
+        call.step_run_id = new_artifact_id()   # the store's identifiers, made here
+        self._beginning.append((call.step_run_id, self._run_id, call.name, spec.name, dict(
+            cache_key=call.cache_key, code_hash=call.parts.code_digest if call.parts else spec.code_hash,
+            map_index=call.map_index, cache_parts=call.parts.to_json() if call.parts else None)))
+
+    def _hand_over(self, call: _Call) -> Future[StepResult]:
+        spec = call.node.spec
         in_process = self.executor.in_process
         task = StepTask(
             run_id=self._run_id, step_run_id=call.step_run_id, node_name=call.name, step_name=spec.name,
@@ -440,22 +513,24 @@ class Engine:
             result.status = "failed"
             result.error = (f"{result.error} It was preempted {call.preemptions + 1} times, more than "
                             f"CONVEYOR_PREEMPTION_RETRIES={self.preemption_retries} allows.")
-        self.metadata.steps.finish(call.step_run_id, self._run_id, StepOutcome(
+        self._ended.append((call.step_run_id, self._run_id, StepOutcome(
             status=result.status, attempts=call.attempts_done + result.attempts, error=result.error,
             traceback=result.traceback, preemptions=call.preemptions + over,
             logs=result.logs, new_outputs=new + logged, inputs=call.inputs, metrics=result.metrics,
             params=call.params + list(result.params.items()), started_at=result.started_at,
-            ended_at=result.ended_at, attempt_rows=self._attempt_rows(call, result) if self.accounting else ()))
+            ended_at=result.ended_at, attempt_rows=self._attempt_rows(call, result) if self.accounting else ())))
         info = {"duration": result.ended_at - result.started_at, "attempts": result.attempts}
         if result.status != "succeeded":
             self._fail_node(call.node, result.error or "failed", result.traceback or "", record=False)
             self.observer("failed", call.name, {**info, "error": result.error})
             return
+        if spec.cache:
+            self._ended_keys.add(call.cache_key)
         if self.shared_cache is not None and spec.cache:
-            self.shared_cache.add(call.cache_key, {"id": call.step_run_id, "run_id": self._run_id, "name": call.name,
+            self._indexed.append((call.cache_key, {"id": call.step_run_id, "run_id": self._run_id, "name": call.name,
                                                    "step": spec.name, "status": "succeeded", "cache_key": call.cache_key,
                                                    "ended_at": result.ended_at},
-                                  {a.name: artifact_doc(a) for a in new})
+                                  {a.name: artifact_doc(a) for a in new}))
         values = result.values or {}
         slots = {a.name: Slot(a.id, result.outputs[a.name], values.get(a.name, MISSING)) for a in new}
         if call.map_index is None:
@@ -490,6 +565,7 @@ class Engine:
         if call.preemptions >= self.preemption_retries:
             return False
         call.preemptions += 1
+        self._write()
         self.metadata.steps.add_attempts(call.step_run_id, self._run_id,
                                          self._attempt_rows(call, result) if self.accounting else (),
                                          attempts=call.attempts_done + result.attempts, preemptions=call.preemptions)

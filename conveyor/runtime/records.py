@@ -119,8 +119,8 @@ class RecordSteps:
     # --- writing, as the engine does through the metadata store -------------------------------
 
     def start(self, run_id: str, name: str, step: str, *, cache_key: str | None, code_hash: str | None,
-              map_index: int | None = None, cache_parts: dict[str, Any] | None = None) -> str:
-        sid = _new_id()
+              map_index: int | None = None, cache_parts: dict[str, Any] | None = None, sid: str | None = None) -> str:
+        sid = sid or _new_id()
         doc = {"format": FORMAT, "id": sid, "run_id": run_id, "name": name, "step": step, "map_index": map_index,
                "status": "running", "attempts": 0, "cache_key": cache_key, "code_hash": code_hash,
                "cache_parts": cache_parts, "cache_hit": False, "started_at": time.time(), "ended_at": None}
@@ -160,6 +160,14 @@ class RecordSteps:
         """``record`` for each (run id, name, step, outcome, keywords) of cached steps found together."""
         for run_id, name, step, outcome, kw in records:
             self.record(run_id, name, step, outcome, **kw)
+
+    def write_many(self, *, finished: Any = (), recorded: Any = (), started: Any = ()) -> None:
+        """The engine's batched writes (see ``Steps.write_many``): one document each, in that order."""
+        for step_run_id, run_id, outcome in finished:
+            self.finish(step_run_id, run_id, outcome)
+        self.record_many(recorded)
+        for sid, run_id, name, step, kw in started:
+            self.start(run_id, name, step, sid=sid, **kw)
 
     def find_cached(self, cache_key: str) -> tuple[StepRunRecord, dict[str, ArtifactRecord]] | None:
         hit = self.cache.find(cache_key)

@@ -6,7 +6,7 @@ import hashlib
 from typing import Any
 
 import orjson
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, select, update
 
 from conveyor.errors import Conflict, NotFound
 from conveyor.store.metadata import tables as t
@@ -15,6 +15,14 @@ from conveyor.store.metadata.records import RunRecord
 
 TERMINAL = ("succeeded", "failed", "cancelled")
 PLAN = "plan"   # the run_events kind of a run's planned graph (not part of its history)
+
+# Made once and given their values as parameters: each run writes these, and building or
+# compiling a statement per call costs more than running it.
+_INSERT_RUN = insert(t.runs)
+_INSERT_EVENT = insert(t.run_events)
+_UPDATE_RUN = update(t.runs).where(t.runs.c.id == bindparam("_rid"))
+_PIPELINE_VERSION = select(t.pipelines.c.id, t.pipelines.c.version).where(
+    t.pipelines.c.name == bindparam("name"), t.pipelines.c.code_hash == bindparam("code_hash"))
 
 
 def _run(row: Any) -> RunRecord:
@@ -32,9 +40,12 @@ class Runs(Repository):
 
     def ensure_pipeline(self, name: str, code_hash: str, ref: str | None) -> tuple[str, int]:
         """The id and version number of this pipeline code, registering it when new."""
+        with self.read() as conn:   # most runs are of a known version: no write lock for them
+            row = conn.execute(_PIPELINE_VERSION, {"name": name, "code_hash": code_hash}).first()
+        if row:
+            return row.id, row.version
         with self.write() as conn:
-            row = conn.execute(select(t.pipelines.c.id, t.pipelines.c.version).where(
-                t.pipelines.c.name == name, t.pipelines.c.code_hash == code_hash)).first()
+            row = conn.execute(_PIPELINE_VERSION, {"name": name, "code_hash": code_hash}).first()
             if row:
                 return row.id, row.version
             version = (conn.execute(select(func.max(t.pipelines.c.version)).where(
@@ -77,12 +88,12 @@ class Runs(Repository):
         run_id = run_id or new_id()
         ts = now()
         with self.write() as conn:
-            conn.execute(insert(t.runs).values(
+            conn.execute(_INSERT_RUN, dict(
                 id=run_id, name=name, kind=kind, pipeline_id=pipeline_id, pipeline_name=pipeline_name,
                 pipeline_ref=pipeline_ref, status="running", parameters=parameters or {}, tags=tags or {},
                 environment_hash=environment_hash, git_commit=git_commit, git_dirty=git_dirty,
                 options=options or {}, pid=pid, host=host, created_at=ts, started_at=ts))
-            conn.execute(insert(t.run_events).values(run_id=run_id, at=ts, kind="started", detail=None))
+            conn.execute(_INSERT_EVENT, dict(run_id=run_id, at=ts, kind="started", detail=None))
         return run_id
 
     def set_status(self, run_id: str, status: str, *, error: str | None = None, event: str | None = None,
@@ -96,8 +107,8 @@ class Runs(Repository):
         else:
             values["ended_at"] = None
         with self.write() as conn:
-            conn.execute(update(t.runs).where(t.runs.c.id == run_id).values(**values))
-            conn.execute(insert(t.run_events).values(run_id=run_id, at=ts, kind=event or status, detail=detail))
+            conn.execute(_UPDATE_RUN, {**values, "_rid": run_id})
+            conn.execute(_INSERT_EVENT, dict(run_id=run_id, at=ts, kind=event or status, detail=detail))
 
     def set_parameters(self, run_id: str, parameters: dict[str, Any], *, detail: str | None = None) -> None:
         """Replace a run's parameters (a resume with new values) and record a ``parameters`` event."""
@@ -107,7 +118,7 @@ class Runs(Repository):
 
     def add_event(self, run_id: str, kind: str, detail: str | None = None) -> None:
         with self.write() as conn:
-            conn.execute(insert(t.run_events).values(run_id=run_id, at=now(), kind=kind, detail=detail))
+            conn.execute(_INSERT_EVENT, dict(run_id=run_id, at=now(), kind=kind, detail=detail))
 
     def claim_for_resume(self, run_id: str, pid: int) -> RunRecord:
         """Mark an unfinished run as resumed by this process; refuse a finished one."""

@@ -125,19 +125,72 @@ def _insert_attempts(conn: Connection, step_run_id: str, run_id: str, rows: Sequ
         conn.exec_driver_sql(sql, [{c: r.get(c) for c in _ATTEMPT_COLUMNS} for r in full])
 
 
+def _write_records(conn: Connection, records: Sequence[tuple[str, str, str, StepOutcome, dict[str, Any]]]) -> None:
+    """The writes of ``Steps.record_many``, inside the caller's transaction."""
+    ts = now()
+    steps, artifacts, edges, params = [], [], [], []
+    for run_id, name, step, o, kw in records:
+        sid = new_id()
+        steps.append(dict(
+            id=sid, run_id=run_id, name=name, step=step, map_index=kw.get("map_index"), status=o.status,
+            attempts=o.attempts, cache_key=kw.get("cache_key"), cache_hit=o.cache_hit, cached_from=o.cached_from,
+            code_hash=kw.get("code_hash"), cache_parts=kw.get("cache_parts"), error=o.error,
+            traceback=o.traceback, logs=o.logs, reason=o.reason, started_at=o.started_at or ts,
+            ended_at=o.ended_at or ts, preemptions=o.preemptions))
+        artifacts += [dict(id=a.id, content_hash=a.content_hash, materializer=a.materializer,
+                           materializer_version=a.materializer_version, type_name=a.type_name, size=a.size,
+                           uri=a.uri, inline=a.inline, meta=a.meta, name=a.name, run_id=run_id,
+                           step_run_id=sid, created_at=ts) for a in o.new_outputs]
+        edges += [dict(artifact_id=a.id, step_run_id=sid, run_id=run_id, direction="output", name=a.name,
+                       position=None) for a in o.new_outputs]
+        edges += [dict(artifact_id=aid, step_run_id=sid, run_id=run_id, direction="output", name=n,
+                       position=None) for n, aid in o.reused_outputs]
+        edges += [dict(artifact_id=aid, step_run_id=sid, run_id=run_id, direction="input", name=n, position=pos)
+                  for n, aid, pos in o.inputs]
+        params += [dict(run_id=run_id, step_run_id=sid, key=k, value=v) for k, v in o.params]
+        if o.metrics or o.attempt_rows:
+            raise ValueError("record_many takes step runs without metrics or attempts; use record")
+    conn.execute(insert(t.step_runs), steps)
+    for table, rows in ((t.artifacts, artifacts), (t.lineage, edges), (t.params, params)):
+        if rows:
+            conn.execute(insert(table), rows)
+
+
+def _started_row(sid: str, run_id: str, name: str, step: str, kw: dict[str, Any], ts: float) -> dict[str, Any]:
+    return dict(id=sid, run_id=run_id, name=name, step=step, map_index=kw.get("map_index"), status="running",
+                attempts=0, cache_key=kw.get("cache_key"), cache_hit=False, code_hash=kw.get("code_hash"),
+                cache_parts=kw.get("cache_parts"), started_at=ts)
+
+
 class Steps(Repository):
     """Reads and writes step runs."""
 
     def start(self, run_id: str, name: str, step: str, *, cache_key: str | None, code_hash: str | None,
-              map_index: int | None = None, cache_parts: dict[str, Any] | None = None) -> str:
-        """Insert a step run in state ``running``."""
-        sid = new_id()
+              map_index: int | None = None, cache_parts: dict[str, Any] | None = None, sid: str | None = None) -> str:
+        """Insert a step run in state ``running`` (under ``sid`` when given)."""
+        sid = sid or new_id()
         with self.write() as conn:
-            conn.execute(insert(t.step_runs), dict(
-                id=sid, run_id=run_id, name=name, step=step, map_index=map_index, status="running", attempts=0,
-                cache_key=cache_key, cache_hit=False, code_hash=code_hash, cache_parts=cache_parts,
-                started_at=now()))
+            conn.execute(insert(t.step_runs), _started_row(sid, run_id, name, step, dict(
+                cache_key=cache_key, code_hash=code_hash, map_index=map_index, cache_parts=cache_parts), now()))
         return sid
+
+    def write_many(self, *, finished: Sequence[tuple[str, str, StepOutcome]] = (),
+                   recorded: Sequence[tuple[str, str, str, StepOutcome, dict[str, Any]]] = (),
+                   started: Sequence[tuple[str, str, str, str, dict[str, Any]]] = ()) -> None:
+        """Several step-run writes in one transaction, in this order: ends of step runs (``finish``:
+        step run id, run id, outcome), step runs that never ran (``record_many``), and starts
+        (``start``: step run id, run id, name, step, keywords of ``start``)."""
+        if not (finished or recorded or started):
+            return
+        with self.write() as conn:
+            for step_run_id, run_id, outcome in finished:
+                write_finish(conn, step_run_id, run_id, outcome)
+            if recorded:
+                _write_records(conn, recorded)
+            if started:
+                ts = now()
+                conn.execute(insert(t.step_runs), [_started_row(sid, run_id, name, step, kw, ts)
+                                                   for sid, run_id, name, step, kw in started])
 
     def finish(self, step_run_id: str, run_id: str, outcome: StepOutcome) -> None:
         """Record a step run's end with its outputs, inputs, metrics and params, atomically."""
@@ -190,36 +243,9 @@ class Steps(Repository):
         """``record`` for many step runs that never ran, in one transaction and a few statements:
         (run id, name, step, outcome, keywords of ``record``). Their outcomes carry no metrics, logged
         outputs or attempts (cached steps); the outcome's ``started_at`` is the step run's start."""
-        if not records:
-            return
-        ts = now()
-        steps, artifacts, edges, params = [], [], [], []
-        for run_id, name, step, o, kw in records:
-            sid = new_id()
-            steps.append(dict(
-                id=sid, run_id=run_id, name=name, step=step, map_index=kw.get("map_index"), status=o.status,
-                attempts=o.attempts, cache_key=kw.get("cache_key"), cache_hit=o.cache_hit, cached_from=o.cached_from,
-                code_hash=kw.get("code_hash"), cache_parts=kw.get("cache_parts"), error=o.error,
-                traceback=o.traceback, logs=o.logs, reason=o.reason, started_at=o.started_at or ts,
-                ended_at=o.ended_at or ts, preemptions=o.preemptions))
-            artifacts += [dict(id=a.id, content_hash=a.content_hash, materializer=a.materializer,
-                               materializer_version=a.materializer_version, type_name=a.type_name, size=a.size,
-                               uri=a.uri, inline=a.inline, meta=a.meta, name=a.name, run_id=run_id,
-                               step_run_id=sid, created_at=ts) for a in o.new_outputs]
-            edges += [dict(artifact_id=a.id, step_run_id=sid, run_id=run_id, direction="output", name=a.name,
-                           position=None) for a in o.new_outputs]
-            edges += [dict(artifact_id=aid, step_run_id=sid, run_id=run_id, direction="output", name=n,
-                           position=None) for n, aid in o.reused_outputs]
-            edges += [dict(artifact_id=aid, step_run_id=sid, run_id=run_id, direction="input", name=n, position=pos)
-                      for n, aid, pos in o.inputs]
-            params += [dict(run_id=run_id, step_run_id=sid, key=k, value=v) for k, v in o.params]
-            if o.metrics or o.attempt_rows:
-                raise ValueError("record_many takes step runs without metrics or attempts; use record")
-        with self.write() as conn:
-            conn.execute(insert(t.step_runs), steps)
-            for table, rows in ((t.artifacts, artifacts), (t.lineage, edges), (t.params, params)):
-                if rows:
-                    conn.execute(insert(table), rows)
+        if records:
+            with self.write() as conn:
+                _write_records(conn, records)
 
     def adopt(self, record: StepRunRecord, outcome: StepOutcome, *, code_hash: str | None = None,
               cache_parts: dict[str, Any] | None = None) -> bool:
