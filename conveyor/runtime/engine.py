@@ -105,8 +105,7 @@ class Engine:
         self._ended: list[tuple[str, str, StepOutcome]] = []   # step runs' ends, written with what follows
         self._ended_keys: set[str] = set()   # their cache keys: a lookup of one of them writes them first
         self._beginning: list[tuple[str, str, str, str, dict[str, Any]]] = []   # starts, written before submitting
-        self._indexed: list[tuple[str, dict[str, Any], dict[str, Any]]] = []   # shared cache entries to write
-        self._indexer: Any = None   # the thread writing them (see _publish)
+        self._indexed: deque[tuple[str, dict[str, Any], dict[str, Any]]] = deque()   # shared cache entries to write
         if cache and only is None and not self._partial:
             # A re-run most likely hits what the pipeline's last run recorded: those keys in one query,
             # so a fully cached chain does not look up the cache once per step.
@@ -140,11 +139,11 @@ class Engine:
                             held.setdefault(call.node.name, deque()).append(call)
                 self._release(held, running)
                 self._write()   # before waiting: what finished is in the store while others run
-                self._publish()
                 if not running:
                     for name in list(pending):   # cannot happen with graphs the DSL builds; never hang
                         self._skip(pending.pop(name), "unreachable")
                     break
+                self._publish(running)
                 done, _ = wait(list(running), timeout=0.5, return_when=FIRST_COMPLETED)
                 for fut in done:
                     call = running.pop(fut)
@@ -172,7 +171,7 @@ class Engine:
             try:
                 self._write()
             finally:
-                self._published()
+                self._publish()
         return ex
 
     def _write(self) -> None:
@@ -197,33 +196,19 @@ class Engine:
         for sid, run_id, name, step, kw in starts:
             steps.start(run_id, name, step, sid=sid, **kw)
 
-    def _publish(self) -> None:
+    def _publish(self, running: Mapping[Future[StepResult], _Call] | None = None) -> None:
         """Write the shared cache index's entries of the steps that succeeded, after their step runs
-        are in the store, on a thread of their own: the index only saves work, so its files are not
-        in the way of the next steps. ``_published`` waits for them at the end of the walk."""
-        if not self._indexed:
-            return
-        entries, self._indexed = self._indexed, []
-        if self._indexer is None:
-            from concurrent.futures import ThreadPoolExecutor
-
-            self._indexer = ThreadPoolExecutor(1, thread_name_prefix="conveyor-cache-index")
-        self._indexer.submit(self._index, entries)
-
-    def _index(self, entries: list[tuple[str, dict[str, Any], dict[str, Any]]]) -> None:
-        for key, step, outputs in entries:
+        are in the store. The index only saves work, so it is written while the walk would wait:
+        while ``running`` has tasks and none of them has finished (all of them with no ``running``)."""
+        while self._indexed:
+            if running and any(f.done() for f in running):
+                return
+            key, step, outputs = self._indexed.popleft()
             try:
                 self.shared_cache.add(key, step, outputs)
             except Exception as exc:   # add warns of a store's errors itself; never fail a run for the index
                 log.warning("the shared cache index entry of %s was not written (%s: %s)", step.get("name"),
                             type(exc).__name__, exc)
-
-    def _published(self) -> None:
-        """Wait until the shared cache index holds every entry of the walk."""
-        self._publish()
-        if self._indexer is not None:
-            self._indexer.shutdown(wait=True)
-            self._indexer = None
 
     def _release(self, held: dict[str, deque[_Call]], running: dict[Future[StepResult], _Call]) -> None:
         """Submit the held calls that fit: a mapped node with ``max_parallel`` runs that many at once.
