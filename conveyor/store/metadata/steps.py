@@ -60,6 +60,9 @@ def _lookup(kind: str) -> Any:
 
 
 _UPDATE_STEP = update(t.step_runs).where(t.step_runs.c.id == bindparam("_sid"))
+# made once: every step run writes them (a statement built per call is hashed for the compiled cache each time)
+_INSERT_STEP_RUNS, _INSERT_ARTIFACTS, _INSERT_LINEAGE = insert(t.step_runs), insert(t.artifacts), insert(t.lineage)
+_INSERT_METRICS, _INSERT_PARAMS = insert(t.metrics), insert(t.params)
 
 
 def write_finish(conn: Connection, step_run_id: str, run_id: str, outcome: StepOutcome) -> None:
@@ -78,7 +81,7 @@ def write_finish(conn: Connection, step_run_id: str, run_id: str, outcome: StepO
     if outcome.attempt_rows:
         _insert_attempts(conn, step_run_id, run_id, outcome.attempt_rows)
     if outcome.new_outputs:
-        conn.execute(insert(t.artifacts), [dict(
+        conn.execute(_INSERT_ARTIFACTS, [dict(
             id=a.id, content_hash=a.content_hash, materializer=a.materializer,
             materializer_version=a.materializer_version, type_name=a.type_name, size=a.size, uri=a.uri,
             inline=a.inline, meta=a.meta, name=a.name, run_id=run_id, step_run_id=step_run_id,
@@ -90,12 +93,12 @@ def write_finish(conn: Connection, step_run_id: str, run_id: str, outcome: StepO
     edges += [dict(artifact_id=aid, step_run_id=step_run_id, run_id=run_id, direction="input",
                    name=name, position=pos) for name, aid, pos in outcome.inputs]
     if edges:
-        conn.execute(insert(t.lineage), edges)
+        conn.execute(_INSERT_LINEAGE, edges)
     if outcome.metrics:
-        conn.execute(insert(t.metrics), [dict(run_id=run_id, step_run_id=step_run_id, key=k, value=v,
+        conn.execute(_INSERT_METRICS, [dict(run_id=run_id, step_run_id=step_run_id, key=k, value=v,
                                               step=s, at=at) for k, v, s, at in outcome.metrics])
     if outcome.params:
-        conn.execute(insert(t.params), [dict(run_id=run_id, step_run_id=step_run_id, key=k, value=v)
+        conn.execute(_INSERT_PARAMS, [dict(run_id=run_id, step_run_id=step_run_id, key=k, value=v)
                                         for k, v in outcome.params])
 
 
@@ -150,7 +153,7 @@ def _write_records(conn: Connection, records: Sequence[tuple[str, str, str, Step
         params += [dict(run_id=run_id, step_run_id=sid, key=k, value=v) for k, v in o.params]
         if o.metrics or o.attempt_rows:
             raise ValueError("record_many takes step runs without metrics or attempts; use record")
-    conn.execute(insert(t.step_runs), steps)
+    conn.execute(_INSERT_STEP_RUNS, steps)
     for table, rows in ((t.artifacts, artifacts), (t.lineage, edges), (t.params, params)):
         if rows:
             conn.execute(insert(table), rows)
@@ -170,7 +173,7 @@ class Steps(Repository):
         """Insert a step run in state ``running`` (under ``sid`` when given)."""
         sid = sid or new_id()
         with self.write() as conn:
-            conn.execute(insert(t.step_runs), _started_row(sid, run_id, name, step, dict(
+            conn.execute(_INSERT_STEP_RUNS, _started_row(sid, run_id, name, step, dict(
                 cache_key=cache_key, code_hash=code_hash, map_index=map_index, cache_parts=cache_parts), now()))
         return sid
 
@@ -189,7 +192,7 @@ class Steps(Repository):
                 _write_records(conn, recorded)
             if started:
                 ts = now()
-                conn.execute(insert(t.step_runs), [_started_row(sid, run_id, name, step, kw, ts)
+                conn.execute(_INSERT_STEP_RUNS, [_started_row(sid, run_id, name, step, kw, ts)
                                                    for sid, run_id, name, step, kw in started])
 
     def finish(self, step_run_id: str, run_id: str, outcome: StepOutcome) -> None:
