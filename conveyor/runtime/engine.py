@@ -105,6 +105,7 @@ class Engine:
         self._ended: list[tuple[str, str, StepOutcome]] = []   # step runs' ends, written with what follows
         self._ended_keys: set[str] = set()   # their cache keys: a lookup of one of them writes them first
         self._beginning: list[tuple[str, str, str, str, dict[str, Any]]] = []   # starts, written before submitting
+        self._finished_since_wait = False   # a task finished since the walk last waited (see _publish)
         self._indexed: deque[tuple[str, dict[str, Any], dict[str, Any]]] = deque()   # shared cache entries to write
         if cache and only is None and not self._partial:
             # A re-run most likely hits what the pipeline's last run recorded: those keys in one query,
@@ -145,6 +146,7 @@ class Engine:
                     break
                 self._publish(running)
                 done, _ = wait(list(running), timeout=0.5, return_when=FIRST_COMPLETED)
+                self._finished_since_wait = False
                 for fut in done:
                     call = running.pop(fut)
                     result = _result_of(fut, call)
@@ -199,9 +201,10 @@ class Engine:
     def _publish(self, running: Mapping[Future[StepResult], _Call] | None = None) -> None:
         """Write the shared cache index's entries of the steps that succeeded, after their step runs
         are in the store. The index only saves work, so it is written while the walk would wait:
-        while ``running`` has tasks and none of them has finished (all of them with no ``running``)."""
+        while ``running`` has tasks and none has finished since the last wait (all of them with no
+        ``running``)."""
         while self._indexed:
-            if running and any(f.done() for f in running):
+            if running and self._finished_since_wait:
                 return
             key, step, outputs = self._indexed.popleft()
             try:
@@ -483,7 +486,12 @@ class Engine:
             self._ex.status[call.name] = "running"
         self.observer("running", call.name, {})
         call.submitted = time.time()
-        return self.executor.submit(task)
+        future = self.executor.submit(task)
+        future.add_done_callback(self._finished)
+        return future
+
+    def _finished(self, _future: Future[StepResult]) -> None:
+        self._finished_since_wait = True   # on the executor's thread: one assignment
 
     def _finish(self, call: _Call, result: StepResult, maps: dict[str, list[Slot | None]]) -> None:
         spec = call.node.spec
