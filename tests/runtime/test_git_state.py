@@ -117,6 +117,29 @@ def test_untracked_files_do_not_make_it_dirty(repo: Path) -> None:
     assert git_state(str(repo))[1] is False == by_git(repo)[1]
 
 
+def test_a_new_file_staged_makes_it_dirty(repo: Path) -> None:
+    settle()
+    assert git_state(str(repo))[1] is False
+    (repo / "notes.txt").write_text("scratch\n")
+    git(repo, "add", "notes.txt")
+    assert git_state(str(repo)) == by_git(repo) and git_state(str(repo))[1] is True
+
+
+def test_a_sha256_repository_names_its_commit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in environment._GIT_ENV:
+        monkeypatch.delenv(name, raising=False)
+    root = tmp_path / "long"
+    if subprocess.run(["git", "init", "-q", "--object-format=sha256", str(root)], capture_output=True).returncode:
+        pytest.skip("this git cannot make sha256 repositories")
+    (root / "a").write_text("a\n")
+    git(root, "add", "a")
+    git(root, "commit", "-q", "-m", "first")
+    head = git(root, "rev-parse", "HEAD")
+    assert len(head) == 64 and git_state(str(root)) == (head, False) == by_git(root)
+    (root / "a").write_text("b\n")
+    assert git_state(str(root)) == (head, True)
+
+
 def test_git_status_runs_again_only_when_something_changed(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     old = time.time() - 10   # git compares whole seconds: files of this second make it rewrite the index each time
     for path in ("README", "pkg/flow.py"):
