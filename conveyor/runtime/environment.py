@@ -240,7 +240,7 @@ def _dirty(repo: _Repo, commit: str, folder: str) -> bool | None:
     within RACY_S of it is not reused (a second change within a coarse timestamp would look the
     same), nor one that changed while git status ran.
     """
-    before = _snapshot(repo, commit)
+    before = _safe_snapshot(repo, commit)
     if before is not None:
         with _status_lock:
             known = _status_cache.get(repo.git_dir)
@@ -249,13 +249,20 @@ def _dirty(repo: _Repo, commit: str, folder: str) -> bool | None:
     dirty = _status_dirty(folder)
     if dirty is None or before is None:
         return dirty
-    after = _snapshot(repo, commit)
+    after = _safe_snapshot(repo, commit)
     if after == before:
         with _status_lock:
             if len(_status_cache) > 64:
                 _status_cache.clear()
             _status_cache[repo.git_dir] = (after, dirty)
     return dirty
+
+
+def _safe_snapshot(repo: _Repo, commit: str) -> tuple[Any, ...] | None:
+    try:
+        return _snapshot(repo, commit)
+    except (OSError, ValueError):   # an unreadable file or folder: git status answers every time
+        return None
 
 
 def _snapshot(repo: _Repo, commit: str) -> tuple[Any, ...] | None:

@@ -211,3 +211,13 @@ def test_an_override_in_the_environment_is_left_to_git(repo: Path, tmp_path: Pat
     monkeypatch.setenv("GIT_DIR", str(repo / ".git"))
     monkeypatch.setenv("GIT_WORK_TREE", str(repo))
     assert git_state(str(elsewhere)) == (git(repo, "rev-parse", "HEAD"), False)
+
+
+def test_an_unreadable_folder_in_the_checkout_leaves_the_answer_to_git(repo: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    def refused(path, *a, **kw):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(environment.os, "lstat", refused)
+    (repo / "README").write_text("changed\n")
+    assert git_state(str(repo)) == (git(repo, "rev-parse", "HEAD"), True)
