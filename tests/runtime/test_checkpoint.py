@@ -144,3 +144,36 @@ def test_a_step_that_never_checkpoints_is_preempted_when_the_grace_period_ends(c
     assert [(a["attempt"], a["status"]) for a in rows] == [(1, "preempted"), (2, "completed")]
     assert "still running 1s later" in str(rows[0]["error"])
     assert rows[1]["preemptions"] == 1 and run.steps["ignores_preemption"].attempts == 2
+
+
+def _preempt_and_continue(client, settings, folder: Path, executor: str, **env: str) -> None:
+    """Run the SGD pipeline, SIGTERM the process running its attempt mid-epoch; the run goes on by
+    itself from the checkpoint, redoing at most one epoch, and the attempt rows tell what happened."""
+    epochs = 8
+    proc = _driver(settings, "sgd", folder, "-p", f"epochs={epochs}", "-p", "epoch_s=0.6", executor=executor, **env)
+    try:
+        _waiting(proc, lambda: "epoch 2" in pp.journal(str(folder)), "the third epoch to start")
+        os.kill(int(_attempt_lines(folder)[0][5]), signal.SIGTERM)   # the worker running the attempt's child
+        _out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err.decode()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    (run,) = client.list_runs()
+    assert run.status == "succeeded" and run.output("train_sgd") > 0.9
+    started = [int(ln.split()[1]) for ln in pp.journal(str(folder)) if ln.startswith("epoch")]
+    assert sorted(set(started)) == list(range(epochs)) and len(started) - epochs <= 1
+    froms = [int(a[7]) for a in _attempt_lines(folder)]
+    assert len(froms) == 2 and froms[0] == 0 and froms[1] >= 3     # the second continued from the checkpoint
+    rows = [a for a in client.metadata.steps.attempts(run.id) if a["name"] == "train_sgd"]
+    assert [(a["attempt"], a["status"]) for a in rows] == [(1, "preempted"), (2, "completed")]
+    assert {a["executor"] for a in rows} == {executor} and rows[1]["preemptions"] == 1
+    assert "checkpoint of attempt 1 was saved" in str(rows[0]["error"])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_sigterm_to_a_dask_worker_preempts_and_the_call_continues_from_its_checkpoint(
+        client, settings, tmp_path: Path, dask_cluster: str) -> None:
+    pytest.importorskip("distributed")
+    _preempt_and_continue(client, settings, tmp_path / "work", "dask", DASK_SCHEDULER_ADDRESS=dask_cluster)
