@@ -177,3 +177,69 @@ def test_sigterm_to_a_dask_worker_preempts_and_the_call_continues_from_its_check
         client, settings, tmp_path: Path, dask_cluster: str) -> None:
     pytest.importorskip("distributed")
     _preempt_and_continue(client, settings, tmp_path / "work", "dask", DASK_SCHEDULER_ADDRESS=dask_cluster)
+
+
+def _task(settings, folder: Path, run_id: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """The exported task of the SGD step, as its target starts it (its own process, the entry point)."""
+    return subprocess.Popen([sys.executable, "-m", "conveyor", "step", "exec", "--project", str(REPO),
+                             "--pipeline", f"{PIPELINES.relative_to(REPO)}:sgd", "--node", "train_sgd",
+                             "--run-id", run_id, "-p", f"folder={folder}", "-p", "epochs=8", "-p", "epoch_s=0.6"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=str(REPO))
+
+
+def _epoch_in(proc: subprocess.Popen[bytes], folder: Path, attempts: int) -> None:
+    """Wait until the ``attempts``-th attempt is one epoch past the one it started from."""
+    def ready() -> bool:
+        lines = _attempt_lines(folder)
+        last = pp.journal(str(folder))[-1]
+        return len(lines) == attempts and last.startswith("epoch") and last != f"epoch {lines[-1][7]}"
+
+    _waiting(proc, ready, f"attempt {attempts} to be one epoch in")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("records", ["database", "root"])
+def test_sigterm_to_an_exported_task_preempts_and_its_retries_continue_from_the_checkpoint(
+        client, settings, tmp_path: Path, records: str) -> None:
+    """SIGTERM to the task's process: its attempt checkpoints and ends preempted, the task exits 143;
+    the target's retry continues from the checkpoint, is SIGKILLed mid-epoch, and the next retry
+    finishes, having redone at most one epoch."""
+    folder, epochs, run_id = tmp_path / "work", 8, "exported-1"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
+    env.update(PYTHONPATH=str(REPO), CONVEYOR_HOME=str(settings.home), CONVEYOR_PREEMPT_GRACE_S="20",
+               CONVEYOR_ARTIFACT_ROOT=settings.artifact_root)
+    if records == "database":
+        env["CONVEYOR_METADATA_URL"] = settings.metadata_url
+    first = _task(settings, folder, run_id, env)
+    try:
+        _waiting(first, lambda: "epoch 2" in pp.journal(str(folder)), "the third epoch to start")
+        assert int(_attempt_lines(folder)[0][5]) == first.pid          # the attempt runs in a child of the task
+        first.send_signal(signal.SIGTERM)                               # the instance is taken back
+        out, err = first.communicate(timeout=120)
+        assert first.returncode == 143, err.decode()
+        assert f"Step 'train_sgd' was preempted in run {run_id}" in err.decode()
+        second = _task(settings, folder, run_id, env)                   # the target retries the task
+        _epoch_in(second, folder, 2)
+        second.kill()                                                   # and this time the machine just dies
+        second.communicate(timeout=60)
+        wait_until(lambda: not alive(int(_attempt_lines(folder)[1][3])), "the killed task's attempt to stop",
+                   timeout=30)
+        third = _task(settings, folder, run_id, env)
+        out, err = third.communicate(timeout=180)
+        assert third.returncode == 0, err.decode()
+    finally:
+        for proc in (first, locals().get("second"), locals().get("third")):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+    started = [int(ln.split()[1]) for ln in pp.journal(str(folder)) if ln.startswith("epoch")]
+    assert sorted(set(started)) == list(range(epochs)) and len(started) - epochs <= 1   # at most one epoch twice
+    froms = [int(a[7]) for a in _attempt_lines(folder)]
+    assert len(froms) == 3 and froms[0] == 0 and froms[1] >= 3 and froms[2] > froms[1]
+    if records == "database":
+        rows = [a for a in client.metadata.steps.attempts(run_id) if a["name"] == "train_sgd"]
+        assert rows[0]["status"] == "preempted" and rows[0]["executor"] == "task"
+        assert "checkpoint of attempt 1 was saved" in str(rows[0]["error"])
+        assert rows[-1]["status"] == "completed"
+        statuses = [s.status for s in client.metadata.steps.for_run(run_id) if s.name == "train_sgd"]
+        assert statuses[0] == "cancelled" and statuses[-1] == "succeeded"
