@@ -34,7 +34,6 @@ does what it did before (Dask's own shutdown, or the default: the process ends).
 
 from __future__ import annotations
 
-import os
 import signal
 import threading
 import time
@@ -45,6 +44,7 @@ from typing import Any
 from conveyor.config import Settings
 from conveyor.dsl.resources import parse_memory
 from conveyor.errors import ConfigurationError, PipelineDefinitionError
+from conveyor.runtime.checkpoint import preempting_handler
 from conveyor.runtime.worker import Cancellation, StepResult, StepTask, run_task_isolated
 
 # @step hint -> the Dask worker resource it asks for
@@ -250,23 +250,6 @@ _preemptible: bool | None = None   # this worker process preempts its attempts o
 _preemptible_lock = threading.Lock()
 
 
-def _on_term(previous: Any) -> Any:
-    """The worker's SIGTERM handler: preempt the running attempts, else do what ``previous`` did."""
-    def on_term(signum: int, frame: Any) -> None:
-        from conveyor.runtime.worker import preempt_running_attempt
-
-        signal.signal(signal.SIGTERM, previous)   # a second SIGTERM does not wait for the grace period
-        if preempt_running_attempt():
-            return
-        if callable(previous):
-            previous(signum, frame)
-        elif previous != signal.SIG_IGN:          # the default: end the process, as the signal would
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    return on_term
-
-
 def make_preemptible(worker: Any, wait_s: float = 5.0) -> bool:
     """Have SIGTERM to this worker process preempt its attempts (once per process; from a task's thread).
 
@@ -282,8 +265,10 @@ def make_preemptible(worker: Any, wait_s: float = 5.0) -> bool:
         def install() -> None:
             global _preemptible
             try:
-                if threading.current_thread() is threading.main_thread():
-                    signal.signal(signal.SIGTERM, _on_term(signal.getsignal(signal.SIGTERM)))
+                if _preemptible is not None:   # set by an earlier task whose wait ran out
+                    pass
+                elif threading.current_thread() is threading.main_thread():
+                    signal.signal(signal.SIGTERM, preempting_handler(signal.getsignal(signal.SIGTERM)))
                     _preemptible = True
                 else:
                     _preemptible = False

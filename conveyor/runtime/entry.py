@@ -21,14 +21,11 @@ remote step pays.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import re
-import signal
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -191,6 +188,10 @@ class _Inline:
             raise _Stopping
         return self._pool.submit(run_task_isolated, task)
 
+    def stop(self) -> None:
+        """This process was told to stop (SIGTERM): start no attempt after the running ones."""
+        self.stopping = True
+
     def shutdown(self, cancel: bool = False) -> None:
         self._pool.shutdown(wait=not cancel, cancel_futures=cancel)
 
@@ -236,6 +237,7 @@ class _Task:
 
     def execute(self) -> Outcome:
         from conveyor.export.plan import decisions, lower_graph
+        from conveyor.runtime.checkpoint import preempting_children, wait_for_attempts
 
         self._ensure_run()
         records = self.records(self.run_id)
@@ -250,14 +252,15 @@ class _Task:
         prior = self._prior()
         seen: list[tuple[str, str]] = []
         engine = self._engine(lambda event, name, _info: seen.append((event, name)))
+        select = None if isinstance(self.select, int) else self.select
         try:
-            with _preemptible(engine.executor):
+            with preempting_children(engine.executor.stop):
                 execution = engine.execute(self.graph, self.run_id, prior=prior, done=done, only=self.node.name,
-                                           map_index=index, select=None if isinstance(self.select, int) else self.select)
+                                           map_index=index, select=select)
         except RunCancelled:
             if not engine.executor.stopping:
                 raise
-            _wait_for_attempts(self.settings.preempt_grace_s + 5.0)   # the others checkpoint too
+            wait_for_attempts(self.settings.preempt_grace_s + 5.0)   # the other attempts checkpoint too
             return Outcome("preempted", {}, PREEMPTED,
                            f"Step '{self.node.name}' was preempted in run {self.run_id}: this process was told to "
                            "stop (SIGTERM). Its last checkpoint is kept; the next run of this task continues from it.")
@@ -470,44 +473,6 @@ class _Task:
             record = self.metadata.runs.get(self.run_id)
             if record.status != status:
                 self._set_run_status(status)
-
-
-@contextlib.contextmanager
-def _preemptible(executor: _Inline) -> Iterator[None]:
-    """While the engine runs (in the main thread), SIGTERM preempts the running attempts instead of
-    ending the process; the previous handler is put back afterwards."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.getsignal(signal.SIGTERM)
-
-    def on_term(signum: int, frame: Any) -> None:
-        from conveyor.runtime.worker import preempt_running_attempt
-
-        signal.signal(signal.SIGTERM, previous)   # a second SIGTERM does not wait for the grace period
-        executor.stopping = True                  # before the attempts hear of it: none starts after
-        if preempt_running_attempt():
-            return
-        if callable(previous):
-            previous(signum, frame)
-        elif previous != signal.SIG_IGN:          # nothing to preempt: end as the signal would
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    signal.signal(signal.SIGTERM, on_term)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _wait_for_attempts(limit_s: float) -> None:
-    """Until the attempts still running in children of this process have ended (at most ``limit_s``)."""
-    from conveyor.runtime.worker import _attempt_children
-
-    deadline = time.monotonic() + limit_s
-    while _attempt_children and time.monotonic() < deadline:
-        time.sleep(0.05)
 
 
 def _latest(records: list[tuple[Any, dict[str, Any]]]) -> dict[str, tuple[Any, dict[str, Any]]]:
