@@ -25,8 +25,9 @@ running task sees the scheduler cancel it, or release it because the driver disc
 and stops its attempt with every process it started.
 
 Preemption: a SIGTERM to a worker process that runs attempts (a spot instance taken back, a pod
-evicted; with a nanny, the signal must reach the worker process, as ``--no-nanny`` workers and
-process-group signals do) gives each attempt ``CONVEYOR_PREEMPT_GRACE_S`` to checkpoint; the
+evicted) gives each attempt ``CONVEYOR_PREEMPT_GRACE_S`` to checkpoint. In a container, run the
+worker with ``--no-nanny`` so that it is the process the signal reaches; with a nanny the signal
+reaches the nanny, which closes its worker the way Dask does (a lost task, run again). The
 attempt ends ``preempted``, its task returns that, and the engine runs the call again (another
 task, under a new key), from its last checkpoint. A second SIGTERM, or one while no attempt runs,
 does what it did before (Dask's own shutdown, or the default: the process ends).

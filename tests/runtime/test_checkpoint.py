@@ -7,13 +7,14 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import conveyor as cv
 from conveyor.errors import ConveyorError
-from tests.conftest import REPO
+from tests.conftest import REPO, free_port
 from tests.processes import alive, wait_until
 from tests.runtime import preempt_pipelines as pp
 
@@ -243,3 +244,33 @@ def test_sigterm_to_an_exported_task_preempts_and_its_retries_continue_from_the_
         assert rows[-1]["status"] == "completed"
         statuses = [s.status for s in client.metadata.steps.for_run(run_id) if s.name == "train_sgd"]
         assert statuses[0] == "cancelled" and statuses[-1] == "succeeded"
+
+
+@pytest.fixture
+def dask_no_nanny(tmp_path: Path) -> Iterator[str]:
+    """A Dask scheduler and one worker started as a container runs it (``dask worker --no-nanny``)."""
+    pytest.importorskip("distributed")
+    address = f"tcp://127.0.0.1:{free_port()}"
+    dask = str(Path(sys.executable).parent / "dask")
+    procs = [subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", address.rsplit(":", 1)[1],
+                               "--no-dashboard"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    procs.append(subprocess.Popen([dask, "worker", address, "--no-nanny", "--nthreads", "1", "--no-dashboard",
+                                   "--local-directory", str(tmp_path / "dask")],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ,
+                                                                                             "PYTHONPATH": str(REPO)}))
+    try:
+        from distributed import Client
+
+        with Client(address, timeout=60, set_as_default=False) as probe:
+            probe.wait_for_workers(1, timeout=60)
+        yield address
+    finally:
+        for proc in reversed(procs):
+            proc.kill()
+            proc.wait(timeout=30)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_the_same_on_a_dask_worker_without_a_nanny(client, settings, tmp_path: Path, dask_no_nanny: str) -> None:
+    _preempt_and_continue(client, settings, tmp_path / "work", "dask", DASK_SCHEDULER_ADDRESS=dask_no_nanny)
