@@ -213,6 +213,7 @@ def test_sigterm_to_an_exported_task_preempts_and_its_retries_continue_from_the_
     if records == "database":
         env["CONVEYOR_METADATA_URL"] = settings.metadata_url
     first = _task(settings, folder, run_id, env)
+    second = third = None
     try:
         _waiting(first, lambda: "epoch 2" in pp.journal(str(folder)), "the third epoch to start")
         assert int(_attempt_lines(folder)[0][5]) == first.pid          # the attempt runs in a child of the task
@@ -230,7 +231,7 @@ def test_sigterm_to_an_exported_task_preempts_and_its_retries_continue_from_the_
         out, err = third.communicate(timeout=180)
         assert third.returncode == 0, err.decode()
     finally:
-        for proc in (first, locals().get("second"), locals().get("third")):
+        for proc in (first, second, third):
             if proc is not None and proc.poll() is None:
                 proc.kill()
     started = [int(ln.split()[1]) for ln in pp.journal(str(folder)) if ln.startswith("epoch")]
