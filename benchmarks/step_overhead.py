@@ -179,29 +179,44 @@ def measure_conveyor() -> dict[str, float]:
     return out
 
 
-def measure_accounting(repeats: int = 4 * REPEATS) -> dict[str, float]:
-    """W1 with accounting on and off, alternated run by run (so drift in the machine hits both alike)."""
+def measure_accounting(rounds: int = int(os.environ.get("BENCH_ROUNDS", str(40 * REPEATS)))) -> dict[str, float]:
+    """W1 with accounting on and off, alternated run by run (so drift in the machine hits both alike).
+
+    Each round runs both modes back to back (the order alternating); the difference of a round's two
+    runs is one sample, so a neighbour's burst of load that spans a round cancels out. The process's
+    CPU time per run is taken too: the accounting is CPU work, and CPU time does not count the
+    waits for the disk and the cores that neighbours lengthen."""
     from conveyor.config import load_settings
     from conveyor.runtime.client import Client
 
     w1 = conveyor_pipelines()["W1"]
     times: dict[str, list[float]] = {"on": [], "off": []}
+    cpu: dict[str, list[float]] = {"on": [], "off": []}
     with tempfile.TemporaryDirectory() as d:
         clients = {mode: Client(load_settings(env={"CONVEYOR_HOME": f"{d}/{mode}",
                                                     "CONVEYOR_ACCOUNTING": "1" if mode == "on" else "0"}))
                    for mode in times}
         for client in clients.values():
-            client.run_pipeline(w1, {}, cache=False)   # warm: imports, the store's schema
-        for i in range(repeats):
+            for _ in range(3):
+                client.run_pipeline(w1, {}, cache=False)   # warm: imports, the store's schema and pages
+        for i in range(rounds):
             for mode in (("on", "off") if i % 2 == 0 else ("off", "on")):
-                t = time.perf_counter()
+                t, c = time.perf_counter(), time.process_time()
                 clients[mode].run_pipeline(w1, {}, cache=False)
                 times[mode].append(time.perf_counter() - t)
+                cpu[mode].append(time.process_time() - c)
         for client in clients.values():
             client.close()
+    cpu_diffs = sorted(a - b for a, b in zip(cpu["on"], cpu["off"], strict=True))
+    cq = statistics.quantiles(cpu_diffs, n=4)
+    diffs = sorted(a - b for a, b in zip(times["on"], times["off"], strict=True))
+    q1, q3 = statistics.quantiles(diffs, n=4)[0], statistics.quantiles(diffs, n=4)[2]
     # the fastest run of each mode as well: on a shared machine the median moves with the neighbours' load
     return {**{mode: statistics.median(ts) for mode, ts in times.items()},
-            **{f"{mode}_min": min(ts) for mode, ts in times.items()}}
+            **{f"{mode}_min": min(ts) for mode, ts in times.items()},
+            "diff_median": statistics.median(diffs), "diff_q1": q1, "diff_q3": q3, "rounds": rounds,
+            "cpu_diff_median": statistics.median(cpu_diffs), "cpu_diff_q1": cq[0], "cpu_diff_q3": cq[2],
+            "cpu_off": statistics.median(cpu["off"])}
 
 
 def measure_accounting_parts(n: int = 2000) -> dict[str, float]:
@@ -282,10 +297,16 @@ def main() -> None:
 
 def report_accounting(acct: dict[str, float]) -> None:
     n = STEPS["W1"]
-    print(json.dumps({"workload": "W1", "tool": "conveyor accounting on vs off",
-                      **{f"seconds_{k}": round(v, 5) for k, v in acct.items()},
-                      "added_per_step_ms_median": round((acct["on"] - acct["off"]) / n * 1000, 4),
+    per_step = {k: round(acct[k] / n * 1000, 4) for k in ("diff_median", "diff_q1", "diff_q3", "cpu_diff_median",
+                                                        "cpu_diff_q1", "cpu_diff_q3")}
+    print(json.dumps({"workload": "W1", "tool": "conveyor accounting on vs off", "rounds": acct["rounds"],
+                      **{f"seconds_{k}": round(acct[k], 5) for k in ("on", "off", "on_min", "off_min")},
+                      "added_per_step_ms_median": per_step["diff_median"],
+                      "added_per_step_ms_iqr": [per_step["diff_q1"], per_step["diff_q3"]],
                       "added_per_step_ms_min": round((acct["on_min"] - acct["off_min"]) / n * 1000, 4),
+                      "cpu_added_per_step_ms_median": per_step["cpu_diff_median"],
+                      "cpu_added_per_step_ms_iqr": [per_step["cpu_diff_q1"], per_step["cpu_diff_q3"]],
+                      "cpu_off_per_step_ms": round(acct["cpu_off"] / n * 1000, 4),
                       "ratio_on_to_off": round(acct["on"] / acct["off"], 3), "target_per_step_ms": 0.05}),
           flush=True)
 

@@ -66,10 +66,12 @@ def gc(dry_run: Annotated[bool, typer.Option("--dry-run", help="Only say what wo
     if not dry_run and not yes:
         plan = collect(client.metadata, stores, older_than_s=age, dry_run=True)
         _print_gc(plan)
-        if not (plan.rows_deleted or plan.objects_deleted or any(r.temporary_deleted for r in plan.roots)):
+        if not (plan.rows_deleted or plan.objects_deleted or plan.checkpoints_deleted
+                or any(r.temporary_deleted for r in plan.roots)):
             return
-        if not typer.confirm(f"Remove {plan.rows_deleted} artifact row(s) and {plan.objects_deleted} object(s) "
-                             f"({size(plan.bytes_freed)})?"):
+        points = f" and {plan.checkpoints_deleted} checkpoint(s)" if plan.checkpoints_deleted else ""
+        if not typer.confirm(f"Remove {plan.rows_deleted} artifact row(s) and {plan.objects_deleted} object(s)"
+                             f"{points} ({size(plan.bytes_freed)})?"):
             raise typer.Abort()
     report = collect(client.metadata, stores, older_than_s=age, dry_run=dry_run)
     if as_json:
@@ -91,11 +93,12 @@ def _print_gc(report: Any) -> None:
 
     verb = "would remove" if report.dry_run else "removed"
     table = Table(title=f"gc {verb} (retention {describe_age(report.older_than_s)})", title_justify="left")
-    for col in ("root", "examined", "objects", "orphans", "temporary", "kept by records", "freed"):
+    for col in ("root", "examined", "objects", "orphans", "temporary", "checkpoints", "kept by records", "freed"):
         table.add_column(col, justify="left" if col == "root" else "right")
     for r in report.roots:
         table.add_row(r.root, str(r.examined), str(r.objects_deleted), str(r.orphans_deleted),
-                      str(r.temporary_deleted), str(r.kept_by_documents), size(r.bytes_freed + r.orphan_bytes))
+                      str(r.temporary_deleted), f"{r.checkpoints_deleted} ({r.checkpoints_kept} kept)",
+                      str(r.kept_by_documents), size(r.bytes_freed + r.orphan_bytes + r.checkpoint_bytes))
     out = console()
     out.print(table)
     rows = "Artifact rows to remove" if report.dry_run else "Artifact rows removed"

@@ -25,6 +25,13 @@ the retention. The root's cache index (``cache/``) keeps nothing: an entry whose
 is a miss (the engine checks an output exists before reusing it). Staged temporary files older
 than the retention are removed.
 
+Checkpoints (``checkpoints/<run>/<step>.json`` and the object each names, ``cv.checkpoint``) are
+garbage once the step call they belong to has succeeded (a ``succeeded`` or ``cached`` step run of
+that call, none ``running`` or ``pending``), or when their run is past retention (known to the
+database and neither active nor last active within retention; unknown to it, a document older than
+the retention). Any other checkpoint is kept with its object, whatever the object's age: the
+step may be running, preempted and waiting to run again, or in a run that can be resumed.
+
 Rows go first, in one transaction (lineage edges, then artifact rows, and an event on each run
 that lost artifacts), then the bytes: an interruption leaves unreferenced files, which the next
 gc removes as orphans, and never a row pointing at a missing file. Each root is listed with one
@@ -64,12 +71,16 @@ class RootReport:
     orphan_bytes: int = 0
     temporary_deleted: int = 0     # staged files older than the retention
     kept_by_documents: int = 0     # objects only a document in the root keeps
+    checkpoints_deleted: int = 0   # checkpoints of calls that succeeded, or of runs past retention
+    checkpoint_bytes: int = 0      # their documents and the objects only they named
+    checkpoints_kept: int = 0      # of running, preempted or resumable calls (their objects are kept too)
 
     def to_dict(self) -> dict[str, Any]:
         return {"root": self.root, "examined": self.examined, "objects_deleted": self.objects_deleted,
                 "bytes_freed": self.bytes_freed, "orphans_deleted": self.orphans_deleted,
                 "orphan_bytes": self.orphan_bytes, "temporary_deleted": self.temporary_deleted,
-                "kept_by_documents": self.kept_by_documents}
+                "kept_by_documents": self.kept_by_documents, "checkpoints_deleted": self.checkpoints_deleted,
+                "checkpoint_bytes": self.checkpoint_bytes, "checkpoints_kept": self.checkpoints_kept}
 
 
 @dataclass(slots=True)
@@ -88,17 +99,22 @@ class GcReport:
 
     @property
     def bytes_freed(self) -> int:
-        return sum(r.bytes_freed + r.orphan_bytes for r in self.roots)
+        return sum(r.bytes_freed + r.orphan_bytes + r.checkpoint_bytes for r in self.roots)
 
     @property
     def objects_deleted(self) -> int:
         return sum(r.objects_deleted + r.orphans_deleted for r in self.roots)
+
+    @property
+    def checkpoints_deleted(self) -> int:
+        return sum(r.checkpoints_deleted for r in self.roots)
 
     def to_dict(self) -> dict[str, Any]:
         return {"dry_run": self.dry_run, "older_than_s": self.older_than_s, "cutoff": self.cutoff,
                 "rows_deleted": self.rows_deleted, "inline_rows_deleted": self.inline_rows_deleted,
                 "rows_kept": self.rows_kept, "runs_touched": self.runs_touched,
                 "objects_deleted": self.objects_deleted, "bytes_freed": self.bytes_freed,
+                "checkpoints_deleted": self.checkpoints_deleted,
                 "roots": [r.to_dict() for r in self.roots], "seconds": round(self.seconds, 3)}
 
 
@@ -139,6 +155,7 @@ class Listing:
     objects: dict[str, tuple[str, dict[str, Any]]]   # hex digest -> (path, info)
     temporary: list[tuple[str, dict[str, Any]]]
     documents: list[tuple[str, dict[str, Any]]]       # run records and registrations (runs/)
+    checkpoints: list[tuple[str, dict[str, Any]]] = field(default_factory=list)   # checkpoints/<run>/<step>.json
 
 
 def list_root(store: ArtifactStore) -> Listing:
@@ -166,6 +183,8 @@ def list_root(store: ArtifactStore) -> Listing:
             listing.temporary.append((path, info))
         elif rel.startswith("runs/") and rel.endswith(".json"):
             listing.documents.append((path, info))
+        elif rel.startswith("checkpoints/") and rel.endswith(".json") and rel.count("/") == 2:
+            listing.checkpoints.append((path, info))
     return listing
 
 
@@ -236,6 +255,71 @@ def _hex(content_hash: str) -> str:
     return content_hash.split(":", 1)[-1]
 
 
+# --- checkpoints --------------------------------------------------------------------------------
+
+FINISHED_CALL = ("succeeded", "cached")
+UNFINISHED_CALL = ("running", "pending")
+
+
+def checkpoint_call(path: str) -> tuple[str, str, int | None]:
+    """(run id, step node, map index) of a checkpoint document's path (``checkpoints/<run>/<node>[.<i>].json``)."""
+    run_id, name = path.rsplit("/", 2)[-2:]
+    where = name[:-len(".json")]
+    node, dot, index = where.rpartition(".")
+    if dot and index.isdigit():
+        return run_id, node, int(index)
+    return run_id, where, None
+
+
+def garbage_checkpoints(conn: Any, listings: Sequence[Listing], cutoff: float) -> set[str]:
+    """The paths of the listed checkpoints that are garbage (see the module docstring)."""
+    calls = {path: checkpoint_call(path) for listing in listings for path, _info in listing.checkpoints}
+    if not calls:
+        return set()
+    run_ids = sorted({c[0] for c in calls.values()})
+    r, s = t.runs, t.step_runs
+    last = func.coalesce(r.c.ended_at, r.c.started_at, r.c.created_at)
+    kept_run: dict[str, bool] = {}
+    statuses: dict[tuple[str, str, int | None], set[str]] = {}
+    for i in range(0, len(run_ids), 500):   # bounded IN lists
+        chunk = run_ids[i:i + 500]
+        for run_id, status, at in conn.execute(select(r.c.id, r.c.status, last).where(r.c.id.in_(chunk))):
+            kept_run[run_id] = status in ACTIVE_STATUSES or (at is not None and at >= cutoff)
+        for run_id, name, index, status in conn.execute(
+                select(s.c.run_id, s.c.name, s.c.map_index, s.c.status).where(s.c.run_id.in_(chunk))):
+            statuses.setdefault((run_id, name.partition("[")[0], index), set()).add(status)
+    ages = {path: modified_at(info) for listing in listings for path, info in listing.checkpoints}
+    garbage = set()
+    for path, call in calls.items():
+        seen = statuses.get(call, set())
+        if seen & set(UNFINISHED_CALL):
+            continue                       # the call runs (or is about to): its next attempt restores
+        if seen & set(FINISHED_CALL):
+            garbage.add(path)              # the call succeeded: no attempt will restore again
+        elif call[0] in kept_run:
+            if not kept_run[call[0]]:
+                garbage.add(path)          # a run past retention
+        elif (at := ages[path]) is not None and at < cutoff:
+            garbage.add(path)              # a run the database does not know, written before the retention
+    return garbage
+
+
+def checkpoint_objects(store: ArtifactStore, paths: Sequence[str]) -> dict[str, str | None]:
+    """The hex digest of the object each checkpoint document names (None: held inline, or unreadable)."""
+    if not paths:
+        return {}
+    contents = store.guarded(lambda: store.fs.cat(list(paths), on_error="omit"), "reading checkpoints", store.root)
+    out: dict[str, str | None] = {p: None for p in paths}
+    for path, data in contents.items():
+        try:
+            stored = orjson.loads(data).get("stored") or {}
+        except (orjson.JSONDecodeError, AttributeError):
+            continue
+        if isinstance(stored, dict) and stored.get("uri") and isinstance(stored.get("content_hash"), str):
+            out[path] = _hex(stored["content_hash"])
+    return out
+
+
 # --- the collection -----------------------------------------------------------------------------
 
 def keepers(conn: Any, cutoff: float) -> tuple[set[str], set[str]]:
@@ -268,6 +352,7 @@ def collect(metadata: MetadataStore, stores: Iterable[ArtifactStore], *, older_t
         # deletes below use, so a use recorded meanwhile is still seen): one read of every row and
         # two small reads of the keepers cost far less than evaluating the condition per row in SQL.
         runs, named = keepers(conn, cutoff)
+        garbage = garbage_checkpoints(conn, listings, cutoff)
         rows = conn.execute(select(a.c.id, a.c.content_hash, a.c.uri, a.c.run_id, a.c.created_at)).all()
         for aid, digest, uri, run_id, created_at in rows:
             if created_at >= cutoff or aid in named or (run_id is not None and run_id in runs):
@@ -296,22 +381,39 @@ def collect(metadata: MetadataStore, stores: Iterable[ArtifactStore], *, older_t
     known_hex = kept_hex | doomed_hex
     doomed_hex -= kept_hex
     for store, listing in zip(stores, listings, strict=True):
-        report.roots.append(_sweep(store, listing, kept_hex, doomed_hex, known_hex, cutoff, dry_run))
+        report.roots.append(_sweep(store, listing, kept_hex, doomed_hex, known_hex, cutoff, dry_run, garbage))
     report.seconds = time.perf_counter() - started
     return report
 
 
 def _sweep(store: ArtifactStore, listing: Listing, kept_hex: set[str], doomed_hex: set[str], known_hex: set[str],
-           cutoff: float, dry_run: bool) -> RootReport:
+           cutoff: float, dry_run: bool, garbage: frozenset[str] | set[str] = frozenset()) -> RootReport:
     """Decide, and unless ``dry_run`` remove, the files of one root that nothing keeps."""
     out = RootReport(root=store.root, examined=len(listing.objects))
     candidates = [h for h in listing.objects if h not in kept_hex]
     protected = document_hashes(store, listing.documents, cutoff) if candidates else set()
+    named = checkpoint_objects(store, [p for p, _info in listing.checkpoints])
+    kept_points = {h for p, h in named.items() if h is not None and p not in garbage}
+    protected |= kept_points                    # a kept checkpoint's object stays, whatever its age
     doomed_paths: list[str] = []
+    freed_by_points: set[str] = set()
+    for path, info in listing.checkpoints:
+        if path not in garbage:
+            out.checkpoints_kept += 1
+            continue
+        out.checkpoints_deleted += 1
+        out.checkpoint_bytes += int(info.get("size") or 0)
+        doomed_paths.append(path)
+        digest = named.get(path)
+        if digest is not None and digest not in kept_hex and digest not in protected and digest in listing.objects:
+            freed_by_points.add(digest)         # the object only garbage checkpoints named
     for digest in candidates:
         path, info = listing.objects[digest]
         size = int(info.get("size") or 0)
-        if digest in protected:
+        if digest in freed_by_points:
+            out.checkpoint_bytes += size
+            doomed_paths.append(path)
+        elif digest in protected:
             out.kept_by_documents += 1
         elif digest in doomed_hex:
             out.objects_deleted += 1

@@ -23,10 +23,19 @@ idles, since work stealing trusts the short durations it measured.)
 Cancellation: ``shutdown(cancel=True)`` (Ctrl-C) cancels the run's futures; a watcher next to each
 running task sees the scheduler cancel it, or release it because the driver disconnected or died,
 and stops its attempt with every process it started.
+
+Preemption: a SIGTERM to a worker process that runs attempts (a spot instance taken back, a pod
+evicted) gives each attempt ``CONVEYOR_PREEMPT_GRACE_S`` to checkpoint. In a container, run the
+worker with ``--no-nanny`` so that it is the process the signal reaches; with a nanny the signal
+reaches the nanny, which closes its worker the way Dask does (a lost task, run again). The
+attempt ends ``preempted``, its task returns that, and the engine runs the call again (another
+task, under a new key), from its last checkpoint. A second SIGTERM, or one while no attempt runs,
+does what it did before (Dask's own shutdown, or the default: the process ends).
 """
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from collections import deque
@@ -36,6 +45,7 @@ from typing import Any
 from conveyor.config import Settings
 from conveyor.dsl.resources import parse_memory
 from conveyor.errors import ConfigurationError, PipelineDefinitionError
+from conveyor.runtime.checkpoint import preempting_handler
 from conveyor.runtime.worker import Cancellation, StepResult, StepTask, run_task_isolated
 
 # @step hint -> the Dask worker resource it asks for
@@ -166,7 +176,8 @@ class DaskExecutor:
         """Hand waiting tasks to the cluster while it has a free thread for each (called under the lock)."""
         while self._waiting and len(self._futures) < max(1, self._threads):
             task, out, resources = self._waiting.popleft()
-            key = f"conveyor-{task.step_name}-{task.step_run_id}"
+            # a call that runs again after a preemption keeps its step run: the attempt makes the key new
+            key = f"conveyor-{task.step_name}-{task.step_run_id}-{task.attempt_offset}"
             try:
                 fut = self._client.submit(run_on_worker, task, key=key, pure=False, retries=0,
                                           resources=resources or None)
@@ -236,11 +247,50 @@ class DaskExecutor:
 _STOPPED_STATES = ("cancelled", "released", "forgotten")   # the worker was told the task is not wanted
 
 
+_preemptible: bool | None = None   # this worker process preempts its attempts on SIGTERM (None: not set up yet)
+_preemptible_lock = threading.Lock()
+
+
+def make_preemptible(worker: Any, wait_s: float = 5.0) -> bool:
+    """Have SIGTERM to this worker process preempt its attempts (once per process; from a task's thread).
+
+    Handlers are set in the main thread, which runs the worker's event loop: the setting is handed
+    to the loop. False where the loop runs in another thread (a cluster of threads in the driver's
+    process), where a signal is not the worker's alone."""
+    global _preemptible
+    with _preemptible_lock:
+        if _preemptible is not None:
+            return _preemptible
+        done = threading.Event()
+
+        def install() -> None:
+            global _preemptible
+            try:
+                if _preemptible is not None:   # set by an earlier task whose wait ran out
+                    pass
+                elif threading.current_thread() is threading.main_thread():
+                    signal.signal(signal.SIGTERM, preempting_handler(signal.getsignal(signal.SIGTERM)))
+                    _preemptible = True
+                else:
+                    _preemptible = False
+            finally:
+                done.set()
+
+        try:
+            worker.loop.add_callback(install)
+        except Exception:   # no loop to hand it to
+            return False
+        if not done.wait(wait_s):
+            return False    # the loop is busy: the next task tries again
+        return bool(_preemptible)
+
+
 def run_on_worker(task: StepTask) -> StepResult:
     """The Dask task: run the step isolated, stopping it when the scheduler cancels or releases it."""
     from distributed import get_worker
 
     worker = get_worker()
+    make_preemptible(worker)
     key = worker.get_current_task()
     cancellation = Cancellation()
     finished = threading.Event()

@@ -10,9 +10,11 @@ spot instance is taken back) lets its attempt know: ``cv.preempted()`` turns Tru
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from conveyor.errors import ConveyorError, StepPreempted
@@ -86,3 +88,57 @@ def restore(default: Any = None) -> Any:
     if raw is None:
         return default
     return store.get(StoredArtifact(**json.loads(raw)["stored"]))
+
+
+# --- SIGTERM to a process whose attempts run in its children (Dask workers, exported tasks) ------
+
+def preempting_handler(previous: Any, on_stop: Callable[[], None] | None = None) -> Callable[[int, Any], None]:
+    """A SIGTERM handler that preempts the attempts running in children of this process (each gets
+    its grace period, see ``worker.preempt_running_attempt``), after calling ``on_stop``. With no
+    attempt running, or at a second SIGTERM, it does what ``previous`` did (the default: the
+    process ends, as the signal would end it)."""
+    import os
+    import signal
+
+    def on_term(signum: int, frame: Any) -> None:
+        from conveyor.runtime.worker import preempt_running_attempt
+
+        signal.signal(signal.SIGTERM, previous)   # a second SIGTERM does not wait for the grace period
+        if on_stop is not None:
+            on_stop()                             # before the attempts hear of it: nothing starts after
+        if preempt_running_attempt():
+            return
+        if callable(previous):
+            previous(signum, frame)
+        elif previous != signal.SIG_IGN:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return on_term
+
+
+@contextlib.contextmanager
+def preempting_children(on_stop: Callable[[], None]) -> Iterator[None]:
+    """While this block runs in the main thread, SIGTERM preempts the attempts running in children
+    (``preempting_handler``); the previous handler is put back afterwards. Elsewhere, nothing."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    signal.signal(signal.SIGTERM, preempting_handler(previous, on_stop))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def wait_for_attempts(limit_s: float) -> None:
+    """Until the attempts running in children of this process have ended (at most ``limit_s``)."""
+    from conveyor.runtime import worker
+
+    deadline = time.monotonic() + limit_s
+    while worker._attempt_children and time.monotonic() < deadline:   # pid -> grace, while the child runs
+        time.sleep(0.05)

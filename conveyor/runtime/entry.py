@@ -5,7 +5,14 @@ execution id. It rebuilds the graph from the parameters, reads the records of th
 for (from the database, or beside the outputs when there is none), and hands the node to the same
 engine a local run uses: the same cache key, reuse, retries, timeouts and records. Afterwards it
 emits what the target decides on (gates and fan-out lists) and says with its exit status whether
-the step succeeded (0), failed (1) or could not be run as asked (2).
+the step succeeded (0), failed (1), could not be run as asked (2) or was preempted (143).
+
+Preemption: a SIGTERM to this process (a spot instance taken back, a pod evicted) gives the running
+attempt ``CONVEYOR_PREEMPT_GRACE_S`` to checkpoint (``cv.preempted()`` turns True; the next
+``cv.checkpoint`` saves and ends it). The attempt is recorded ``preempted``, the step run is left
+``cancelled`` (not final: the target's retry of the task runs the step again, from its last
+checkpoint, since the checkpoint belongs to the run and the step) and the process exits 143, as a
+process ended by SIGTERM does. A second SIGTERM, or one while no attempt runs, ends it at once.
 
 It imports neither the CLI nor, without a database, SQLAlchemy: its fixed cost is what every
 remote step pays.
@@ -26,11 +33,12 @@ from typing import Any
 
 import orjson
 
-from conveyor.errors import ConveyorError, PipelineDefinitionError
+from conveyor.errors import ConveyorError, PipelineDefinitionError, RunCancelled
 
 DONE = ("succeeded", "cached", "resumed")
 TERMINAL = (*DONE, "failed", "skipped", "cancelled")
 USAGE, FAILED = 2, 1
+PREEMPTED = 143   # 128 + SIGTERM: what the target sees of a container stopped by SIGTERM
 
 
 @dataclass
@@ -158,6 +166,11 @@ def _write_emits(emits: dict[str, Any], emit_dir: str | None, emit_json: str | N
         path.write_bytes(orjson.dumps(emits))
 
 
+class _Stopping(KeyboardInterrupt):
+    """Raised to the engine when it hands over a call after this process was told to stop: the
+    engine ends the invocation as on Ctrl-C (unfinished step runs ``cancelled``, nothing final)."""
+
+
 class _Inline:
     """The entry point's executor: each attempt in a child process of its own (stopped on timeout)."""
 
@@ -166,11 +179,18 @@ class _Inline:
 
     def __init__(self, workers: int) -> None:
         self._pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="conveyor-task")
+        self.stopping = False   # SIGTERM came and preempted the running attempts: start no other
 
     def submit(self, task: Any) -> Future[Any]:
         from conveyor.runtime.worker import run_task_isolated
 
+        if self.stopping:   # the call preempted here runs again in the target's retry of the task
+            raise _Stopping
         return self._pool.submit(run_task_isolated, task)
+
+    def stop(self) -> None:
+        """This process was told to stop (SIGTERM): start no attempt after the running ones."""
+        self.stopping = True
 
     def shutdown(self, cancel: bool = False) -> None:
         self._pool.shutdown(wait=not cancel, cancel_futures=cancel)
@@ -217,6 +237,7 @@ class _Task:
 
     def execute(self) -> Outcome:
         from conveyor.export.plan import decisions, lower_graph
+        from conveyor.runtime.checkpoint import preempting_children, wait_for_attempts
 
         self._ensure_run()
         records = self.records(self.run_id)
@@ -231,9 +252,18 @@ class _Task:
         prior = self._prior()
         seen: list[tuple[str, str]] = []
         engine = self._engine(lambda event, name, _info: seen.append((event, name)))
+        select = None if isinstance(self.select, int) else self.select
         try:
-            execution = engine.execute(self.graph, self.run_id, prior=prior, done=done, only=self.node.name,
-                                       map_index=index, select=None if isinstance(self.select, int) else self.select)
+            with preempting_children(engine.executor.stop):
+                execution = engine.execute(self.graph, self.run_id, prior=prior, done=done, only=self.node.name,
+                                           map_index=index, select=select)
+        except RunCancelled:
+            if not engine.executor.stopping:
+                raise
+            wait_for_attempts(self.settings.preempt_grace_s + 5.0)   # the other attempts checkpoint too
+            return Outcome("preempted", {}, PREEMPTED,
+                           f"Step '{self.node.name}' was preempted in run {self.run_id}: this process was told to "
+                           "stop (SIGTERM). Its last checkpoint is kept; the next run of this task continues from it.")
         finally:
             engine.executor.shutdown()
         self._record_resumed(seen, prior)

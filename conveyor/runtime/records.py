@@ -138,7 +138,8 @@ class RecordSteps:
                             **{a.name: artifact_doc(a) for a in outcome.new_outputs}},
                    reused=[list(p) for p in outcome.reused_outputs], inputs=[list(i) for i in outcome.inputs],
                    metrics=[list(m) for m in outcome.metrics], params=[list(p) for p in outcome.params],
-                   attempts_used=[dict(row) for row in outcome.attempt_rows], preemptions=outcome.preemptions)
+                   attempts_used=[*doc.get("attempts_used", []), *(dict(row) for row in outcome.attempt_rows)],
+                   preemptions=outcome.preemptions if outcome.preemptions is not None else doc.get("preemptions"))
         if outcome.started_at is not None:
             doc["started_at"] = outcome.started_at
         self._write(doc)
@@ -188,9 +189,20 @@ class RecordSteps:
                 found[key] = hit
         return found
 
+    def add_attempts(self, step_run_id: str, run_id: str, rows: Any, *, attempts: int,
+                     preemptions: int | None = None) -> None:
+        """Record attempts of a step run that goes on (after a preemption), as the database does."""
+        doc = self._open[step_run_id]
+        doc["attempts_used"] = [*doc.get("attempts_used", []), *(dict(row) for row in rows)]
+        doc["attempts"] = attempts
+        if preemptions is not None:
+            doc["preemptions"] = preemptions
+        self._write(doc)
+
     def mark_unfinished(self, run_id: str, status: str, reason: str) -> None:
         for sid in list(self._open):
-            self.finish(sid, run_id, StepOutcome(status=status, reason=reason, attempts=0))
+            doc = self._open[sid]
+            self.finish(sid, run_id, StepOutcome(status=status, reason=reason, attempts=doc.get("attempts", 0)))
 
     def _write(self, doc: dict[str, Any]) -> None:
         self.artifacts.write_document(step_path(doc["run_id"], doc["name"]), orjson.dumps(doc))

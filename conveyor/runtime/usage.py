@@ -3,8 +3,8 @@
 Measured where the attempt runs and handed back with its result, so the driver writes the
 ``step_attempts`` rows in the transaction that records the step run's end. Two ways to measure:
 
-- ``thread``: the attempt's own thread (``time.thread_time``); peak RSS is the whole process's
-  high-water mark, shared with every other thread of it.
+- ``thread``: the attempt's own thread (``getrusage(RUSAGE_THREAD)`` on Linux, ``time.thread_time``
+  elsewhere); peak RSS is the whole process's high-water mark, shared with every other thread of it.
 - ``process``: a forked child that runs only the attempt; ``getrusage`` of the child and of the
   processes it started and waited for, and the child's own peak RSS.
 
@@ -71,6 +71,19 @@ def process_peak_rss() -> int:
     return max(me.ru_maxrss, kids.ru_maxrss) * _RSS_UNIT
 
 
+# Linux: one getrusage(RUSAGE_THREAD) gives this thread's CPU and the process's peak RSS (the
+# thread's memory is the process's), for less than thread_time() plus getrusage(RUSAGE_SELF),
+# which adds up every thread of the process.
+_RUSAGE_THREAD = getattr(resource, "RUSAGE_THREAD", None) if sys.platform.startswith("linux") else None
+
+
+def _thread_cpu() -> float:
+    if _RUSAGE_THREAD is None:
+        return time.thread_time()
+    r = resource.getrusage(_RUSAGE_THREAD)
+    return r.ru_utime + r.ru_stime
+
+
 class ThreadMeter:
     """Measures an attempt that runs in the calling thread, with the artifact bytes of its context."""
 
@@ -79,15 +92,19 @@ class ThreadMeter:
     def __init__(self) -> None:
         self.tally = Tally()
         self.token = begin(self.tally)
-        self.cpu0 = time.thread_time()
+        self.cpu0 = _thread_cpu()
 
     def stop(self, extra_cpu: float = 0.0) -> Measures:
         """End the measure; ``extra_cpu``: CPU of a thread the attempt ran in besides this one."""
-        cpu = time.thread_time() - self.cpu0 + extra_cpu
+        if _RUSAGE_THREAD is not None:
+            r = resource.getrusage(_RUSAGE_THREAD)
+            cpu, peak = r.ru_utime + r.ru_stime, r.ru_maxrss
+        else:
+            cpu, peak = time.thread_time(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         end(self.token)
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * _RSS_UNIT
         gpu_s, gpu_peak = gpu_usage() if _nvml is not False else (None, None)
-        return Measures(cpu, peak, self.tally.read, self.tally.written, gpu_s, gpu_peak)
+        return Measures(cpu - self.cpu0 + extra_cpu, peak * _RSS_UNIT, self.tally.read, self.tally.written,
+                        gpu_s, gpu_peak)
 
 
 class ProcessMeter:

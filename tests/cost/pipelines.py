@@ -27,3 +27,19 @@ def check(model: np.ndarray, fail: bool) -> np.ndarray:
 @cv.pipeline
 def chain(rows: int = 2000, seed: int = 0, fail: bool = False) -> None:
     check(fit(load(rows, seed)), fail)
+
+
+@cv.step(cache=False)
+def trains(epochs: int, fail_at: int) -> int:
+    """Checkpoints after every epoch; fails at ``fail_at`` (a resume continues from the checkpoint)."""
+    start = cv.restore({"epoch": 0})["epoch"]
+    for epoch in range(start, epochs):
+        if epoch == fail_at:
+            raise RuntimeError("stopped mid-training")
+        cv.checkpoint({"epoch": epoch + 1, "weights": np.full(20_000, float(epoch))})   # an object, not inline
+    return start
+
+
+@cv.pipeline
+def training(epochs: int = 4, fail_at: int = -1) -> None:
+    trains(epochs, fail_at)

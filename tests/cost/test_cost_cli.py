@@ -43,6 +43,19 @@ def test_gc_refuses_without_a_terminal_and_removes_with_yes(client, capsys) -> N
     assert "--older-than 'soon' is not a length of time" in err
 
 
+def test_gc_dry_run_reports_the_checkpoints_it_would_remove(client, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("COLUMNS", "250")
+    run = p.training.run(client=client)                       # succeeded: its checkpoint is garbage
+    doc = f"{client.artifacts.base}/checkpoints/{run.id}/trains.json"
+    table, _ = _cli(capsys, "gc", "--dry-run")
+    assert "checkpoints" in table and "1 (0 kept)" in table and Path(doc).exists()
+    dry = json.loads(_cli(capsys, "gc", "--dry-run", "--json")[0])
+    assert dry["checkpoints_deleted"] == 1 and dry["roots"][0]["checkpoint_bytes"] > 0
+    done = json.loads(_cli(capsys, "gc", "--yes", "--json")[0])
+    assert done["checkpoints_deleted"] == 1 and not Path(doc).exists()
+    assert done["bytes_freed"] >= dry["roots"][0]["checkpoint_bytes"]
+
+
 def test_storage_and_cost_commands_print_tables_and_json(client, capsys, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("COLUMNS", "250")
     run = p.chain.run(client=client, seed=2)

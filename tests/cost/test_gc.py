@@ -151,3 +151,63 @@ def test_modification_times_are_read_from_every_filesystem_s_listing() -> None:
     assert modified_at({"updated": "2026-01-02T03:04:05.000Z"}) == at.timestamp()   # gcsfs
     assert modified_at({"last_modified": at.replace(tzinfo=None)}) == at.timestamp()   # adlfs, naive UTC
     assert modified_at({"size": 3}) is None                                         # unknown: never an orphan
+
+
+def _checkpoint(c: Any, run_id: str) -> tuple[str, str]:
+    """The paths of a run's checkpoint of ``trains``: its document and the object it names."""
+    doc = f"{c.artifacts.base}/checkpoints/{run_id}/trains.json"
+    with open(doc, "rb") as fh:
+        stored = orjson.loads(fh.read())["stored"]
+    assert stored["uri"]                                    # held as an object, not inline
+    return doc, c.artifacts.object_path(stored["content_hash"])
+
+
+def _failed_training(c: Any) -> str:
+    with pytest.raises(StepFailed):
+        p.training.run(client=c, fail_at=2)
+    return c.list_runs(limit=1)[0].id
+
+
+def test_gc_removes_checkpoints_of_calls_that_succeeded_or_of_old_runs_and_keeps_resumable_ones(client) -> None:
+    c = client
+    done = p.training.run(client=c)                         # succeeded: its checkpoint is garbage, however recent
+    resumable = _failed_training(c)                         # failed within retention: resumed later
+    waiting = _failed_training(c)                           # preempted and waiting to run again, long ago
+    expired = _failed_training(c)                           # failed, past retention
+    paths = {run_id: _checkpoint(c, run_id) for run_id in (done.id, resumable, waiting, expired)}
+    assert len({obj for _doc, obj in paths.values()}) == 2   # the same weights: the same objects
+    age_run(c.metadata, expired, 40)
+    age_run(c.metadata, waiting, 400)
+    with c.metadata.artifacts.write() as conn:
+        conn.execute(t.runs.update().where(t.runs.c.id == waiting).values(status="running"))
+        conn.execute(t.step_runs.update().where(t.step_runs.c.run_id == waiting).values(status="running"))
+    stranger = f"{c.artifacts.base}/checkpoints/unknown-run/trains.3.json"   # no database row: judged by age
+    recent = f"{c.artifacts.base}/checkpoints/another-run/trains.json"
+    for path in (stranger, recent):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as fh:
+            fh.write(orjson.dumps({"attempt": 1, "stored": {"uri": None, "content_hash": "sha256:00"}}))
+    past = time.time() - 40 * DAY
+    for path in (stranger, *(obj for _doc, obj in paths.values())):   # every checkpoint object is old
+        os.utime(path, (past, past))
+
+    dry = collect(c.metadata, [c.artifacts], older_than_s=30 * DAY, dry_run=True)
+    assert dry.checkpoints_deleted == 3 and dry.roots[0].checkpoints_kept == 3
+    assert dry.to_dict()["roots"][0]["checkpoint_bytes"] > 0
+    assert all(os.path.exists(doc) and os.path.exists(obj) for doc, obj in paths.values())   # nothing changed
+
+    report = collect(c.metadata, [c.artifacts], older_than_s=30 * DAY)
+    assert report.checkpoints_deleted == 3 and report.bytes_freed >= report.roots[0].checkpoint_bytes > 0
+    assert report.roots[0].checkpoint_bytes == dry.roots[0].checkpoint_bytes
+    for gone in (done.id, expired):
+        assert not os.path.exists(paths[gone][0])
+    assert not os.path.exists(paths[done.id][1])            # the object only that checkpoint named went with it
+    assert not os.path.exists(stranger) and os.path.exists(recent)
+    for kept in (resumable, waiting):                       # kept with their objects, though these are old
+        assert all(os.path.exists(path) for path in paths[kept])
+
+    resumed = c.resume(resumable, params={"fail_at": -1})   # continues from the checkpoint gc left
+    assert resumed.status == "succeeded" and resumed.output("trains") == 2
+    again = collect(c.metadata, [c.artifacts], older_than_s=30 * DAY)
+    assert again.checkpoints_deleted == 1 and not os.path.exists(paths[resumable][0])   # it succeeded since
+    assert all(os.path.exists(path) for path in paths[waiting])
