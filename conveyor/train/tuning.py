@@ -142,9 +142,6 @@ def tune(objective: Callable[..., Any], space: Mapping[str, Any] | None = None, 
     remaining = max(0, n_trials - done)
 
     pool = dispatcher(executor or settings.executor, parallelism, ray_address=settings.ray_address)
-    from conveyor.train.writes import TrialWriter
-
-    trial_writes = TrialWriter(_trial_engine(md, storage))
     best = _Best(dirs, study)
     bar = _progress(progress, name, n_trials, done)
     loop = _Loop(remaining)
@@ -187,6 +184,9 @@ def tune(objective: Callable[..., Any], space: Mapping[str, Any] | None = None, 
             if bar is not None:
                 bar[0].advance(bar[1])
 
+    from conveyor.train.writes import TrialWriter
+
+    trial_writes = TrialWriter(_trial_engine(md, storage))
     lanes = ThreadPoolExecutor(max_workers=parallelism, thread_name_prefix="conveyor-study")
     try:
         futures = [lanes.submit(session) for _ in range(parallelism)]
