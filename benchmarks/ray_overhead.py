@@ -1,7 +1,8 @@
 """The Ray executor's cost per step against the same work written by hand with Ray's own API.
 
 Workloads, on a local Ray started here (2 CPUs, loopback, no dashboard), each the median of
-several repeats after a warm-up:
+``BENCH_REPEATS`` alternating rounds (floor, Conveyor on Ray, Conveyor with threads) after a warm-up
+of each, with the spread (fastest and slowest round):
   W1  a chain of 20 steps passing an int
   W2  one producer, 16 parallel steps, one join (18 steps)
   W3  two steps passing a 1,000,000 x 10 float DataFrame
@@ -118,16 +119,22 @@ def floor_functions(folder: Path) -> dict[str, object]:
     return {"W1": chain, "W2": fan, "W3": frame}
 
 
-def median_seconds(fn, repeats: int = REPEATS, setup=None) -> float:
-    """Median seconds of ``fn`` (given what ``setup`` returns, made outside the timing), after a warm-up."""
-    fn(setup() if setup else None)   # warm-up: worker processes, imports, the runtime environment
-    times = []
+def alternating(contenders: dict[str, tuple], repeats: int = REPEATS) -> dict[str, list[float]]:
+    """Seconds of each ``(fn, setup)`` per round, the contenders taking turns within every round.
+
+    ``fn`` gets what ``setup`` returns, made outside the timing; each runs once first (worker
+    processes, imports, the runtime environment), untimed.
+    """
+    for fn, setup in contenders.values():
+        fn(setup() if setup else None)
+    times: dict[str, list[float]] = {name: [] for name in contenders}
     for _ in range(repeats):
-        made = setup() if setup else None
-        t = time.perf_counter()
-        fn(made)
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+        for name, (fn, setup) in contenders.items():
+            made = setup() if setup else None
+            t = time.perf_counter()
+            fn(made)
+            times[name].append(time.perf_counter() - t)
+    return times
 
 
 def fresh_client(scratch: Path):
@@ -162,16 +169,21 @@ def main() -> None:
         scratch = Path(d)
         floors = floor_functions(scratch)
         for name in ("W1", "W2", "W3"):
-            floor = median_seconds(lambda _none, f=floors[name]: f())
-            ours = median_seconds(conveyor_run(pipes[name]), setup=fresh_client(scratch))
             # the engine alone on this machine now (thread executor, no Ray): how much of the overhead is
             # the engine's own bookkeeping (metadata writes, hashing) rather than the Ray executor
-            local = median_seconds(conveyor_run(pipes[name], "thread"), setup=fresh_client(scratch))
+            times = alternating({"floor": (lambda _none, f=floors[name]: f(), None),
+                                 "ray": (conveyor_run(pipes[name]), fresh_client(scratch)),
+                                 "thread": (conveyor_run(pipes[name], "thread"), fresh_client(scratch))})
+            floor, ours, local = (statistics.median(times[k]) for k in ("floor", "ray", "thread"))
+            per_round = [(r - f) / STEPS[name] * 1000 for f, r in zip(times["floor"], times["ray"])]
             n = STEPS[name]
             overhead = (ours - floor) / n * 1000
             print(json.dumps({
                 "workload": name, "steps": n, "floor_s": round(floor, 4), "conveyor_s": round(ours, 4),
                 "overhead_per_step_ms": round(overhead, 2), "ratio_to_floor": round(ours / floor, 3),
+                "overhead_per_step_ms_by_round": [round(x, 2) for x in per_round],
+                "floor_s_range": [round(min(times["floor"]), 4), round(max(times["floor"]), 4)],
+                "conveyor_s_range": [round(min(times["ray"]), 4), round(max(times["ray"]), 4)],
                 "engine_local_s": round(local, 4), "engine_local_per_step_ms": round(local / n * 1000, 2),
                 "target": "<= +3 ms/step" if name != "W3" else "<= 1.3x",
                 "met": overhead <= 3.0 if name != "W3" else ours / floor <= 1.3,

@@ -11,14 +11,18 @@ small). Storage: Optuna's RDB storage on the Conveyor home's SQLite metadata dat
 - Ray Tune: ``Tuner`` with ``OptunaSearch`` on the same storage, ``max_concurrent_trials=2``, on
   that Ray instance (skipped when ``ray[tune]`` is not importable).
 
-Overhead per trial = (wall time - floor wall time) / trials, in milliseconds of wall clock (with
-2 trials in parallel a worker spends up to twice that). Prints one JSON object.
+The floor and ``cv.tune`` on threads take turns for ``BENCH_ROUNDS`` rounds (default 3; each a new
+study of ``BENCH_TRIALS``); their figures are the medians, with each round's overhead. Ray and Ray
+Tune run once after them. Overhead per trial = (wall time - floor wall time) / trials, in
+milliseconds of wall clock (with 2 trials in parallel a worker spends up to twice that). Prints one
+JSON object.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -26,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 TRIALS = int(os.environ.get("BENCH_TRIALS", "200"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 PARALLEL = 2
 SLEEP_S = 0.010
 
@@ -67,13 +72,12 @@ def main() -> None:
     optuna.create_study(study_name="warm-bare", storage=storage).optimize(bare_objective, n_trials=2)
     cv.tune(conveyor_objective, space, n_trials=2, study_name="warm-cv", client=client, progress=False)
 
-    study = optuna.create_study(study_name="bare", storage=storage, direction="maximize",
-                                sampler=optuna.samplers.RandomSampler(seed=0))
-    t0 = time.perf_counter()
-    study.optimize(bare_objective, n_trials=TRIALS, n_jobs=PARALLEL)
-    floor = time.perf_counter() - t0
-    out["floor_optuna_s"] = round(floor, 3)
-    out["floor_ms_per_trial"] = round(1000 * floor / TRIALS, 2)
+    def timed_floor(name: str) -> float:
+        study = optuna.create_study(study_name=name, storage=storage, direction="maximize",
+                                    sampler=optuna.samplers.RandomSampler(seed=0))
+        t0 = time.perf_counter()
+        study.optimize(bare_objective, n_trials=TRIALS, n_jobs=PARALLEL)
+        return time.perf_counter() - t0
 
     def timed_cv(executor: str, name: str) -> float:
         t = time.perf_counter()
@@ -83,10 +87,22 @@ def main() -> None:
         assert result.counts["complete"] == TRIALS, result.counts
         return time.perf_counter() - t
 
-    wall = timed_cv("thread", "conveyor-threads")
+    floors, walls = [], []
+    for r in range(ROUNDS):
+        floors.append(timed_floor(f"bare-{r}"))
+        walls.append(timed_cv("thread", f"conveyor-threads-{r}"))
+    floor, wall = statistics.median(floors), statistics.median(walls)
+    out["rounds"] = ROUNDS
+    out["floor_optuna_s"] = round(floor, 3)
+    out["floor_optuna_s_by_round"] = [round(x, 3) for x in floors]
+    out["floor_ms_per_trial"] = round(1000 * floor / TRIALS, 2)
     out["conveyor_threads_s"] = round(wall, 3)
+    out["conveyor_threads_s_by_round"] = [round(x, 3) for x in walls]
     out["conveyor_threads_overhead_ms_per_trial"] = round(1000 * (wall - floor) / TRIALS, 2)
+    out["conveyor_threads_overhead_ms_per_trial_by_round"] = [round(1000 * (w - f) / TRIALS, 2)
+                                                              for f, w in zip(floors, walls)]
     out["conveyor_threads_vs_floor"] = round(wall / floor, 3)
+    out["load_average_1m_after_rounds"] = round(os.getloadavg()[0], 2)
     print(json.dumps(out), file=sys.stderr, flush=True)   # so far, in case a peer hangs
 
     try:
@@ -105,6 +121,7 @@ def main() -> None:
         out["conveyor_ray_overhead_ms_per_trial"] = round(1000 * (wall_ray - floor) / TRIALS, 2)
         print(json.dumps(out), file=sys.stderr, flush=True)
         out.update(_ray_tune(storage, floor, wall, wall_ray))
+        out["load_average_1m_at_end"] = round(os.getloadavg()[0], 2)
     finally:
         ray.shutdown()
     print(json.dumps(out, indent=2))

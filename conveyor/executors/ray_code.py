@@ -19,6 +19,7 @@ import sys
 import sysconfig
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,10 @@ _SKIP_DIRS = {e for e in EXCLUDES if "*" not in e}
 
 _lock = threading.Lock()
 _uploaded: dict[tuple[str, str, str], str] = {}   # (field, folder, fingerprint) -> package URI in the cluster
+_seen_at: dict[str, float] = {}   # package URI -> when this process last uploaded it or saw it in the cluster
+# Ray keeps a package at least 10 minutes after it was last pinned, even unused; this process pins
+# it at every upload or check, and does not ask the cluster again for this long after
+TRUST_S = 60.0
 
 
 @functools.cache
@@ -85,14 +90,14 @@ def _upload(field: str, folder: Path) -> str:
     """Upload the folder as a Ray package (unless the cluster has it) and return its URI."""
     # Ray's own upload path for job-level runtime environments: local paths are refused per task,
     # so the package is made here once and tasks name it by URI.
-    from ray._private.runtime_env.packaging import package_exists
+    from ray._private.runtime_env.packaging import package_exists, pin_runtime_env_uri
     from ray._private.runtime_env.py_modules import upload_py_modules_if_needed
     from ray._private.runtime_env.working_dir import upload_working_dir_if_needed
 
     key = (field, str(folder), fingerprint(folder))
     with _lock:
         uri = _uploaded.get(key)
-        if uri is not None and package_exists(uri):
+        if uri is not None and _still_there(uri, package_exists, pin_runtime_env_uri):
             return uri
         env: dict[str, Any] = {field: [str(folder)] if field == "py_modules" else str(folder), "excludes": EXCLUDES}
         scratch = tempfile.mkdtemp(prefix="conveyor-ray-pkg-")
@@ -112,7 +117,19 @@ def _upload(field: str, folder: Path) -> str:
 
             shutil.rmtree(scratch, ignore_errors=True)
         _uploaded[key] = uri
+        _seen_at[uri] = time.monotonic()
         return uri
+
+
+def _still_there(uri: str, package_exists: Any, pin: Any) -> bool:
+    """True when the cluster has the package: pinned by this process within TRUST_S, else asked (and pinned)."""
+    if time.monotonic() - _seen_at.get(uri, float("-inf")) < TRUST_S:
+        return True
+    pin(uri)
+    if not package_exists(uri):
+        return False
+    _seen_at[uri] = time.monotonic()
+    return True
 
 
 class CodePackages:

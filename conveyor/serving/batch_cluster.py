@@ -26,6 +26,7 @@ from conveyor.serving import batch
 from conveyor.serving.batch_bundle import ModelBundle, bundle_from_loader
 
 RAY_MAX_RETRIES = 3     # attempts after a worker death before the run stops (and can be resumed)
+WARM_WAIT_S = 10.0      # the first chunk waits at most this long for the workers started ahead of it
 
 
 def _bundle(load_model: Any) -> ModelBundle:
@@ -40,6 +41,12 @@ def _ray_score(box: list[Any], content_hash: str, task: tuple[Any, ...]) -> tupl
 
     batch.install_model(content_hash, lambda: ray.get(box[0]))
     return batch._score(task)
+
+
+def _ray_warm() -> None:
+    """A Ray task run while the driver loads the model: the worker process starts and imports what scoring needs."""
+    import fsspec  # noqa: F401
+    import pyarrow.parquet  # noqa: F401
 
 
 def _dask_score(bundle: ModelBundle, content_hash: str, task: tuple[Any, ...]) -> tuple[int, int]:
@@ -61,10 +68,14 @@ class RayPool:
         import ray
 
         self._ray = ray
-        bundle = _bundle(load_model)
         cpus = int(ray.cluster_resources().get("CPU", 0))
         if cpus < 1:
             raise ConfigurationError("The Ray cluster has no CPU to score on; add a worker node or check `ray status`.")
+        # a new driver gets new worker processes: start them now (one task per CPU), so that they start
+        # and import while this process loads the model, rather than after it
+        warm = ray.remote(num_cpus=1, max_retries=0, scheduling_strategy="SPREAD")(_ray_warm)
+        self._warming = [warm.remote() for _ in range(workers or cpus)]
+        bundle = _bundle(load_model)
         self.slots = 2 * (workers or cpus)
         self._hash = bundle.content_hash
         self._box = [ray.put(bundle)]
@@ -73,6 +84,11 @@ class RayPool:
         self._pending: set[Any] = set()
 
     def submit(self, task: tuple[Any, ...]) -> Any:
+        if self._warming:
+            # chunks go out once every node's CPUs are free again, so that they spread over all nodes
+            # (one submitted while a node's worker is still starting would go to another node)
+            self._ray.wait(self._warming, num_returns=len(self._warming), timeout=WARM_WAIT_S)
+            self._warming.clear()
         ref = self._task.remote(self._box, self._hash, task)
         self._pending.add(ref)
         return ref
@@ -100,6 +116,7 @@ class RayPool:
                 pass
         self._pending.clear()
         self._box.clear()
+        self._warming.clear()
 
 
 class DaskPool:

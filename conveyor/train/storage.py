@@ -51,7 +51,30 @@ def _open(url: str) -> Any:
             if "already exists" not in str(exc) and "duplicate" not in str(exc).lower() or attempt == 2:
                 raise
     _check_version(storage, optuna.__version__, url)
+    if url.startswith("sqlite"):
+        _commit_like_the_metadata_store(storage)
     return storage
+
+
+def _commit_like_the_metadata_store(storage: Any) -> None:
+    """The study's connections commit as the metadata store's do: in WAL mode, ``synchronous=NORMAL``.
+
+    SQLite's default (FULL) syncs the log to disk at every commit, and a study commits several times
+    per trial; NORMAL syncs at checkpoints, which survives a crashed process (what resuming a killed
+    study needs), as the metadata store's own connections to the same file do.
+    """
+    from sqlalchemy import event
+
+    def pragmas(dbapi_conn: Any, _record: Any) -> None:
+        cur = dbapi_conn.cursor()
+        try:
+            if str(cur.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal":
+                cur.execute("PRAGMA synchronous=NORMAL")
+        finally:
+            cur.close()
+
+    event.listen(storage.engine, "connect", pragmas)
+    storage.engine.dispose()   # the connection made while opening was made without it
 
 
 def _check_version(storage: Any, installed: str, url: str) -> None:

@@ -75,7 +75,7 @@ class _Loop:
     remaining: int
     stop: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
-    inflight: dict[int, tuple[Any, str]] = field(default_factory=dict)
+    inflight: dict[int, tuple[Any, Future[str]]] = field(default_factory=dict)   # number -> trial, its run's id
     snapshot_at: float = 0.0
     host: str = field(default_factory=socket.gethostname)
 
@@ -142,7 +142,6 @@ def tune(objective: Callable[..., Any], space: Mapping[str, Any] | None = None, 
     remaining = max(0, n_trials - done)
 
     pool = dispatcher(executor or settings.executor, parallelism, ray_address=settings.ray_address)
-    trial_writes = _trial_writes(md, storage)
     best = _Best(dirs, study)
     bar = _progress(progress, name, n_trials, done)
     loop = _Loop(remaining)
@@ -165,17 +164,18 @@ def tune(objective: Callable[..., Any], space: Mapping[str, Any] | None = None, 
                 sampler_state = _pickled_sampler(study)
                 loop.snapshot_at = max(time.time(), loop.snapshot_at + 1e-6)
                 sampler_at = loop.snapshot_at
-            run_id = trial_writes.open(study=name, number=trial.number, parent_run_id=ctx.parent_run_id,
-                                    parent_step_run_id=ctx.step_run_id, parameters=dict(trial.params),
-                                    pid=os.getpid(), host=loop.host, sampler=sampler_state,
-                                      sampler_at=sampler_at)
-            loop.inflight[trial.number] = (trial, run_id)
+            opened = trial_writes.open(study=name, number=trial.number, parent_run_id=ctx.parent_run_id,
+                                       parent_step_run_id=ctx.step_run_id, parameters=dict(trial.params),
+                                       pid=os.getpid(), host=loop.host, sampler=sampler_state,
+                                       sampler_at=sampler_at)   # written while the objective runs
+            loop.inflight[trial.number] = (trial, opened)
             task = TrialTask(storage_url=url, study_name=name, trial_id=trial._trial_id, objective=objective,
                              args=tuple(args), sampler=study.sampler, pruner=study.pruner,
                              study=study if pool is None else None, trial=trial if pool is None else None)
             outcome = evaluate(task) if pool is None else _outcome(pool.submit(task), trial)
             if loop.stop:
                 return   # interrupted meanwhile: the trial was queued again, its result is not told
+            run_id = opened.result()   # a trial the study counts as finished always has its run
             _tell(study, trial, outcome)
             with loop.lock:
                 keep = best.keep(outcome)
@@ -184,6 +184,9 @@ def tune(objective: Callable[..., Any], space: Mapping[str, Any] | None = None, 
             if bar is not None:
                 bar[0].advance(bar[1])
 
+    from conveyor.train.writes import TrialWriter
+
+    trial_writes = TrialWriter(_trial_engine(md, storage))
     lanes = ThreadPoolExecutor(max_workers=parallelism, thread_name_prefix="conveyor-study")
     try:
         futures = [lanes.submit(session) for _ in range(parallelism)]
@@ -193,8 +196,9 @@ def tune(objective: Callable[..., Any], space: Mapping[str, Any] | None = None, 
         loop.stop = True
         if pool is not None:
             pool.shutdown(cancel=True)
-        for trial, run_id in list(loop.inflight.values()):
-            _interrupt(study, trial, run_id, md)
+        trial_writes.stop(raise_failed=False)
+        for trial, opened in list(loop.inflight.values()):
+            _interrupt(study, trial, opened.result() if opened.done() and not opened.exception() else None, md)
         if ctx.own_parent:
             md.runs.set_status(ctx.parent_run_id, "cancelled", error="the study was interrupted")
         raise
@@ -204,6 +208,7 @@ def tune(objective: Callable[..., Any], space: Mapping[str, Any] | None = None, 
             bar[0].stop()
     if pool is not None:
         pool.shutdown()
+    trial_writes.stop()   # every trial's run written (or the first write that failed raised)
     result = _result(study, ctx, dirs, best)
     _report(ctx, result, names)
     return result
@@ -313,14 +318,10 @@ def _tell(study: Any, trial: Any, outcome: TrialOutcome) -> None:
         study.tell(trial, state=TrialState.FAIL)
 
 
-def _trial_writes(md: Any, storage: Any) -> Any:
+def _trial_engine(md: Any, storage: Any) -> Any:
     """Where trial runs are written: on SQLite through the study's own connection, so that this
     process's writes queue in Python behind each other instead of polling SQLite's file lock."""
-    if not md.url.startswith("sqlite"):
-        return md.trials
-    from conveyor.store.metadata.trials import Trials
-
-    return Trials(storage.engine)
+    return storage.engine if md.url.startswith("sqlite") else md.trials.engine
 
 
 def _record(client: Any, trial_writes: Any, run_id: str, outcome: TrialOutcome, names: tuple[str, ...],
@@ -350,12 +351,14 @@ def _record(client: Any, trial_writes: Any, run_id: str, outcome: TrialOutcome, 
         event="pruned" if outcome.state == "pruned" else None)
 
 
-def _interrupt(study: Any, trial: Any, run_id: str, md: Any) -> None:
-    """A trial stopped by Ctrl-C: failed, marked, and queued again for the next session."""
+def _interrupt(study: Any, trial: Any, run_id: str | None, md: Any) -> None:
+    """A trial stopped by Ctrl-C: failed, marked, and queued again for the next session (and its run
+    cancelled, when it was written)."""
     from conveyor.train.studies import requeue
 
     requeue(study, trial._trial_id, dict(trial.params))
-    md.runs.set_status(run_id, "cancelled", error="interrupted; queued again for the study's next session")
+    if run_id is not None:
+        md.runs.set_status(run_id, "cancelled", error="interrupted; queued again for the study's next session")
 
 
 class _Best:
