@@ -86,3 +86,4 @@ def test_a_model_that_raises_still_answers_prediction_failed() -> None:
     service = service_for(Broken().fit(X, BINARY), True)
     with pytest.raises(PredictionFailed, match="boom"):
         service.predict({f"f{i}": [0.0] for i in range(6)}, endpoint="m", headers={}, protocol="t")
+
