@@ -6,7 +6,9 @@ virtualenvs exist (``bash benchmarks/peers/install_peers.sh serving``). Conveyor
 validation, Prometheus metrics, the access log and the Parquet prediction log all on.
 Two floors run in the same rounds: the plain FastAPI endpoint the targets refer to
 (``await request.json()``), and a stricter one parsing with orjson. Prints one JSON object per
-(server, rows): requests/s, p50/p99 latency and ratios to both floors.
+(server, rows): requests/s, p50/p99 latency, ratios to both floors and to MLServer, and the lowest
+and highest per-round ratio to the floor. ``conveyor-sklearn-predict`` (named in BENCH_SERVERS) is
+the same server calling scikit-learn's ``predict`` instead of the compiled one (serving/compiled.py).
 """
 
 from __future__ import annotations
@@ -216,12 +218,15 @@ def main() -> None:
         **peer_servers(work),
         # the same server without its usage accounting (serving_usage): only when BENCH_SERVERS names it
         "conveyor-no-usage": conveyor(free_port(), {"CONVEYOR_SERVE_USAGE_INTERVAL_S": "0"}),
+        # the same server calling scikit-learn's predict instead of the compiled one (serving/compiled.py)
+        "conveyor-sklearn-predict": conveyor(free_port(), {"CONVEYOR_SERVE_COMPILED_PREDICT": "0"}),
     }
     wanted = os.environ.get("BENCH_SERVERS")
     if wanted:
         servers = {k: v for k, v in servers.items() if k in wanted.split(",") or k.startswith("floor")}
     else:
         servers.pop("conveyor-no-usage")
+        servers.pop("conveyor-sklearn-predict")
     rows_list = [int(r) for r in os.environ.get("BENCH_ROWS", "1,100").split(",")]
     rounds = int(os.environ.get("BENCH_ROUNDS", "2"))
     samples: dict[tuple[str, int], list[dict[str, float]]] = {}
@@ -249,6 +254,21 @@ def main() -> None:
         if strict:
             line |= {"rps_ratio_orjson_floor": round(r["rps"] / strict["rps"], 3),
                      "p99_ratio_orjson_floor": round(r["p99_ms"] / strict["p99_ms"], 3)}
+        # the spread: the ratio to the floor measured in the same round, lowest and highest
+        pairs = list(zip(samples[(name, rows)], samples[("floor", rows)]))
+        per_round = [a["rps"] / b["rps"] for a, b in pairs]
+        p99_round = [a["p99_ms"] / b["p99_ms"] for a, b in pairs]
+        line |= {"rps_ratio_min": round(min(per_round), 3), "rps_ratio_max": round(max(per_round), 3),
+                 "rps_ratio_median": round(float(np.median(per_round)), 3),
+                 "p99_ratio_median": round(float(np.median(p99_round)), 3),
+                 "rps_rounds": [round(r["rps"]) for r in samples[(name, rows)]],
+                 "p99_ms_rounds": [round(r["p99_ms"], 1) for r in samples[(name, rows)]]}
+        peer = results.get(("mlserver", rows))
+        if peer and name != "mlserver":
+            vs_peer = [a["rps"] / b["rps"] for a, b in zip(samples[(name, rows)], samples[("mlserver", rows)])]
+            line |= {"rps_ratio_mlserver": round(r["rps"] / peer["rps"], 3),
+                     "p99_ratio_mlserver": round(r["p99_ms"] / peer["p99_ms"], 3),
+                     "rps_ratio_mlserver_median": round(float(np.median(vs_peer)), 3)}
         print(json.dumps(line))
     import pyarrow.parquet as pq
 

@@ -104,6 +104,7 @@ class Settings:
     serve_log_interval_s: float = 2.0
     serve_log_writer: str = "process"     # "process": encode the prediction log off the serving process
     serve_usage_interval_s: float = 60.0   # 0: the server keeps no usage
+    serve_compiled_predict: bool = True    # linear scikit-learn models answered with NumPy (serving/compiled.py)
     aip_predict_route: str = "/predict"
     aip_health_route: str = "/health"
     agent_heartbeat_s: float = 60.0
@@ -230,6 +231,7 @@ def load_settings(env: Mapping[str, str] | None = None, cwd: Path | None = None)
                                          or get("serve_log_writer", "process")).strip().lower(),
                     serve_usage_interval_s=_seconds("CONVEYOR_SERVE_USAGE_INTERVAL_S",
                                                     get("serve_usage_interval_s", 60.0), zero=True),
+                    serve_compiled_predict=not _off(get("serve_compiled_predict", "1")),
                     dask_scheduler_address=str(env.get("DASK_SCHEDULER_ADDRESS", "")).strip() or None,
                     ray_address=ray_address,
                     ray_shared_root=_flag(get("ray_shared_root", "")),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import inspect
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -13,7 +14,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Match, Route
 
 from conveyor.serving.governance_routes import governance_routes
 from conveyor.serving.edge import Edge, http_error_handler
@@ -33,6 +34,7 @@ def create_app(service: ServingService, settings: Any, protocols: list[str] | No
     routes: list[Any] = []
     for name in protocols or list(PROTOCOLS):
         routes.extend(protocol_routes(name, service, settings))
+    predictions = [r for r in routes if "POST" in (getattr(r, "methods", None) or ())]
     routes.extend(governance_routes(service))
     routes.extend(extra_routes or [])
 
@@ -70,7 +72,46 @@ def create_app(service: ServingService, settings: Any, protocols: list[str] | No
 
     edge = Middleware(Edge, service=service, max_body_bytes=getattr(settings, "serve_max_body_bytes", 32 << 20),
                       max_in_flight=getattr(settings, "serve_max_in_flight", 64))
+    fixed = Middleware(FixedPosts, endpoints=fixed_posts(predictions, routes))
     from conveyor.observability.tracing import traced_app
 
-    return traced_app(Starlette(routes=routes, lifespan=lifespan, middleware=[edge],
+    return traced_app(Starlette(routes=routes, lifespan=lifespan, middleware=[edge, fixed],
                                 exception_handlers={HTTPException: http_error_handler(service)}))
+
+
+class FixedPosts:
+    """POSTs to a fixed path (``/invocations``, ``/score``, ``/predict``) go straight to their function.
+
+    Inside the edge (size limit, admission, errors), in front of the router: one dict lookup instead of
+    the router's scan of route patterns and Starlette's per-route exception wrapper (these routes answer
+    their own errors and raise no HTTPException). Everything else goes on to the router unchanged.
+    """
+
+    def __init__(self, app: Any, endpoints: dict[str, Any]) -> None:
+        self.app = app
+        self.endpoints = endpoints
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and not scope.get("root_path"):
+            endpoint = self.endpoints.get(scope["path"])
+            if endpoint is not None:
+                scope["path_params"] = {}
+                scope["endpoint"] = endpoint
+                response = await endpoint(Request(scope, receive, send))
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def fixed_posts(candidates: list[Any], routes: list[Any]) -> dict[str, Any]:
+    """Path -> function of the ``candidates`` (POST, no path parameter) the router of ``routes`` would choose."""
+    found: dict[str, Any] = {}
+    for route in candidates:
+        if not isinstance(route, Route) or "POST" not in (route.methods or ()) or route.param_convertors \
+                or not inspect.isfunction(route.endpoint):
+            continue
+        probe = {"type": "http", "path": route.path, "method": "POST", "root_path": ""}
+        chosen = next((r for r in routes if r.matches(probe)[0] == Match.FULL), None)
+        if chosen is route:
+            found.setdefault(route.path, route.endpoint)
+    return found

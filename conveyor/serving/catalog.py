@@ -80,6 +80,7 @@ class LoadedModel:
     size_bytes: int = 0
     load_seconds: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+    compiled: Any = None    # equal to model.predict on 2-D float64 arrays, faster (compiled.py), when known
 
 
 class Catalog(Protocol):

@@ -8,14 +8,16 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 
 from conveyor.serving.catalog import LoadedModel, ModelKey
+from conveyor.serving.compiled import compile_predict
 
 
 class ModelCache:
     """Holds loaded models; ``pinned`` ones (routed right now) are evicted only as a last resort."""
 
     def __init__(self, load: Callable[[ModelKey], LoadedModel], cap_bytes: int,
-                 on_load: Callable[[LoadedModel], None] | None = None) -> None:
+                 on_load: Callable[[LoadedModel], None] | None = None, *, compile_models: bool = True) -> None:
         self._load = load
+        self.compile_models = compile_models
         self.cap_bytes = cap_bytes
         self._models: OrderedDict[ModelKey, LoadedModel] = OrderedDict()
         self._lock = threading.Lock()
@@ -48,6 +50,8 @@ class ModelCache:
             start = time.perf_counter()
             loaded = self._load(key)
             loaded.load_seconds = time.perf_counter() - start
+            if self.compile_models and loaded.compiled is None:
+                loaded.compiled = compile_predict(loaded.model)
             with self._lock:
                 self._models[key] = loaded
                 self._evict()

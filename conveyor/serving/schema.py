@@ -80,10 +80,8 @@ class RowBlock:
 
     def matrix(self, signature: Signature) -> np.ndarray | None:
         """The float64 matrix when the block is plain numbers in the signature's order, else None."""
-        specs = signature.inputs
-        if len(specs) != len(self.names) or any(s.name != n for s, n in zip(specs, self.names, strict=True)):
-            return None
-        if any(s.dtype not in NUMERIC for s in specs):
+        plan = _plan(signature)
+        if not plan.numeric or plan.names != self.names:
             return None
         rows = self.rows
         if isinstance(rows, np.ndarray):
@@ -106,15 +104,41 @@ class RowBlock:
                 for i, j in np.argwhere((m == 0.0) | (m == 1.0)):
                     if type(rows[i][j]) is bool:
                         return None
-        if m.shape[1] != len(specs) or not np.isfinite(m).all():   # a null became NaN: the careful path names it
+        if m.shape[1] != len(plan.names) or not np.isfinite(m).all():   # a null became NaN: the careful path names it
             return None
-        ints = [j for j, s in enumerate(specs) if s.dtype.startswith(("int", "uint"))]
+        ints = plan.ints
         if ints:
             sub = m[:, ints]
             if not np.all(sub == np.floor(sub)):     # also False for NaN
                 return None
         return m
 
+
+
+class _Plan:
+    """What the matrix path needs to know of a signature, worked out once per signature."""
+
+    __slots__ = ("inputs", "names", "dtypes", "numeric", "ints")
+
+    def __init__(self, inputs: tuple[Any, ...]) -> None:
+        self.inputs = inputs     # kept so the id it is cached under cannot be reused while cached
+        self.names = [s.name for s in inputs]
+        self.dtypes = tuple(s.dtype for s in inputs)
+        self.numeric = all(d in NUMERIC for d in self.dtypes)
+        self.ints = [j for j, d in enumerate(self.dtypes) if d.startswith(("int", "uint"))]
+
+
+_PLANS: dict[int, _Plan] = {}
+
+
+def _plan(signature: Signature) -> _Plan:
+    inputs = signature.inputs
+    plan = _PLANS.get(id(inputs))
+    if plan is None or plan.inputs is not inputs:
+        if len(_PLANS) > 1000:
+            _PLANS.clear()
+        plan = _PLANS[id(inputs)] = _Plan(inputs)
+    return plan
 
 
 def from_records(records: Any, field: str = "records") -> dict[str, list[Any]]:
@@ -206,8 +230,7 @@ def validate(columns: Mapping[str, list[Any]] | RowBlock, signature: Signature |
         if signature is not None and len(columns):
             m = columns.matrix(signature)
             if m is not None:
-                return Batch(None, m.shape[0], matrix=m, names=columns.names,
-                             dtypes=[s.dtype for s in signature.inputs])
+                return Batch(None, m.shape[0], matrix=m, names=columns.names, dtypes=_plan(signature).dtypes)
         columns = columns.to_columns()
     lengths = {len(v) for v in columns.values()}
     if len(lengths) > 1:

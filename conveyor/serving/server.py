@@ -26,7 +26,8 @@ def build_app(settings: Settings | None = None, *, auth: str = "auto", default_e
     client = Client(settings)
     catalog = RegistryCatalog(client.metadata, client.artifacts, client.registry)
     service = ServingService(catalog, memory_cap_bytes=settings.serve_memory_mb << 20,
-                             default_endpoint=default_endpoint or settings.default_endpoint, auth=auth)
+                             default_endpoint=default_endpoint or settings.default_endpoint, auth=auth,
+                             compiled_predict=settings.serve_compiled_predict)
     if rate_table:
         from conveyor.serving.rate_limits import SharedRateLimiter
 

@@ -58,7 +58,8 @@ class ServingService:
 
     def __init__(self, catalog: Catalog, *, prediction_log: Any = None, metrics: ServerMetrics | None = None,
                  memory_cap_bytes: int = 2 << 30, default_endpoint: str | None = None, poll_s: float = 1.0,
-                 auth: str = "auto", access_log: Any = None, usage: UsageMeter | None = None) -> None:
+                 auth: str = "auto", access_log: Any = None, usage: UsageMeter | None = None,
+                 compiled_predict: bool = True) -> None:
         self.catalog = catalog
         self.prediction_log = prediction_log
         self.access_log = access_log
@@ -70,7 +71,8 @@ class ServingService:
         self.auth_mode = auth          # "auto": required once any key was created; "on"; "off"
         self.keys = KeyRing()
         self.limiter: Any = RateLimiter()   # replaced by a SharedRateLimiter when workers share limits
-        self.models = ModelCache(catalog.load_model, memory_cap_bytes, on_load=self._loaded)
+        self.models = ModelCache(catalog.load_model, memory_cap_bytes, on_load=self._loaded,
+                                 compile_models=compiled_predict)
         self.table = RoutingTable({}, "", default_endpoint)
         self._shadow_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="conveyor-shadow")
         self._poll_s = poll_s
@@ -227,7 +229,7 @@ class ServingService:
         loaded = self.models.get(key)
         batch = validate(columns, loaded.signature)
         try:
-            values = np.asarray(loaded.model.predict(batch.to_model_input(loaded.model)))
+            values = _predict(loaded, batch)
         except Exception as exc:
             if self.usage is not None:   # the request and its error are counted with the answer (count_error)
                 self.usage.add(name, key.name, key.version, time.thread_time() - cpu, time.perf_counter() - start, 0)
@@ -269,7 +271,7 @@ class ServingService:
         start = time.perf_counter()
         try:
             loaded = self.models.get(key)
-            values = np.asarray(loaded.model.predict(batch.to_model_input(loaded.model)))
+            values = _predict(loaded, batch)
         except Exception:
             self.metrics.shadow_errors.labels(endpoint, str(key.version)).inc()
             log.exception("shadow %s of endpoint %s failed on request %s", key, endpoint, rid,
@@ -302,6 +304,14 @@ class ServingService:
         if self.access_log is not None:
             self.access_log.write(ts=time.time(), request_id=request_id, endpoint=name, protocol=protocol,
                                   status=code, error=kind)
+
+
+def _predict(loaded: LoadedModel, batch: Batch) -> np.ndarray:
+    """The model's predictions, through its compiled form when it has one (``compiled.py``)."""
+    x = batch.to_model_input(loaded.model)
+    if loaded.compiled is not None:
+        return loaded.compiled(x)
+    return np.asarray(loaded.model.predict(x))
 
 
 def _presented_key(headers: Mapping[str, str]) -> str | None:

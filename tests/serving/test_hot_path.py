@@ -271,3 +271,23 @@ def test_a_failed_write_leaves_no_half_file_and_counts_the_rows(tmp_path, monkey
     log.close()
     assert dropped == [5] and log.dropped_rows == 5
     assert not list((tmp_path / "predictions").rglob("*.parquet"))
+
+
+def test_fixed_post_paths_go_where_the_router_would_send_them() -> None:
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    from conveyor.serving.app import fixed_posts
+
+    async def a(request):
+        return Response("a")
+
+    async def b(request):
+        return Response("b")
+
+    shadowing = Route("/{anything}", a, methods=["POST"])
+    plain = Route("/invocations", b, methods=["POST"])
+    getter = Route("/score", b, methods=["GET"])
+    assert fixed_posts([plain], [plain, shadowing]) == {"/invocations": b}
+    assert fixed_posts([plain], [shadowing, plain]) == {}      # the router picks the pattern first
+    assert fixed_posts([plain, getter, shadowing], [plain, getter, shadowing]) == {"/invocations": b}
