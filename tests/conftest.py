@@ -122,6 +122,16 @@ def redis_server() -> Iterator[object]:
         yield server
 
 
+@pytest.fixture(scope="session")
+def warm_cli() -> Iterator[object]:
+    """Runs ``conveyor`` commands as real processes forked from a warm interpreter (``tests/warm_cli.py``)."""
+    from tests.warm_cli import WarmCli
+
+    cli = WarmCli()
+    yield cli
+    cli.close()
+
+
 # A real `conveyor serve` for any test that needs one (imported last: it uses free_port above).
 from tests.servers import serve_process  # noqa: E402,F401
 

@@ -38,15 +38,15 @@ def demo(rows: int = 5, scale: float = 1.0, fail: bool = False):
 
 
 @pytest.fixture
-def cli(tmp_path: Path):
+def cli(tmp_path: Path, warm_cli):
+    """``conveyor ARGS`` in a real process (forked warm: ``tests/warm_cli.py``), on a home of its own."""
     (tmp_path / "flow.py").write_text(PIPELINE)
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
     env.update(CONVEYOR_HOME=str(tmp_path / "home"), COLUMNS="200",
                PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
 
     def run(*args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run([sys.executable, "-m", "conveyor.cli.main", *args], cwd=tmp_path, env=env,
-                              capture_output=True, text=True, timeout=120)
+        proc = warm_cli.run(args, cwd=tmp_path, env=env, timeout=120)
         if ok:
             assert proc.returncode == 0, proc.stdout + proc.stderr
         return proc
