@@ -125,9 +125,9 @@ def redis_server() -> Iterator[object]:
 @pytest.fixture(scope="session")
 def warm_cli() -> Iterator[object]:
     """Runs ``conveyor`` commands as real processes forked from a warm interpreter (``tests/warm_cli.py``)."""
-    from tests.warm_cli import WarmCli
+    from tests.warm_cli import shared
 
-    cli = WarmCli()
+    cli = shared()
     yield cli
     cli.close()
 

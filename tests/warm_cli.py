@@ -30,9 +30,11 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-PRELOAD = ("conveyor.cli.main", "conveyor.runtime.client", "conveyor.executors", "conveyor.store.artifacts",
-           "conveyor.cli.live", "sqlalchemy", "alembic.command", "rich.live", "rich.table", "numpy", "pandas",
-           "sklearn.linear_model")
+# besides Conveyor's own modules: what the commands and the tests' pipelines load
+LIBRARIES = ("sqlalchemy", "sqlalchemy.dialects.sqlite", "alembic.command", "fsspec.implementations.local",
+             "pydantic", "rich.live", "rich.table", "numpy", "pandas", "sklearn.linear_model")
+# never preloaded: the distributed engines (threads, and their own start-up), migration scripts, entry points
+NOT_PRELOADED = (".ray", ".dask", ".migrations", "__main__")
 
 
 class WarmCli:
@@ -90,6 +92,9 @@ class WarmCli:
         return line.strip()
 
     def close(self) -> None:
+        global _SHARED
+        if _SHARED is self:
+            _SHARED = None
         if self._server is not None:
             if self._server.stdin:
                 self._server.stdin.close()
@@ -102,6 +107,23 @@ class WarmCli:
         self._files.rmdir()
 
 
+_SHARED: WarmCli | None = None
+
+
+def shared() -> WarmCli:
+    """The session's client (the ``warm_cli`` fixture), for helpers that are not fixtures."""
+    global _SHARED
+    if _SHARED is None:
+        _SHARED = WarmCli()
+    return _SHARED
+
+
+def run(args: Sequence[str], *, env: Mapping[str, str], cwd: Path | str, timeout: float = 120,
+        input: str | None = None) -> subprocess.CompletedProcess[str]:
+    """``conveyor ARGS`` through the shared server."""
+    return shared().run(args, env=env, cwd=cwd, timeout=timeout, input=input)
+
+
 def _read(path: Path) -> str:
     return path.read_text(errors="replace") if path.exists() else ""
 
@@ -109,14 +131,24 @@ def _read(path: Path) -> str:
 # --- the server ----------------------------------------------------------------------------------
 
 
-def _preload() -> None:
+def preload() -> None:
+    """Import Conveyor's modules (but the distributed engines') and the usual libraries, so a fork starts warm."""
     import importlib
+    import pkgutil
 
-    for name in PRELOAD:
+    import conveyor
+
+    names = [m.name for m in pkgutil.walk_packages(conveyor.__path__, "conveyor.")
+             if not any(part in m.name for part in NOT_PRELOADED)]
+    for name in [*names, *LIBRARIES]:
         try:
             importlib.import_module(name)
-        except ImportError:
+        except Exception:          # an optional dependency that is not installed: the command imports it itself
             pass
+
+
+def _preload() -> None:
+    preload()
     import typer.main
 
     from conveyor.cli.main import app
