@@ -54,10 +54,12 @@ class WarmCli:
         return self._server
 
     def run(self, args: Sequence[str], *, env: Mapping[str, str], cwd: Path | str, timeout: float = 120,
-            input: str | None = None) -> subprocess.CompletedProcess[str]:
+            input: str | None = None, script: Path | None = None) -> subprocess.CompletedProcess[str]:
+        """Run ``conveyor ARGS``: ``main()`` of ``conveyor.cli.main``, or the installed entry ``script`` itself."""
         if os.environ.get("TESTS_COLD_CLI") == "1":     # the same commands from cold interpreters, to compare
-            return subprocess.run([sys.executable, "-m", "conveyor.cli.main", *args], env=dict(env), cwd=cwd,
-                                  input=input, stdin=None if input is not None else subprocess.DEVNULL,
+            command = [str(script)] if script else [sys.executable, "-m", "conveyor.cli.main"]
+            return subprocess.run([*command, *args], env=dict(env), cwd=cwd, input=input,
+                                  stdin=None if input is not None else subprocess.DEVNULL,
                                   capture_output=True, text=True, timeout=timeout)
         with self._lock:
             server = self._started()
@@ -65,7 +67,7 @@ class WarmCli:
             out, err, stdin = (self._files / f"{stamp}.{n}" for n in ("out", "err", "in"))
             stdin.write_text(input or "")
             request = {"argv": list(args), "env": dict(env), "cwd": str(cwd), "stdout": str(out), "stderr": str(err),
-                       "stdin": str(stdin) if input is not None else os.devnull}
+                       "stdin": str(stdin) if input is not None else os.devnull, "script": str(script or "")}
             assert server.stdin is not None and server.stdout is not None
             server.stdin.write(json.dumps(request) + "\n")
             server.stdin.flush()
@@ -172,9 +174,15 @@ def _child(request: dict[str, Any]) -> None:
         os.environ.update(request["env"])
         import conveyor.cli.main as module
 
-        sys.argv = [module.__file__ or "conveyor", *request["argv"]]
-        sys.path[:] = _path(request["env"].get("PYTHONPATH", ""))
-        module.main()
+        script = request["script"]
+        sys.argv = [script or module.__file__ or "conveyor", *request["argv"]]
+        sys.path[:] = _path(request["env"].get("PYTHONPATH", ""), script)
+        if script:                               # the installed entry point's own code
+            import runpy
+
+            runpy.run_path(script, run_name="__main__")
+        else:
+            module.main()
         code = 0
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
@@ -194,11 +202,11 @@ def _child(request: dict[str, Any]) -> None:
 _SERVER_PATH = os.environ.get("PYTHONPATH", "").split(os.pathsep)
 
 
-def _path(pythonpath: str) -> list[str]:
-    """``sys.path`` as ``python -m`` in this folder with this PYTHONPATH makes it: the folder, then the rest."""
+def _path(pythonpath: str, script: str = "") -> list[str]:
+    """``sys.path`` as Python makes it with this PYTHONPATH: first the folder (``-m``) or the script's folder."""
     own = [p for p in pythonpath.split(os.pathsep) if p]
     rest = [p for p in sys.path[1:] if p not in _SERVER_PATH and p not in own]
-    return [os.getcwd(), *own, *rest]
+    return [os.path.dirname(script) if script else os.getcwd(), *own, *rest]
 
 
 def serve() -> None:
