@@ -7,8 +7,9 @@ nothing else. The child then takes the command's environment, working folder, ``
 way it does; its exit code, stdout and stderr come back as a ``CompletedProcess``. A command thus
 costs milliseconds of start-up instead of the second or two of imports that a cold interpreter
 pays. ``TESTS_COLD_CLI=1`` runs the same commands from cold interpreters instead (to compare or
-to rule the server out). The installed entry point itself is run cold by the tests that are about it
-(``tests/cli/test_cli.py``'s ``entry``, the fault suite, the CI workflow jobs).
+to rule the server out). Cold starts stay where the start itself is under test: the Ctrl-C test,
+every tenth trial of the fault suite, the CI workflow's jobs, ``conveyor serve`` and the agent,
+the exported tasks' ``step exec`` and ``tests/test_imports.py``.
 
 Run as ``python -m tests.warm_cli`` it is the server: one JSON request a line on stdin, answered
 by the child's pid and then its exit status, each on a line of stdout.
