@@ -50,8 +50,9 @@ class WarmCli:
         if self._server is None or self._server.poll() is not None:
             env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
-            self._server = subprocess.Popen([sys.executable, "-m", "tests.warm_cli"], cwd=REPO, env=env, text=True,
-                                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+            with open(self._files / "server.log", "ab") as log:
+                self._server = subprocess.Popen([sys.executable, "-m", "tests.warm_cli"], cwd=REPO, env=env,
+                                                text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log)
         return self._server
 
     def run(self, args: Sequence[str], *, env: Mapping[str, str], cwd: Path | str, timeout: float = 120,
@@ -91,7 +92,8 @@ class WarmCli:
             raise subprocess.TimeoutExpired(["conveyor"], timeout)
         line = server.stdout.readline()
         if not line:
-            raise AssertionError(f"the warm CLI server exited while waiting for {what}")
+            log = _read(self._files / "server.log")[-3000:]
+            raise AssertionError(f"the warm CLI server (tests/warm_cli.py) exited while waiting for {what}:\n{log}")
         return line.strip()
 
     def close(self) -> None:
