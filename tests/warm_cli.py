@@ -17,9 +17,11 @@ by the child's pid and then its exit status, each on a line of stdout.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -44,7 +46,13 @@ class WarmCli:
     def __init__(self) -> None:
         self._server: subprocess.Popen[str] | None = None
         self._lock = threading.Lock()
+        self._owner = os.getpid()           # a forked copy of this process must not close the server
         self._files = Path(tempfile.mkdtemp(prefix="conveyor-warm-cli-"))
+
+    def start(self) -> None:
+        """Start the server (its imports take seconds) without waiting for it; ``run`` waits."""
+        with self._lock:
+            self._started()
 
     def _started(self) -> subprocess.Popen[str]:
         if self._server is None or self._server.poll() is not None:
@@ -98,6 +106,8 @@ class WarmCli:
 
     def close(self) -> None:
         global _SHARED
+        if os.getpid() != self._owner:
+            return
         if _SHARED is self:
             _SHARED = None
         if self._server is not None:
@@ -107,9 +117,8 @@ class WarmCli:
                 self._server.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 self._server.kill()
-        for path in self._files.iterdir():
-            path.unlink()
-        self._files.rmdir()
+            self._server = None
+        shutil.rmtree(self._files, ignore_errors=True)
 
 
 _SHARED: WarmCli | None = None
@@ -120,6 +129,7 @@ def shared() -> WarmCli:
     global _SHARED
     if _SHARED is None:
         _SHARED = WarmCli()
+        atexit.register(_SHARED.close)       # if no test's fixture closed it
     return _SHARED
 
 
