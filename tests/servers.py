@@ -45,7 +45,7 @@ class ServeProcess:
                     return self
             except httpx.HTTPError:
                 pass
-            time.sleep(0.05)
+            time.sleep(0.2)
         raise AssertionError("server did not become healthy")
 
     def kill(self, sig: int) -> None:

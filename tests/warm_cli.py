@@ -147,7 +147,12 @@ def _read(path: Path) -> str:
 
 
 def preload() -> None:
-    """Import Conveyor's modules (but the distributed engines') and the usual libraries, so a fork starts warm."""
+    """Import Conveyor's modules (but the distributed engines') and the usual libraries, so a fork starts warm.
+
+    Only for a process that runs nothing else, as the server: forked from a test process, the same
+    modules would carry whatever state earlier tests left in them (a pool whose threads the fork
+    dropped, a configured exporter) into the child.
+    """
     import importlib
     import pkgutil
 

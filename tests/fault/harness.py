@@ -150,9 +150,11 @@ def final_outputs(db: Path, run_id: str) -> dict[str, str]:
 
 def _warm_up() -> None:
     """Import what a run needs once, in this process, so forked children start warm."""
-    from tests.warm_cli import preload
+    import importlib
 
-    preload()
+    for name in ("conveyor.runtime.client", "conveyor.cli.live", "conveyor.executors", "conveyor.store.artifacts",
+                 "rich.live", "rich.table", "alembic.command"):
+        importlib.import_module(name)
     global _COMMAND
     if _COMMAND is None:
         import typer.main
