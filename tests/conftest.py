@@ -122,6 +122,24 @@ def redis_server() -> Iterator[object]:
         yield server
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Start the warm CLI server now, if a collected test uses it: its imports overlap the first tests."""
+    if any("warm_cli" in item.fixturenames or hasattr(getattr(item, "module", None), "warm_cli") for item in items):
+        from tests.warm_cli import shared
+
+        shared().start()
+
+
+@pytest.fixture(scope="session")
+def warm_cli() -> Iterator[object]:
+    """Runs ``conveyor`` commands as real processes forked from a warm interpreter (``tests/warm_cli.py``)."""
+    from tests.warm_cli import shared
+
+    cli = shared()
+    yield cli
+    cli.close()
+
+
 # A real `conveyor serve` for any test that needs one (imported last: it uses free_port above).
 from tests.servers import serve_process  # noqa: E402,F401
 

@@ -18,6 +18,7 @@ from conveyor.automation.agent import Agent
 from conveyor.config import load_settings
 from conveyor.runtime.client import Client
 from conveyor.store.metadata import tables as t
+from tests import warm_cli
 from tests.automation.test_automation import PIPELINE
 
 BLOCKING = '''
@@ -196,8 +197,7 @@ def test_an_agent_started_in_another_folder_runs_what_was_created_with_relative_
     env["CONVEYOR_HOME"] = str(tmp_path / "home")
 
     def conveyor(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run([sys.executable, "-m", "conveyor.cli.main", *args], cwd=cwd, env=env,
-                              capture_output=True, text=True, timeout=120)
+        proc = warm_cli.run(args, cwd=cwd, env=env, timeout=120)        # a real process, forked warm
         assert proc.returncode == 0, proc.stdout + proc.stderr
         return proc
 

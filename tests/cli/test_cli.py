@@ -1,4 +1,8 @@
-"""The ``conveyor`` command, run as a user runs it: a real subprocess in a fresh folder."""
+"""The ``conveyor`` command, run as a user runs it: a real process in a fresh folder.
+
+The processes start from a warm interpreter (``tests/warm_cli.py``); ``TESTS_COLD_CLI=1`` starts
+each one cold, as a shell does. Ctrl-C is sent to a cold ``python -m conveyor.cli.main``.
+"""
 
 from __future__ import annotations
 
@@ -38,15 +42,15 @@ def demo(rows: int = 5, scale: float = 1.0, fail: bool = False):
 
 
 @pytest.fixture
-def cli(tmp_path: Path):
+def cli(tmp_path: Path, warm_cli):
+    """``conveyor ARGS`` in a real process (forked warm: ``tests/warm_cli.py``), on a home of its own."""
     (tmp_path / "flow.py").write_text(PIPELINE)
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
     env.update(CONVEYOR_HOME=str(tmp_path / "home"), COLUMNS="200",
                PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
 
     def run(*args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run([sys.executable, "-m", "conveyor.cli.main", *args], cwd=tmp_path, env=env,
-                              capture_output=True, text=True, timeout=120)
+        proc = warm_cli.run(args, cwd=tmp_path, env=env, timeout=120)
         if ok:
             assert proc.returncode == 0, proc.stdout + proc.stderr
         return proc
@@ -202,15 +206,15 @@ ENTRY = Path(sys.executable).parent / "conveyor"
 
 
 @pytest.fixture
-def entry(tmp_path: Path):
+def entry(tmp_path: Path, warm_cli):
+    """The installed entry point's script, run in a real process forked warm, with no terminal on stdin."""
     assert ENTRY.exists(), f"the installed entry point {ENTRY} is missing; run `make dev`"
     (tmp_path / "flow.py").write_text(PIPELINE)
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
     env.update(CONVEYOR_HOME=str(tmp_path / "home"), COLUMNS="200")
 
     def run(*args: str, extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([str(ENTRY), *args], cwd=tmp_path, env={**env, **(extra_env or {})},
-                              stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
+        return warm_cli.run(args, cwd=tmp_path, env={**env, **(extra_env or {})}, script=ENTRY, timeout=120)
 
     return run
 

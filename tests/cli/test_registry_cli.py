@@ -66,7 +66,6 @@ def test_models_alias_approval_rollback_endpoints_keys_audit(cli, tmp_path: Path
 # --- governance bypasses, through the real entry point ---------------------------------------------
 
 import subprocess  # noqa: E402
-import sys  # noqa: E402
 
 import pytest  # noqa: E402
 
@@ -74,15 +73,14 @@ from tests.conftest import REPO  # noqa: E402
 
 
 @pytest.fixture
-def as_actor(tmp_path: Path):
-    """``conveyor`` in a subprocess with CONVEYOR_ACTOR set per call, on one home."""
+def as_actor(tmp_path: Path, warm_cli):
+    """``conveyor`` in a real process (forked warm) with CONVEYOR_ACTOR set per call, on one home."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
     base.update(CONVEYOR_HOME=str(tmp_path / "home"), COLUMNS="200",
                 PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
 
     def run(actor: str, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run([sys.executable, "-m", "conveyor.cli.main", *args], cwd=tmp_path,
-                              env={**base, "CONVEYOR_ACTOR": actor}, capture_output=True, text=True, timeout=120)
+        proc = warm_cli.run(args, cwd=tmp_path, env={**base, "CONVEYOR_ACTOR": actor}, timeout=120)
         if ok:
             assert proc.returncode == 0, proc.stdout + proc.stderr
         return proc

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests import warm_cli
 from tests.npm import npm_package
 
 REPO = Path(__file__).resolve().parents[2]
@@ -55,8 +56,8 @@ createLinter().then((lint) => {
 
 
 def _cli(project: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(BIN / "conveyor"), *args], cwd=project, env=env, capture_output=True, text=True,
-                          timeout=300)
+    """``conveyor ARGS`` in a real process forked warm (``tests/warm_cli.py``); the jobs' own calls start cold."""
+    return warm_cli.run(args, cwd=project, env=env, timeout=300)
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
-import subprocess
+import os
 import sys
 from pathlib import Path
 from typing import Literal
@@ -17,6 +17,7 @@ from conveyor.export import ExportOptions, export, target
 from conveyor.export.airflow import conveyor_run_id
 from conveyor.export.plan import lower
 from conveyor.runtime.loader import load_pipeline
+from tests import warm_cli
 from tests.export.validate_airflow import (
     KPO,
     PYTHON_TASK,
@@ -166,8 +167,8 @@ def test_both_operators_and_every_construct_load_into_airflow_s_dagbag(major: st
 
 
 def _import(run_id: str, root: Path) -> str:
-    done = subprocess.run([sys.executable, "-m", "conveyor", "runs", "import", run_id, "--from", str(root)],
-                          capture_output=True, text=True, timeout=300)
+    done = warm_cli.run(["runs", "import", run_id, "--from", str(root)], env=dict(os.environ), cwd=os.getcwd(),
+                        timeout=300)     # a real process, forked warm (tests/warm_cli.py)
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout
 

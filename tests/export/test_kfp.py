@@ -16,6 +16,7 @@ from conveyor.export import ExportOptions, export, target
 from conveyor.export.kfp import IR_FILE, task_ids, vertex_machine
 from conveyor.export.plan import lower
 from conveyor.runtime.loader import load_pipeline
+from tests import warm_cli
 from tests.export.pipelines.nested import add, numbers
 from tests.export.validate_kfp import inspect, kfp_venv, validate
 from tests.export.venvs import run_in
@@ -202,8 +203,8 @@ def _run_kfp_local(ir: Path, env: dict[str, str], cwd: Path, *args: str) -> str:
 
 
 def _conveyor(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "conveyor", *args], check=False, capture_output=True, text=True,
-                          env=env, timeout=300)
+    """``conveyor ARGS`` in a real process forked warm (``tests/warm_cli.py``)."""
+    return warm_cli.run(args, env=env, cwd=os.getcwd(), timeout=300)
 
 
 def _task_env(tmp_path: Path, **extra: str) -> dict[str, str]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 
+from tests import warm_cli
 from tests.conftest import REPO
 from tests.servers import ServeProcess
 
@@ -33,8 +33,8 @@ def _env(home: Path, actor: str) -> dict[str, str]:
 
 
 def conveyor(home: Path, actor: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "conveyor.cli.main", *args], cwd=home.parent, env=_env(home, actor),
-                          capture_output=True, text=True, timeout=120)
+    """``conveyor ARGS`` as ``actor``, in a real process forked warm (``tests/warm_cli.py``)."""
+    return warm_cli.run(args, cwd=home.parent, env=_env(home, actor), timeout=120)
 
 
 def issue_key(home: Path, by: str, actor: str | None, scope: str = "deploy") -> str:

@@ -7,13 +7,13 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests import warm_cli
 from tests.conftest import REPO, free_port
 from tests.servers import ServeProcess
 
@@ -78,8 +78,7 @@ def test_no_secret_reaches_outputs_logs_metrics_or_records(secret_user: str, tmp
     outputs: dict[str, str] = {}
 
     def cli(*args: str, ok: bool = True, **extra: str) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run([sys.executable, "-m", "conveyor.cli.main", *args], cwd=tmp_path,
-                              env={**env, **extra}, capture_output=True, text=True, timeout=180)
+        proc = warm_cli.run(args, cwd=tmp_path, env={**env, **extra}, timeout=180)    # a real process, forked warm
         outputs[" ".join(args)] = proc.stdout + proc.stderr
         if ok:
             assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +12,7 @@ import pytest
 from conveyor.data.validation import parse_schema, validate
 from conveyor.data.validation.suggest import suggest_schema, widen
 from conveyor.errors import ValidationFailed
+from tests import warm_cli
 from tests.conftest import REPO
 
 
@@ -81,9 +81,8 @@ def test_cli_suggest_then_validate(tmp_path: Path) -> None:
     bad.to_csv(tmp_path / "current.csv", index=False)
 
     def conveyor(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "conveyor", *args], cwd=tmp_path, capture_output=True,
-                              text=True, timeout=120, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO),
-                                                           "CONVEYOR_HOME": str(tmp_path / "home")})
+        return warm_cli.run(args, cwd=tmp_path, timeout=120, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO),
+                                                                  "CONVEYOR_HOME": str(tmp_path / "home")})
 
     done = conveyor("data", "suggest", "ref.parquet", "-o", "schema.yaml")
     assert done.returncode == 0, done.stderr
