@@ -362,10 +362,11 @@ class Steps(Repository):
         return result
 
     def attempts(self, run_id: str) -> list[dict[str, Any]]:
-        """The run's step_attempts rows with their step run's name, in the order the attempts started."""
+        """The run's step_attempts rows with their step run's name, in the order the attempts started
+        (found through the run's step runs: step_attempts is keyed by step run and attempt alone)."""
         a, s = t.step_attempts, t.step_runs
         q = (select(s.c.name, s.c.step, s.c.preemptions, *[c for c in a.c if c.name not in ("id", "run_id")])
-             .join(s, s.c.id == a.c.step_run_id).where(a.c.run_id == run_id)
+             .join(s, s.c.id == a.c.step_run_id).where(s.c.run_id == run_id)
              .order_by(a.c.started_at, s.c.name, a.c.attempt))
         with self.read() as conn:
             return [dict(r._mapping) for r in conn.execute(q)]

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from sqlalchemy import false
-from sqlalchemy import (JSON, BigInteger, Boolean, Column, Float, ForeignKey, Index, Integer, MetaData, String, Table,
-                        Text, UniqueConstraint)
+from sqlalchemy import (JSON, BigInteger, Boolean, Column, Float, ForeignKey, Index, Integer, MetaData,
+                        PrimaryKeyConstraint, String, Table, Text, UniqueConstraint)
 
 metadata = MetaData()
 
@@ -84,13 +84,14 @@ step_runs = Table(
 Index("ix_step_runs_run", step_runs.c.run_id)
 Index("ix_step_runs_cache", step_runs.c.cache_key, step_runs.c.status)
 
-# one row per attempt of a step run: what it used (0006). Measures are None where unknown.
+# one row per attempt of a step run: what it used (0006). Measures are None where unknown. Keyed by
+# (step run, attempt) with no other index, and on SQLite without a rowid, so the row every step's end
+# writes lands in one B-tree (0007); a run's attempts are found through ix_step_runs_run.
 step_attempts = Table(
     "step_attempts", metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
     Column("step_run_id", String(32), ForeignKey("step_runs.id", ondelete="CASCADE"), nullable=False),
-    Column("run_id", String(32), nullable=False),
     Column("attempt", Integer, nullable=False),
+    Column("run_id", String(32), nullable=False),
     Column("status", String(20), nullable=False),          # completed | failed | preempted | timeout | cancelled
     Column("executor", String(20)),
     Column("host", String(200)),
@@ -104,9 +105,9 @@ step_attempts = Table(
     Column("gpu_s", Float),
     Column("gpu_peak_bytes", BigInteger),
     Column("error", Text),
+    PrimaryKeyConstraint("step_run_id", "attempt", name="pk_step_attempts"),
+    sqlite_with_rowid=False,
 )
-Index("ix_step_attempts_step_run", step_attempts.c.step_run_id)
-Index("ix_step_attempts_run", step_attempts.c.run_id)
 
 # CPU a server spent per endpoint and model version, flushed per period (0006): cost per 1,000 requests
 serving_usage = Table(

@@ -166,3 +166,67 @@ def test_migrations_build_exactly_the_schema_the_code_declares(settings) -> None
         diff = compare_metadata(MigrationContext.configure(conn), tables.metadata)
     store.close()
     assert [d for d in diff if d[0] in ("add_table", "remove_table", "add_column", "remove_column")] == []
+
+
+def _store_at_0006_with_attempts(url: str) -> None:
+    """A store migrated to 0006 (attempts with an id and two indexes) holding a step run's two attempts."""
+    from sqlalchemy import create_engine
+
+    _migrate(url, "0006_resources")
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO runs (id, kind, status, created_at) VALUES ('old', 'pipeline', 'succeeded', 1)"))
+        conn.execute(text("INSERT INTO step_runs (id, run_id, name, step, status, attempts, cache_hit, started_at) "
+                          "VALUES ('s1', 'old', 'train', 'train', 'succeeded', 2, false, 1)"))
+        conn.execute(text("INSERT INTO step_attempts (step_run_id, run_id, attempt, status, executor, started_at, "
+                          "wall_s, cpu_s) VALUES ('s1', 'old', 1, 'failed', 'thread', 1, 0.5, 0.25), "
+                          "('s1', 'old', 2, 'completed', 'thread', 2, 1.5, 1.25)"))
+    engine.dispose()
+
+
+def _upgraded_store_keeps_attempts(url: str) -> None:
+    from conveyor.cost.usage import step_usage
+
+    _store_at_0006_with_attempts(url)
+    store = MetadataStore(url)   # migrates to the head
+    got = [(a["name"], a["attempt"], a["status"], a["wall_s"], a["cpu_s"]) for a in store.steps.attempts("old")]
+    assert got == [("train", 1, "failed", 0.5, 0.25), ("train", 2, "completed", 1.5, 1.25)]
+    assert sorted(u.cpu_s for u in step_usage(store, run_ids=["old"])) == [0.25, 1.25]
+    store.steps.add_attempts("s1", "old", [dict(attempt=3, status="completed", executor="thread", started_at=3.0,
+                                                wall_s=1.0, cpu_s=0.75)], attempts=3, preemptions=1)
+    assert [a["attempt"] for a in store.steps.attempts("old")] == [1, 2, 3]
+    assert {i["name"] for i in inspect(store.engine).get_indexes("step_attempts")} == set()
+    store.close()
+    _migrate(url, "0006_resources", down=True)   # and back: the rows get ids again, then keys
+    _migrate(url, "head")
+    store = MetadataStore(url)
+    assert [a["attempt"] for a in store.steps.attempts("old")] == [1, 2, 3]
+    store.close()
+
+
+def _migrate(url: str, revision: str, *, down: bool = False) -> None:
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import create_engine
+
+    from conveyor.store.metadata.connection import MIGRATIONS
+
+    engine = create_engine(url)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        (command.downgrade if down else command.upgrade)(cfg, revision)
+    engine.dispose()
+
+
+def test_upgrade_to_keyed_attempts_keeps_their_rows(tmp_path) -> None:
+    _upgraded_store_keeps_attempts(f"sqlite:///{tmp_path / 'old.db'}")
+    with sqlite3.connect(tmp_path / "old.db") as conn:   # one B-tree: the primary key's, no rowid
+        sql = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'step_attempts'").fetchone()[0]
+    assert "WITHOUT ROWID" in sql
+
+
+@pytest.mark.postgres
+def test_upgrade_to_keyed_attempts_keeps_their_rows_on_postgresql(postgres_url) -> None:
+    _upgraded_store_keeps_attempts(postgres_url)
