@@ -1,8 +1,10 @@
-"""step attempts keyed by (step run, attempt): one B-tree for the row every step's end writes
+"""step attempts keyed by (step run, attempt); a step run's one completed attempt kept on the step run
 
-The autoincrement id and the two secondary indexes go; on SQLite the table has no rowid, so an
-attempt's row is stored in its primary key's B-tree alone. A run's attempts are found through its
-step runs (ix_step_runs_run). The rows a store already holds are copied over.
+The autoincrement id and the two secondary indexes of step_attempts go; on SQLite the table has no
+rowid, so an attempt's row is stored in its primary key's B-tree alone. A run's attempts are found
+through its step runs (ix_step_runs_run). The rows a store already holds are copied over. The step
+run whose only attempt completed the first time (most of them) keeps that attempt's measures in new
+used_* columns of step_runs, written by the update of the step's end: no step_attempts row.
 
 Revision ID: 0007_attempts_key
 Revises: 0006_resources
@@ -43,7 +45,16 @@ def _measures() -> list[sa.Column]:
     ]
 
 
+USED = (('executor', sa.String(20)), ('host', sa.String(200)), ('started_at', sa.Float()), ('ended_at', sa.Float()),
+        ('wall_s', sa.Float()), ('cpu_s', sa.Float()), ('peak_rss_bytes', sa.BigInteger()),
+        ('bytes_read', sa.BigInteger()), ('bytes_written', sa.BigInteger()), ('gpu_s', sa.Float()),
+        ('gpu_peak_bytes', sa.BigInteger()))
+
+
 def upgrade() -> None:
+    with op.batch_alter_table('step_runs') as batch:
+        for name, kind in USED:
+            batch.add_column(sa.Column(f'used_{name}', kind, nullable=True))
     op.drop_index('ix_step_attempts_run', table_name='step_attempts')
     op.drop_index('ix_step_attempts_step_run', table_name='step_attempts')
     op.rename_table('step_attempts', 'step_attempts_0006')
@@ -58,6 +69,14 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    cols = ', '.join(COLUMNS)
+    used = ', '.join(f'used_{name}' for name, _kind in USED)
+    # the attempts kept on their step runs become rows again
+    op.execute(f"INSERT INTO step_attempts ({cols}) SELECT id, 1, run_id, 'completed', {used}, NULL "
+               "FROM step_runs WHERE used_executor IS NOT NULL")
+    with op.batch_alter_table('step_runs') as batch:
+        for name, _kind in reversed(USED):
+            batch.drop_column(f'used_{name}')
     op.rename_table('step_attempts', 'step_attempts_0007')
     op.create_table('step_attempts', sa.Column('id', sa.Integer(), primary_key=True, autoincrement=True),
                     *_measures())
