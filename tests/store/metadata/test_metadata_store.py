@@ -14,6 +14,7 @@ from conveyor.errors import ConfigurationError, NotFound, StoreUnavailable
 from conveyor.runtime.client import Client
 from conveyor.store.metadata import MetadataStore
 from conveyor.store.metadata.connection import HEAD
+from conveyor.store.metadata.records import StepOutcome
 from tests.runtime import pipelines as p
 
 TABLES = {"pipelines", "runs", "run_events", "step_runs", "artifacts", "lineage", "metrics", "params",
@@ -185,6 +186,8 @@ def _store_at_0006_with_attempts(url: str) -> None:
 
 
 def _upgraded_store_keeps_attempts(url: str) -> None:
+    from sqlalchemy import create_engine
+
     from conveyor.cost.usage import step_usage
 
     _store_at_0006_with_attempts(url)
@@ -196,11 +199,18 @@ def _upgraded_store_keeps_attempts(url: str) -> None:
                                                 wall_s=1.0, cpu_s=0.75)], attempts=3, preemptions=1)
     assert [a["attempt"] for a in store.steps.attempts("old")] == [1, 2, 3]
     assert {i["name"] for i in inspect(store.engine).get_indexes("step_attempts")} == set()
+    sid = store.steps.start("old", "score", "score", cache_key=None, code_hash=None)
+    store.steps.finish(sid, "old", StepOutcome(status="succeeded", attempts=1, attempt_rows=[_ATTEMPT]))
     store.close()
     _migrate(url, "0006_resources", down=True)   # and back: the rows get ids again, then keys
+    engine = create_engine(url)
+    with engine.connect() as conn:   # the attempt kept on its step run is a row again
+        assert conn.execute(text("SELECT count(*) FROM step_attempts WHERE step_run_id = :s"), {"s": sid}).scalar() == 1
+    engine.dispose()
     _migrate(url, "head")
     store = MetadataStore(url)
-    assert [a["attempt"] for a in store.steps.attempts("old")] == [1, 2, 3]
+    assert [(a["name"], a["attempt"]) for a in store.steps.attempts("old")] == [
+        ("train", 1), ("train", 2), ("train", 3), ("score", 1)]
     store.close()
 
 
@@ -230,3 +240,39 @@ def test_upgrade_to_keyed_attempts_keeps_their_rows(tmp_path) -> None:
 @pytest.mark.postgres
 def test_upgrade_to_keyed_attempts_keeps_their_rows_on_postgresql(postgres_url) -> None:
     _upgraded_store_keeps_attempts(postgres_url)
+
+
+_ATTEMPT = dict(attempt=1, status="completed", executor="thread", host="h", started_at=5.0, ended_at=6.5, wall_s=1.5,
+                cpu_s=1.25, peak_rss_bytes=2**20, bytes_read=10, bytes_written=20, gpu_s=None, gpu_peak_bytes=None,
+                error=None)
+
+
+def _attempts_kept_where_they_are_cheapest(url: str) -> None:
+    from conveyor.cost.usage import step_usage
+
+    store = MetadataStore(url)
+    run = store.runs.create(kind="pipeline", pipeline_name="p")
+    once = store.steps.start(run, "once", "once", cache_key=None, code_hash=None)
+    store.steps.finish(once, run, StepOutcome(status="succeeded", attempts=1, attempt_rows=[_ATTEMPT]))
+    retried = store.steps.start(run, "retried", "retried", cache_key=None, code_hash=None)
+    store.steps.finish(retried, run, StepOutcome(status="succeeded", attempts=2, attempt_rows=[
+        dict(_ATTEMPT, status="failed", error="boom", started_at=7.0), dict(_ATTEMPT, attempt=2, started_at=8.0)]))
+    with store.engine.connect() as conn:   # the first step run's only attempt is on its row, not in step_attempts
+        rows = conn.execute(text("SELECT step_run_id, attempt FROM step_attempts")).all()
+    assert sorted(tuple(r) for r in rows) == [(retried, 1), (retried, 2)]
+    got = store.steps.attempts(run)
+    assert [(a["name"], a["attempt"], a["status"], a["error"]) for a in got] == [
+        ("once", 1, "completed", None), ("retried", 1, "failed", "boom"), ("retried", 2, "completed", None)]
+    assert {k: got[0][k] for k in _ATTEMPT} == _ATTEMPT and got[0]["step_run_id"] == once
+    usage = sorted((u.step, u.started_at, u.cpu_s, u.measured) for u in step_usage(store, run_ids=[run]))
+    assert usage == [("once", 5.0, 1.25, True), ("retried", 7.0, 1.25, True), ("retried", 8.0, 1.25, True)]
+    store.close()
+
+
+def test_a_first_time_success_is_kept_on_its_step_run_and_retries_in_step_attempts(tmp_path) -> None:
+    _attempts_kept_where_they_are_cheapest(f"sqlite:///{tmp_path / 'm.db'}")
+
+
+@pytest.mark.postgres
+def test_a_first_time_success_is_kept_on_its_step_run_on_postgresql(postgres_url) -> None:
+    _attempts_kept_where_they_are_cheapest(postgres_url)
