@@ -108,6 +108,7 @@ def write_finish(conn: Connection, step_run_id: str, run_id: str, outcome: StepO
 
 _USED = ("executor", "host", "started_at", "ended_at", "wall_s", "cpu_s", "peak_rss_bytes", "bytes_read",
          "bytes_written", "gpu_s", "gpu_peak_bytes")   # step_attempts columns that step_runs has as used_<name>
+_USED_AS = tuple((c, f"used_{c}") for c in _USED)
 
 
 def inline_attempt(rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
@@ -119,7 +120,7 @@ def inline_attempt(rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
     if row.get("attempt") != 1 or row.get("status") != "completed" or row.get("error") is not None \
             or row.get("executor") is None:
         return None
-    return {f"used_{c}": row.get(c) for c in _USED}
+    return {used: row.get(c) for c, used in _USED_AS}
 
 
 def attempt_sources() -> list[tuple[dict[str, Any], Any, list[Any]]]:
