@@ -2,8 +2,10 @@
 
 The readers behind ``cost recommend`` and ``cost report``. Each is a few set-based queries.
 ``step_attempts`` holds one row per attempt of a step run with what it used (wall and CPU seconds,
-peak memory, GPU seconds); a step run recorded before those measures existed, or by an executor
-that does not measure, has no attempt rows, and counts by its duration alone (``measured=False``).
+peak memory, GPU seconds), except the one attempt of a step run that completed the first time, kept
+in the step run's own ``used_*`` columns (``attempt_sources`` gives both); a step run recorded before
+those measures existed, or by an executor that does not measure, has neither, and counts by its
+duration alone (``measured=False``).
 Cache hits and skipped steps used nothing and are left out.
 """
 
@@ -17,6 +19,7 @@ from sqlalchemy import exists, false, func, select
 
 from conveyor.store.metadata import tables as t
 from conveyor.store.metadata.serving_usage import UsageRecord
+from conveyor.store.metadata.steps import attempt_sources
 
 if TYPE_CHECKING:
     from conveyor.store.metadata import MetadataStore
@@ -79,19 +82,22 @@ def step_usage(metadata: MetadataStore, *, run_ids: Sequence[str] | None = None,
             q = q.where(func.coalesce(s.c.started_at, r.c.created_at) >= since)
         return q
 
-    measured = scoped(
-        select(a.c.run_id, a.c.step_run_id, pipeline.label("pipeline"), s.c.step, a.c.started_at, a.c.wall_s,
-               a.c.cpu_s, a.c.peak_rss_bytes, a.c.gpu_s, a.c.status, a.c.ended_at, r.c.tags)
-        .join(s, s.c.id == a.c.step_run_id).join(r, r.c.id == s.c.run_id))
+    measured = [scoped(
+        select(*[cols[c] for c in ("run_id", "step_run_id")], pipeline.label("pipeline"), s.c.step,
+               *[cols[c] for c in ("started_at", "wall_s", "cpu_s", "peak_rss_bytes", "gpu_s", "status", "ended_at")],
+               r.c.tags)
+        .select_from(source.join(r, r.c.id == s.c.run_id)).where(*where))
+        for cols, source, where in attempt_sources()]   # step_attempts rows, and attempts kept on their step run
     durations = scoped(
         select(s.c.run_id, s.c.id.label("step_run_id"), pipeline.label("pipeline"), s.c.step, s.c.started_at,
                s.c.ended_at, s.c.status, r.c.tags)
         .join(r, r.c.id == s.c.run_id)
         .where(s.c.status.in_(RAN), s.c.cache_hit == false(), s.c.started_at.isnot(None),
-               s.c.ended_at.isnot(None), ~exists().where(a.c.step_run_id == s.c.id)))
+               s.c.ended_at.isnot(None), s.c.used_executor.is_(None),
+               ~exists().where(a.c.step_run_id == s.c.id)))
     out: list[AttemptUsage] = []
     with metadata.artifacts.read() as conn:
-        for row in conn.execute(measured):
+        for row in (row for q in measured for row in conn.execute(q)):
             wall = row.wall_s
             if wall is None and row.started_at is not None and row.ended_at is not None:
                 wall = row.ended_at - row.started_at

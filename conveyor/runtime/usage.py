@@ -1,7 +1,8 @@
 """Resource accounting: what one step attempt used (wall, CPU, peak memory, artifact bytes, GPU).
 
-Measured where the attempt runs and handed back with its result, so the driver writes the
-``step_attempts`` rows in the transaction that records the step run's end. Two ways to measure:
+Measured where the attempt runs and handed back with its result, so the driver records them in the
+transaction that records the step run's end (the one attempt of a step run that completed the first
+time in the step run's own row, the others as ``step_attempts`` rows). Two ways to measure:
 
 - ``thread``: the attempt's own thread (``getrusage(RUSAGE_THREAD)`` on Linux, ``time.thread_time``
   elsewhere); peak RSS is the whole process's high-water mark, shared with every other thread of it.

@@ -70,8 +70,11 @@ def add_attempts(metadata: Any, run_id: str, measures: dict[str, list[tuple[floa
 
 
 def drop_attempts(metadata: Any, run_id: str) -> None:
-    """Remove a run's attempt rows, as for a run recorded before attempts were measured."""
-    from sqlalchemy import delete
+    """Remove a run's attempt rows and the attempts kept on its step runs, as for a run recorded before
+    attempts were measured."""
+    from sqlalchemy import delete, update
 
     with metadata.artifacts.write() as conn:
         conn.execute(delete(t.step_attempts).where(t.step_attempts.c.run_id == run_id))
+        conn.execute(update(t.step_runs).where(t.step_runs.c.run_id == run_id)
+                     .values({c.name: None for c in t.step_runs.c if c.name.startswith("used_")}))

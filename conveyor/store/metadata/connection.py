@@ -20,7 +20,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from conveyor.errors import ConfigurationError, StoreUnavailable
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-HEAD = "0006_resources"
+HEAD = "0007_attempts_key"
 SQLITE_BUSY_TIMEOUT_S = 30
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, insert, select, update
+from sqlalchemy import (Integer, String, Text, and_, bindparam, cast, func, insert, literal_column, null, select,
+                        union_all, update)
 from sqlalchemy.engine import Connection
 
 from conveyor.store.metadata import tables as t
@@ -76,9 +77,12 @@ def write_finish(conn: Connection, step_run_id: str, run_id: str, outcome: StepO
         values["started_at"] = outcome.started_at
     if outcome.preemptions is not None:
         values["preemptions"] = outcome.preemptions
+    used = inline_attempt(outcome.attempt_rows)
+    if used is not None:
+        values.update(used)
     # parameters rather than .values(): the statement is compiled once per set of columns, not per call
     conn.execute(_UPDATE_STEP, {**values, "_sid": step_run_id})
-    if outcome.attempt_rows:
+    if outcome.attempt_rows and used is None:
         _insert_attempts(conn, step_run_id, run_id, outcome.attempt_rows)
     if outcome.new_outputs:
         conn.execute(_INSERT_ARTIFACTS, [dict(
@@ -100,6 +104,38 @@ def write_finish(conn: Connection, step_run_id: str, run_id: str, outcome: StepO
     if outcome.params:
         conn.execute(_INSERT_PARAMS, [dict(run_id=run_id, step_run_id=step_run_id, key=k, value=v)
                                         for k, v in outcome.params])
+
+
+_USED = ("executor", "host", "started_at", "ended_at", "wall_s", "cpu_s", "peak_rss_bytes", "bytes_read",
+         "bytes_written", "gpu_s", "gpu_peak_bytes")   # step_attempts columns that step_runs has as used_<name>
+_USED_AS = tuple((c, f"used_{c}") for c in _USED)
+
+
+def inline_attempt(rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """The step run's ``used_*`` values when its attempts are one that completed the first time (most
+    step runs: their measures go in the update of the step's end, not in a step_attempts row); else None."""
+    if len(rows) != 1:
+        return None
+    row = rows[0]
+    if row.get("attempt") != 1 or row.get("status") != "completed" or row.get("error") is not None \
+            or row.get("executor") is None:
+        return None
+    return {used: row.get(c) for c, used in _USED_AS}
+
+
+def attempt_sources() -> list[tuple[dict[str, Any], Any, list[Any]]]:
+    """Where attempts are, as (step_attempts columns by name, what to select them from, conditions):
+    the step_attempts rows joined to their step runs, and the step runs holding their one attempt in
+    ``used_*``. A reader selects from both with the step run's columns as it needs them."""
+    a, s = t.step_attempts, t.step_runs
+    rows = ({c.name: c for c in a.c}, a.join(s, s.c.id == a.c.step_run_id), [])
+    inline = ({c.name: s.c[f"used_{c.name}"].label(c.name) if c.name in _USED else None for c in a.c}, s,
+              [s.c.used_executor.isnot(None)])
+    inline[0].update(step_run_id=s.c.id.label("step_run_id"), run_id=s.c.run_id.label("run_id"),
+                     attempt=literal_column("1", Integer).label("attempt"),
+                     status=literal_column("'completed'", String).label("status"),
+                     error=cast(null(), Text).label("error"))
+    return [rows, inline]
 
 
 _ATTEMPT_COLUMNS = ("step_run_id", "run_id", "attempt", "status", "executor", "host", "started_at", "ended_at",
@@ -362,11 +398,14 @@ class Steps(Repository):
         return result
 
     def attempts(self, run_id: str) -> list[dict[str, Any]]:
-        """The run's step_attempts rows with their step run's name, in the order the attempts started."""
-        a, s = t.step_attempts, t.step_runs
-        q = (select(s.c.name, s.c.step, s.c.preemptions, *[c for c in a.c if c.name not in ("id", "run_id")])
-             .join(s, s.c.id == a.c.step_run_id).where(a.c.run_id == run_id)
-             .order_by(a.c.started_at, s.c.name, a.c.attempt))
+        """The run's step_attempts rows with their step run's name, in the order the attempts started
+        (found through the run's step runs: step_attempts is keyed by step run and attempt alone)."""
+        s = t.step_runs
+        both = union_all(*[select(s.c.name, s.c.step, s.c.preemptions,
+                                  *[col for name, col in cols.items() if name != "run_id"])
+                           .select_from(source).where(s.c.run_id == run_id, *where)
+                           for cols, source, where in attempt_sources()]).subquery("attempts")
+        q = select(both).order_by(both.c.started_at, both.c.name, both.c.attempt)
         with self.read() as conn:
             return [dict(r._mapping) for r in conn.execute(q)]
 

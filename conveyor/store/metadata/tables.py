@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from sqlalchemy import false
-from sqlalchemy import (JSON, BigInteger, Boolean, Column, Float, ForeignKey, Index, Integer, MetaData, String, Table,
-                        Text, UniqueConstraint)
+from sqlalchemy import (JSON, BigInteger, Boolean, Column, Float, ForeignKey, Index, Integer, MetaData,
+                        PrimaryKeyConstraint, String, Table, Text, UniqueConstraint)
 
 metadata = MetaData()
 
@@ -80,17 +80,25 @@ step_runs = Table(
     Column("started_at", Float),
     Column("ended_at", Float),
     Column("preemptions", Integer),                       # attempts ended by SIGTERM (0006), not failures
+    # what the step run's one attempt used when it completed the first time (0007): the common case,
+    # written with the update of the step's end instead of a step_attempts row (steps.inline_attempt)
+    *[Column(f"used_{name}", kind) for name, kind in (
+        ("executor", String(20)), ("host", String(200)), ("started_at", Float), ("ended_at", Float),
+        ("wall_s", Float), ("cpu_s", Float), ("peak_rss_bytes", BigInteger), ("bytes_read", BigInteger),
+        ("bytes_written", BigInteger), ("gpu_s", Float), ("gpu_peak_bytes", BigInteger))],
 )
 Index("ix_step_runs_run", step_runs.c.run_id)
 Index("ix_step_runs_cache", step_runs.c.cache_key, step_runs.c.status)
 
-# one row per attempt of a step run: what it used (0006). Measures are None where unknown.
+# one row per attempt of a step run: what it used (0006). Measures are None where unknown. Keyed by
+# (step run, attempt) with no other index, and on SQLite without a rowid (0007); a run's attempts are
+# found through ix_step_runs_run. A step run whose only attempt completed has no row here: its
+# measures are the step run's used_* columns (readers take both, through steps.attempt_sources).
 step_attempts = Table(
     "step_attempts", metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
     Column("step_run_id", String(32), ForeignKey("step_runs.id", ondelete="CASCADE"), nullable=False),
-    Column("run_id", String(32), nullable=False),
     Column("attempt", Integer, nullable=False),
+    Column("run_id", String(32), nullable=False),
     Column("status", String(20), nullable=False),          # completed | failed | preempted | timeout | cancelled
     Column("executor", String(20)),
     Column("host", String(200)),
@@ -104,9 +112,9 @@ step_attempts = Table(
     Column("gpu_s", Float),
     Column("gpu_peak_bytes", BigInteger),
     Column("error", Text),
+    PrimaryKeyConstraint("step_run_id", "attempt", name="pk_step_attempts"),
+    sqlite_with_rowid=False,
 )
-Index("ix_step_attempts_step_run", step_attempts.c.step_run_id)
-Index("ix_step_attempts_run", step_attempts.c.run_id)
 
 # CPU a server spent per endpoint and model version, flushed per period (0006): cost per 1,000 requests
 serving_usage = Table(

@@ -14,6 +14,7 @@ from conveyor.errors import ConfigurationError, NotFound, StoreUnavailable
 from conveyor.runtime.client import Client
 from conveyor.store.metadata import MetadataStore
 from conveyor.store.metadata.connection import HEAD
+from conveyor.store.metadata.records import StepOutcome
 from tests.runtime import pipelines as p
 
 TABLES = {"pipelines", "runs", "run_events", "step_runs", "artifacts", "lineage", "metrics", "params",
@@ -166,3 +167,112 @@ def test_migrations_build_exactly_the_schema_the_code_declares(settings) -> None
         diff = compare_metadata(MigrationContext.configure(conn), tables.metadata)
     store.close()
     assert [d for d in diff if d[0] in ("add_table", "remove_table", "add_column", "remove_column")] == []
+
+
+def _store_at_0006_with_attempts(url: str) -> None:
+    """A store migrated to 0006 (attempts with an id and two indexes) holding a step run's two attempts."""
+    from sqlalchemy import create_engine
+
+    _migrate(url, "0006_resources")
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO runs (id, kind, status, created_at) VALUES ('old', 'pipeline', 'succeeded', 1)"))
+        conn.execute(text("INSERT INTO step_runs (id, run_id, name, step, status, attempts, cache_hit, started_at) "
+                          "VALUES ('s1', 'old', 'train', 'train', 'succeeded', 2, false, 1)"))
+        conn.execute(text("INSERT INTO step_attempts (step_run_id, run_id, attempt, status, executor, started_at, "
+                          "wall_s, cpu_s) VALUES ('s1', 'old', 1, 'failed', 'thread', 1, 0.5, 0.25), "
+                          "('s1', 'old', 2, 'completed', 'thread', 2, 1.5, 1.25)"))
+    engine.dispose()
+
+
+def _upgraded_store_keeps_attempts(url: str) -> None:
+    from sqlalchemy import create_engine
+
+    from conveyor.cost.usage import step_usage
+
+    _store_at_0006_with_attempts(url)
+    store = MetadataStore(url)   # migrates to the head
+    got = [(a["name"], a["attempt"], a["status"], a["wall_s"], a["cpu_s"]) for a in store.steps.attempts("old")]
+    assert got == [("train", 1, "failed", 0.5, 0.25), ("train", 2, "completed", 1.5, 1.25)]
+    assert sorted(u.cpu_s for u in step_usage(store, run_ids=["old"])) == [0.25, 1.25]
+    store.steps.add_attempts("s1", "old", [dict(attempt=3, status="completed", executor="thread", started_at=3.0,
+                                                wall_s=1.0, cpu_s=0.75)], attempts=3, preemptions=1)
+    assert [a["attempt"] for a in store.steps.attempts("old")] == [1, 2, 3]
+    assert {i["name"] for i in inspect(store.engine).get_indexes("step_attempts")} == set()
+    sid = store.steps.start("old", "score", "score", cache_key=None, code_hash=None)
+    store.steps.finish(sid, "old", StepOutcome(status="succeeded", attempts=1, attempt_rows=[_ATTEMPT]))
+    store.close()
+    _migrate(url, "0006_resources", down=True)   # and back: the rows get ids again, then keys
+    engine = create_engine(url)
+    with engine.connect() as conn:   # the attempt kept on its step run is a row again
+        assert conn.execute(text("SELECT count(*) FROM step_attempts WHERE step_run_id = :s"), {"s": sid}).scalar() == 1
+    engine.dispose()
+    _migrate(url, "head")
+    store = MetadataStore(url)
+    assert [(a["name"], a["attempt"]) for a in store.steps.attempts("old")] == [
+        ("train", 1), ("train", 2), ("train", 3), ("score", 1)]
+    store.close()
+
+
+def _migrate(url: str, revision: str, *, down: bool = False) -> None:
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import create_engine
+
+    from conveyor.store.metadata.connection import MIGRATIONS
+
+    engine = create_engine(url)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        (command.downgrade if down else command.upgrade)(cfg, revision)
+    engine.dispose()
+
+
+def test_upgrade_to_keyed_attempts_keeps_their_rows(tmp_path) -> None:
+    _upgraded_store_keeps_attempts(f"sqlite:///{tmp_path / 'old.db'}")
+    with sqlite3.connect(tmp_path / "old.db") as conn:   # one B-tree: the primary key's, no rowid
+        sql = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'step_attempts'").fetchone()[0]
+    assert "WITHOUT ROWID" in sql
+
+
+@pytest.mark.postgres
+def test_upgrade_to_keyed_attempts_keeps_their_rows_on_postgresql(postgres_url) -> None:
+    _upgraded_store_keeps_attempts(postgres_url)
+
+
+_ATTEMPT = dict(attempt=1, status="completed", executor="thread", host="h", started_at=5.0, ended_at=6.5, wall_s=1.5,
+                cpu_s=1.25, peak_rss_bytes=2**20, bytes_read=10, bytes_written=20, gpu_s=None, gpu_peak_bytes=None,
+                error=None)
+
+
+def _attempts_kept_where_they_are_cheapest(url: str) -> None:
+    from conveyor.cost.usage import step_usage
+
+    store = MetadataStore(url)
+    run = store.runs.create(kind="pipeline", pipeline_name="p")
+    once = store.steps.start(run, "once", "once", cache_key=None, code_hash=None)
+    store.steps.finish(once, run, StepOutcome(status="succeeded", attempts=1, attempt_rows=[_ATTEMPT]))
+    retried = store.steps.start(run, "retried", "retried", cache_key=None, code_hash=None)
+    store.steps.finish(retried, run, StepOutcome(status="succeeded", attempts=2, attempt_rows=[
+        dict(_ATTEMPT, status="failed", error="boom", started_at=7.0), dict(_ATTEMPT, attempt=2, started_at=8.0)]))
+    with store.engine.connect() as conn:   # the first step run's only attempt is on its row, not in step_attempts
+        rows = conn.execute(text("SELECT step_run_id, attempt FROM step_attempts")).all()
+    assert sorted(tuple(r) for r in rows) == [(retried, 1), (retried, 2)]
+    got = store.steps.attempts(run)
+    assert [(a["name"], a["attempt"], a["status"], a["error"]) for a in got] == [
+        ("once", 1, "completed", None), ("retried", 1, "failed", "boom"), ("retried", 2, "completed", None)]
+    assert {k: got[0][k] for k in _ATTEMPT} == _ATTEMPT and got[0]["step_run_id"] == once
+    usage = sorted((u.step, u.started_at, u.cpu_s, u.measured) for u in step_usage(store, run_ids=[run]))
+    assert usage == [("once", 5.0, 1.25, True), ("retried", 7.0, 1.25, True), ("retried", 8.0, 1.25, True)]
+    store.close()
+
+
+def test_a_first_time_success_is_kept_on_its_step_run_and_retries_in_step_attempts(tmp_path) -> None:
+    _attempts_kept_where_they_are_cheapest(f"sqlite:///{tmp_path / 'm.db'}")
+
+
+@pytest.mark.postgres
+def test_a_first_time_success_is_kept_on_its_step_run_on_postgresql(postgres_url) -> None:
+    _attempts_kept_where_they_are_cheapest(postgres_url)
