@@ -170,10 +170,8 @@ class Engine:
             raise RunCancelled(f"Run {run_id} was interrupted and marked cancelled. "
                                f"Resume it with `conveyor runs resume {run_id}`.") from None
         finally:
-            try:
-                self._write()
-            finally:
-                self._publish()
+            self._write()
+            self._publish()   # only once their step runs are in the store: a failed write publishes nothing
         return ex
 
     def _write(self) -> None:
