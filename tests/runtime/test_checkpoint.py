@@ -125,20 +125,26 @@ def test_the_same_on_the_ray_executor(settings, tmp_path: Path, ray_cluster,
         client.close()
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(180)
-def test_a_step_that_never_checkpoints_is_preempted_when_the_grace_period_ends(client, settings,
-                                                                                tmp_path: Path) -> None:
-    folder = tmp_path / "work"
-    proc = _driver(settings, "stubborn", folder, "-p", "seconds=3", grace=1.0)
+def _sigterm_attempt_then_finish(proc: subprocess.Popen[bytes], folder: Path, ready, what: str) -> None:
+    """Once ``ready``, SIGTERM the process running the first attempt (the worker running the attempt's
+    child); the driver must then finish the run by itself."""
     try:
-        _waiting(proc, lambda: _attempt_lines(folder), "the step to start")
+        _waiting(proc, ready, what)
         os.kill(int(_attempt_lines(folder)[0][5]), signal.SIGTERM)
         _out, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err.decode()
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_a_step_that_never_checkpoints_is_preempted_when_the_grace_period_ends(client, settings,
+                                                                                tmp_path: Path) -> None:
+    folder = tmp_path / "work"
+    proc = _driver(settings, "stubborn", folder, "-p", "seconds=3", grace=1.0)
+    _sigterm_attempt_then_finish(proc, folder, lambda: _attempt_lines(folder), "the step to start")
     (run,) = client.list_runs()
     assert run.status == "succeeded" and [int(a[1]) for a in _attempt_lines(folder)] == [1, 2]
     rows = client.metadata.steps.attempts(run.id)
@@ -152,14 +158,7 @@ def _preempt_and_continue(client, settings, folder: Path, executor: str, **env: 
     itself from the checkpoint, redoing at most one epoch, and the attempt rows tell what happened."""
     epochs = 8
     proc = _driver(settings, "sgd", folder, "-p", f"epochs={epochs}", "-p", "epoch_s=0.6", executor=executor, **env)
-    try:
-        _waiting(proc, lambda: "epoch 2" in pp.journal(str(folder)), "the third epoch to start")
-        os.kill(int(_attempt_lines(folder)[0][5]), signal.SIGTERM)   # the worker running the attempt's child
-        _out, err = proc.communicate(timeout=120)
-        assert proc.returncode == 0, err.decode()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    _sigterm_attempt_then_finish(proc, folder, lambda: "epoch 2" in pp.journal(str(folder)), "the third epoch to start")
     (run,) = client.list_runs()
     assert run.status == "succeeded" and run.output("train_sgd") > 0.9
     started = [int(ln.split()[1]) for ln in pp.journal(str(folder)) if ln.startswith("epoch")]
