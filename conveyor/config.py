@@ -231,14 +231,14 @@ def load_settings(env: Mapping[str, str] | None = None, cwd: Path | None = None)
                                          or get("serve_log_writer", "process")).strip().lower(),
                     serve_usage_interval_s=_seconds("CONVEYOR_SERVE_USAGE_INTERVAL_S",
                                                     get("serve_usage_interval_s", 60.0), zero=True),
-                    serve_compiled_predict=not _off(get("serve_compiled_predict", "1")),
+                    serve_compiled_predict=_bool("CONVEYOR_SERVE_COMPILED_PREDICT", get("serve_compiled_predict", True)),
                     dask_scheduler_address=str(env.get("DASK_SCHEDULER_ADDRESS", "")).strip() or None,
                     ray_address=ray_address,
-                    ray_shared_root=_flag(get("ray_shared_root", "")),
+                    ray_shared_root=_bool("CONVEYOR_RAY_SHARED_ROOT", get("ray_shared_root", False)),
                     ray_runtime_env=_json_table("CONVEYOR_RAY_RUNTIME_ENV", get("ray_runtime_env", "")),
                     ray_env_vars=_named_variables(env, str(get("ray_env_vars", "") or "")),
                     prices=str(get("prices", "") or "").strip() or None,
-                    accounting=not _off(get("accounting", "1")),
+                    accounting=_bool("CONVEYOR_ACCOUNTING", get("accounting", True)),
                     preempt_grace_s=_seconds("CONVEYOR_PREEMPT_GRACE_S", get("preempt_grace_s", 30)),
                     preemption_retries=_int("CONVEYOR_PREEMPTION_RETRIES", get("preemption_retries", 3)))
 
@@ -251,12 +251,17 @@ def _named_variables(env: Mapping[str, str], patterns: str) -> tuple[tuple[str, 
     return tuple(sorted((k, v) for k, v in env.items() if any(fnmatch.fnmatchcase(k, p) for p in wanted)))
 
 
-def _off(raw: object) -> bool:
-    return str(raw).strip().lower() in ("0", "false", "no", "off")
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
 
 
-def _flag(raw: object) -> bool:
-    return str(raw).strip().lower() in ("1", "true", "yes", "on")
+def _bool(name: str, raw: object) -> bool:
+    """An on/off setting; anything but the usual spellings is an error rather than a silent default."""
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in _TRUE or text in _FALSE:
+        return text in _TRUE
+    raise ConfigurationError(f"{name}={raw!r} is not on or off. Use 1/true/yes/on or 0/false/no/off.")
 
 
 def _json_table(name: str, raw: object) -> str:

@@ -35,6 +35,22 @@ def test_bytes_written_and_read_match_the_artifact(client, executor: str) -> Non
     assert read["bytes_written"] == 6      # the inline result, "262144"
 
 
+@pytest.mark.parametrize("name, field", [("CONVEYOR_ACCOUNTING", "accounting"),
+                                         ("CONVEYOR_SERVE_COMPILED_PREDICT", "serve_compiled_predict"),
+                                         ("CONVEYOR_RAY_SHARED_ROOT", "ray_shared_root")])
+def test_on_off_settings_take_the_usual_spellings_and_reject_any_other(tmp_path, name: str, field: str) -> None:
+    from conveyor.config import load_settings
+    from conveyor.errors import ConfigurationError
+
+    for raw, want in [("1", True), ("yes", True), (" ON ", True), ("True", True),
+                      ("0", False), ("no", False), ("off", False), ("FALSE", False)]:
+        assert getattr(load_settings(env={name: raw}, cwd=tmp_path), field) is want, raw
+    with pytest.raises(ConfigurationError, match=f"{name}='maybe' is not on or off"):
+        load_settings(env={name: "maybe"}, cwd=tmp_path)
+    (tmp_path / "conveyor.toml").write_text(f"[conveyor]\n{field} = false\n")
+    assert getattr(load_settings(env={}, cwd=tmp_path), field) is False
+
+
 def test_accounting_off_writes_no_rows(settings) -> None:
     from conveyor.config import load_settings
     from conveyor.runtime.client import Client
