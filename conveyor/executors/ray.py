@@ -313,7 +313,8 @@ class RayExecutor:
         """The remote function with this step's options, and its file relative to the shipped folder.
 
         Made once per step function, requests and number of outputs in a run: every call of a
-        mapped step, and every step of a chain defined in one file, reuse it.
+        mapped step, and every use of one step function in the pipeline, reuse it (the code's
+        package, the runtime environment and Ray's options are not looked at again per call).
         """
         key = (task.fn_ref, requested, len(task.outputs))
         plan = self._plans.get(key)
