@@ -1,6 +1,6 @@
 """The Ray executor's cost per step against the same work written by hand with Ray's own API.
 
-Workloads, on a local Ray started here (2 CPUs, loopback, no dashboard), each the median of
+Workloads, on a local Ray started here (2 CPUs, loopback, no dashboard, idle workers kept), each the median of
 ``BENCH_REPEATS`` alternating rounds (floor, Conveyor on Ray, Conveyor with threads) after a warm-up
 of each, with the spread (fastest and slowest round):
   W1  a chain of 20 steps passing an int
@@ -164,8 +164,12 @@ def main() -> None:
     import ray
 
     load_at_start = os.getloadavg()[0]
+    # The floor's tasks and Conveyor's (its runtime environment: variables, the shipped folder) run in two
+    # pools of worker processes. With Ray's default soft limit (one idle worker per CPU) the rounds'
+    # alternation kills and restarts workers, about a second each time, on either side at random: that is
+    # start-up, not a per-step cost, so both pools keep their workers (as a long-lived cluster does).
     ray.init(_node_ip_address="127.0.0.1", num_cpus=2, include_dashboard=False, log_to_driver=False,
-             logging_level="ERROR")
+             logging_level="ERROR", _system_config={"num_workers_soft_limit": 6})
     pipes = {"W1": w1, "W2": w2, "W3": w3}
     with tempfile.TemporaryDirectory() as d:
         scratch = Path(d)
