@@ -216,6 +216,7 @@ class _Pending:
     task: StepTask
     future: Future[StepResult]
     submitted: float
+    requested: tuple[Any, ...] = ()   # the step's resources, sorted: a key of the checks and options made once
     refs: list[Any] = dataclasses.field(default_factory=list)
     lost: list[str] = dataclasses.field(default_factory=list)
     timer: threading.Timer | None = None
@@ -238,7 +239,8 @@ class RayExecutor:
         self._lock = threading.Lock()
         self._closed = False
         self._checked: dict[Any, str | None] = {}
-        self._options: dict[Any, Any] = {}
+        self._options: dict[Any, Any] = {}       # (requests, returns, runtime env) -> the remote function's options
+        self._plans: dict[Any, tuple[Any, str | None]] = {}   # (code, requests, returns) -> (options, relative file)
         self._code = CodePackages()
         self._extra_env = task_environment(self._settings)
 
@@ -247,11 +249,12 @@ class RayExecutor:
     def submit(self, task: StepTask) -> Future[StepResult]:
         future: Future[StepResult] = Future()
         future.set_running_or_notify_cancel()
-        problem = self._problem(task)
+        requested = tuple(sorted(task.resources.items())) if task.resources else ()
+        problem = self._problem(task, requested)
         if problem is not None:
             future.set_result(_failed(task, "ConfigurationError", problem))
             return future
-        pending = _Pending(task=task, future=future, submitted=time.time())
+        pending = _Pending(task=task, future=future, submitted=time.time(), requested=requested)
         with self._lock:
             if self._closed:
                 future.set_result(_failed(task, "RunCancelled", "the executor was shut down before the step started"))
@@ -260,14 +263,14 @@ class RayExecutor:
         self._launch(pending)
         return future
 
-    def _problem(self, task: StepTask) -> str | None:
+    def _problem(self, task: StepTask, requested: tuple[Any, ...]) -> str | None:
         """A reason this task can never run on this cluster (checked once per root and per request)."""
         root = task.artifact_root
         if root not in self._checked:
             self._checked[root] = shared_root_problem(root, self._nodes, self._settings.ray_shared_root)
         if self._checked[root]:
             return self._checked[root]
-        key = (task.step_name, tuple(sorted(task.resources.items())))
+        key = (task.step_name, requested)
         if key not in self._checked:
             try:
                 requests = ray_requests(task.node_name, task.resources)
@@ -298,16 +301,30 @@ class RayExecutor:
         sent = dataclasses.replace(task, args={k: swap(v) for k, v in task.args.items()}, keep_values=not isolated,
                                    retries=max(0, task.retries - len(pending.lost)))
         try:
-            env, relative = self._code.runtime_env(task.fn_ref, self._extra_env)
-            refs = self._submit_options(task, env).remote(sent, isolated, relative, *objects)
+            remote, relative = self._plan(task, pending.requested)
+            refs = remote.remote(sent, isolated, relative, *objects)
         except Exception as exc:   # bad options or an unpicklable argument: this step fails, the run goes on
             self._settle(pending, _failed(task, type(exc).__name__, str(exc)))
             return
         pending.refs = list(refs)
         pending.refs[0].future().add_done_callback(lambda fut: self._done(pending, fut, isolated))
 
-    def _submit_options(self, task: StepTask, env: dict[str, Any] | None) -> Any:
-        key = (tuple(sorted(task.resources.items())), len(task.outputs), repr(env))
+    def _plan(self, task: StepTask, requested: tuple[Any, ...]) -> tuple[Any, str | None]:
+        """The remote function with this step's options, and its file relative to the shipped folder.
+
+        Made once per step function, requests and number of outputs in a run: every call of a
+        mapped step, and every use of one step function in the pipeline, reuse it (the code's
+        package, the runtime environment and Ray's options are not looked at again per call).
+        """
+        key = (task.fn_ref, requested, len(task.outputs))
+        plan = self._plans.get(key)
+        if plan is None:
+            env, relative = self._code.runtime_env(task.fn_ref, self._extra_env)
+            plan = self._plans[key] = (self._submit_options(task, requested, env), relative)
+        return plan
+
+    def _submit_options(self, task: StepTask, requested: tuple[Any, ...], env: dict[str, Any] | None) -> Any:
+        key = (requested, len(task.outputs), repr(env))
         wrapper = self._options.get(key)
         if wrapper is None:
             requests = ray_requests(task.node_name, task.resources)
