@@ -68,42 +68,115 @@ _INSERT_METRICS, _INSERT_PARAMS = insert(t.metrics), insert(t.params)
 
 def write_finish(conn: Connection, step_run_id: str, run_id: str, outcome: StepOutcome) -> None:
     """The writes of a step run's end, inside the caller's transaction."""
+    _write_finished(conn, [(step_run_id, run_id, outcome)])
+
+
+def _write_finished(conn: Connection, finished: Sequence[tuple[str, str, StepOutcome]]) -> None:
+    """The writes of these step runs' ends, inside the caller's transaction: an update each, then
+    their artifacts, lineage, metrics and params, one statement a table for all of them (none for a
+    table with no rows)."""
     ts = now()
-    values: dict[str, Any] = dict(
-        status=outcome.status, attempts=outcome.attempts, cache_hit=outcome.cache_hit,
-        cached_from=outcome.cached_from, error=outcome.error, traceback=outcome.traceback,
-        logs=outcome.logs, reason=outcome.reason, ended_at=outcome.ended_at or ts)
-    if outcome.started_at is not None:
-        values["started_at"] = outcome.started_at
-    if outcome.preemptions is not None:
-        values["preemptions"] = outcome.preemptions
-    used = inline_attempt(outcome.attempt_rows)
-    if used is not None:
-        values.update(used)
-    # parameters rather than .values(): the statement is compiled once per set of columns, not per call
-    conn.execute(_UPDATE_STEP, {**values, "_sid": step_run_id})
-    if outcome.attempt_rows and used is None:
-        _insert_attempts(conn, step_run_id, run_id, outcome.attempt_rows)
-    if outcome.new_outputs:
-        conn.execute(_INSERT_ARTIFACTS, [dict(
-            id=a.id, content_hash=a.content_hash, materializer=a.materializer,
-            materializer_version=a.materializer_version, type_name=a.type_name, size=a.size, uri=a.uri,
-            inline=a.inline, meta=a.meta, name=a.name, run_id=run_id, step_run_id=step_run_id,
-            created_at=ts) for a in outcome.new_outputs])
-    edges = [dict(artifact_id=a.id, step_run_id=step_run_id, run_id=run_id, direction="output",
-                  name=a.name, position=None) for a in outcome.new_outputs]
-    edges += [dict(artifact_id=aid, step_run_id=step_run_id, run_id=run_id, direction="output",
-                   name=name, position=None) for name, aid in outcome.reused_outputs]
-    edges += [dict(artifact_id=aid, step_run_id=step_run_id, run_id=run_id, direction="input",
-                   name=name, position=pos) for name, aid, pos in outcome.inputs]
-    if edges:
-        conn.execute(_INSERT_LINEAGE, edges)
-    if outcome.metrics:
-        conn.execute(_INSERT_METRICS, [dict(run_id=run_id, step_run_id=step_run_id, key=k, value=v,
-                                              step=s, at=at) for k, v, s, at in outcome.metrics])
-    if outcome.params:
-        conn.execute(_INSERT_PARAMS, [dict(run_id=run_id, step_run_id=step_run_id, key=k, value=v)
-                                        for k, v in outcome.params])
+    artifacts: list[dict[str, Any]] = []
+    edges: list[dict[str, Any]] = []
+    metrics: list[dict[str, Any]] = []
+    params: list[dict[str, Any]] = []
+    for step_run_id, run_id, outcome in finished:
+        values: dict[str, Any] = dict(
+            status=outcome.status, attempts=outcome.attempts, cache_hit=outcome.cache_hit,
+            cached_from=outcome.cached_from, error=outcome.error, traceback=outcome.traceback,
+            logs=outcome.logs, reason=outcome.reason, ended_at=outcome.ended_at or ts)
+        if outcome.started_at is not None:
+            values["started_at"] = outcome.started_at
+        if outcome.preemptions is not None:
+            values["preemptions"] = outcome.preemptions
+        used = inline_attempt(outcome.attempt_rows)
+        if used is not None:
+            values.update(used)
+        _update_step(conn, step_run_id, values)
+        if outcome.attempt_rows and used is None:
+            _insert_attempts(conn, step_run_id, run_id, outcome.attempt_rows)
+        artifacts += [dict(id=a.id, content_hash=a.content_hash, materializer=a.materializer,
+                           materializer_version=a.materializer_version, type_name=a.type_name, size=a.size,
+                           uri=a.uri, inline=a.inline, meta=a.meta, name=a.name, run_id=run_id,
+                           step_run_id=step_run_id, created_at=ts) for a in outcome.new_outputs]
+        edges += [dict(artifact_id=a.id, step_run_id=step_run_id, run_id=run_id, direction="output",
+                       name=a.name, position=None) for a in outcome.new_outputs]
+        edges += [dict(artifact_id=aid, step_run_id=step_run_id, run_id=run_id, direction="output",
+                       name=name, position=None) for name, aid in outcome.reused_outputs]
+        edges += [dict(artifact_id=aid, step_run_id=step_run_id, run_id=run_id, direction="input",
+                       name=name, position=pos) for name, aid, pos in outcome.inputs]
+        metrics += [dict(run_id=run_id, step_run_id=step_run_id, key=k, value=v, step=s, at=at)
+                    for k, v, s, at in outcome.metrics]
+        params += [dict(run_id=run_id, step_run_id=step_run_id, key=k, value=v) for k, v in outcome.params]
+    # artifacts before the lineage that refers to them (foreign keys)
+    for table, rows in ((t.artifacts, artifacts), (t.lineage, edges), (t.metrics, metrics), (t.params, params)):
+        if rows:
+            _insert_rows(conn, table, rows)
+
+
+_plain: dict[tuple[Any, ...], tuple[str, tuple[str, ...], tuple[Any, ...]] | None] = {}
+_MARKS = {"qmark": lambda c: "?", "format": lambda c: "%s", "pyformat": lambda c: f"%({c})s",
+          "named": lambda c: f":{c}"}
+_EXPRESSIONS = {"step_runs": _INSERT_STEP_RUNS, "artifacts": _INSERT_ARTIFACTS, "lineage": _INSERT_LINEAGE,
+                "metrics": _INSERT_METRICS, "params": _INSERT_PARAMS}
+
+
+def _plain_statement(conn: Connection, table: Any, kind: str, columns: tuple[str, ...],
+                     ) -> tuple[str, tuple[str, ...], tuple[Any, ...]] | None:
+    """A step write as plain SQL for the connection's driver, made once per (driver style, table,
+    statement, columns): the SQL text, the parameter names in order, and the columns' own bind
+    processors (so values are stored exactly as the expression statement stores them: JSON encoded,
+    booleans as the dialect keeps them). None for a parameter style without plain marks."""
+    dialect = conn.dialect
+    key = (dialect.name, dialect.paramstyle, table.name, kind, columns)
+    if key in _plain:
+        return _plain[key]
+    marks = _MARKS.get(dialect.paramstyle)
+    if marks is None:   # numeric, or a driver we do not know: the expression statements
+        _plain[key] = None
+        return None
+    quote = dialect.identifier_preparer.quote
+    names = columns + (("_sid",) if kind == "update" else ())
+    procs = tuple(table.c[c].type.dialect_impl(dialect).bind_processor(dialect) for c in columns) \
+        + ((None,) if kind == "update" else ())
+    if kind == "update":
+        sql = (f"UPDATE {quote(table.name)} SET {', '.join(f'{quote(c)}={marks(c)}' for c in columns)} "
+               f"WHERE {quote('id')}={marks('_sid')}")
+    else:
+        sql = (f"INSERT INTO {quote(table.name)} ({', '.join(quote(c) for c in columns)}) "
+               f"VALUES ({', '.join(marks(c) for c in columns)})")
+    _plain[key] = (sql, names, procs)
+    return _plain[key]
+
+
+def _run_plain(conn: Connection, plain: tuple[str, tuple[str, ...], tuple[Any, ...]],
+               rows: Sequence[dict[str, Any]]) -> None:
+    sql, names, procs = plain
+    values = [tuple(v if p is None else p(v) for v, p in zip([r[c] for c in names], procs)) for r in rows]
+    if conn.dialect.paramstyle in ("qmark", "format"):
+        conn.exec_driver_sql(sql, values if len(values) > 1 else values[0])
+    else:
+        dicts = [dict(zip(names, v)) for v in values]
+        conn.exec_driver_sql(sql, dicts if len(dicts) > 1 else dicts[0])
+
+
+def _insert_rows(conn: Connection, table: Any, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert rows that all have the same keys, as plain SQL (the expression insert costs about twice
+    as much, and every step writes these)."""
+    plain = _plain_statement(conn, table, "insert", tuple(rows[0]))
+    if plain is None:
+        conn.execute(_EXPRESSIONS[table.name], list(rows))
+    else:
+        _run_plain(conn, plain, rows)
+
+
+def _update_step(conn: Connection, step_run_id: str, values: dict[str, Any]) -> None:
+    plain = _plain_statement(conn, t.step_runs, "update", tuple(values))
+    if plain is None:
+        # parameters rather than .values(): the statement is compiled once per set of columns, not per call
+        conn.execute(_UPDATE_STEP, {**values, "_sid": step_run_id})
+    else:
+        _run_plain(conn, plain, [{**values, "_sid": step_run_id}])
 
 
 _USED = ("executor", "host", "started_at", "ended_at", "wall_s", "cpu_s", "peak_rss_bytes", "bytes_read",
@@ -222,14 +295,14 @@ class Steps(Repository):
         if not (finished or recorded or started):
             return
         with self.write() as conn:
-            for step_run_id, run_id, outcome in finished:
-                write_finish(conn, step_run_id, run_id, outcome)
+            if finished:
+                _write_finished(conn, finished)
             if recorded:
                 _write_records(conn, recorded)
             if started:
                 ts = now()
-                conn.execute(_INSERT_STEP_RUNS, [_started_row(sid, run_id, name, step, kw, ts)
-                                                   for sid, run_id, name, step, kw in started])
+                _insert_rows(conn, t.step_runs, [_started_row(sid, run_id, name, step, kw, ts)
+                                                 for sid, run_id, name, step, kw in started])
 
     def finish(self, step_run_id: str, run_id: str, outcome: StepOutcome) -> None:
         """Record a step run's end with its outputs, inputs, metrics and params, atomically."""
