@@ -128,13 +128,14 @@ def _plain_statement(conn: Connection, table: Any, columns: tuple[str, ...], whe
     text, the parameter names in order and the columns' own bind processors, so values are stored
     exactly as the expression statement stores them (JSON encoded, booleans as the dialect keeps
     them). None when the expression statement is needed: a parameter style without plain marks, or
-    an insert leaving out a column with a Python-side default."""
+    a statement leaving out a column with a Python-side default (on insert) or onupdate."""
     dialect = conn.dialect
     key = (dialect.name, dialect.paramstyle, table.name, columns, where)
     if key in _plain:
         return _plain[key]
     marks = _MARKS.get(dialect.paramstyle)
-    defaulted = where is None and any(c.default is not None and c.name not in columns for c in table.c)
+    defaulted = any(c.name not in columns and (c.default is not None if where is None else c.onupdate is not None)
+                    for c in table.c)
     if marks is None or defaulted:
         _plain[key] = None
         return None
