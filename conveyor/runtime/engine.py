@@ -96,6 +96,7 @@ class Engine:
             ex.status[name], ex.slots[name] = status, slots
         pending = dict(graph.nodes) if only is None else {only: graph.nodes[only]}
         upstream = {name: tuple(node.upstream()) for name, node in pending.items()}
+        blocked: dict[str, str] = {}   # a pending node -> an upstream one it waited for when last looked at
         running: dict[Future[StepResult], _Call] = {}
         held: dict[str, deque[_Call]] = {}   # node -> ready calls waiting for room under its max_parallel
         maps: dict[str, list[Slot | None]] = {}
@@ -119,7 +120,7 @@ class Engine:
                 while progressed:   # reused (cached, resumed, skipped) nodes can unblock others at once
                     progressed = False
                     starting: list[tuple[Node, list[_Call]]] = []
-                    for name in [n for n in pending if all(ex.status.get(u) in _SETTLED for u in upstream[n])]:
+                    for name in _ready(pending, upstream, ex.status, blocked):
                         node = pending.pop(name)
                         progressed = True
                         try:
@@ -616,6 +617,25 @@ class Engine:
         self.metadata.steps.record(self._run_id, node.name, node.spec.name,
                                    StepOutcome(status="skipped", reason=reason, attempts=0))
         self.observer("skipped", node.name, {"reason": reason})
+
+
+def _ready(pending: Mapping[str, Node], upstream: Mapping[str, tuple[str, ...]], status: Mapping[str, str],
+           blocked: dict[str, str]) -> list[str]:
+    """The pending nodes whose upstream nodes are all settled. A node still waiting for the upstream
+    node it waited for last time is passed over at once (a long chain looks at every pending node
+    on every round)."""
+    ready = []
+    for name in pending:
+        wait_for = blocked.get(name)
+        if wait_for is not None and status.get(wait_for) not in _SETTLED:
+            continue
+        for up in upstream[name]:
+            if status.get(up) not in _SETTLED:
+                blocked[name] = up
+                break
+        else:
+            ready.append(name)
+    return ready
 
 
 def _result_of(fut: Future[StepResult], call: _Call) -> StepResult:

@@ -12,6 +12,7 @@ from conveyor.errors import Conflict, NotFound
 from conveyor.store.metadata import tables as t
 from conveyor.store.metadata.base import Repository, new_id, now
 from conveyor.store.metadata.records import RunRecord
+from conveyor.store.metadata.steps import insert_rows, query_plain, row_plain, update_row
 
 TERMINAL = ("succeeded", "failed", "cancelled")
 PLAN = "plan"   # the run_events kind of a run's planned graph (not part of its history)
@@ -23,6 +24,11 @@ _INSERT_EVENT = insert(t.run_events)
 _UPDATE_RUN = update(t.runs).where(t.runs.c.id == bindparam("_rid"))
 _PIPELINE_VERSION = select(t.pipelines.c.id, t.pipelines.c.version).where(
     t.pipelines.c.name == bindparam("name"), t.pipelines.c.code_hash == bindparam("code_hash"))
+# the same as plain SQL (steps.query_plain): a new store compiles every expression statement again,
+# and a process running one pipeline uses each of these once
+_PIPELINE_VERSION_SQL = "SELECT id, version FROM pipelines WHERE name = {name} AND code_hash = {code_hash}"
+_LAST_VERSION_SQL = "SELECT max(version) FROM pipelines WHERE name = {name}"
+_ENVIRONMENT_SQL = "SELECT hash FROM environments WHERE hash = {hash}"
 
 
 def _run(row: Any) -> RunRecord:
@@ -35,24 +41,34 @@ def _run(row: Any) -> RunRecord:
     )
 
 
+def _pipeline_version(conn: Any, name: str, code_hash: str) -> Any:
+    """(id, version) of this pipeline code, or None."""
+    found = query_plain(conn, _PIPELINE_VERSION_SQL, {"name": name, "code_hash": code_hash})
+    if found is None:
+        found = conn.execute(_PIPELINE_VERSION, {"name": name, "code_hash": code_hash})
+    return found.first()
+
+
 class Runs(Repository):
     """Reads and writes runs and pipeline versions."""
 
     def ensure_pipeline(self, name: str, code_hash: str, ref: str | None) -> tuple[str, int]:
         """The id and version number of this pipeline code, registering it when new."""
         with self.read() as conn:   # most runs are of a known version: no write lock for them
-            row = conn.execute(_PIPELINE_VERSION, {"name": name, "code_hash": code_hash}).first()
+            row = _pipeline_version(conn, name, code_hash)
         if row:
-            return row.id, row.version
+            return row[0], row[1]
         with self.write() as conn:
-            row = conn.execute(_PIPELINE_VERSION, {"name": name, "code_hash": code_hash}).first()
+            row = _pipeline_version(conn, name, code_hash)
             if row:
-                return row.id, row.version
-            version = (conn.execute(select(func.max(t.pipelines.c.version)).where(
-                t.pipelines.c.name == name)).scalar() or 0) + 1
+                return row[0], row[1]
+            found = query_plain(conn, _LAST_VERSION_SQL, {"name": name})
+            if found is None:
+                found = conn.execute(select(func.max(t.pipelines.c.version)).where(t.pipelines.c.name == name))
+            version = (found.scalar() or 0) + 1
             pid = new_id()
-            conn.execute(insert(t.pipelines).values(id=pid, name=name, version=version, code_hash=code_hash,
-                                                    ref=ref, created_at=now()))
+            insert_rows(conn, t.pipelines, [dict(id=pid, name=name, version=version, code_hash=code_hash, ref=ref,
+                                                 created_at=now())])
             return pid, version
 
     def save_environment(self, env: dict[str, Any]) -> str:
@@ -68,8 +84,11 @@ class Runs(Repository):
         digest = hashlib.sha256(blob).hexdigest()
         if last is None or last[2] != digest:
             with self.write() as conn:
-                if conn.execute(select(t.environments.c.hash).where(t.environments.c.hash == digest)).first() is None:
-                    conn.execute(insert(t.environments).values(hash=digest, data=env))
+                found = query_plain(conn, _ENVIRONMENT_SQL, {"hash": digest})
+                if found is None:
+                    found = conn.execute(select(t.environments.c.hash).where(t.environments.c.hash == digest))
+                if found.first() is None:
+                    insert_rows(conn, t.environments, [dict(hash=digest, data=env)])
         self._last_environment = (env, orjson.loads(blob), digest)
         return digest
 
@@ -88,12 +107,12 @@ class Runs(Repository):
         run_id = run_id or new_id()
         ts = now()
         with self.write() as conn:
-            conn.execute(_INSERT_RUN, dict(
+            insert_rows(conn, t.runs, [dict(
                 id=run_id, name=name, kind=kind, pipeline_id=pipeline_id, pipeline_name=pipeline_name,
                 pipeline_ref=pipeline_ref, status="running", parameters=parameters or {}, tags=tags or {},
                 environment_hash=environment_hash, git_commit=git_commit, git_dirty=git_dirty,
-                options=options or {}, pid=pid, host=host, created_at=ts, started_at=ts))
-            conn.execute(_INSERT_EVENT, dict(run_id=run_id, at=ts, kind="started", detail=None))
+                options=options or {}, pid=pid, host=host, created_at=ts, started_at=ts)], _INSERT_RUN)
+            insert_rows(conn, t.run_events, [dict(run_id=run_id, at=ts, kind="started", detail=None)], _INSERT_EVENT)
         return run_id
 
     def set_status(self, run_id: str, status: str, *, error: str | None = None, event: str | None = None,
@@ -107,8 +126,10 @@ class Runs(Repository):
         else:
             values["ended_at"] = None
         with self.write() as conn:
-            conn.execute(_UPDATE_RUN, {**values, "_rid": run_id})
-            conn.execute(_INSERT_EVENT, dict(run_id=run_id, at=ts, kind=event or status, detail=detail))
+            if not update_row(conn, t.runs, "id", run_id, values):
+                conn.execute(_UPDATE_RUN, {**values, "_rid": run_id})
+            insert_rows(conn, t.run_events, [dict(run_id=run_id, at=ts, kind=event or status, detail=detail)],
+                        _INSERT_EVENT)
 
     def set_parameters(self, run_id: str, parameters: dict[str, Any], *, detail: str | None = None) -> None:
         """Replace a run's parameters (a resume with new values) and record a ``parameters`` event."""
@@ -118,7 +139,7 @@ class Runs(Repository):
 
     def add_event(self, run_id: str, kind: str, detail: str | None = None) -> None:
         with self.write() as conn:
-            conn.execute(_INSERT_EVENT, dict(run_id=run_id, at=now(), kind=kind, detail=detail))
+            insert_rows(conn, t.run_events, [dict(run_id=run_id, at=now(), kind=kind, detail=detail)], _INSERT_EVENT)
 
     def claim_for_resume(self, run_id: str, pid: int) -> RunRecord:
         """Mark an unfinished run as resumed by this process; refuse a finished one."""
@@ -139,7 +160,9 @@ class Runs(Repository):
     def get(self, run_id: str) -> RunRecord:
         """A run by id or unique id prefix."""
         with self.read() as conn:
-            row = conn.execute(select(t.runs).where(t.runs.c.id == run_id)).first()
+            plain, row = row_plain(conn, t.runs, "id", run_id)
+            if not plain:
+                row = conn.execute(select(t.runs).where(t.runs.c.id == run_id)).first()
             if row is None and run_id and len(run_id) >= 4:
                 rows = conn.execute(select(t.runs).where(t.runs.c.id.like(f"{run_id}%")).limit(2)).all()
                 if len(rows) > 1:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import (Integer, String, Text, and_, bindparam, cast, func, insert, literal_column, null, select,
@@ -68,42 +70,187 @@ _INSERT_METRICS, _INSERT_PARAMS = insert(t.metrics), insert(t.params)
 
 def write_finish(conn: Connection, step_run_id: str, run_id: str, outcome: StepOutcome) -> None:
     """The writes of a step run's end, inside the caller's transaction."""
+    _write_finished(conn, [(step_run_id, run_id, outcome)])
+
+
+def _write_finished(conn: Connection, finished: Sequence[tuple[str, str, StepOutcome]]) -> None:
+    """The writes of these step runs' ends, inside the caller's transaction: an update each, then
+    their artifacts, lineage, metrics and params, one statement a table for all of them (none for a
+    table with no rows)."""
     ts = now()
-    values: dict[str, Any] = dict(
-        status=outcome.status, attempts=outcome.attempts, cache_hit=outcome.cache_hit,
-        cached_from=outcome.cached_from, error=outcome.error, traceback=outcome.traceback,
-        logs=outcome.logs, reason=outcome.reason, ended_at=outcome.ended_at or ts)
-    if outcome.started_at is not None:
-        values["started_at"] = outcome.started_at
-    if outcome.preemptions is not None:
-        values["preemptions"] = outcome.preemptions
-    used = inline_attempt(outcome.attempt_rows)
-    if used is not None:
-        values.update(used)
-    # parameters rather than .values(): the statement is compiled once per set of columns, not per call
-    conn.execute(_UPDATE_STEP, {**values, "_sid": step_run_id})
-    if outcome.attempt_rows and used is None:
-        _insert_attempts(conn, step_run_id, run_id, outcome.attempt_rows)
-    if outcome.new_outputs:
-        conn.execute(_INSERT_ARTIFACTS, [dict(
-            id=a.id, content_hash=a.content_hash, materializer=a.materializer,
-            materializer_version=a.materializer_version, type_name=a.type_name, size=a.size, uri=a.uri,
-            inline=a.inline, meta=a.meta, name=a.name, run_id=run_id, step_run_id=step_run_id,
-            created_at=ts) for a in outcome.new_outputs])
-    edges = [dict(artifact_id=a.id, step_run_id=step_run_id, run_id=run_id, direction="output",
-                  name=a.name, position=None) for a in outcome.new_outputs]
-    edges += [dict(artifact_id=aid, step_run_id=step_run_id, run_id=run_id, direction="output",
-                   name=name, position=None) for name, aid in outcome.reused_outputs]
-    edges += [dict(artifact_id=aid, step_run_id=step_run_id, run_id=run_id, direction="input",
-                   name=name, position=pos) for name, aid, pos in outcome.inputs]
-    if edges:
-        conn.execute(_INSERT_LINEAGE, edges)
-    if outcome.metrics:
-        conn.execute(_INSERT_METRICS, [dict(run_id=run_id, step_run_id=step_run_id, key=k, value=v,
-                                              step=s, at=at) for k, v, s, at in outcome.metrics])
-    if outcome.params:
-        conn.execute(_INSERT_PARAMS, [dict(run_id=run_id, step_run_id=step_run_id, key=k, value=v)
-                                        for k, v in outcome.params])
+    artifacts: list[dict[str, Any]] = []
+    edges: list[dict[str, Any]] = []
+    metrics: list[dict[str, Any]] = []
+    params: list[dict[str, Any]] = []
+    for step_run_id, run_id, outcome in finished:
+        values: dict[str, Any] = dict(
+            status=outcome.status, attempts=outcome.attempts, cache_hit=outcome.cache_hit,
+            cached_from=outcome.cached_from, error=outcome.error, traceback=outcome.traceback,
+            logs=outcome.logs, reason=outcome.reason, ended_at=outcome.ended_at or ts)
+        if outcome.started_at is not None:
+            values["started_at"] = outcome.started_at
+        if outcome.preemptions is not None:
+            values["preemptions"] = outcome.preemptions
+        used = inline_attempt(outcome.attempt_rows)
+        if used is not None:
+            values.update(used)
+        _update_step(conn, step_run_id, values)
+        if outcome.attempt_rows and used is None:
+            _insert_attempts(conn, step_run_id, run_id, outcome.attempt_rows)
+        artifacts += [dict(id=a.id, content_hash=a.content_hash, materializer=a.materializer,
+                           materializer_version=a.materializer_version, type_name=a.type_name, size=a.size,
+                           uri=a.uri, inline=a.inline, meta=a.meta, name=a.name, run_id=run_id,
+                           step_run_id=step_run_id, created_at=ts) for a in outcome.new_outputs]
+        edges += [dict(artifact_id=a.id, step_run_id=step_run_id, run_id=run_id, direction="output",
+                       name=a.name, position=None) for a in outcome.new_outputs]
+        edges += [dict(artifact_id=aid, step_run_id=step_run_id, run_id=run_id, direction="output",
+                       name=name, position=None) for name, aid in outcome.reused_outputs]
+        edges += [dict(artifact_id=aid, step_run_id=step_run_id, run_id=run_id, direction="input",
+                       name=name, position=pos) for name, aid, pos in outcome.inputs]
+        metrics += [dict(run_id=run_id, step_run_id=step_run_id, key=k, value=v, step=s, at=at)
+                    for k, v, s, at in outcome.metrics]
+        params += [dict(run_id=run_id, step_run_id=step_run_id, key=k, value=v) for k, v in outcome.params]
+    # artifacts before the lineage that refers to them (foreign keys)
+    for table, rows in ((t.artifacts, artifacts), (t.lineage, edges), (t.metrics, metrics), (t.params, params)):
+        if rows:
+            _insert_rows(conn, table, rows)
+
+
+_plain: dict[tuple[Any, ...], tuple[str, tuple[str, ...], tuple[Any, ...]] | None] = {}
+_MARKS = {"qmark": lambda c: "?", "format": lambda c: "%s", "pyformat": lambda c: f"%({c})s",
+          "named": lambda c: f":{c}"}
+
+
+def _plain_statement(conn: Connection, table: Any, columns: tuple[str, ...], where: str | None,
+                     ) -> tuple[str, tuple[str, ...], tuple[Any, ...]] | None:
+    """An insert (``where`` None) or an update of the row whose column ``where`` is bound as ``_key``,
+    as plain SQL for the connection's driver, made once per (driver, table, columns, where): the SQL
+    text, the parameter names in order and the columns' own bind processors, so values are stored
+    exactly as the expression statement stores them (JSON encoded, booleans as the dialect keeps
+    them). None when the expression statement is needed: a parameter style without plain marks, or
+    a statement leaving out a column with a Python-side default (on insert) or onupdate."""
+    dialect = conn.dialect
+    key = (dialect.name, dialect.paramstyle, table.name, columns, where)
+    if key in _plain:
+        return _plain[key]
+    marks = _MARKS.get(dialect.paramstyle)
+    defaulted = any(c.name not in columns and (c.default is not None if where is None else c.onupdate is not None)
+                    for c in table.c)
+    if marks is None or defaulted:
+        _plain[key] = None
+        return None
+    quote = dialect.identifier_preparer.quote
+    names = columns + (("_key",) if where is not None else ())
+    procs = tuple(table.c[c].type.dialect_impl(dialect).bind_processor(dialect) for c in columns) \
+        + ((None,) if where is not None else ())
+    if where is not None:
+        sql = (f"UPDATE {quote(table.name)} SET {', '.join(f'{quote(c)}={marks(c)}' for c in columns)} "
+               f"WHERE {quote(where)}={marks('_key')}")
+    else:
+        sql = (f"INSERT INTO {quote(table.name)} ({', '.join(quote(c) for c in columns)}) "
+               f"VALUES ({', '.join(marks(c) for c in columns)})")
+    _plain[key] = (sql, names, procs)
+    return _plain[key]
+
+
+def _run_plain(conn: Connection, plain: tuple[str, tuple[str, ...], tuple[Any, ...]],
+               rows: Sequence[dict[str, Any]]) -> None:
+    sql, names, procs = plain
+    values = [tuple(v if p is None else p(v) for v, p in zip([r[c] for c in names], procs)) for r in rows]
+    if conn.dialect.paramstyle in ("qmark", "format"):
+        conn.exec_driver_sql(sql, values if len(values) > 1 else values[0])
+    else:
+        dicts = [dict(zip(names, v)) for v in values]
+        conn.exec_driver_sql(sql, dicts if len(dicts) > 1 else dicts[0])
+
+
+def insert_rows(conn: Connection, table: Any, rows: Sequence[dict[str, Any]], statement: Any = None) -> None:
+    """Insert rows that all have the same keys, as plain SQL: every step and run writes these, and
+    an expression statement costs about twice as much to run, and is compiled again by every new
+    store (a process running one pipeline compiles each once). ``statement``: the expression insert
+    to use where plain SQL cannot be (default: one made now)."""
+    plain = _plain_statement(conn, table, tuple(rows[0]), None)
+    if plain is None:
+        conn.execute(insert(table) if statement is None else statement, list(rows))
+    else:
+        _run_plain(conn, plain, rows)
+
+
+def update_row(conn: Connection, table: Any, where: str, key: Any, values: dict[str, Any]) -> bool:
+    """``UPDATE table SET values WHERE where = key`` as plain SQL (see ``insert_rows``); False, with
+    nothing done, where the caller's expression statement is needed."""
+    plain = _plain_statement(conn, table, tuple(values), where)
+    if plain is None:
+        return False
+    _run_plain(conn, plain, [{**values, "_key": key}])
+    return True
+
+
+_queries: dict[tuple[str, str], tuple[str, tuple[str, ...]] | None] = {}
+
+
+def query_plain(conn: Connection, template: str, values: dict[str, Any]) -> Any:
+    """Run a query of plain columns (no JSON, no booleans to convert) written with ``{name}`` marks
+    for its parameters, as plain SQL for the driver (see ``insert_rows``); None where the driver's
+    parameter style has no plain marks (the caller runs its expression statement)."""
+    style = conn.dialect.paramstyle
+    made = _queries.get((style, template))
+    if made is None and (style, template) not in _queries:
+        marks = _MARKS.get(style)
+        names = tuple(re.findall(r"\{(\w+)\}", template))
+        made = None if marks is None else (template.format(**{n: marks(n) for n in names}), names)
+        _queries[(style, template)] = made
+    if made is None:
+        return None
+    sql, names = made
+    if style in ("qmark", "format"):
+        return conn.exec_driver_sql(sql, tuple(values[n] for n in names))
+    return conn.exec_driver_sql(sql, {n: values[n] for n in names})
+
+
+_rows: dict[tuple[Any, ...], tuple[str, tuple[str, ...], tuple[Any, ...]] | None] = {}
+
+
+def row_plain(conn: Connection, table: Any, where: str, key: Any) -> tuple[bool, Any]:
+    """The row of ``table`` whose column ``where`` is ``key``, read as plain SQL (see ``insert_rows``)
+    with the columns' own result processors, as (True, an object with the columns as attributes, or
+    None when there is no such row); (False, None) where the caller's expression query is needed:
+    on drivers other than SQLite's, whose result processors depend on the column types the server
+    reports."""
+    dialect = conn.dialect
+    made_key = (dialect.name, dialect.paramstyle, table.name, where)
+    if made_key not in _rows:
+        if dialect.name != "sqlite" or dialect.paramstyle not in _MARKS:
+            _rows[made_key] = None
+        else:
+            quote = dialect.identifier_preparer.quote
+            names = tuple(c.name for c in table.c)
+            procs = tuple(c.type.dialect_impl(dialect).result_processor(dialect, None) for c in table.c)
+            _rows[made_key] = (f"SELECT {', '.join(quote(n) for n in names)} FROM {quote(table.name)} "
+                               f"WHERE {quote(where)} = {_MARKS[dialect.paramstyle](where)}", names, procs)
+    made = _rows[made_key]
+    if made is None:
+        return False, None
+    sql, names, procs = made
+    params = (key,) if dialect.paramstyle in ("qmark", "format") else {where: key}
+    row = conn.exec_driver_sql(sql, params).first()
+    if row is None:
+        return True, None
+    return True, SimpleNamespace(**{n: v if p is None else p(v) for n, v, p in zip(names, row, procs)})
+
+
+def _insert_rows(conn: Connection, table: Any, rows: Sequence[dict[str, Any]]) -> None:
+    insert_rows(conn, table, rows, _EXPRESSIONS.get(table.name))
+
+
+_EXPRESSIONS = {"step_runs": _INSERT_STEP_RUNS, "artifacts": _INSERT_ARTIFACTS, "lineage": _INSERT_LINEAGE,
+                "metrics": _INSERT_METRICS, "params": _INSERT_PARAMS}
+
+
+def _update_step(conn: Connection, step_run_id: str, values: dict[str, Any]) -> None:
+    if not update_row(conn, t.step_runs, "id", step_run_id, values):
+        # parameters rather than .values(): the statement is compiled once per set of columns, not per call
+        conn.execute(_UPDATE_STEP, {**values, "_sid": step_run_id})
 
 
 _USED = ("executor", "host", "started_at", "ended_at", "wall_s", "cpu_s", "peak_rss_bytes", "bytes_read",
@@ -222,14 +369,14 @@ class Steps(Repository):
         if not (finished or recorded or started):
             return
         with self.write() as conn:
-            for step_run_id, run_id, outcome in finished:
-                write_finish(conn, step_run_id, run_id, outcome)
+            if finished:
+                _write_finished(conn, finished)
             if recorded:
                 _write_records(conn, recorded)
             if started:
                 ts = now()
-                conn.execute(_INSERT_STEP_RUNS, [_started_row(sid, run_id, name, step, kw, ts)
-                                                   for sid, run_id, name, step, kw in started])
+                _insert_rows(conn, t.step_runs, [_started_row(sid, run_id, name, step, kw, ts)
+                                                 for sid, run_id, name, step, kw in started])
 
     def finish(self, step_run_id: str, run_id: str, outcome: StepOutcome) -> None:
         """Record a step run's end with its outputs, inputs, metrics and params, atomically."""
