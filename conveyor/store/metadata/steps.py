@@ -288,27 +288,12 @@ def attempt_sources() -> list[tuple[dict[str, Any], Any, list[Any]]]:
 _ATTEMPT_COLUMNS = ("step_run_id", "run_id", "attempt", "status", "executor", "host", "started_at", "ended_at",
                     "wall_s", "cpu_s", "peak_rss_bytes", "bytes_read", "bytes_written", "gpu_s", "gpu_peak_bytes",
                     "error")
-_attempt_sql: dict[str, str] = {}
 
 
 def _insert_attempts(conn: Connection, step_run_id: str, run_id: str, rows: Sequence[dict[str, Any]]) -> None:
-    """Insert step_attempts rows as plain SQL: every step call writes them, and the expression
-    insert costs twice as much (plain column values only: floats, integers, text)."""
-    style = conn.dialect.paramstyle
-    sql = _attempt_sql.get(style)
-    if sql is None:
-        marks = {"qmark": lambda c: "?", "format": lambda c: "%s", "pyformat": lambda c: f"%({c})s",
-                 "named": lambda c: f":{c}"}.get(style)
-        if marks is None:   # numeric, or a driver we do not know: the expression insert
-            conn.execute(insert(t.step_attempts), [dict(r, step_run_id=step_run_id, run_id=run_id) for r in rows])
-            return
-        sql = _attempt_sql[style] = (f"INSERT INTO step_attempts ({', '.join(_ATTEMPT_COLUMNS)}) "
-                                     f"VALUES ({', '.join(marks(c) for c in _ATTEMPT_COLUMNS)})")
-    full = [{**r, "step_run_id": step_run_id, "run_id": run_id} for r in rows]
-    if style in ("qmark", "format"):
-        conn.exec_driver_sql(sql, [tuple(r.get(c) for c in _ATTEMPT_COLUMNS) for r in full])
-    else:
-        conn.exec_driver_sql(sql, [{c: r.get(c) for c in _ATTEMPT_COLUMNS} for r in full])
+    """Insert step_attempts rows (every column given, None where unmeasured) as the other rows are."""
+    full = [{c: r.get(c) for c in _ATTEMPT_COLUMNS} | {"step_run_id": step_run_id, "run_id": run_id} for r in rows]
+    insert_rows(conn, t.step_attempts, full)
 
 
 def _write_records(conn: Connection, records: Sequence[tuple[str, str, str, StepOutcome, dict[str, Any]]]) -> None:
