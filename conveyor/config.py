@@ -119,6 +119,7 @@ class Settings:
     ray_shared_root: bool = False
     ray_runtime_env: str = ""          # a JSON object (checked here), merged into every task's runtime env
     ray_env_vars: tuple[tuple[str, str], ...] = ()   # (name, value) of the variables CONVEYOR_RAY_ENV_VARS names
+    ray_batch_idle_s: float = 600.0    # batch scorers on Ray outlive the command this long idle; 0: they end with it
     prices: str | None = None          # a price table file (CONVEYOR_PRICES); None: the shipped one
     accounting: bool = True
     preempt_grace_s: float = 30.0
@@ -237,6 +238,7 @@ def load_settings(env: Mapping[str, str] | None = None, cwd: Path | None = None)
                     ray_shared_root=_bool("CONVEYOR_RAY_SHARED_ROOT", get("ray_shared_root", False)),
                     ray_runtime_env=_json_table("CONVEYOR_RAY_RUNTIME_ENV", get("ray_runtime_env", "")),
                     ray_env_vars=_named_variables(env, str(get("ray_env_vars", "") or "")),
+                    ray_batch_idle_s=_seconds("CONVEYOR_RAY_BATCH_IDLE_S", get("ray_batch_idle_s", 600), zero=True),
                     prices=str(get("prices", "") or "").strip() or None,
                     accounting=_bool("CONVEYOR_ACCOUNTING", get("accounting", True)),
                     preempt_grace_s=_seconds("CONVEYOR_PREEMPT_GRACE_S", get("preempt_grace_s", 30)),

@@ -1,6 +1,7 @@
 """Batch scoring on a real two-node Ray cluster (and on Dask): the local path's output, byte for byte,
-chunks spread over both nodes, the model loaded once per worker process and only with a matching hash,
-a killed worker's chunk redone, a killed driver resumed from the ledger."""
+chunks spread over both nodes, the model loaded once per scorer and only with a matching hash, a
+killed scorer's chunk redone, a killed driver resumed from the ledger; scorers kept warm for the next
+command, restarted when the code they imported changed, ended when idle."""
 
 from __future__ import annotations
 
@@ -82,6 +83,12 @@ def _session_cluster_only(request) -> None:
         current = connected_address()
         if current and not same_cluster(current, request.getfixturevalue("ray_cluster").address):
             disconnect()
+
+
+@pytest.fixture(autouse=True)
+def _short_lived_scorers(monkeypatch) -> None:
+    """Scorers of this module outlive a command by a minute, not the default ten (drivers started here inherit it)."""
+    monkeypatch.setenv("CONVEYOR_RAY_BATCH_IDLE_S", "60")
 
 
 @pytest.fixture(scope="module")
@@ -254,3 +261,201 @@ def test_ray_reads_and_writes_s3(s3_emulator, ray_cluster, data, tmp_path: Path)
     assert len(fs.glob(f"{bucket}/scored/part-*.parquet")) == ROWS // CHUNK
     assert json.loads(fs.cat_file(f"{bucket}/scored/{MANIFEST}"))["done"] == json.loads(
         (ref / MANIFEST).read_text())["done"]
+
+
+# --- scorers kept between commands ------------------------------------------------------------
+
+def _driver(script: str, *args: str, cwd: Path, env: dict[str, str] | None = None) -> None:
+    from tests.conftest import REPO
+
+    env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+    done = subprocess.run([sys.executable, "-c", script, *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def _notes(notes: Path, kind: str) -> set[int]:
+    return {int(p.name.split("-")[1]) for p in notes.glob(f"{kind}-*")}
+
+
+ONE_COMMAND = """
+import functools, sys
+from conveyor.serving.batch import score_batch
+from tests.serving.test_batch_cluster import recorder_loader
+src, out, notes, address = sys.argv[1:]
+score_batch(functools.partial(recorder_loader, notes), src, out, model_version="lin:1", chunk_rows=1000,
+            progress=False, executor="ray", address=address)
+"""
+
+
+def test_ray_a_second_command_scores_on_the_warm_scorers_without_loading_the_model_again(
+        ray_cluster, data, tmp_path: Path) -> None:
+    from tests.conftest import REPO
+
+    src, ref = data
+    notes = _folder(tmp_path)
+    first, second = tmp_path / "first", tmp_path / "second"
+    _driver(ONE_COMMAND, str(src), str(first), str(notes), ray_cluster.address, cwd=REPO)
+    loaded, scored = _notes(notes, "load"), _notes(notes, "chunk")
+    assert loaded and scored <= loaded
+    for p in notes.glob("chunk-*"):
+        p.unlink()
+    _driver(ONE_COMMAND, str(src), str(second), str(notes), ray_cluster.address, cwd=REPO)
+    _assert_same_output(second, ref)
+    assert _notes(notes, "load") == loaded, "a scorer loaded the same model again, or a new process scored"
+    assert _notes(notes, "chunk") <= loaded
+
+
+EDITABLE = """
+import numpy as np
+from pathlib import Path
+import os
+
+FACTOR = {factor}
+
+
+class Model:
+    def __init__(self, notes):
+        self.notes = notes
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        Path(self.notes, f"load-{{os.getpid()}}").write_text("")
+
+    def predict(self, X):
+        Path(self.notes, f"chunk-{{os.getpid()}}").write_text("")
+        return np.asarray(X)[:, 0] * FACTOR
+"""
+
+EDITED_COMMAND = """
+import sys
+from conveyor.serving.batch import score_batch
+from {module} import Model
+src, out, notes, address = sys.argv[1:]
+score_batch(lambda: (Model(notes), "m:1"), src, out, model_version="m:1", chunk_rows=1000, progress=False,
+            executor="ray", address=address)
+"""
+
+
+def test_ray_a_scorer_whose_imported_code_changed_is_restarted_before_it_scores(
+        ray_cluster, data, tmp_path: Path) -> None:
+    src, _ = data
+    notes = _folder(tmp_path)
+    code = tmp_path / "code"     # the driver's working folder: Ray puts it on its workers' path
+    code.mkdir()
+    module = f"editable_{uuid.uuid4().hex[:8]}"
+    source = code / f"{module}.py"
+    source.write_text(EDITABLE.format(factor=2))
+    command = EDITED_COMMAND.format(module=module)
+    _driver(command, str(src), str(tmp_path / "before"), str(notes), ray_cluster.address, cwd=code)
+    before = pq.read_table(tmp_path / "before").to_pandas()
+    np.testing.assert_array_equal(before["prediction"], before["a"] * 2)
+    old = _notes(notes, "chunk")
+    source.write_text(EDITABLE.format(factor=3))
+    stamp = source.stat().st_mtime + 5
+    os.utime(source, (stamp, stamp))
+    _driver(command, str(src), str(tmp_path / "after"), str(notes), ray_cluster.address, cwd=code)
+    after = pq.read_table(tmp_path / "after").to_pandas()
+    np.testing.assert_array_equal(after["prediction"], after["a"] * 3)
+    new = _notes(notes, "chunk") - old
+    assert new and not (new & old), "a chunk was scored by a process that imported the old code"
+
+
+def _scorer_names(address: str, idle_s: float) -> list[str]:
+    import ray
+
+    from conveyor.executors.ray_connect import connect
+    from conveyor.serving.batch_cluster import pool_key, scorer_names
+
+    connect(address)
+    nodes = sorted((str(n["NodeID"]), int(n["Resources"].get("CPU", 0))) for n in ray.nodes() if n["Alive"])
+    return scorer_names(pool_key(idle_s), [(n, c) for n, c in nodes if c >= 1], None)
+
+
+def _alive_names(address: str) -> set[str]:
+    import ray
+
+    from conveyor.executors.ray_connect import connect
+
+    connect(address)   # never a local Ray started by the call below
+    return {a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if a["namespace"] == "conveyor"}
+
+
+def _gone(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return True
+    return "\nState:\tZ" in status
+
+
+def test_ray_scorers_end_after_their_idle_time(ray_cluster, data, tmp_path: Path, monkeypatch) -> None:
+    import ray
+
+    src, ref = data
+    notes = _folder(tmp_path)
+    monkeypatch.setenv("CONVEYOR_RAY_BATCH_IDLE_S", "8")
+    out = tmp_path / "ray"
+    score_batch(functools.partial(recorder_loader, str(notes)), str(src), str(out), model_version="lin:1",
+                workers=None, chunk_rows=CHUNK, progress=False, executor="ray", address=ray_cluster.address)
+    _assert_same_output(out, ref)
+    names = _scorer_names(ray_cluster.address, 8)   # one per CPU of the cluster: 2 on the head, 1 on the second node
+    assert len(names) == 3
+    assert set(names) <= _alive_names(ray_cluster.address), "the scorers did not stay after the command"
+    pids = {ray.get(ray.get_actor(n, namespace="conveyor").describe.remote())["pid"] for n in names}
+    assert pids == _notes(notes, "load")
+    wait_until(lambda: not (set(names) & _alive_names(ray_cluster.address)), "the idle scorers to end", timeout=60)
+    wait_until(lambda: all(_gone(pid) for pid in pids), "the idle scorers' processes to exit", timeout=60)
+
+
+def test_ray_scorers_end_with_the_command_when_kept_for_no_time(ray_cluster, data, tmp_path: Path,
+                                                                  monkeypatch) -> None:
+    src, ref = data
+    notes = _folder(tmp_path)
+    monkeypatch.setenv("CONVEYOR_RAY_BATCH_IDLE_S", "0")
+    before = _alive_names(ray_cluster.address)
+    out = tmp_path / "ray"
+    score_batch(functools.partial(recorder_loader, str(notes)), str(src), str(out), model_version="lin:1",
+                chunk_rows=CHUNK, progress=False, executor="ray", address=ray_cluster.address)
+    _assert_same_output(out, ref)
+    pids = _notes(notes, "load")
+    assert pids and _alive_names(ray_cluster.address) <= before, "scorers kept for no time were registered by name"
+    wait_until(lambda: all(_gone(pid) for pid in pids), "the command's scorers to exit with it", timeout=60)
+
+
+def test_ray_a_chunk_whose_scorer_ended_for_good_goes_to_a_new_scorer(ray_cluster, data, tmp_path: Path) -> None:
+    import threading
+
+    import ray
+
+    src, ref = data
+    notes = _folder(tmp_path)
+    out = tmp_path / "ray"
+    outcome: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            outcome["result"] = score_batch(functools.partial(recorder_loader, str(notes), gate=5000.0), str(src),
+                                            str(out), model_version="lin:1", workers=None, chunk_rows=CHUNK,
+                                            progress=False, executor="ray", address=ray_cluster.address)
+        except BaseException as exc:   # reported by the assertions below
+            outcome["error"] = exc
+
+    names = _scorer_names(ray_cluster.address, 60)
+    driver = threading.Thread(target=run)
+    driver.start()
+    try:
+        wait_until(lambda: any(int(p.name.split("-")[2]) >= 5000 for p in notes.glob("chunk-*")),
+                   "a chunk to wait at the gate", timeout=120)
+        for name in names:   # ended by Ray with no restart, chunks at the gate in flight
+            ray.kill(ray.get_actor(name, namespace="conveyor"), no_restart=True)
+    finally:
+        (notes / "release").write_text("go")
+        driver.join(180)
+    assert "error" not in outcome, outcome.get("error")
+    result = outcome["result"]
+    assert result.chunks_scored == ROWS // CHUNK   # type: ignore[attr-defined]
+    _assert_same_output(out, ref)
+    # the killed scorers' processes are gone; the chunks they held were scored by new ones, which loaded the model
+    assert any(not _gone(pid) for pid in _notes(notes, "load")), "no new scorer loaded the model"
+    assert set(names) & _alive_names(ray_cluster.address), "no scorer was started again in a killed one's place"
