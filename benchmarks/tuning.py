@@ -12,8 +12,10 @@ small). Storage: Optuna's RDB storage on the Conveyor home's SQLite metadata dat
   that Ray instance (skipped when ``ray[tune]`` is not importable).
 
 The floor and ``cv.tune`` on threads take turns for ``BENCH_ROUNDS`` rounds (default 3; each a new
-study of ``BENCH_TRIALS``); their figures are the medians, with each round's overhead. Ray and Ray
-Tune run once after them. Overhead per trial = (wall time - floor wall time) / trials, in
+study of ``BENCH_TRIALS``); their figures are the medians, with each round's overhead. Then, with
+Ray up, the floor and ``cv.tune`` on Ray take turns for as many rounds (Ray's processes share the
+machine with both); Ray Tune runs once after them (``BENCH_SKIP_RAY_TUNE=1`` leaves it out,
+``BENCH_SKIP_RAY=1`` all of Ray). Overhead per trial = (wall time - floor wall time) / trials, in
 milliseconds of wall clock (with 2 trials in parallel a worker spends up to twice that). Prints one
 JSON object.
 """
@@ -116,11 +118,23 @@ def main() -> None:
     ray.init(num_cpus=PARALLEL, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
     try:
         timed_cv("ray", "warm-ray-" + str(os.getpid()))   # workers start and import conveyor once
-        wall_ray = timed_cv("ray", "conveyor-ray")
+        # the floor again, in turns with cv.tune on Ray: Ray's own processes share the machine with both
+        ray_floors, ray_walls = [], []
+        for r in range(ROUNDS):
+            ray_floors.append(timed_floor(f"bare-with-ray-{r}"))
+            ray_walls.append(timed_cv("ray", f"conveyor-ray-{r}"))
+        floor_ray, wall_ray = statistics.median(ray_floors), statistics.median(ray_walls)
+        out["floor_optuna_with_ray_up_s_by_round"] = [round(x, 3) for x in ray_floors]
         out["conveyor_ray_s"] = round(wall_ray, 3)
-        out["conveyor_ray_overhead_ms_per_trial"] = round(1000 * (wall_ray - floor) / TRIALS, 2)
+        out["conveyor_ray_s_by_round"] = [round(x, 3) for x in ray_walls]
+        out["conveyor_ray_overhead_ms_per_trial"] = round(1000 * (wall_ray - floor_ray) / TRIALS, 2)
+        out["conveyor_ray_overhead_ms_per_trial_by_round"] = [round(1000 * (w - f) / TRIALS, 2)
+                                                              for f, w in zip(ray_floors, ray_walls)]
         print(json.dumps(out), file=sys.stderr, flush=True)
-        out.update(_ray_tune(storage, floor, wall, wall_ray))
+        if os.environ.get("BENCH_SKIP_RAY_TUNE"):
+            out["ray_tune"] = "skipped: BENCH_SKIP_RAY_TUNE is set"
+        else:
+            out.update(_ray_tune(storage, floor, wall, wall_ray))
         out["load_average_1m_at_end"] = round(os.getloadavg()[0], 2)
     finally:
         ray.shutdown()

@@ -280,3 +280,53 @@ def test_cluster_address_settings_and_a_bad_executor() -> None:
         score_batch(sum_loader, "in.parquet", "out", model_version="sum:1", executor="spark")
     with pytest.raises(InvalidRequest, match="Add --executor ray"):
         score_batch(sum_loader, "in.parquet", "out", model_version="sum:1", address="10.0.0.5:6379")
+
+
+def test_the_ray_scorers_idle_time_is_seconds_from_zero_up(tmp_path) -> None:
+    from conveyor.config import load_settings
+    from conveyor.errors import ConfigurationError
+
+    assert load_settings(env={}, cwd=tmp_path).ray_batch_idle_s == 600
+    assert load_settings(env={"CONVEYOR_RAY_BATCH_IDLE_S": "0"}, cwd=tmp_path).ray_batch_idle_s == 0
+    assert load_settings(env={"CONVEYOR_RAY_BATCH_IDLE_S": "2.5"}, cwd=tmp_path).ray_batch_idle_s == 2.5
+    with pytest.raises(ConfigurationError, match="CONVEYOR_RAY_BATCH_IDLE_S='soon' is not a number of seconds"):
+        load_settings(env={"CONVEYOR_RAY_BATCH_IDLE_S": "soon"}, cwd=tmp_path)
+    with pytest.raises(ConfigurationError, match="CONVEYOR_RAY_BATCH_IDLE_S='-1' must be 0 or more"):
+        load_settings(env={"CONVEYOR_RAY_BATCH_IDLE_S": "-1"}, cwd=tmp_path)
+
+
+def test_ray_scorers_take_every_cpu_round_the_nodes() -> None:
+    from conveyor.serving.batch_cluster import placements, scorer_names
+
+    nodes = [("a" * 56, 2), ("b" * 56, 1)]
+    assert placements(nodes, None) == [("a" * 56, 0), ("b" * 56, 0), ("a" * 56, 1)]
+    assert placements(nodes, 2) == [("a" * 56, 0), ("b" * 56, 0)]
+    names = scorer_names("k" * 12, nodes, None)
+    assert len(set(names)) == 3 and all(n.startswith("scorer-kkkkkkkkkkkk-") for n in names)
+
+
+def test_a_scorer_sees_when_a_source_file_it_imported_changes(tmp_path, monkeypatch) -> None:
+    import importlib.util
+    import os
+    import sys
+
+    from conveyor.serving.batch_cluster import code_changed, note_code
+
+    source = tmp_path / "scored_module_a1.py"
+    source.write_text("FACTOR = 2\n")
+    spec = importlib.util.spec_from_file_location("scored_module_a1", source)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setitem(sys.modules, "scored_module_a1", module)
+    stamps: dict = {}
+    note_code(stamps)
+    assert str(source) in stamps
+    assert not any("site-packages" in p for p in stamps), "installed packages are not the project's code"
+    assert code_changed(stamps) is None
+    source.write_text("FACTOR = 3\n")
+    later = source.stat().st_mtime + 5
+    os.utime(source, (later, later))
+    assert code_changed(stamps) == str(source)
+    note_code(fresh := {})
+    source.unlink()
+    assert code_changed(fresh) == str(source)
