@@ -83,6 +83,7 @@ class TrialTask:
     pruner: Any = None
     study: Any = None   # the live study, when the worker shares the coordinator's memory (threads)
     trial: Any = None   # the asked optuna trial itself, then too
+    frozen: Any = None  # else the asked trial's FrozenTrial as the coordinator holds it (Ray tasks)
 
 
 @dataclass(slots=True)
@@ -126,7 +127,7 @@ def evaluate(task: TrialTask) -> TrialOutcome:
 
     started = time.time()
     study = _study(task)
-    trial = Trial(task.trial if task.trial is not None else optuna.trial.Trial(study, task.trial_id))
+    trial = Trial(task.trial if task.trial is not None else _worker_trial(study, task.trial_id, task.frozen))
     outcome = TrialOutcome(trial_id=task.trial_id, number=trial.number, state="failed", started_at=started)
     try:
         with tracking_target(trial):
@@ -149,6 +150,65 @@ def evaluate_pickled(blob: bytes) -> TrialOutcome:
     import cloudpickle
 
     return evaluate(cloudpickle.loads(blob))
+
+
+_shipped: dict[str, tuple[Any, ...]] = {}   # a study's shared part, by the dispatcher's key, per worker process
+_SHIPPED_KEEP = 8
+
+
+# what an optuna Trial holds once made (Optuna 4 and 5); a worker checks it on its first trial
+_TRIAL_FIELDS = frozenset({"study", "_trial_id", "storage", "_cached_frozen_trial", "relative_search_space",
+                           "_relative_params", "_fixed_params"})
+_made_from_frozen: bool | None = None   # None: not checked yet in this process
+
+
+def _worker_trial(study: Any, trial_id: int, frozen: Any) -> Any:
+    """The optuna Trial of ``trial_id`` on a worker, from the coordinator's FrozenTrial when it came along.
+
+    ``optuna.trial.Trial(study, trial_id)`` reads the trial back from the database (about 1 ms on
+    SQLite) only to learn what the coordinator already knows: it was asked there and nothing else
+    wrote it since. The first trial of a worker process is made that documented way; when the made
+    trial holds exactly the fields Optuna's constructor is known to set, later ones are made from
+    the FrozenTrial with the same steps (the sampler's ``before_trial`` included), and otherwise
+    (another Optuna) always the documented way.
+    """
+    global _made_from_frozen
+    import optuna
+
+    if frozen is None or _made_from_frozen is False:
+        return optuna.trial.Trial(study, trial_id)
+    if _made_from_frozen is None:
+        made = optuna.trial.Trial(study, trial_id)
+        _made_from_frozen = set(vars(made)) == _TRIAL_FIELDS
+        return made
+    from optuna import pruners
+
+    made = optuna.trial.Trial.__new__(optuna.trial.Trial)
+    made.study, made._trial_id, made.storage = study, trial_id, study._storage
+    made._cached_frozen_trial = frozen
+    study.sampler.before_trial(pruners._filter_study(study, frozen), frozen)
+    made.relative_search_space = None
+    made._relative_params = None
+    made._fixed_params = frozen.system_attrs.get("fixed_params", {})
+    return made
+
+
+def evaluate_shipped(key: str, box: list[Any], storage_url: str, study_name: str, trial_id: int,
+                     frozen: Any = None) -> TrialOutcome:
+    """``evaluate`` on a Ray worker: the study's shared part (objective, args, sampler, pruner) is
+    unpickled from the object store once per worker and ``key``, the trial is named by its id."""
+    shared = _shipped.get(key)
+    if shared is None:
+        import cloudpickle
+        import ray
+
+        shared = cloudpickle.loads(ray.get(box[0]))
+        while len(_shipped) >= _SHIPPED_KEEP:   # the oldest studies' objectives go first
+            _shipped.pop(next(iter(_shipped)))
+        _shipped[key] = shared
+    objective, args, sampler, pruner = shared
+    return evaluate(TrialTask(storage_url=storage_url, study_name=study_name, trial_id=trial_id,
+                              objective=objective, args=args, sampler=sampler, pruner=pruner, frozen=frozen))
 
 
 def _values(result: Any) -> list[float]:

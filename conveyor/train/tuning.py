@@ -171,7 +171,8 @@ def tune(objective: Callable[..., Any], space: Mapping[str, Any] | None = None, 
             loop.inflight[trial.number] = (trial, opened)
             task = TrialTask(storage_url=url, study_name=name, trial_id=trial._trial_id, objective=objective,
                              args=tuple(args), sampler=study.sampler, pruner=study.pruner,
-                             study=study if pool is None else None, trial=trial if pool is None else None)
+                             study=study if pool is None else None, trial=trial if pool is None else None,
+                             frozen=trial._cached_frozen_trial if pool is not None else None)
             outcome = evaluate(task) if pool is None else _outcome(pool.submit(task), trial)
             if loop.stop:
                 return   # interrupted meanwhile: the trial was queued again, its result is not told

@@ -128,3 +128,35 @@ def test_a_failing_objective_fails_its_trial_not_the_study(client: Any) -> None:
     assert result.best_value <= 0.5 and result.best_model is None
     failed = [r for r in client.metadata.runs.list() if r.kind == "trial" and r.status == "failed"]
     assert len(failed) == result.counts["failed"] and all("too large" in (r.error or "") for r in failed)
+
+
+def test_a_worker_makes_the_asked_trial_from_the_coordinators_frozen_trial_as_optuna_would(
+        client: Any, monkeypatch) -> None:
+    import optuna
+
+    from conveyor.train import trial as trial_module
+    from conveyor.train.storage import study_storage
+
+    storage = study_storage(client.metadata.url)
+    coordinator = optuna.create_study(study_name="frozen-made", storage=storage,
+                                      pruner=optuna.pruners.MedianPruner(n_startup_trials=0))
+    space = {"x": optuna.distributions.FloatDistribution(0.0, 1.0)}
+    asked = [coordinator.ask(fixed_distributions=space) for _ in range(3)]
+    worker = optuna.load_study(study_name="frozen-made", storage=study_storage(client.metadata.url))
+    monkeypatch.setattr(trial_module, "_made_from_frozen", None)
+    first = trial_module._worker_trial(worker, asked[0]._trial_id, asked[0]._cached_frozen_trial)
+    assert trial_module._made_from_frozen is True     # the first made the documented way, and checked
+    documented = optuna.trial.Trial(worker, asked[1]._trial_id)
+    made = trial_module._worker_trial(worker, asked[1]._trial_id, asked[1]._cached_frozen_trial)
+    assert set(vars(made)) == set(vars(documented)) == set(vars(first))
+    assert made.number == documented.number and made.params == documented.params == asked[1].params
+    assert made._fixed_params == documented._fixed_params
+    assert made.distributions == documented.distributions
+    made.report(0.5, 0)                               # written to the study, seen by the coordinator
+    assert coordinator.trials[1].intermediate_values == {0: 0.5}
+    assert made.should_prune() is False               # the pruner reads the study through it
+
+    monkeypatch.setattr(trial_module, "_made_from_frozen", None)
+    monkeypatch.setattr(trial_module, "_TRIAL_FIELDS", frozenset({"an", "other", "optuna"}))
+    trial_module._worker_trial(worker, asked[2]._trial_id, asked[2]._cached_frozen_trial)
+    assert trial_module._made_from_frozen is False    # fields it does not know: always the documented way
