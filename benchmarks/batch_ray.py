@@ -171,6 +171,21 @@ def cli(home: Path, src: Path, out: Path, address: str) -> float:
     return seconds
 
 
+def alternate(run: str, folder: Path, local: object, on_ray: object) -> list[float]:
+    """``ROUNDS`` rounds of ``local(out)`` then ``on_ray(out)`` (each returns seconds); each round's ratio."""
+    ratios = []
+    for r in range(ROUNDS):
+        here_out, there_out = folder / f"{run}-local-{r}", folder / f"{run}-ray-{r}"
+        here, there = local(here_out), on_ray(there_out)   # type: ignore[operator]
+        ratios.append(here / there)
+        print(json.dumps({"tool": "conveyor", "executor": "ray", "run": f"{run}-{r}", "rows": ROWS,
+                          "scorers": "started by the first of this code context" if r == 0 else "warm",
+                          "seconds": round(there, 3), "local_seconds": round(here, 3), "ratio": round(here / there, 3),
+                          "same_local_output": _same_parts(here_out, folder / "local"),
+                          "same_output_as_local": _same_parts(there_out, folder / "local")}))
+    return ratios
+
+
 def main() -> None:
     from conveyor.serving.batch import score_batch
 
@@ -210,32 +225,16 @@ def main() -> None:
                                   "same_output_as_local": _same_parts(out, folder / "local")}))
             # the local path again, after the cluster runs: the machine's load drifts; the faster local run counts
             local_s = min(local_s, local("local-again"))
-            rounds = []
-            for r in range(ROUNDS):
-                # both as a new process each: this one has a Ray connection now, so its local path can no
-                # longer fork its workers (threads hold locks) and would start them by forkserver instead
-                here = one_shot(src, model_path, folder / f"local-one-shot-{r}", "local")
-                there = one_shot(src, model_path, folder / f"ray-one-shot-{r}", address)
-                rounds.append(here / there)
-                print(json.dumps({"tool": "conveyor", "executor": "ray", "run": f"one-shot-driver-{r}", "rows": ROWS,
-                                  "same_local_output": _same_parts(folder / f"local-one-shot-{r}", folder / "local"),
-                                  "seconds": round(there, 3), "local_seconds": round(here, 3),
-                                  "ratio": round(here / there, 3),
-                                  "same_output_as_local": _same_parts(folder / f"ray-one-shot-{r}",
-                                                                      folder / "local")}))
+            # both as a new process each: this one has a Ray connection now, so its local path can no longer
+            # fork its workers (threads hold locks) and would start them by forkserver instead
+            rounds = alternate("one-shot-driver", folder,
+                               lambda out: one_shot(src, model_path, out, "local"),
+                               lambda out: one_shot(src, model_path, out, address))
             home = folder / "home"
             home.mkdir()
             register(home, model_path, src)
-            commands = []
-            for r in range(ROUNDS):
-                here = cli(home, src, folder / f"cli-local-{r}", "local")
-                there = cli(home, src, folder / f"cli-ray-{r}", address)
-                commands.append(here / there)
-                print(json.dumps({"tool": "conveyor", "executor": "ray", "run": f"cli-command-{r}", "rows": ROWS,
-                                  "scorers": "started by this command" if r == 0 else "warm",
-                                  "seconds": round(there, 3), "local_seconds": round(here, 3),
-                                  "ratio": round(here / there, 3),
-                                  "same_output_as_local": _same_parts(folder / f"cli-ray-{r}", folder / f"cli-local-{r}")}))
+            commands = alternate("cli-command", folder, lambda out: cli(home, src, out, "local"),
+                                 lambda out: cli(home, src, out, address))
             print(json.dumps({"summary": "batch scoring on 2-node local Ray vs local 2 workers (faster of two local "
                               "runs)", "target": 0.9, "local_seconds": round(local_s, 3),
                               "cli_ratios": [round(x, 3) for x in commands],
