@@ -131,7 +131,10 @@ class Scorer:
             self._last = time.monotonic()
 
     def describe(self) -> dict[str, Any]:
-        """This scorer's process, node and loaded model (what ``conveyor`` and the tests look at)."""
+        """This scorer's process, node, loaded model and idle time.
+
+        For a look from any driver: ``ray.get(ray.get_actor(name, namespace="conveyor").describe.remote())``.
+        """
         import ray
 
         return {"pid": os.getpid(), "node": ray.get_runtime_context().get_node_id(), "model": batch._digest,
