@@ -100,11 +100,52 @@ def connected_address() -> str | None:
 
 
 def same_cluster(a: str, b: str) -> bool:
-    """True when two GCS addresses name one cluster: the same port, on the same host or both on loopback."""
+    """True when two GCS addresses name one cluster: the same port, on the same host or both on this machine.
+
+    Both on this machine: loopback or one of its own addresses. A head started on loopback reports
+    its GCS at the machine's address (Ray 2.60), so ``127.0.0.1:6379`` and ``<this host>:6379`` are
+    one cluster.
+    """
     ea, eb = gcs_endpoint(a), gcs_endpoint(b)
     if ea is None or eb is None:
         return a == b
-    return ea[1] == eb[1] and (ea[0] == eb[0] or is_loopback(ea[0]) and is_loopback(eb[0]))
+    return ea[1] == eb[1] and (ea[0] == eb[0] or _on_this_machine(ea[0]) and _on_this_machine(eb[0]))
+
+
+_own_addresses: set[str] | None = None
+
+
+def _on_this_machine(host: str) -> bool:
+    """Loopback, or a name or address of this machine."""
+    global _own_addresses
+    if is_loopback(host):
+        return True
+    if _own_addresses is None:
+        names = {socket.gethostname(), socket.getfqdn()}
+        found = set(names)
+        for name in names:
+            try:
+                found.update(str(info[4][0]) for info in socket.getaddrinfo(name, None))
+            except OSError:   # a name that does not resolve: it stays a name only
+                continue
+        route = route_address()
+        if route:
+            found.add(route)
+        _own_addresses = found
+    return host in _own_addresses
+
+
+def route_address() -> str | None:
+    """The address this machine's outgoing traffic leaves from, which Ray reports as a node's IP; None offline.
+
+    A UDP socket's connect sends nothing: it only picks the route.
+    """
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe_socket:
+            probe_socket.connect(("8.8.8.8", 80))   # as Ray picks a node's IP: nothing is sent, the route is chosen
+            return str(probe_socket.getsockname()[0])
+    except OSError:
+        return None
 
 
 def gcs_endpoint(address: str) -> tuple[str, int] | None:

@@ -257,34 +257,44 @@ class RayPool:
         self._load[index] += 1
 
     def wait(self, handles: list[Any]) -> list[tuple[Any, tuple[int, int]]]:
-        from ray import exceptions as rex
-
         while True:
-            by_ref = {self._refs[h]: h for h in handles}
-            ready, _ = self._ray.wait(list(by_ref), num_returns=1)
-            out = []
-            for ref in ready:
-                handle = by_ref[ref]
-                task, index, attempts = self._chunks[handle]
-                self._load[index] -= 1
-                try:
-                    value = self._ray.get(ref)
-                except rex.RayTaskError as exc:   # the model or the data failed: the same error as locally
-                    raise (exc.cause if isinstance(getattr(exc, "cause", None), Exception) else exc) from None
-                except rex.ActorDiedError as exc:
-                    if attempts >= RAY_MAX_RETRIES:
-                        raise batch.WorkerLost(f" (ActorDiedError after {RAY_MAX_RETRIES} retries)") from None
-                    # the scorer ended for good: a new one at the same place scores the chunk
-                    if self._scorers[index] is not None and _same_actor(self._scorers[index], exc):
-                        self._scorers[index] = self._scorer(index)
-                    self._send(handle, task, index, attempts + 1)
-                    continue
-                except rex.RayError as exc:       # a node or an object lost past every retry
-                    raise batch.WorkerLost(f" ({type(exc).__name__} after {RAY_MAX_RETRIES} retries)") from None
-                del self._refs[handle], self._chunks[handle]
-                out.append((handle, value))
+            # an error is raised here, outside the frame that held Ray's references: a traceback kept by the
+            # caller must not keep references alive past the connection (Ray ends a process that frees one then)
+            out, error = self._collect(handles)
+            if error is not None:
+                raise error
             if out:
                 return out
+
+    def _collect(self, handles: list[Any]) -> tuple[list[tuple[Any, tuple[int, int]]], BaseException | None]:
+        """The chunks finished now, or the error that stops the run; chunks of scorers that ended are sent again."""
+        from ray import exceptions as rex
+
+        by_ref = {self._refs[h]: h for h in handles}
+        ready, _ = self._ray.wait(list(by_ref), num_returns=1)
+        out = []
+        for ref in ready:
+            handle = by_ref[ref]
+            task, index, attempts = self._chunks[handle]
+            self._load[index] -= 1
+            try:
+                value = self._ray.get(ref)
+            except rex.RayTaskError as exc:   # the model or the data failed: the same error as locally
+                return out, (exc.cause if isinstance(getattr(exc, "cause", None), Exception)
+                             else exc.with_traceback(None))
+            except rex.ActorDiedError as exc:
+                if attempts >= RAY_MAX_RETRIES:
+                    return out, batch.WorkerLost(f" (ActorDiedError after {RAY_MAX_RETRIES} retries)")
+                # the scorer ended for good: a new one at the same place scores the chunk
+                if _same_actor(self._scorers[index], exc):
+                    self._scorers[index] = self._scorer(index)
+                self._send(handle, task, index, attempts + 1)
+                continue
+            except rex.RayError as exc:       # a node or an object lost past every retry
+                return out, batch.WorkerLost(f" ({type(exc).__name__} after {RAY_MAX_RETRIES} retries)")
+            del self._refs[handle], self._chunks[handle]
+            out.append((handle, value))
+        return out, None
 
     def close(self) -> None:
         for ref in self._refs.values():   # after an error: stop the rest instead of letting them run on
