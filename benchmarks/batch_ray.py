@@ -38,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -171,12 +172,12 @@ def cli(home: Path, src: Path, out: Path, address: str) -> float:
     return seconds
 
 
-def alternate(run: str, folder: Path, local: object, on_ray: object) -> list[float]:
+def alternate(run: str, folder: Path, local: Callable[[Path], float], on_ray: Callable[[Path], float]) -> list[float]:
     """``ROUNDS`` rounds of ``local(out)`` then ``on_ray(out)`` (each returns seconds); each round's ratio."""
     ratios = []
     for r in range(ROUNDS):
         here_out, there_out = folder / f"{run}-local-{r}", folder / f"{run}-ray-{r}"
-        here, there = local(here_out), on_ray(there_out)   # type: ignore[operator]
+        here, there = local(here_out), on_ray(there_out)
         ratios.append(here / there)
         print(json.dumps({"tool": "conveyor", "executor": "ray", "run": f"{run}-{r}", "rows": ROWS,
                           "scorers": "started by the first of this code context" if r == 0 else "warm",

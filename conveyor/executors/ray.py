@@ -16,7 +16,6 @@ import contextlib
 import dataclasses
 import json
 import os
-import socket
 import sys
 import threading
 import time
@@ -30,20 +29,11 @@ import ray
 from conveyor.config import Settings
 from conveyor.errors import ConfigurationError
 from conveyor.executors.ray_code import CodePackages
-from conveyor.executors.ray_connect import LOOPBACK, connect, is_loopback
+from conveyor.executors.ray_connect import connect, is_loopback, this_machine_addresses
 from conveyor.runtime.worker import (FromStore, FunctionRef, StepResult, StepTask, preemptible_process, run_task,
                                      run_task_isolated)
 
 # --- what the cluster has ----------------------------------------------------------------------
-
-def _this_host_addresses() -> set[str]:
-    names = {socket.gethostname(), socket.getfqdn()}
-    addresses = {LOOPBACK, "::1"}
-    with contextlib.suppress(OSError):
-        for info in socket.getaddrinfo(socket.gethostname(), None):
-            addresses.add(str(info[4][0]))
-    return names | addresses
-
 
 @dataclass(frozen=True, slots=True)
 class Node:
@@ -53,7 +43,7 @@ class Node:
     hostname: str
     resources: dict[str, float]
 
-    def on_this_machine(self, here: set[str]) -> bool:
+    def on_this_machine(self, here: frozenset[str]) -> bool:
         return self.hostname in here or self.address in here or is_loopback(self.address)
 
 
@@ -121,7 +111,7 @@ def shared_root_problem(root: str, nodes: list[Node], shared_folder: bool) -> st
                 "CONVEYOR_ARTIFACT_ROOT to s3://, gs://, az:// or a folder every node mounts at the same path.")
     if "://" in root and not root.startswith("file://") or shared_folder:
         return None
-    here = _this_host_addresses()
+    here = this_machine_addresses()
     elsewhere = sorted({f"{n.hostname or '?'} ({n.address})" for n in nodes if not n.on_this_machine(here)})
     if not elsewhere:
         return None

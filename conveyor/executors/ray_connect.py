@@ -112,17 +112,16 @@ def same_cluster(a: str, b: str) -> bool:
     return ea[1] == eb[1] and (ea[0] == eb[0] or _on_this_machine(ea[0]) and _on_this_machine(eb[0]))
 
 
-_own_addresses: set[str] | None = None
+_own_addresses: frozenset[str] | None = None
 
 
-def _on_this_machine(host: str) -> bool:
-    """Loopback, or a name or address of this machine."""
+def this_machine_addresses() -> frozenset[str]:
+    """This machine's names and addresses: loopback, its host names and what they resolve to, and the
+    address its outgoing traffic leaves from (which Ray reports as a node's IP). Looked up once."""
     global _own_addresses
-    if is_loopback(host):
-        return True
     if _own_addresses is None:
         names = {socket.gethostname(), socket.getfqdn()}
-        found = set(names)
+        found = names | {LOOPBACK, "::1"}
         for name in names:
             try:
                 found.update(str(info[4][0]) for info in socket.getaddrinfo(name, None))
@@ -131,8 +130,13 @@ def _on_this_machine(host: str) -> bool:
         route = route_address()
         if route:
             found.add(route)
-        _own_addresses = found
-    return host in _own_addresses
+        _own_addresses = frozenset(found)
+    return _own_addresses
+
+
+def _on_this_machine(host: str) -> bool:
+    """Loopback, or a name or address of this machine."""
+    return is_loopback(host) or host in this_machine_addresses()
 
 
 def route_address() -> str | None:
@@ -203,4 +207,5 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-__all__ = ["LOOPBACK", "connect", "connected_address", "disconnect", "is_loopback", "same_cluster"]
+__all__ = ["LOOPBACK", "connect", "connected_address", "disconnect", "is_loopback", "same_cluster",
+           "this_machine_addresses"]

@@ -70,31 +70,46 @@ def _installed() -> tuple[str, ...]:
     return _installed_roots
 
 
-def note_code(stamps: dict[str, tuple[int, int]]) -> None:
-    """Add the (mtime, size) of every loaded module's source file outside the installed folders."""
-    roots = _installed()
-    for module in list(sys.modules.values()):
-        path = getattr(module, "__file__", None)
-        if not path or path in stamps:
-            continue
-        real = os.path.realpath(path)
-        if real.startswith(roots):
-            continue
-        with contextlib.suppress(OSError):
-            st = os.stat(real)
-            stamps[path] = (st.st_mtime_ns, st.st_size)
+class CodeStamps:
+    """The (mtime, size) of every loaded module's source file outside the installed folders, to see edits.
 
+    ``note`` looks only at modules it has not classified yet (a scorer calls it after every chunk, with
+    thousands of modules loaded); ``changed`` stats only the project's own files.
+    """
 
-def code_changed(stamps: dict[str, tuple[int, int]]) -> str | None:
-    """The first noted source file that changed (or went) since it was noted, or None."""
-    for path, stamp in stamps.items():
-        try:
-            st = os.stat(path)
-        except OSError:
-            return path
-        if (st.st_mtime_ns, st.st_size) != stamp:
-            return path
-    return None
+    def __init__(self) -> None:
+        self.stamps: dict[str, tuple[int, int]] = {}
+        self._seen: set[str] = set()
+        self._modules = 0
+
+    def note(self) -> None:
+        """Stamp the source files of modules loaded since the last call."""
+        if len(sys.modules) == self._modules:
+            return
+        roots = _installed()
+        for module in list(sys.modules.values()):
+            path = getattr(module, "__file__", None)
+            if not path or path in self._seen:
+                continue
+            self._seen.add(path)
+            real = os.path.realpath(path)
+            if real.startswith(roots):
+                continue
+            with contextlib.suppress(OSError):
+                st = os.stat(real)
+                self.stamps[path] = (st.st_mtime_ns, st.st_size)
+        self._modules = len(sys.modules)
+
+    def changed(self) -> str | None:
+        """The first stamped source file that changed (or went) since it was stamped, or None."""
+        for path, stamp in self.stamps.items():
+            try:
+                st = os.stat(path)
+            except OSError:
+                return path
+            if (st.st_mtime_ns, st.st_size) != stamp:
+                return path
+        return None
 
 
 class Scorer:
@@ -107,8 +122,8 @@ class Scorer:
         self._idle_s = idle_s
         self._busy = False
         self._last = time.monotonic()
-        self._code: dict[str, tuple[int, int]] = {}
-        note_code(self._code)
+        self._code = CodeStamps()
+        self._code.note()
         if idle_s > 0:
             threading.Thread(target=self._watch, name="conveyor-scorer-idle", daemon=True).start()
 
@@ -118,13 +133,13 @@ class Scorer:
 
         self._busy = True
         try:
-            if code_changed(self._code) is not None:
+            if self._code.changed() is not None:
                 # a source file this process imported was edited: a new process imports the new code, and Ray
                 # retries this chunk there
                 os._exit(STALE_CODE_EXIT)
             batch.install_model(content_hash, lambda: ray.get(box[0]))
             out = batch._score(task)
-            note_code(self._code)   # the modules the model's unpickling imported
+            self._code.note()   # the modules the model's unpickling imported
             return out
         finally:
             self._busy = False
@@ -188,6 +203,14 @@ def pool_key(idle_s: float) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
+def scoring_nodes() -> list[tuple[str, int]]:
+    """(node id, whole CPUs) of the connected cluster's alive nodes that have a CPU, in a fixed order."""
+    import ray
+
+    nodes = sorted((str(n["NodeID"]), int(n.get("Resources", {}).get("CPU", 0))) for n in ray.nodes() if n.get("Alive"))
+    return [(node, cpus) for node, cpus in nodes if cpus >= 1]
+
+
 def placements(nodes: list[tuple[str, int]], workers: int | None) -> list[tuple[str, int]]:
     """(node, slot) of each scorer: every CPU of every node, taken round the nodes, the first ``workers`` of them."""
     slots = [(node, j) for j in range(max((c for _, c in nodes), default=0)) for node, c in nodes if j < c]
@@ -215,9 +238,7 @@ class RayPool:
         import ray
 
         self._ray = ray
-        nodes = sorted((str(n["NodeID"]), int(n.get("Resources", {}).get("CPU", 0)))
-                       for n in ray.nodes() if n.get("Alive"))
-        nodes = [(node, cpus) for node, cpus in nodes if cpus >= 1]
+        nodes = scoring_nodes()
         if not nodes:
             raise ConfigurationError("The Ray cluster has no CPU to score on; add a worker node or check `ray status`.")
         self._idle_s = settings.ray_batch_idle_s

@@ -310,23 +310,26 @@ def test_a_scorer_sees_when_a_source_file_it_imported_changes(tmp_path, monkeypa
     import os
     import sys
 
-    from conveyor.serving.batch_cluster import code_changed, note_code
+    from conveyor.serving.batch_cluster import CodeStamps
 
     source = tmp_path / "scored_module_a1.py"
     source.write_text("FACTOR = 2\n")
     spec = importlib.util.spec_from_file_location("scored_module_a1", source)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    monkeypatch.setitem(sys.modules, "scored_module_a1", module)
-    stamps: dict = {}
-    note_code(stamps)
-    assert str(source) in stamps
-    assert not any("site-packages" in p for p in stamps), "installed packages are not the project's code"
-    assert code_changed(stamps) is None
+    stamps = CodeStamps()
+    stamps.note()
+    assert str(source) not in stamps.stamps
+    monkeypatch.setitem(sys.modules, "scored_module_a1", module)   # imported after the first look
+    stamps.note()
+    assert str(source) in stamps.stamps
+    assert not any("site-packages" in p for p in stamps.stamps), "installed packages are not the project's code"
+    assert stamps.changed() is None
     source.write_text("FACTOR = 3\n")
     later = source.stat().st_mtime + 5
     os.utime(source, (later, later))
-    assert code_changed(stamps) == str(source)
-    note_code(fresh := {})
+    assert stamps.changed() == str(source)
+    fresh = CodeStamps()
+    fresh.note()
     source.unlink()
-    assert code_changed(fresh) == str(source)
+    assert fresh.changed() == str(source)

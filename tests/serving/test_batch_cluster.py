@@ -362,14 +362,11 @@ def test_ray_a_scorer_whose_imported_code_changed_is_restarted_before_it_scores(
 
 
 def _scorer_names(address: str, idle_s: float) -> list[str]:
-    import ray
-
     from conveyor.executors.ray_connect import connect
-    from conveyor.serving.batch_cluster import pool_key, scorer_names
+    from conveyor.serving.batch_cluster import pool_key, scorer_names, scoring_nodes
 
     connect(address)
-    nodes = sorted((str(n["NodeID"]), int(n["Resources"].get("CPU", 0))) for n in ray.nodes() if n["Alive"])
-    return scorer_names(pool_key(idle_s), [(n, c) for n, c in nodes if c >= 1], None)
+    return scorer_names(pool_key(idle_s), scoring_nodes(), None)
 
 
 def _alive_names(address: str) -> set[str]:
